@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` runs the whole system, `make test` runs the tests.
+# Both create .venv and install the pinned requirements themselves.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Demo credentials (printed by `make demo`); override from the environment.
+export DEMO_ADMIN_USERNAME ?= admin
+export DEMO_ADMIN_PASSWORD ?= emailsys-demo
+export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
+export PYTHONUNBUFFERED := 1
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test install install-dev lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall whenever a requirements file changes.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/python manage.py demo_setup
+	exec $(BIN)/honcho start -f Procfile
+
+test: install-dev lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

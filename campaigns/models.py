@@ -1,0 +1,1 @@
+"""Campaigns, sequence steps, leads, sender accounts and send records (issue 3)."""

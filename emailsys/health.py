@@ -1,0 +1,150 @@
+"""System health for /healthz: every component probed concurrently with short timeouts.
+
+A probe never raises: a failure becomes an unhealthy component with a reason, so the endpoint always
+answers within a few seconds even when Redis, the broker or PostgreSQL hang or are gone.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field, replace
+
+from django.conf import settings
+from django.db import connection
+
+from emailsys.celery import app as celery_app
+from emailsys.ops_clients import ops_broker_connection, ops_redis
+
+logger = logging.getLogger(__name__)
+
+BEAT_TICK_KEY = "emailsys:beat:last_tick"
+PROBE_DEADLINE_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    name: str
+    healthy: bool
+    detail: str
+    latency_ms: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SystemHealth:
+    components: list[ComponentHealth]
+
+    @property
+    def healthy(self) -> bool:
+        return all(component.healthy for component in self.components)
+
+    def as_dict(self) -> dict:
+        return {
+            "status": "ok" if self.healthy else "unhealthy",
+            "unhealthy": [c.name for c in self.components if not c.healthy],
+            "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in self.components},
+        }
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def _probe_database() -> list[ComponentHealth]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    connection.close()  # probe threads are short-lived; do not leak their connections
+    return [ComponentHealth("database", True, "SELECT 1 answered")]
+
+
+def _probe_redis() -> list[ComponentHealth]:
+    ops_redis().ping()
+    return [ComponentHealth("redis", True, "PING answered")]
+
+
+def _probe_broker() -> list[ComponentHealth]:
+    with ops_broker_connection() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        transport = conn.transport_cls
+    return [ComponentHealth("broker", True, f"connected ({transport})")]
+
+
+def _probe_worker_pools() -> list[ComponentHealth]:
+    """A pool is healthy when at least one worker consuming its queue answers within the timeout."""
+    with ops_broker_connection() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        replies = celery_app.control.inspect(timeout=settings.HEALTHZ_WORKER_TIMEOUT, connection=conn).active_queues()
+    workers_by_queue: dict[str, list[str]] = {pool: [] for pool in settings.WORKER_POOLS}
+    for worker, queues in (replies or {}).items():
+        for queue in queues:
+            workers_by_queue.setdefault(queue["name"], []).append(worker)
+    return [
+        ComponentHealth(
+            f"worker:{pool}",
+            bool(workers_by_queue[pool]),
+            f"{len(workers_by_queue[pool])} worker(s) answered" if workers_by_queue[pool] else "no worker answered",
+            extra={"workers": sorted(workers_by_queue[pool])},
+        )
+        for pool in settings.WORKER_POOLS
+    ]
+
+
+def _probe_beat() -> list[ComponentHealth]:
+    raw = ops_redis().get(BEAT_TICK_KEY)
+    if raw is None:
+        return [ComponentHealth("beat", False, "beat has never ticked")]
+    age = max(0.0, time.time() - float(raw))
+    healthy = age <= settings.HEALTHZ_BEAT_MAX_AGE
+    detail = f"last tick {age:.1f}s ago" + ("" if healthy else f" (limit {settings.HEALTHZ_BEAT_MAX_AGE:.0f}s)")
+    return [ComponentHealth("beat", healthy, detail, extra={"last_tick_age_s": round(age, 3)})]
+
+
+PROBES: dict[str, Callable[[], list[ComponentHealth]]] = {
+    "database": _probe_database,
+    "redis": _probe_redis,
+    "broker": _probe_broker,
+    "workers": _probe_worker_pools,
+    "beat": _probe_beat,
+}
+
+
+def _failed(probe_name: str, detail: str) -> list[ComponentHealth]:
+    if probe_name == "workers":
+        return [ComponentHealth(f"worker:{pool}", False, detail) for pool in settings.WORKER_POOLS]
+    return [ComponentHealth(probe_name, False, detail)]
+
+
+def _run_probe(name: str, probe: Callable[[], list[ComponentHealth]]) -> list[ComponentHealth]:
+    started = time.monotonic()
+    try:
+        results = probe()
+    except Exception as error:  # noqa: BLE001 - any failure is a health verdict, not a crash
+        results = _failed(name, _describe(error))
+    latency_ms = round((time.monotonic() - started) * 1000, 1)
+    return [replace(component, latency_ms=latency_ms) for component in results]
+
+
+def system_health_check() -> SystemHealth:
+    """Runs every probe in parallel; a probe that does not finish within the deadline counts as unhealthy."""
+    executor = ThreadPoolExecutor(max_workers=len(PROBES), thread_name_prefix="healthz")
+    started = time.monotonic()
+    futures = {name: executor.submit(_run_probe, name, probe) for name, probe in PROBES.items()}
+    components: list[ComponentHealth] = []
+    for name, future in futures.items():
+        remaining = max(0.0, PROBE_DEADLINE_SECONDS - (time.monotonic() - started))
+        try:
+            components.extend(future.result(timeout=remaining))
+        except FutureTimeout:
+            components.extend(_failed(name, f"no answer within {PROBE_DEADLINE_SECONDS:.0f}s"))
+    executor.shutdown(wait=False, cancel_futures=True)
+    return SystemHealth(components)
+
+
+def beat_record_tick(*, at: float) -> None:
+    """Called by beat's scheduler on every tick; a Redis outage must not stop beat, so errors are logged."""
+    try:
+        ops_redis().set(BEAT_TICK_KEY, repr(at))
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not record beat tick: %s", _describe(error))

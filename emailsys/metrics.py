@@ -1,0 +1,118 @@
+"""Celery task metrics for /metrics, shared across machines through Redis.
+
+Worker processes (any number, on any host) add each finished task to one Redis hash from Celery's signals;
+the web process exposes them with a Prometheus collector, together with each queue's depth read from the
+broker. HTTP request metrics come from django-prometheus's middleware.
+"""
+
+import logging
+import time
+from collections.abc import Iterator
+
+from celery import signals
+from django.conf import settings
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from emailsys.ops_clients import ops_broker_connection, ops_redis
+
+logger = logging.getLogger(__name__)
+
+TASK_METRICS_KEY = "emailsys:metrics:tasks"
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+STATE_NAMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected"}
+_SEP = "\x1f"
+
+_started_at: dict[str, float] = {}
+
+
+def task_record_finished(*, task_name: str, state: str, runtime_seconds: float | None) -> None:
+    """Adds one finished task to the shared counters; never raises (a metrics outage must not fail tasks)."""
+    state_name = STATE_NAMES.get(state, state.lower())
+    try:
+        pipe = ops_redis().pipeline(transaction=False)
+        pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}state{_SEP}{state_name}", 1)
+        if runtime_seconds is not None:
+            pipe.hincrbyfloat(TASK_METRICS_KEY, f"{task_name}{_SEP}sum", runtime_seconds)
+            pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}count", 1)
+            for bound in RUNTIME_BUCKETS:
+                if runtime_seconds <= bound:
+                    pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}le{_SEP}{bound}", 1)
+        pipe.execute()
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not record metrics for %s: %s", task_name, type(error).__name__)
+
+
+@signals.task_prerun.connect
+def _on_task_prerun(task_id: str | None = None, **_kwargs) -> None:
+    if task_id:
+        _started_at[task_id] = time.monotonic()
+
+
+@signals.task_postrun.connect
+def _on_task_postrun(task_id: str | None = None, task=None, state: str | None = None, **_kwargs) -> None:
+    started = _started_at.pop(task_id, None) if task_id else None
+    runtime = time.monotonic() - started if started is not None else None
+    task_record_finished(task_name=getattr(task, "name", "unknown"), state=state or "UNKNOWN", runtime_seconds=runtime)
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each pool's queue (ready, not yet delivered to a worker)."""
+    depths: dict[str, int] = {}
+    with ops_broker_connection() as conn:
+        for queue in settings.WORKER_POOLS:
+            try:
+                with conn.channel() as channel:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except conn.channel_errors:  # the queue was never declared: nothing waits in it
+                depths[queue] = 0
+    return depths
+
+
+class CeleryCollector(Collector):
+    def collect(self) -> Iterator:
+        yield from self._task_metrics()
+        depth = GaugeMetricFamily("emailsys_celery_queue_depth", "Messages waiting in each queue.", labels=["queue"])
+        try:
+            for queue, count in queue_depths().items():
+                depth.add_metric([queue], count)
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not read queue depths: %s", type(error).__name__)
+        yield depth
+
+    def _task_metrics(self) -> Iterator:
+        tasks = CounterMetricFamily(
+            "emailsys_celery_tasks", "Finished Celery tasks by task and final state.", labels=["task", "state"]
+        )
+        runtime = HistogramMetricFamily(
+            "emailsys_celery_task_runtime_seconds", "Celery task run time, per task.", labels=["task"]
+        )
+        try:
+            raw = ops_redis().hgetall(TASK_METRICS_KEY)
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not read task metrics: %s", type(error).__name__)
+            raw = {}
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+        histograms: dict[str, dict[str, float]] = {}
+        for key, value in fields.items():
+            task_name, kind, *rest = key.split(_SEP)
+            if kind == "state":
+                tasks.add_metric([task_name, rest[0]], float(value))
+            else:
+                histograms.setdefault(task_name, {})[kind if not rest else rest[0]] = float(value)
+        for task_name, values in sorted(histograms.items()):
+            buckets = [(str(bound), values.get(str(bound), 0.0)) for bound in RUNTIME_BUCKETS]
+            buckets.append(("+Inf", values.get("count", 0.0)))
+            runtime.add_metric([task_name], buckets=buckets, sum_value=values.get("sum", 0.0))
+        yield tasks
+        yield runtime
+
+
+_collector: CeleryCollector | None = None
+
+
+def register_collector() -> None:
+    global _collector
+    if _collector is None:
+        _collector = CeleryCollector()
+        REGISTRY.register(_collector)

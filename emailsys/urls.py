@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import path
+from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from emailsys import views
+
+admin.site.site_header = "emailsys"
+admin.site.site_title = "emailsys"
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", ExportToDjangoView, name="metrics"),
+    path("outbox/", views.outbox_index, name="outbox"),
+    path("outbox/<str:name>", views.outbox_detail, name="outbox-detail"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("admin/", admin.site.urls),
+]

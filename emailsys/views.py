@@ -1,0 +1,44 @@
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from emailsys.health import system_health_check
+from emailsys.outbox import outbox_get, outbox_list
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when every component is healthy, 503 otherwise; the body names each component."""
+    health = system_health_check()
+    return JsonResponse(health.as_dict(), status=200 if health.healthy else 503)
+
+
+@staff_member_required
+def outbox_index(request: HttpRequest) -> HttpResponse:
+    messages = outbox_list(directory=settings.OUTBOX_DIR)
+    return render(request, "outbox/list.html", {"messages": messages, "directory": settings.OUTBOX_DIR})
+
+
+@staff_member_required
+def outbox_detail(request: HttpRequest, name: str) -> HttpResponse:
+    found = outbox_get(directory=settings.OUTBOX_DIR, name=name)
+    if found is None:
+        raise Http404("No such captured message.")
+    message, raw = found
+    if request.GET.get("raw"):
+        response = HttpResponse(raw, content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    context = {
+        "name": name,
+        "headers": list(message.items()),
+        "text": text.get_content() if text else "",
+        "html": html.get_content() if html else "",
+    }
+    return render(request, "outbox/detail.html", context)

@@ -1,0 +1,1 @@
+"""Inbound mail: messages, classification and archive records."""

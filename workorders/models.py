@@ -1,0 +1,1 @@
+"""Work orders, their steps, contacts and segments (issue 4)."""
