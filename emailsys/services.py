@@ -41,12 +41,10 @@ def services_unreachable() -> list[ServiceProblem]:
     return problems
 
 
-def database_ensure_exists() -> bool:
-    """Creates the configured database when missing (connecting to the `postgres` maintenance database).
-
-    Returns True when it had to create it.
+def database_ensure_exists(*, database: dict) -> bool:
+    """Creates the database described by a Django DATABASES entry when missing, connecting to the `postgres`
+    maintenance database with the same credentials. Returns True when it had to create it.
     """
-    database = settings.DATABASES["default"]
     params = {
         "dbname": "postgres",
         "user": database.get("USER") or None,

@@ -4,6 +4,7 @@ from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from emailsys import views
+from emailsys.api import SystemHealthView
 
 admin.site.site_header = "emailsys"
 admin.site.site_title = "emailsys"
@@ -13,6 +14,7 @@ urlpatterns = [
     path("metrics", ExportToDjangoView, name="metrics"),
     path("outbox/", views.outbox_index, name="outbox"),
     path("outbox/<str:name>", views.outbox_detail, name="outbox-detail"),
+    path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

@@ -6,6 +6,7 @@ Safe to run again: every step is idempotent.
 
 import os
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         if problems:
             lines = [f"  {p.name} is not answering at {p.address} ({p.detail})" for p in problems]
             raise CommandError("\n".join(["Required services are not reachable:", *lines, START_HINTS]))
-        if database_ensure_exists():
+        if database_ensure_exists(database=settings.DATABASES["default"]):
             self.stdout.write("Created the database.")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")

@@ -1,0 +1,166 @@
+"""Real processes for tests and benchmarks: Celery workers, beat, daphne and Redis servers on loopback.
+
+Each process runs in its own session (so a kill reaches its children) and logs to a file that a failing
+test prints. Waiting is always polling with a deadline, never a bare sleep.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(settings.BASE_DIR)
+BIN_DIR = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+    """Polls until `predicate` returns something truthy (returned) or raises TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            last_error = error
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_error!r})")
+        time.sleep(interval)
+
+
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def subprocess_database_url() -> str:
+    """The URL of the database this test process uses (pytest-django's test database), for subprocesses."""
+    params = connection.settings_dict
+    user = params.get("USER") or "postgres"
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    host = params.get("HOST") or "127.0.0.1"
+    port = params.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    """Environment for a project process: the test settings, the test database, this Redis, plus overrides."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="emailsys.settings.test",
+        DATABASE_URL=subprocess_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        CELERY_RESULT_BACKEND=settings.CELERY_RESULT_BACKEND,
+        CHANNELS_PREFIX=settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        PYTHONUNBUFFERED="1",
+        PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen = field(repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self, tail: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
+        return "\n".join(lines[-tail:])
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: no cleanup, like a crashed machine."""
+        self.signal_group(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.signal_group(signal.SIGKILL)  # leftovers of the group (e.g. pool children)
+        if self.alive:
+            self.popen.wait(timeout=10)
+
+
+def start_process(name: str, argv: list[str], *, env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return ManagedProcess(name=name, argv=argv, log_path=log_path, popen=popen)
+
+
+def unique_token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def worker_argv(pool: str, *, node_name: str, concurrency: int = 2) -> list[str]:
+    """The same shape of worker command as the Procfile: one pool, only its own queue."""
+    worker_pool = "threads" if pool == "sending" else "prefork"
+    return [
+        str(BIN_DIR / "celery"), "-A", "emailsys", "worker", "-Q", pool, "-n", node_name,
+        "--pool", worker_pool, "--concurrency", str(concurrency), "-l", "INFO", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+
+
+def beat_argv(schedule_dir: Path) -> list[str]:
+    return [
+        str(BIN_DIR / "celery"),
+        "-A",
+        "emailsys",
+        "beat",
+        "-l",
+        "INFO",
+        "--pidfile",
+        str(schedule_dir / "beat.pid"),
+    ]
+
+
+def daphne_argv(port: int) -> list[str]:
+    return [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "emailsys.asgi:application"]
+
+
+def redis_server_argv(port: int, directory: Path) -> list[str]:
+    return [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(directory),
+    ]  # fmt: skip

@@ -1,0 +1,65 @@
+"""/metrics in Prometheus text format: HTTP requests, per-task counts/failures/latency, queue depths."""
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from prometheus_client.parser import text_string_to_metric_families
+
+from emailsys.celery import app as celery_app
+from emailsys.metrics import TASK_METRICS_KEY
+from emailsys.ops_clients import ops_redis
+from emailsys.tasks import report_worker
+
+pytestmark = pytest.mark.django_db
+
+
+@celery_app.task(name="tests.always_fails")
+def always_fails() -> None:
+    raise RuntimeError("this task always fails")
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_task_counts_failures_and_latency_per_task(client) -> None:
+    ops_redis().delete(TASK_METRICS_KEY)
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, queues=["default"]):
+        report_worker.apply_async(queue="default").get(timeout=20)
+        report_worker.apply_async(queue="default").get(timeout=20)
+        with pytest.raises(RuntimeError):
+            always_fails.delay().get(timeout=20)
+
+    samples = scrape(client)
+    succeeded = (("state", "succeeded"), ("task", "emailsys.report_worker"))
+    assert samples[("emailsys_celery_tasks_total", succeeded)] == 2
+    assert samples[("emailsys_celery_tasks_total", (("state", "failed"), ("task", "tests.always_fails")))] == 1
+    runtime = "emailsys_celery_task_runtime_seconds"
+    assert samples[(f"{runtime}_count", (("task", "emailsys.report_worker"),))] == 2
+    assert samples[(f"{runtime}_bucket", (("le", "+Inf"), ("task", "emailsys.report_worker")))] == 2
+    assert 0 < samples[(f"{runtime}_sum", (("task", "emailsys.report_worker"),))] < 10
+
+
+def test_queue_depth_counts_messages_nobody_consumed(client) -> None:
+    celery_app.control.purge()
+    for _ in range(3):
+        report_worker.apply_async(queue="inbound")
+
+    samples = scrape(client)
+
+    assert samples[("emailsys_celery_queue_depth", (("queue", "inbound"),))] == 3
+    assert samples[("emailsys_celery_queue_depth", (("queue", "sending"),))] == 0
+    celery_app.control.purge()
+
+
+def test_http_requests_are_counted_by_view(client) -> None:
+    client.get("/healthz")
+    samples = scrape(client)
+    by_view = "django_http_requests_total_by_view_transport_method_total"
+    assert samples[(by_view, (("method", "GET"), ("transport", "http"), ("view", "healthz")))] >= 1
