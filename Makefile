@@ -13,7 +13,7 @@ export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
 export PYTHONUNBUFFERED := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-dev lint format clean
+.PHONY: demo test install install-dev lint format clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,6 @@ format: install-dev
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+
+bench: install-dev
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

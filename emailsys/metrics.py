@@ -70,6 +70,14 @@ def queue_depths() -> dict[str, int]:
 
 
 class CeleryCollector(Collector):
+    def describe(self) -> list:
+        """Names only: without it, registering would call collect() and touch Redis and the broker at start."""
+        return [
+            CounterMetricFamily("emailsys_celery_tasks", "", labels=["task", "state"]),
+            HistogramMetricFamily("emailsys_celery_task_runtime_seconds", "", labels=["task"]),
+            GaugeMetricFamily("emailsys_celery_queue_depth", "", labels=["queue"]),
+        ]
+
     def collect(self) -> Iterator:
         yield from self._task_metrics()
         depth = GaugeMetricFamily("emailsys_celery_queue_depth", "Messages waiting in each queue.", labels=["queue"])

@@ -19,7 +19,7 @@ from typing import TypeVar
 from django.conf import settings
 from django.db import connection
 
-BASE_DIR = Path(settings.BASE_DIR)
+BASE_DIR = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 T = TypeVar("T")
 

@@ -83,6 +83,8 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.
 # Persistent connections with a liveness check; set 0 behind pgbouncer in transaction mode.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors (pgbouncer)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", default=False)
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

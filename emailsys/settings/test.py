@@ -3,11 +3,18 @@
 import os
 
 _xdist_index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:6379/{8 + _xdist_index % 8}")
+# Set only while base.py reads it: the xdist controller's environment is inherited by its workers, and each
+# worker must pick its own database.
+_own_redis_url = "REDIS_URL" not in os.environ
+if _own_redis_url:
+    os.environ["REDIS_URL"] = f"redis://127.0.0.1:6379/{8 + _xdist_index % 8}"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-only-for-the-test-suite-0123456789-abcdefghijklmnop")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 
 from .base import *  # noqa: E402,F403
+
+if _own_redis_url:
+    del os.environ["REDIS_URL"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
