@@ -239,7 +239,7 @@ def test_command_exists(source: str) -> None:
         if not source.endswith("healthcheck"):
             assert args[3] in ("worker", "beat", "flower"), f"{source}: runs celery {args[3]}"
     else:
-        targets = [arg for arg in args[1:] if ":" in arg and not arg.startswith("-")]
+        targets = [arg for arg in args[1:] if re.fullmatch(r"[\w.]+:\w+", arg)]
         assert targets == [ASGI_TARGET], f"{source}: daphne serves {targets}"
         assert resolve_name(ASGI_TARGET) is not None
 

@@ -48,13 +48,16 @@ def test_task_counts_failures_and_latency_per_task(client) -> None:
 
 def test_queue_depth_counts_messages_nobody_consumed(client) -> None:
     celery_app.control.purge()
+    depth = lambda samples, queue: samples[("emailsys_celery_queue_depth", (("queue", queue),))]  # noqa: E731
+    before = scrape(client)
     for _ in range(3):
         report_worker.apply_async(queue="inbound")
 
-    samples = scrape(client)
+    after = scrape(client)
 
-    assert samples[("emailsys_celery_queue_depth", (("queue", "inbound"),))] == 3
-    assert samples[("emailsys_celery_queue_depth", (("queue", "sending"),))] == 0
+    depths = {queue: (depth(before, queue), depth(after, queue)) for queue in ("default", "sending", "inbound")}
+    assert depths["inbound"][1] - depths["inbound"][0] == 3, depths
+    assert depths["sending"][1] == depths["sending"][0], depths
     celery_app.control.purge()
 
 

@@ -1,0 +1,81 @@
+"""The demo's process set (the Procfile under honcho, as `make demo` runs it) on spare ports: /healthz gets
+to 200 with every component healthy, Flower wants its credentials, the admin login works, and Ctrl-C leaves
+no process and no listening port behind."""
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from emailsys.testing import BIN_DIR, free_port, port_answers, process_env, unique_token, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def processes_marked(marker: str) -> set[int]:
+    """Live processes whose environment carries the marker: everything the supervisor started."""
+    pids = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                pids.add(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def admin_login(base_url: str, username: str, password: str) -> requests.Response:
+    session = requests.Session()
+    form = session.get(f"{base_url}/admin/login/", timeout=10)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    return session.post(
+        f"{base_url}/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": csrf, "username": username, "password": password},
+        headers={"Referer": f"{base_url}/admin/login/"},
+        timeout=10,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(processes, django_user_model) -> None:
+    django_user_model.objects.create_superuser("demo-admin", "admin@localhost", "demo-password")
+    ports = {"WEB_PORT": free_port(), "FLOWER_PORT": free_port(), "SMTP_CAPTURE_PORT": free_port()}
+    marker = f"EMAILSYS_DEMO_RUN={unique_token()}"
+    env = process_env(
+        **{name: str(port) for name, port in ports.items()},
+        FLOWER_BASIC_AUTH="ops:flower-secret",
+        EMAILSYS_DEMO_RUN=marker.partition("=")[2],
+    )
+    honcho = processes("honcho", [str(BIN_DIR / "honcho"), "start", "-f", "Procfile"], env=env)
+    base_url = f"http://127.0.0.1:{ports['WEB_PORT']}"
+
+    started = time.monotonic()
+    healthz = wait_until(
+        lambda: (r := requests.get(f"{base_url}/healthz", timeout=10)).status_code == 200 and r.json(),
+        timeout=90,
+        interval=0.5,
+        what="/healthz 200",
+    )
+    print(f"/healthz 200 after {time.monotonic() - started:.1f}s")
+    assert all(component["healthy"] for component in healthz["components"].values())
+
+    flower = f"http://127.0.0.1:{ports['FLOWER_PORT']}/"
+    wait_until(lambda: port_answers(ports["FLOWER_PORT"]), timeout=30, what="flower listening")
+    assert requests.get(flower, timeout=10).status_code == 401
+    assert requests.get(flower, auth=("ops", "wrong"), timeout=10).status_code == 401
+    assert requests.get(flower, auth=("ops", "flower-secret"), timeout=10).status_code == 200
+
+    logged_in = admin_login(base_url, "demo-admin", "demo-password")
+    assert logged_in.url == f"{base_url}/admin/" and "Site administration" in logged_in.text
+    refused = admin_login(base_url, "demo-admin", "not-the-password")
+    assert "Please enter the correct username and password" in refused.text
+
+    supervised = processes_marked(marker)
+    assert len(supervised) >= 9  # honcho, web, four pools (with their children), beat, flower, capture
+    honcho.signal_group(signal.SIGINT)  # what Ctrl-C in the terminal sends
+    honcho.popen.wait(timeout=30)
+    wait_until(lambda: not processes_marked(marker), timeout=15, what="every demo process gone")
+    assert not any(port_answers(port) for port in ports.values())
