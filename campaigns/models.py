@@ -1,1 +1,400 @@
-"""Campaigns, sequence steps, leads, sender accounts and send records (issue 3)."""
+"""Campaigns: sequences of steps sent to multi-recipient leads through throttled sender accounts.
+
+The rows are the truth; tasks move state machines by claiming transitions atomically. Constraints make the
+wrong states impossible: one send record per (recipient, step), one usage row per (account, day).
+"""
+
+import uuid
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from emailsys.crypto import EncryptedTextField
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known time zone (e.g. Europe/Berlin, America/New_York).")
+
+
+def validate_weekdays(value: list) -> None:
+    if not isinstance(value, list) or any(day not in range(7) for day in value) or len(set(value)) != len(value):
+        raise ValidationError("Send days are a list of distinct weekdays, 0 = Monday … 6 = Sunday.")
+
+
+class EmailTemplate(models.Model):
+    """Jinja2 source for subject, text and HTML bodies (rendered in a sandbox)."""
+
+    name = models.CharField(max_length=200, unique=True)
+    subject = models.CharField(max_length=500)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(body_text="", body_html=""), name="template_has_a_body"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SenderAccount(models.Model):
+    """An SMTP mailbox we send from. Limits hold across all campaigns; "today" is in the account's time zone."""
+
+    class Security(models.TextChoices):
+        STARTTLS = "starttls", "STARTTLS"
+        TLS = "tls", "Implicit TLS"
+        NONE = "none", "None (local relays only)"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        DISABLED = "disabled", "Disabled"
+
+    email = models.EmailField(unique=True)
+    from_name = models.CharField(max_length=200, blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    smtp_host = models.CharField(max_length=255)
+    smtp_port = models.PositiveIntegerField(default=587)
+    smtp_username = models.CharField(max_length=255, blank=True)
+    smtp_password = EncryptedTextField(blank=True)
+    security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
+    signature = models.TextField(blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    daily_limit = models.PositiveIntegerField(default=50)
+    min_wait_seconds = models.PositiveIntegerField(default=240, help_text="Seconds between two sends.")
+    jitter_seconds = models.PositiveIntegerField(default=0, help_text="Random extra wait, 0…this many seconds.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    status_reason = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # Arbiter state, moved only under this row's lock.
+    last_reserved_at = models.DateTimeField(null=True, blank=True)
+    next_available_at = models.DateTimeField(null=True, blank=True)
+    busy_until = models.DateTimeField(null=True, blank=True, help_text="A send holds the account until then.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "last_reserved_at"])]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def sender_name(self) -> str:
+        return self.from_name or " ".join(filter(None, [self.first_name, self.last_name])) or self.email
+
+
+class AccountDailyUsage(models.Model):
+    """Sends reserved per account per local day: the counter the daily limit is checked against."""
+
+    account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    reserved = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "day"], name="one_usage_row_per_account_day")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: {self.reserved}"
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    batch_size = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)])
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    send_days = models.JSONField(default=list, blank=True, validators=[validate_weekdays],
+                                 help_text="Weekdays to send on, 0 = Monday; empty: every day.")  # fmt: skip
+    send_hour_start = models.PositiveSmallIntegerField(null=True, blank=True)
+    send_hour_end = models.PositiveSmallIntegerField(null=True, blank=True)
+    accounts = models.ManyToManyField(SenderAccount, through="CampaignAccount", related_name="campaigns")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__isnull=True) | Q(starts_at__isnull=True) | Q(ends_at__gt=models.F("starts_at")),
+                name="campaign_ends_after_it_starts",
+            ),
+            models.CheckConstraint(
+                condition=(Q(send_hour_start__isnull=True) & Q(send_hour_end__isnull=True))
+                | (
+                    Q(send_hour_start__lte=23)
+                    & Q(send_hour_end__gte=1)
+                    & Q(send_hour_end__lte=24)
+                    & Q(send_hour_end__gt=models.F("send_hour_start"))
+                ),
+                name="campaign_send_hours_are_a_window",
+            ),  # fmt: skip
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignAccount(models.Model):
+    """An account used by a campaign, with this campaign's own (tighter) limits."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="account_settings")
+    account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="campaign_settings")
+    daily_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the account's limit.")
+    min_wait_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the account's wait.")
+    # Sends reserved today for this campaign (day in the account's time zone), moved under the account's lock.
+    usage_day = models.DateField(null=True, blank=True)
+    usage_reserved = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "account"], name="one_setting_per_campaign_account")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} via {self.account_id}"
+
+
+class SequenceStep(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="steps")
+    order = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    delay_seconds = models.PositiveIntegerField(default=0, help_text="Wait after the previous step.")
+    template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT, related_name="steps")
+    threaded = models.BooleanField(default=False, help_text="Send as a reply (Re:) to this recipient's previous email.")
+
+    class Meta:
+        ordering = ["campaign", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "order"], name="one_step_per_order"),
+            models.CheckConstraint(condition=Q(order__gte=1), name="step_order_from_one"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} step {self.order}"
+
+
+class Lead(models.Model):
+    """A company or person we write to, with one or more recipients and its progress through the steps."""
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        FINISHED = "finished", "Finished"
+        STOPPED = "stopped", "Stopped"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="leads")
+    external_id = models.CharField(max_length=200, blank=True, help_text="Your id, for imports.")
+    custom_fields = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    stop_reason = models.TextField(blank=True)
+    current_step = models.PositiveIntegerField(default=1)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    next_due_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "external_id"], condition=~Q(external_id=""), name="one_lead_per_external_id"
+            ),
+        ]
+        indexes = [
+            # The dispatcher's scan: finished and stopped leads leave this index, so its cost follows due work.
+            models.Index(fields=["next_due_at"], condition=Q(state="in_progress"), name="lead_due_in_progress"),
+        ]
+
+    def __str__(self) -> str:
+        return f"lead {self.pk}"
+
+
+class Recipient(models.Model):
+    class Status(models.TextChoices):
+        NOT_CONTACTED = "not_contacted", "Not contacted"
+        CONTACTED = "contacted", "Contacted"
+        REPLIED = "replied", "Replied"
+        BOUNCED = "bounced", "Bounced"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="recipients")
+    position = models.PositiveIntegerField(help_text="Order within the lead, from 0.")
+    email = models.EmailField()
+    name = models.CharField(max_length=200, blank=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    company_name = models.CharField(max_length=200, blank=True)
+    website = models.CharField(max_length=300, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=15, choices=Status.choices, default=Status.NOT_CONTACTED)
+    last_contacted_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.PositiveIntegerField(null=True, blank=True)
+    unsubscribe_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["lead", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["lead", "position"], name="one_recipient_per_position"),
+            models.UniqueConstraint(fields=["lead", "email"], name="one_recipient_per_email_per_lead"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class SendRecord(models.Model):
+    """One email to one recipient for one step: claimed and committed before SMTP, so it is sent at most once.
+
+    CLAIMED → (after the 354 reply to DATA, before the content) HANDED_OVER → SENT on the final 250.
+    A crash before HANDED_OVER is known not to have delivered; after it, the outcome is UNKNOWN.
+    """
+
+    class State(models.TextChoices):
+        CLAIMED = "claimed", "Claimed"
+        HANDED_OVER = "handed_over", "Handed over (awaiting reply)"
+        SENT = "sent", "Sent"
+        DEFERRED = "deferred", "Deferred (will retry)"
+        FAILED = "failed", "Failed"
+        BOUNCED = "bounced", "Bounced"
+        SKIPPED = "skipped", "Skipped"
+        UNKNOWN = "unknown", "Unknown outcome"
+
+    FINAL_STATES = (State.SENT, State.FAILED, State.BOUNCED, State.SKIPPED, State.UNKNOWN)
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="send_records")
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="send_records")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="send_records")
+    step = models.ForeignKey(SequenceStep, on_delete=models.PROTECT, related_name="send_records")
+    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.CLAIMED)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=300, blank=True)
+    subject = models.TextField(blank=True)
+    message = models.TextField(blank=True, help_text="The exact MIME message handed to SMTP.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True, help_text="Who resolved an unknown outcome.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "step"], name="one_send_per_recipient_step"),
+            models.CheckConstraint(
+                condition=~Q(state="sent") | (Q(sent_at__isnull=False) & ~Q(message_id="")), name="sent_has_proof"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "claimed_until"], name="send_in_flight",
+                         condition=Q(state__in=["claimed", "handed_over"])),
+            models.Index(fields=["state"], name="send_unknown", condition=Q(state="unknown")),
+            models.Index(fields=["account", "sent_at"]),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"send {self.pk} ({self.state})"
+
+
+class DryRunRecord(models.Model):
+    """What a real send would have been: rendered and stored, nothing sent, no limit used, nothing advanced."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="dry_runs")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="dry_runs")
+    step = models.ForeignKey(SequenceStep, on_delete=models.CASCADE, related_name="dry_runs")
+    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    subject = models.TextField(blank=True)
+    message = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"dry run {self.pk}"
+
+
+class TestSend(models.Model):
+    """A step sent to an operator's address; never counts as the recipient's email."""
+
+    step = models.ForeignKey(SequenceStep, on_delete=models.CASCADE, related_name="test_sends")
+    account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="test_sends")
+    to_email = models.EmailField()
+    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message_id = models.CharField(max_length=300, blank=True)
+    subject = models.TextField(blank=True)
+    message = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"test send to {self.to_email}"
+
+
+class Suppression(models.Model):
+    """Never send to this address, or to any address at this domain."""
+
+    class Kind(models.TextChoices):
+        ADDRESS = "address", "Address"
+        DOMAIN = "domain", "Domain"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    value = models.CharField(max_length=254, help_text="Lower-case address or domain.")
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="one_suppression_per_value"),
+            models.CheckConstraint(condition=Q(value=models.functions.Lower("value")), name="suppression_lowercase"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.value}"
+
+
+class Activity(models.Model):
+    """Every send, skip, failure and status change, with structured detail."""
+
+    class Kind(models.TextChoices):
+        SENT = "sent", "Sent"
+        SKIPPED = "skipped", "Skipped"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+        BOUNCED = "bounced", "Bounced"
+        UNKNOWN = "unknown", "Unknown outcome"
+        TEMPLATE_ERROR = "template_error", "Template error"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        ACCOUNT_PAUSED = "account_paused", "Account paused"
+        STEP_COMPLETED = "step_completed", "Step completed"
+        DRY_RUN = "dry_run", "Dry run"
+        TEST_SENT = "test_sent", "Test sent"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    created_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, db_index=True)
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.CASCADE, related_name="activities")
+    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.CASCADE, related_name="activities")
+    recipient = models.ForeignKey(Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    step_order = models.PositiveIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "activities"
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"

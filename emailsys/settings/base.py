@@ -214,6 +214,20 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "inte
 CELERY_BEAT_SCHEDULER = "emailsys.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 
+# --- Campaigns --------------------------------------------------------------------------------------
+
+# Fernet keys (comma-separated, newest first) that encrypt SMTP passwords at rest. Add a new key in front,
+# run `manage.py rotate_encryption_keys`, then drop the old one. Generate: `manage.py generate_encryption_key`.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Public address of this installation, for unsubscribe links in emails.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Skip an address another active campaign contacted within this many days (0: off).
+CAMPAIGN_CROSS_CONTACT_DAYS = env.int("CAMPAIGN_CROSS_CONTACT_DAYS", default=0)
+# Seconds between the dispatcher's scans (the periodic task's interval; editable in the admin afterwards).
+CAMPAIGN_DISPATCH_INTERVAL = env.int("CAMPAIGN_DISPATCH_INTERVAL", default=5)
+# A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
+CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
+
 # --- Operations -------------------------------------------------------------------------------------
 
 # /healthz: how long to wait for worker pools to answer, and how old beat's last tick may be.

@@ -1,0 +1,33 @@
+"""The activity log: one row per send, skip, failure and status change, with structured detail."""
+
+from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount
+from emailsys import clock
+
+
+def activity_record(
+    *,
+    kind: str,
+    campaign: Campaign | int | None = None,
+    lead: Lead | int | None = None,
+    recipient: Recipient | int | None = None,
+    account: SenderAccount | int | None = None,
+    step_order: int | None = None,
+    message: str = "",
+    detail: dict | None = None,
+) -> Activity:
+    """Accepts instances or ids (callers often hold only ids). Never put secrets in `detail`."""
+
+    def pk(value):
+        return value.pk if hasattr(value, "pk") else value
+
+    return Activity.objects.create(
+        created_at=clock.now(),
+        kind=kind,
+        campaign_id=pk(campaign),
+        lead_id=pk(lead),
+        recipient_id=pk(recipient),
+        account_id=pk(account),
+        step_order=step_order,
+        message=message,
+        detail=detail or {},
+    )
