@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -164,3 +165,67 @@ def redis_server_argv(port: int, directory: Path) -> list[str]:
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", str(directory),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CapturedMail:
+    received_at: float  # time.time() when the final "." arrived
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+
+
+class _RecordingHandler:
+    def __init__(self, server: "RecordingSmtpServer") -> None:
+        self.server = server
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        reply = self.server.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        import asyncio
+
+        received_at = time.time()
+        if self.server.data_delay:
+            await asyncio.sleep(self.server.data_delay)
+        self.server.record(CapturedMail(received_at, envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content))
+        return self.server.data_reply
+
+
+class RecordingSmtpServer:
+    """A real SMTP server (aiosmtpd) on loopback that records what it accepts, with its receive time.
+
+    `data_delay` answers each message's DATA late, like real providers; `rcpt_replies` rejects addresses.
+    """
+
+    def __init__(self, *, data_delay: float = 0.0, port: int | None = None) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = port or free_port()
+        self.data_delay = data_delay
+        self.data_reply = "250 Message accepted"
+        self.rcpt_replies: dict[str, str] = {}
+        self.messages: list[CapturedMail] = []
+        self._lock = threading.Lock()
+        self._controller = Controller(
+            _RecordingHandler(self), hostname="127.0.0.1", port=self.port, data_size_limit=0
+        )
+
+    def record(self, mail: CapturedMail) -> None:
+        with self._lock:
+            self.messages.append(mail)
+
+    def snapshot(self) -> list[CapturedMail]:
+        with self._lock:
+            return list(self.messages)
+
+    def __enter__(self) -> "RecordingSmtpServer":
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._controller.stop()

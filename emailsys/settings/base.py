@@ -225,6 +225,12 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 CAMPAIGN_CROSS_CONTACT_DAYS = env.int("CAMPAIGN_CROSS_CONTACT_DAYS", default=0)
 # Seconds between the dispatcher's scans (the periodic task's interval; editable in the admin afterwards).
 CAMPAIGN_DISPATCH_INTERVAL = env.int("CAMPAIGN_DISPATCH_INTERVAL", default=5)
+# A send holds its claim (and a throttled account) this long; after it a crashed worker's send is recovered.
+# Must exceed a whole SMTP exchange (CAMPAIGN_SMTP_TIMEOUT per reply).
+CAMPAIGN_SEND_LEASE_SECONDS = env.int("CAMPAIGN_SEND_LEASE_SECONDS", default=300)
+CAMPAIGN_SMTP_TIMEOUT = env.float("CAMPAIGN_SMTP_TIMEOUT", default=30.0)
+# Leads the dispatcher claims per scan, at most.
+CAMPAIGN_DISPATCH_SCAN_LIMIT = env.int("CAMPAIGN_DISPATCH_SCAN_LIMIT", default=2000)
 # A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
 CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
 

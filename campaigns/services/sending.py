@@ -1,0 +1,486 @@
+"""Sending a lead's next email exactly once.
+
+Per call, a lead gets at most one SMTP delivery: its next recipient on its current step. The send record is
+claimed and committed (with its Message-ID and the rendered message) before SMTP; no transaction is open
+during SMTP. The record's state after a crash says what happened:
+
+- CLAIMED, lease expired: the content never left (HANDED_OVER is committed before it does) → retried.
+- HANDED_OVER, lease expired: the content may have left → UNKNOWN, never retried automatically; it counts
+  against the account's limit and the lead moves on. An operator resolves it in the admin.
+"""
+
+import logging
+import smtplib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
+from campaigns.services.activities import activity_record
+from campaigns.services.operations import suppression_add, suppression_matches
+from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_connect, smtp_deliver
+from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
+from campaigns.services.throttling import (
+    NoAccount,
+    Reservation,
+    account_local_day,
+    account_record_failure,
+    account_reserve,
+    reservation_commit,
+    reservation_release,
+    send_lease,
+    usage_give_back,
+)
+from campaigns.services.windows import window_next_open
+from emailsys import clock
+
+logger = logging.getLogger(__name__)
+
+MAX_DEFERRALS = 8
+State = SendRecord.State
+
+
+@dataclass
+class SmtpSessions:
+    """Open SMTP connections per account, reused across the leads of one batch; close() at the end."""
+
+    connections: dict[int, smtplib.SMTP] = field(default_factory=dict)
+
+    def get(self, account: SenderAccount) -> smtplib.SMTP:
+        connection = self.connections.get(account.id)
+        if connection is None or connection.sock is None:
+            connection = smtp_connect(account)
+            self.connections[account.id] = connection
+        return connection
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            try:
+                connection.quit()
+            except (smtplib.SMTPException, OSError):
+                connection.close()
+        self.connections.clear()
+
+
+def unsubscribe_url(recipient: Recipient) -> str:
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/{recipient.unsubscribe_token}/"
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
+
+
+def _thread_references(recipient: Recipient, step: SequenceStep) -> tuple[list[str], str | None]:
+    """Message-IDs of this recipient's earlier emails in the campaign, oldest first, and the last subject."""
+    earlier = list(
+        SendRecord.objects.filter(recipient=recipient, step__order__lt=step.order, state=State.SENT)
+        .order_by("step__order")
+        .values_list("message_id", "subject")
+    )
+    return [message_id for message_id, _ in earlier if message_id], (earlier[-1][1] if earlier else None)
+
+
+def _cross_campaign_contact(recipient: Recipient, campaign: Campaign, now: datetime) -> bool:
+    days = settings.CAMPAIGN_CROSS_CONTACT_DAYS
+    if not days:
+        return False
+    return (
+        SendRecord.objects.filter(
+            recipient__email__iexact=recipient.email,
+            campaign__status=Campaign.Status.ACTIVE,
+            state=State.SENT,
+            sent_at__gte=now - timedelta(days=days),
+        )
+        .exclude(campaign=campaign)
+        .exists()
+    )
+
+
+@dataclass(frozen=True)
+class NextRecipient:
+    recipient: Recipient
+    record: SendRecord | None
+
+
+def _next_recipient(lead: Lead, step: SequenceStep, now: datetime) -> NextRecipient | datetime | None:
+    """The recipient to send to now, or the time to look again (one is waiting), or None (step is done).
+
+    Also settles records whose worker died: CLAIMED is given back for a retry, HANDED_OVER becomes UNKNOWN.
+    """
+    records = {record.recipient_id: record for record in SendRecord.objects.filter(lead=lead, step=step)}
+    for recipient in lead.recipients.order_by("position"):
+        record = records.get(recipient.id)
+        if record is None:
+            return NextRecipient(recipient, None)
+        if record.state in SendRecord.FINAL_STATES:
+            continue
+        if record.state == State.DEFERRED:
+            if record.next_attempt_at and record.next_attempt_at > now:
+                return record.next_attempt_at
+            return NextRecipient(recipient, record)
+        if record.claimed_until and record.claimed_until > now:
+            return record.claimed_until  # in flight in another worker
+        if record.state == State.HANDED_OVER:
+            _settle_as_unknown(record, now, "the worker stopped after handing the message to SMTP")
+            continue
+        if record.account_id and record.claimed_until:  # CLAIMED, lease expired: it never reached the server
+            claimed_at = record.claimed_until - send_lease()
+            day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
+            usage_give_back(account_id=record.account_id, campaign_id=lead.campaign_id, day=day)
+        return NextRecipient(recipient, record)
+    return None
+
+
+def _settle_as_unknown(record: SendRecord, now: datetime, reason: str) -> None:
+    updated = SendRecord.objects.filter(id=record.id, state=State.HANDED_OVER, claim_token=record.claim_token).update(
+        state=State.UNKNOWN, last_error=reason, claim_token=None, claimed_until=None
+    )
+    if updated:
+        SenderAccount.objects.filter(id=record.account_id).update(busy_until=None)
+        activity_record(
+            kind=Activity.Kind.UNKNOWN,
+            campaign=record.campaign_id,
+            lead=record.lead_id,
+            recipient=record.recipient_id,
+            account=record.account_id,
+            step_order=record.step.order,
+            message=f"outcome unknown: {reason}",
+            detail={"send_record": record.id, "message_id": record.message_id},
+        )
+
+
+def _record_final(
+    *, recipient: Recipient, step: SequenceStep, record: SendRecord | None, state: str, reason: str, kind: str
+) -> None:
+    """A recipient that is settled without SMTP (skipped, template error): one record, one activity."""
+    lead = recipient.lead
+    values = {"state": state, "last_error": reason, "claim_token": None, "claimed_until": None}
+    if record is None:
+        try:
+            with transaction.atomic():
+                SendRecord.objects.create(
+                    campaign_id=lead.campaign_id, lead=lead, recipient=recipient, step=step, **values
+                )
+        except IntegrityError:
+            return  # settled by a concurrent worker
+    else:
+        SendRecord.objects.filter(id=record.id, updated_at=record.updated_at).update(**values)
+    activity_record(
+        kind=kind, campaign=lead.campaign_id, lead=lead, recipient=recipient, step_order=step.order, message=reason
+    )
+
+
+def _lead_advance(lead: Lead, step: SequenceStep, now: datetime) -> None:
+    """Every recipient of the step is settled: next step at last send + its delay, moved into the window."""
+    next_step = lead.campaign.steps.filter(order__gt=step.order).order_by("order").first()
+    activity_record(kind=Activity.Kind.STEP_COMPLETED, campaign=lead.campaign_id, lead=lead, step_order=step.order)
+    if next_step is None:
+        Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None)
+        campaign_complete_if_done(campaign_id=lead.campaign_id)
+        return
+    base = lead.last_sent_at or now
+    due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
+    Lead.objects.filter(id=lead.id).update(current_step=next_step.order, next_due_at=due)
+
+
+def campaign_complete_if_done(*, campaign_id: int) -> bool:
+    """An active campaign whose every lead finished or stopped is completed."""
+    if Lead.objects.filter(campaign_id=campaign_id, state=Lead.State.IN_PROGRESS).exists():
+        return False
+    changed = Campaign.objects.filter(id=campaign_id, status=Campaign.Status.ACTIVE).update(
+        status=Campaign.Status.COMPLETED
+    )
+    if changed:
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED,
+            campaign=campaign_id,
+            message="campaign completed: every lead finished or stopped",
+            detail={"from": "active", "to": "completed"},
+        )
+    return bool(changed)
+
+
+def _lead_due(lead: Lead, at: datetime) -> None:
+    Lead.objects.filter(id=lead.id, state=Lead.State.IN_PROGRESS).update(next_due_at=at)
+
+
+def lead_process(*, lead_id: int, sessions: SmtpSessions, account_filter: int | None = None) -> str:
+    """Settles the lead's next recipient (at most one SMTP delivery) and sets when to look at it again.
+
+    Safe to run twice, concurrently too: the (recipient, step) send record is claimed atomically, so only
+    one caller ever hands a message to SMTP.
+    """
+    for _ in range(100):  # skips and template errors settle a recipient without SMTP; go on to the next
+        now = clock.now()
+        lead = Lead.objects.select_related("campaign").filter(id=lead_id).first()
+        if lead is None or lead.state != Lead.State.IN_PROGRESS:
+            return "not in progress"
+        campaign = lead.campaign
+        if campaign.status != Campaign.Status.ACTIVE:
+            _lead_due(lead, now)  # picked up again when the campaign is resumed
+            return "campaign not active"
+        if campaign.ends_at and campaign.ends_at <= now:
+            return "campaign ended"
+        step = campaign.steps.select_related("template").filter(order=lead.current_step).first()
+        if step is None:
+            Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None)
+            campaign_complete_if_done(campaign_id=campaign.id)
+            return "no such step: finished"
+        opens = window_next_open(at=now, campaign=campaign)
+        if opens > now:
+            _lead_due(lead, opens)
+            return "outside the send window"
+        choice = _next_recipient(lead, step, now)
+        if choice is None:
+            _lead_advance(lead, step, now)
+            return "step completed"
+        if isinstance(choice, datetime):
+            _lead_due(lead, choice)
+            return "waiting"
+        recipient, record = choice.recipient, choice.record
+        if record and record.state == State.DEFERRED and record.attempts >= MAX_DEFERRALS:
+            _record_final(
+                recipient=recipient,
+                step=step,
+                record=record,
+                state=State.FAILED,
+                reason=f"gave up after {record.attempts} attempts: {record.last_error}",
+                kind=Activity.Kind.FAILED,
+            )
+            continue
+        skip_reason = _skip_reason(recipient, campaign, now)
+        if skip_reason:
+            _record_final(
+                recipient=recipient,
+                step=step,
+                record=record,
+                state=State.SKIPPED,
+                reason=skip_reason,
+                kind=Activity.Kind.SKIPPED,
+            )
+            continue
+        exclude = (record.account_id,) if record and record.account_id and record.state == State.DEFERRED else ()
+        reservation = account_reserve(
+            campaign_id=campaign.id, now=now, exclude_account_ids=exclude, account_filter=account_filter
+        )
+        if isinstance(reservation, NoAccount):
+            _lead_due(lead, reservation.retry_at)
+            return f"no account: {reservation.reason}"
+        result = _send(
+            lead=lead, step=step, recipient=recipient, record=record, reservation=reservation, sessions=sessions
+        )
+        if result != "settled":
+            return result
+    return "too many settled recipients in one call"
+
+
+def _skip_reason(recipient: Recipient, campaign: Campaign, now: datetime) -> str:
+    if recipient.status in (Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED):
+        return f"recipient is {recipient.status}"
+    if suppression_matches(email=recipient.email):
+        return "address or domain is on the suppression list"
+    if _cross_campaign_contact(recipient, campaign, now):
+        return f"contacted by another active campaign within {settings.CAMPAIGN_CROSS_CONTACT_DAYS} days"
+    return ""
+
+
+def _claim(
+    *, lead: Lead, step: SequenceStep, recipient: Recipient, record: SendRecord | None, values: dict, now: datetime
+) -> SendRecord | None:
+    """Commits the claim (state CLAIMED, our token, the Message-ID and the message) or returns None if another
+    worker claimed it first."""
+    try:
+        with transaction.atomic():
+            if record is None:
+                return SendRecord.objects.create(
+                    campaign_id=lead.campaign_id, lead=lead, recipient=recipient, step=step, attempts=1, **values
+                )
+            claimable = Q(state=State.DEFERRED) | Q(state=State.CLAIMED, claimed_until__lte=now)
+            updated = SendRecord.objects.filter(Q(id=record.id) & claimable & Q(claim_token=record.claim_token)).update(
+                attempts=record.attempts + 1, **values
+            )
+            return SendRecord.objects.get(id=record.id) if updated else None
+    except IntegrityError:
+        return None
+
+
+def _send(
+    *,
+    lead: Lead,
+    step: SequenceStep,
+    recipient: Recipient,
+    record: SendRecord | None,
+    reservation: Reservation,
+    sessions: SmtpSessions,
+) -> str:
+    account = SenderAccount.objects.get(id=reservation.account_id)
+    now = clock.now()
+    references, previous_subject = _thread_references(recipient, step) if step.threaded else ([], None)
+    message_id = message_id_new(account=account)
+    try:
+        rendered = step_render(step=step, recipient=recipient, account=account, previous_subject=previous_subject)
+        message = message_build(
+            rendered=rendered,
+            account=account,
+            to_email=recipient.email,
+            to_name=recipient.name,
+            message_id=message_id,
+            date=now,
+            unsubscribe_url=unsubscribe_url(recipient),
+            references=references,
+        )
+        message_text = message.as_string()
+    except (TemplateRenderError, ValueError, TypeError) as error:
+        reservation_release(reservation=reservation)
+        _record_final(
+            recipient=recipient,
+            step=step,
+            record=record,
+            state=State.FAILED,
+            reason=f"template error: {error}",
+            kind=Activity.Kind.TEMPLATE_ERROR,
+        )
+        return "settled"
+
+    token = uuid.uuid4()
+    claimed = _claim(
+        lead=lead,
+        step=step,
+        recipient=recipient,
+        record=record,
+        values={
+            "state": State.CLAIMED,
+            "claim_token": token,
+            "claimed_until": now + send_lease(),
+            "account": account,
+            "message_id": message_id,
+            "subject": rendered.subject,
+            "message": message_text,
+            "next_attempt_at": None,
+        },
+        now=now,
+    )
+    if claimed is None:
+        reservation_release(reservation=reservation)
+        return "claimed by another worker"
+
+    def hand_over() -> bool:
+        return bool(
+            SendRecord.objects.filter(id=claimed.id, claim_token=token, state=State.CLAIMED).update(
+                state=State.HANDED_OVER, handed_over_at=clock.now()
+            )
+        )
+
+    try:
+        connection = sessions.get(account)
+    except (smtplib.SMTPException, OSError) as error:
+        result = smtp_classify_connect_error(error)
+    else:
+        result = smtp_deliver(
+            connection,
+            envelope_from=account.email,
+            recipient=recipient.email,
+            message_bytes=message_text.encode(),
+            on_handover=hand_over,
+        )
+    return _record_result(
+        lead=lead,
+        step=step,
+        recipient=recipient,
+        record=claimed,
+        token=token,
+        result=result,
+        reservation=reservation,
+        account=account,
+    )
+
+
+def _record_result(
+    *,
+    lead: Lead,
+    step: SequenceStep,
+    recipient: Recipient,
+    record: SendRecord,
+    token: uuid.UUID,
+    result: DeliveryResult,
+    reservation: Reservation,
+    account: SenderAccount,
+) -> str:
+    finished = clock.now()
+    mine = SendRecord.objects.filter(id=record.id, claim_token=token)
+    common = {
+        "claim_token": None,
+        "claimed_until": None,
+        "last_error": "" if result.outcome is Outcome.SENT else result.detail,
+    }
+    activity = {
+        "campaign": lead.campaign_id,
+        "lead": lead,
+        "recipient": recipient,
+        "account": account,
+        "step_order": step.order,
+    }
+    detail = {"send_record": record.id, "message_id": record.message_id, "smtp": result.detail}
+
+    if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
+        with transaction.atomic():
+            if result.outcome is Outcome.SENT:
+                mine.update(state=State.SENT, sent_at=finished, **common)
+                Recipient.objects.filter(id=recipient.id).update(
+                    status=_status_after_send(recipient), last_contacted_at=finished, last_step=step.order
+                )
+                activity_record(
+                    kind=Activity.Kind.SENT, message=f"sent to {recipient.email}", detail=detail, **activity
+                )
+            else:
+                mine.update(state=State.UNKNOWN, **common)
+                activity_record(
+                    kind=Activity.Kind.UNKNOWN, message=f"outcome unknown: {result.detail}", detail=detail, **activity
+                )
+            reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
+            Lead.objects.filter(id=lead.id).update(last_sent_at=finished)
+            lead.last_sent_at = finished
+        pending = _next_recipient(lead, step, finished)
+        if pending is None:
+            _lead_advance(lead, step, finished)
+        else:
+            wait = timedelta(seconds=reservation.wait_seconds)
+            due = pending if isinstance(pending, datetime) else finished + wait
+            _lead_due(lead, window_next_open(at=due, campaign=lead.campaign))
+        return "sent" if result.outcome is Outcome.SENT else "unknown"
+
+    reservation_release(reservation=reservation)
+    if result.outcome is Outcome.BOUNCED:
+        mine.update(state=State.BOUNCED, **common)
+        Recipient.objects.filter(id=recipient.id).update(status=Recipient.Status.BOUNCED)
+        suppression_add(value=recipient.email, reason=f"bounced: {result.detail}"[:200])
+        activity_record(kind=Activity.Kind.BOUNCED, message=result.detail, detail=detail, **activity)
+        return "settled"
+    if result.outcome is Outcome.FAILED:
+        mine.update(state=State.FAILED, **common)
+        activity_record(kind=Activity.Kind.FAILED, message=result.detail, detail=detail, **activity)
+        return "settled"
+    # DEFERRED or ACCOUNT_ERROR: nothing was delivered and the recipient is not at fault.
+    account_error = result.outcome is Outcome.ACCOUNT_ERROR
+    retry_at = finished if account_error else finished + _backoff(record.attempts)
+    mine.update(state=State.DEFERRED, next_attempt_at=retry_at, **common)
+    account_record_failure(account_id=account.id, reason=result.detail, pause_now=account_error)
+    activity_record(
+        kind=Activity.Kind.DEFERRED,
+        message=result.detail,
+        detail={**detail, "retry_at": retry_at.isoformat()},
+        **activity,
+    )
+    _lead_due(lead, retry_at)
+    return "deferred"
+
+
+def _status_after_send(recipient: Recipient) -> str:
+    """Sending never downgrades what we learned: replied, bounced or unsubscribed stay."""
+    if recipient.status == Recipient.Status.NOT_CONTACTED:
+        return Recipient.Status.CONTACTED
+    return recipient.status

@@ -1,0 +1,107 @@
+"""Whole campaigns for end-to-end tests and benchmarks: accounts pointed at a loopback SMTP server."""
+
+from dataclasses import dataclass
+
+from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
+from emailsys import clock
+
+SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
+BODY_TEXT = (
+    "Hi {{ first_name | default('there') }},\n\n"
+    "We help {{ company_name | default('your company') }} ({{ website | default('https://example.com') }}).\n"
+    "Step {{ step_order }} of campaign {{ campaign_id }}; your plan: {{ plan | default('none') }}.\n"
+)
+BODY_HTML = "<p>Hi {{ first_name | default('there') }},</p><p>We help {{ company_name | default('your company') }}.</p>"
+
+
+@dataclass
+class Scenario:
+    campaign: Campaign
+    accounts: list[SenderAccount]
+    leads: list[Lead]
+    steps: list[SequenceStep]
+
+
+def campaign_scenario(
+    *,
+    smtp_port: int,
+    accounts: int = 3,
+    daily_limit: int = 5,
+    min_wait_seconds: int = 0,
+    leads: int = 20,
+    recipients_per_lead: int = 2,
+    steps: int = 2,
+    step_delay_seconds: int = 0,
+    batch_size: int = 20,
+    threaded_follow_up: bool = False,
+    name: str = "Scenario",
+) -> Scenario:
+    campaign = Campaign.objects.create(name=name, status=Campaign.Status.ACTIVE, batch_size=batch_size)
+    sender_accounts = []
+    for index in range(accounts):
+        account = SenderAccount.objects.create(
+            email=f"sender{index}@{name.lower().replace(' ', '-')}.test",
+            from_name=f"Sender {index}",
+            first_name="Sender",
+            last_name=str(index),
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            security=SenderAccount.Security.NONE,
+            signature=f"-- \nSender {index}\nExample Ltd",
+            daily_limit=daily_limit,
+            min_wait_seconds=min_wait_seconds,
+        )
+        CampaignAccount.objects.create(campaign=campaign, account=account)
+        sender_accounts.append(account)
+    step_rows = []
+    for order in range(1, steps + 1):
+        template = EmailTemplate.objects.create(
+            name=f"{name} step {order}", subject=SUBJECT, body_text=BODY_TEXT, body_html=BODY_HTML
+        )
+        step_rows.append(
+            SequenceStep.objects.create(
+                campaign=campaign,
+                order=order,
+                template=template,
+                delay_seconds=0 if order == 1 else step_delay_seconds,
+                threaded=threaded_follow_up and order > 1,
+            )
+        )
+    now = clock.now()
+    lead_rows = []
+    for lead_index in range(leads):
+        lead = Lead.objects.create(
+            campaign=campaign,
+            external_id=f"L{lead_index}",
+            next_due_at=now,
+            custom_fields={"plan": "gold"} if lead_index % 2 else {},
+        )
+        for position in range(recipients_per_lead):
+            has_name = (lead_index + position) % 3 != 0
+            Recipient.objects.create(
+                lead=lead,
+                position=position,
+                email=f"r{position}.lead{lead_index}@customer.test",
+                first_name=f"First{lead_index}x{position}" if has_name else "",
+                name=f"First{lead_index}x{position} Last" if has_name else "",
+                company_name=f"Company {lead_index}" if lead_index % 4 else "",
+            )
+        lead_rows.append(lead)
+    return Scenario(campaign, sender_accounts, lead_rows, step_rows)
+
+
+def expected_text(*, recipient: Recipient, account: SenderAccount, campaign: Campaign, step_order: int) -> str:
+    """The text part a recipient must receive, written out by hand (not by our renderer)."""
+    lead = recipient.lead
+    first = recipient.first_name or "there"
+    company = recipient.company_name or "your company"
+    plan = lead.custom_fields.get("plan", "none")
+    return (
+        f"Hi {first},\n\nWe help {company} (https://example.com).\n"
+        f"Step {step_order} of campaign {campaign.id}; your plan: {plan}.\n\n"
+        f"{account.signature}\n\nUnsubscribe: http://127.0.0.1:8000/u/{recipient.unsubscribe_token}/\n"
+    )
+
+
+def expected_subject(*, recipient: Recipient, account: SenderAccount) -> str:
+    return f"Hello {recipient.first_name or 'there'} from {account.from_name}"

@@ -1,0 +1,102 @@
+"""The send pipeline in-process against a real SMTP server: rendering, headers, limits, step advance."""
+
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+
+from campaigns.models import Activity, Lead, Recipient, SendRecord, Suppression
+from campaigns.services.dispatch import dispatch_due
+from campaigns.services.sending import SmtpSessions, lead_process
+from campaigns.tests.scenarios import campaign_scenario, expected_subject, expected_text
+from emailsys import clock
+from emailsys.testing import RecordingSmtpServer
+
+pytestmark = pytest.mark.django_db
+
+
+def run_until_idle(max_rounds: int = 100) -> None:
+    """Dispatch and send in this process until no lead is due (the limits or the sequence end stop it)."""
+    for _ in range(max_rounds):
+        result = dispatch_due(now=clock.now())
+        if not result.batches:
+            return
+        sessions = SmtpSessions()
+        try:
+            for batch in result.batches:
+                for lead_id in batch:
+                    lead_process(lead_id=lead_id, sessions=sessions)
+        finally:
+            sessions.close()
+    raise AssertionError("still dispatching after max_rounds")
+
+
+def parse(content: bytes):
+    return BytesParser(policy=policy.default).parsebytes(content)
+
+
+def test_daily_limits_cap_the_day_and_each_message_is_the_stored_rendering() -> None:
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=4, recipients_per_lead=2, steps=2)
+        run_until_idle()
+        mails = smtp.snapshot()
+
+    assert len(mails) == 15  # 3 accounts × 5 per day, of 16 emails in the sequence
+    seen = set()
+    for mail in mails:
+        message = parse(mail.content)
+        record = SendRecord.objects.select_related("recipient__lead", "account", "step").get(
+            message_id=message["Message-ID"]
+        )
+        assert (mail.rcpt_tos, mail.mail_from) == ((record.recipient.email,), record.account.email)
+        assert mail.content.replace(b"\r\n", b"\n") == record.message.encode().replace(b"\r\n", b"\n")
+        assert message["Subject"] == expected_subject(recipient=record.recipient, account=record.account)
+        assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == expected_text(
+            recipient=record.recipient, account=record.account, campaign=scenario.campaign, step_order=record.step.order
+        )
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe"] == f"<http://127.0.0.1:8000/u/{record.recipient.unsubscribe_token}/>"
+        to = message["To"].addresses[0]
+        assert (to.addr_spec, to.display_name) == (record.recipient.email, record.recipient.name)
+        assert (record.recipient_id, record.step_id) not in seen
+        seen.add((record.recipient_id, record.step_id))
+        assert record.state == SendRecord.State.SENT
+
+    per_account = {a.email: sum(1 for m in mails if m.mail_from == a.email) for a in scenario.accounts}
+    assert per_account == {a.email: 5 for a in scenario.accounts}
+    assert Recipient.objects.filter(lead__campaign=scenario.campaign, status="contacted").count() == 8
+    waiting = Lead.objects.get(campaign=scenario.campaign, state="in_progress")
+    assert waiting.current_step == 2 and waiting.next_due_at.date() > clock.now().date()
+
+
+def test_rcpt_rejection_bounces_and_suppresses_only_that_recipient() -> None:
+    with RecordingSmtpServer() as smtp:
+        smtp.rcpt_replies["r0.lead0@customer.test"] = "550 5.1.1 No such user"
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=2, steps=1, daily_limit=50)
+        run_until_idle()
+        mails = smtp.snapshot()
+
+    assert [m.rcpt_tos for m in mails] == [("r1.lead0@customer.test",)]
+    bounced = Recipient.objects.get(email="r0.lead0@customer.test")
+    assert bounced.status == Recipient.Status.BOUNCED
+    assert Suppression.objects.filter(kind="address", value="r0.lead0@customer.test").exists()
+    assert SendRecord.objects.get(recipient=bounced).state == SendRecord.State.BOUNCED
+    assert Lead.objects.get(campaign=scenario.campaign).state == Lead.State.FINISHED
+    scenario.campaign.refresh_from_db()
+    assert scenario.campaign.status == "completed"
+    assert Activity.objects.filter(kind="bounced", recipient=bounced).exists()
+
+
+def test_temporary_rcpt_failure_defers_without_failing_the_recipient() -> None:
+    with RecordingSmtpServer() as smtp:
+        smtp.rcpt_replies["r0.lead0@customer.test"] = "451 4.7.1 Try again later"
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=1, daily_limit=50)
+        run_until_idle()
+        assert smtp.snapshot() == []
+
+    record = SendRecord.objects.get(lead__campaign=scenario.campaign)
+    assert record.state == SendRecord.State.DEFERRED and "451" in record.last_error
+    assert record.next_attempt_at > clock.now()
+    assert Recipient.objects.get(lead__campaign=scenario.campaign).status == Recipient.Status.NOT_CONTACTED
+    scenario.campaign.refresh_from_db()
+    assert scenario.campaign.status == "active"
