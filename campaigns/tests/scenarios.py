@@ -2,7 +2,16 @@
 
 from dataclasses import dataclass
 
-from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
+from campaigns.models import (
+    Campaign,
+    CampaignAccount,
+    EmailTemplate,
+    Lead,
+    Recipient,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+)
 from emailsys import clock
 
 SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
@@ -105,3 +114,26 @@ def expected_text(*, recipient: Recipient, account: SenderAccount, campaign: Cam
 
 def expected_subject(*, recipient: Recipient, account: SenderAccount) -> str:
     return f"Hello {recipient.first_name or 'there'} from {account.from_name}"
+
+
+def assert_mail_is_its_send_record(mail, campaign: Campaign) -> SendRecord:
+    """The captured message is byte for byte the stored one, and its parts are the hand-written expectation."""
+    from email import policy
+    from email.parser import BytesParser
+
+    message = BytesParser(policy=policy.default).parsebytes(mail.content)
+    records = SendRecord.objects.select_related("recipient__lead", "account", "step")
+    record = records.get(message_id=message["Message-ID"])
+    assert (mail.rcpt_tos, mail.mail_from) == ((record.recipient.email,), record.account.email)
+    assert mail.content.replace(b"\r\n", b"\n") == record.message.encode().replace(b"\r\n", b"\n")
+    assert message["Subject"] == expected_subject(recipient=record.recipient, account=record.account)
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text == expected_text(
+        recipient=record.recipient, account=record.account, campaign=campaign, step_order=record.step.order
+    )
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Unsubscribe"] == f"<http://127.0.0.1:8000/u/{record.recipient.unsubscribe_token}/>"
+    to = message["To"].addresses[0]
+    assert (to.addr_spec, to.display_name) == (record.recipient.email, record.recipient.name)
+    assert record.state == SendRecord.State.SENT
+    return record

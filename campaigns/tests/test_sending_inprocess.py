@@ -1,14 +1,11 @@
 """The send pipeline in-process against a real SMTP server: rendering, headers, limits, step advance."""
 
-from email import policy
-from email.parser import BytesParser
-
 import pytest
 
 from campaigns.models import Activity, Lead, Recipient, SendRecord, Suppression
 from campaigns.services.dispatch import dispatch_due
 from campaigns.services.sending import SmtpSessions, lead_process
-from campaigns.tests.scenarios import campaign_scenario, expected_subject, expected_text
+from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario
 from emailsys import clock
 from emailsys.testing import RecordingSmtpServer
 
@@ -31,10 +28,6 @@ def run_until_idle(max_rounds: int = 100) -> None:
     raise AssertionError("still dispatching after max_rounds")
 
 
-def parse(content: bytes):
-    return BytesParser(policy=policy.default).parsebytes(content)
-
-
 def test_daily_limits_cap_the_day_and_each_message_is_the_stored_rendering() -> None:
     with RecordingSmtpServer() as smtp:
         scenario = campaign_scenario(smtp_port=smtp.port, leads=4, recipients_per_lead=2, steps=2)
@@ -44,23 +37,9 @@ def test_daily_limits_cap_the_day_and_each_message_is_the_stored_rendering() -> 
     assert len(mails) == 15  # 3 accounts × 5 per day, of 16 emails in the sequence
     seen = set()
     for mail in mails:
-        message = parse(mail.content)
-        record = SendRecord.objects.select_related("recipient__lead", "account", "step").get(
-            message_id=message["Message-ID"]
-        )
-        assert (mail.rcpt_tos, mail.mail_from) == ((record.recipient.email,), record.account.email)
-        assert mail.content.replace(b"\r\n", b"\n") == record.message.encode().replace(b"\r\n", b"\n")
-        assert message["Subject"] == expected_subject(recipient=record.recipient, account=record.account)
-        assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == expected_text(
-            recipient=record.recipient, account=record.account, campaign=scenario.campaign, step_order=record.step.order
-        )
-        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert message["List-Unsubscribe"] == f"<http://127.0.0.1:8000/u/{record.recipient.unsubscribe_token}/>"
-        to = message["To"].addresses[0]
-        assert (to.addr_spec, to.display_name) == (record.recipient.email, record.recipient.name)
+        record = assert_mail_is_its_send_record(mail, scenario.campaign)
         assert (record.recipient_id, record.step_id) not in seen
         seen.add((record.recipient_id, record.step_id))
-        assert record.state == SendRecord.State.SENT
 
     per_account = {a.email: sum(1 for m in mails if m.mail_from == a.email) for a in scenario.accounts}
     assert per_account == {a.email: 5 for a in scenario.accounts}

@@ -1,0 +1,86 @@
+"""The campaign engine as it runs in production: beat, a default worker (dispatch) and sending workers as
+separate processes, an SMTP server on loopback recording what it accepts, and a clock the test moves."""
+
+import socket
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from campaigns.models import Lead
+from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario
+from emailsys.clock import clock_set_offset
+from emailsys.metrics import TASK_METRICS_KEY
+from emailsys.ops_clients import ops_redis
+from emailsys.testing import RecordingSmtpServer, beat_argv, process_env, unique_token, wait_until, worker_argv
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def dispatch_runs() -> int:
+    raw = ops_redis().hget(TASK_METRICS_KEY, "campaigns.dispatch_due\x1fstate\x1fsucceeded")
+    return int(raw or 0)
+
+
+def start_engine(processes, tmp_path: Path, *, sending_workers: int = 1, **env_overrides: str) -> None:
+    """Beat ticking the dispatcher every second, one default worker, `sending_workers` sending workers."""
+    schedule = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)[0]
+    PeriodicTask.objects.filter(name="campaigns: dispatch").update(interval=schedule)
+    ops_redis().delete(TASK_METRICS_KEY)
+    env = process_env(**env_overrides)
+    token = unique_token()
+    host = socket.gethostname()
+    processes("worker-default", worker_argv("default", node_name=f"default-{token}@{host}"), env=env)
+    for index in range(sending_workers):
+        node = f"sending{index}-{token}@{host}"
+        processes(f"worker-sending-{index}", worker_argv("sending", node_name=node, concurrency=4), env=env)
+    processes("beat", beat_argv(tmp_path), env=env)
+
+
+def wait_for_quiet(*, ticks: int = 3, timeout: float = 60) -> None:
+    """The dispatcher ran `ticks` more times: whatever was due has been handed out by now."""
+    start = dispatch_runs()
+    wait_until(lambda: dispatch_runs() >= start + ticks, timeout=timeout, interval=0.2, what="dispatch ticks")
+
+
+def noon_offset(days: int = 0) -> float:
+    """Seconds to add to the real clock so that it reads 12:00 UTC today (+ days)."""
+    real = datetime.now(UTC)
+    noon = real.replace(hour=12, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    return (noon - real).total_seconds()
+
+
+@pytest.mark.timeout(240)
+def test_three_accounts_of_five_send_fifteen_today_and_fifteen_more_tomorrow(processes, tmp_path, settings) -> None:
+    clock_file = tmp_path / "clock-offset"
+    clock_set_offset(path=clock_file, seconds=noon_offset())
+    settings.CLOCK_OFFSET_FILE = str(clock_file)
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, accounts=3, daily_limit=5, leads=20, recipients_per_lead=2)
+        start_engine(processes, tmp_path, CLOCK_OFFSET_FILE=str(clock_file))
+
+        wait_until(lambda: len(smtp.snapshot()) >= 15, timeout=90, interval=0.2, what="15 messages accepted")
+        wait_for_quiet()
+        today = smtp.snapshot()
+        assert len(today) == 15
+        clock_today = (datetime.now(UTC) + timedelta(seconds=noon_offset())).date()
+        tomorrow_midnight = datetime.combine(clock_today + timedelta(days=1), time(0), tzinfo=UTC)
+        waiting = Lead.objects.filter(campaign=scenario.campaign, state="in_progress")
+        assert waiting.count() == 20
+        assert all(lead.next_due_at >= tomorrow_midnight for lead in waiting), "a lead is still due today"
+
+        clock_set_offset(path=clock_file, seconds=noon_offset(days=1))
+        wait_until(lambda: len(smtp.snapshot()) >= 30, timeout=90, interval=0.2, what="15 more messages tomorrow")
+        wait_for_quiet()
+        both_days = smtp.snapshot()
+
+    assert len(both_days) == 30
+    records = [assert_mail_is_its_send_record(mail, scenario.campaign) for mail in both_days]
+    pairs = [(record.recipient_id, record.step_id) for record in records]
+    assert len(set(pairs)) == 30, "a recipient got the same step twice"
+    for day_mails in (both_days[:15], both_days[15:]):
+        per_account = {}
+        for mail in day_mails:
+            per_account[mail.mail_from] = per_account.get(mail.mail_from, 0) + 1
+        assert sorted(per_account.values()) == [5, 5, 5]
