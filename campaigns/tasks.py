@@ -4,7 +4,7 @@ from celery import shared_task
 from django.db import transaction
 
 from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, lead_process
+from campaigns.services.sending import SmtpSessions, lead_process, send_record_resend
 from emailsys import clock
 
 
@@ -29,3 +29,13 @@ def send_batch(lead_ids: list[int], account_filter: int | None = None) -> dict[s
     finally:
         sessions.close()
     return outcomes
+
+
+@shared_task(name="campaigns.send_resend", ignore_result=True)
+def send_resend(record_id: int) -> str:
+    """An operator's "resend anyway" of an unknown send."""
+    sessions = SmtpSessions()
+    try:
+        return send_record_resend(record_id=record_id, sessions=sessions)
+    finally:
+        sessions.close()

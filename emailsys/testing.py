@@ -202,8 +202,9 @@ class RecordingSmtpServer:
     `data_delay` answers each message's DATA late, like real providers; `rcpt_replies` rejects addresses.
     """
 
-    def __init__(self, *, data_delay: float = 0.0, port: int | None = None) -> None:
+    def __init__(self, *, data_delay: float = 0.0, port: int | None = None, password: str | None = None) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
 
         self.port = port or free_port()
         self.data_delay = data_delay
@@ -211,8 +212,15 @@ class RecordingSmtpServer:
         self.rcpt_replies: dict[str, str] = {}
         self.messages: list[CapturedMail] = []
         self._lock = threading.Lock()
+        auth = {}
+        if password is not None:  # AUTH over plain loopback, answering 535 to any other password
+
+            def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
+                return AuthResult(success=auth_data.password.decode() == password, handled=False)
+
+            auth = {"authenticator": authenticator, "auth_require_tls": False}
         self._controller = Controller(
-            _RecordingHandler(self), hostname="127.0.0.1", port=self.port, data_size_limit=0
+            _RecordingHandler(self), hostname="127.0.0.1", port=self.port, data_size_limit=0, **auth
         )
 
     def record(self, mail: CapturedMail) -> None:

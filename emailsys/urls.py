@@ -3,6 +3,7 @@ from django.urls import path
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from campaigns.views import unsubscribe
 from emailsys import views
 from emailsys.api import SystemHealthView
 
@@ -18,5 +19,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("u/<uuid:token>/", unsubscribe, name="unsubscribe"),
     path("admin/", admin.site.urls),
 ]

@@ -444,6 +444,8 @@ def _record_result(
             reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
             Lead.objects.filter(id=lead.id).update(last_sent_at=finished)
             lead.last_sent_at = finished
+        if Lead.objects.filter(id=lead.id, current_step=step.order, state=Lead.State.IN_PROGRESS).exists() is False:
+            return "sent" if result.outcome is Outcome.SENT else "unknown"  # a resend of an earlier step
         pending = _next_recipient(lead, step, finished)
         if pending is None:
             _lead_advance(lead, step, finished)
@@ -475,7 +477,8 @@ def _record_result(
         detail={**detail, "retry_at": retry_at.isoformat()},
         **activity,
     )
-    _lead_due(lead, retry_at)
+    if lead.current_step == step.order:
+        _lead_due(lead, retry_at)
     return "deferred"
 
 
@@ -484,3 +487,65 @@ def _status_after_send(recipient: Recipient) -> str:
     if recipient.status == Recipient.Status.NOT_CONTACTED:
         return Recipient.Status.CONTACTED
     return recipient.status
+
+
+class ResolveAction:
+    MARK_SENT = "mark_sent"
+    MARK_FAILED = "mark_failed"
+    RESEND = "resend"
+    ALL = (MARK_SENT, MARK_FAILED, RESEND)
+
+
+def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecord:
+    """An operator's verdict on an UNKNOWN send. `resend` sends it again (the operator knows it never arrived):
+    the record returns to DEFERRED and the caller enqueues `campaigns.send_resend`."""
+    if action not in ResolveAction.ALL:
+        raise ValueError(f"unknown action {action!r}; use one of {', '.join(ResolveAction.ALL)}")
+    now = clock.now()
+    with transaction.atomic():
+        record = SendRecord.objects.select_for_update().select_related("step").get(id=record_id)
+        if record.state != State.UNKNOWN:
+            raise ValueError(f"send {record.id} is {record.state}, not unknown")
+        if action == ResolveAction.MARK_SENT:
+            record.state, record.sent_at = State.SENT, record.handed_over_at or now
+            recipient = Recipient.objects.get(id=record.recipient_id)
+            Recipient.objects.filter(id=recipient.id).update(
+                status=_status_after_send(recipient), last_contacted_at=record.sent_at, last_step=record.step.order
+            )
+        elif action == ResolveAction.MARK_FAILED:
+            record.state = State.FAILED
+        else:
+            record.state, record.next_attempt_at = State.DEFERRED, now
+        record.resolved_by = actor[:150]
+        record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
+        record.save()
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED,
+            campaign=record.campaign_id,
+            lead=record.lead_id,
+            recipient=record.recipient_id,
+            account=record.account_id,
+            step_order=record.step.order,
+            message=f"unknown send resolved by {actor}: {action}",
+            detail={"send_record": record.id, "action": action},
+        )
+    return record
+
+
+def send_record_resend(*, record_id: int, sessions: SmtpSessions) -> str:
+    """Sends a DEFERRED record of any step again (an operator's resend), through the arbiter as usual."""
+    record = SendRecord.objects.select_related("lead__campaign", "step__template", "recipient").get(id=record_id)
+    if record.state != State.DEFERRED:
+        return f"send {record.id} is {record.state}"
+    reservation = account_reserve(campaign_id=record.campaign_id, now=clock.now())
+    if isinstance(reservation, NoAccount):
+        SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(next_attempt_at=reservation.retry_at)
+        return f"no account: {reservation.reason}"
+    return _send(
+        lead=record.lead,
+        step=record.step,
+        recipient=record.recipient,
+        record=record,
+        reservation=reservation,
+        sessions=sessions,
+    )

@@ -152,6 +152,8 @@ def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:
             f"authentication failed: {_reply(error.smtp_code, error.smtp_error)}",
             error.smtp_code,
         )
+    if isinstance(error, smtplib.SMTPNotSupportedError):  # e.g. a username set but the server offers no AUTH
+        return DeliveryResult(Outcome.ACCOUNT_ERROR, f"connect: {error}")
     if isinstance(error, smtplib.SMTPResponseException) and error.smtp_code >= 500:
         return DeliveryResult(
             Outcome.ACCOUNT_ERROR, f"connect: {_reply(error.smtp_code, error.smtp_error)}", error.smtp_code

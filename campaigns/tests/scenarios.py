@@ -12,6 +12,8 @@ from campaigns.models import (
     SendRecord,
     SequenceStep,
 )
+from campaigns.services.dispatch import dispatch_due
+from campaigns.services.sending import SmtpSessions, lead_process
 from emailsys import clock
 
 SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
@@ -137,3 +139,19 @@ def assert_mail_is_its_send_record(mail, campaign: Campaign) -> SendRecord:
     assert (to.addr_spec, to.display_name) == (record.recipient.email, record.recipient.name)
     assert record.state == SendRecord.State.SENT
     return record
+
+
+def run_until_idle(max_rounds: int = 100) -> None:
+    """Dispatch and send in this process until no lead is due (the limits or the sequence end stop it)."""
+    for _ in range(max_rounds):
+        result = dispatch_due(now=clock.now())
+        if not result.batches:
+            return
+        sessions = SmtpSessions()
+        try:
+            for batch in result.batches:
+                for lead_id in batch:
+                    lead_process(lead_id=lead_id, sessions=sessions)
+        finally:
+            sessions.close()
+    raise AssertionError("still dispatching after max_rounds")

@@ -3,29 +3,11 @@
 import pytest
 
 from campaigns.models import Activity, Lead, Recipient, SendRecord, Suppression
-from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, lead_process
-from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario
+from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario, run_until_idle
 from emailsys import clock
 from emailsys.testing import RecordingSmtpServer
 
 pytestmark = pytest.mark.django_db
-
-
-def run_until_idle(max_rounds: int = 100) -> None:
-    """Dispatch and send in this process until no lead is due (the limits or the sequence end stop it)."""
-    for _ in range(max_rounds):
-        result = dispatch_due(now=clock.now())
-        if not result.batches:
-            return
-        sessions = SmtpSessions()
-        try:
-            for batch in result.batches:
-                for lead_id in batch:
-                    lead_process(lead_id=lead_id, sessions=sessions)
-        finally:
-            sessions.close()
-    raise AssertionError("still dispatching after max_rounds")
 
 
 def test_daily_limits_cap_the_day_and_each_message_is_the_stored_rendering() -> None:
