@@ -21,6 +21,7 @@ def processes(tmp_path: Path) -> Iterator[StartProcess]:
         started.append(process)
         return process
 
+    start.started = started  # type: ignore[attr-defined] - lets a test stop everything mid-way
     yield start
     for process in reversed(started):
         process.stop()

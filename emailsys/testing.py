@@ -4,6 +4,7 @@ Each process runs in its own session (so a kill reaches its children) and logs t
 test prints. Waiting is always polling with a deadline, never a bare sleep.
 """
 
+import asyncio
 import os
 import signal
 import socket
@@ -179,6 +180,12 @@ class _RecordingHandler:
     def __init__(self, server: "RecordingSmtpServer") -> None:
         self.server = server
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        await self.server.maybe_stall("mail")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         reply = self.server.rcpt_replies.get(address.lower())
         if reply:
@@ -187,12 +194,14 @@ class _RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        import asyncio
-
         received_at = time.time()
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
-        self.server.record(CapturedMail(received_at, envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content))
+        mail = CapturedMail(received_at, envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content)
+        self.server.record(mail)
+        if self.server.before_data_reply:
+            await asyncio.to_thread(self.server.before_data_reply, mail)
+        await self.server.maybe_stall("data")
         return self.server.data_reply
 
 
@@ -200,6 +209,9 @@ class RecordingSmtpServer:
     """A real SMTP server (aiosmtpd) on loopback that records what it accepts, with its receive time.
 
     `data_delay` answers each message's DATA late, like real providers; `rcpt_replies` rejects addresses.
+    `stall_next("mail" | "data")` holds the next reply at that phase until `release()` (the message is recorded
+    before a DATA stall): a client can be killed at a known point. `before_data_reply(mail)` runs in a thread
+    before the reply to the final dot.
     """
 
     def __init__(self, *, data_delay: float = 0.0, port: int | None = None, password: str | None = None) -> None:
@@ -211,6 +223,10 @@ class RecordingSmtpServer:
         self.data_reply = "250 Message accepted"
         self.rcpt_replies: dict[str, str] = {}
         self.messages: list[CapturedMail] = []
+        self.before_data_reply: Callable[[CapturedMail], None] | None = None
+        self.stalled = threading.Event()  # set while a reply is being held
+        self._stall_phase: str | None = None
+        self._release = threading.Event()
         self._lock = threading.Lock()
         auth = {}
         if password is not None:  # AUTH over plain loopback, answering 535 to any other password
@@ -222,6 +238,22 @@ class RecordingSmtpServer:
         self._controller = Controller(
             _RecordingHandler(self), hostname="127.0.0.1", port=self.port, data_size_limit=0, **auth
         )
+
+    def stall_next(self, phase: str) -> None:
+        self._release.clear()
+        self.stalled.clear()
+        self._stall_phase = phase
+
+    def release(self) -> None:
+        self._stall_phase = None
+        self._release.set()
+
+    async def maybe_stall(self, phase: str) -> None:
+        if self._stall_phase != phase:
+            return
+        self._stall_phase = None  # only the next one
+        self.stalled.set()
+        await asyncio.to_thread(self._release.wait, 120)
 
     def record(self, mail: CapturedMail) -> None:
         with self._lock:

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("outbox/", views.outbox_index, name="outbox"),
     path("outbox/<str:name>", views.outbox_detail, name="outbox-detail"),
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
+    path("api/v1/", include("campaigns.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

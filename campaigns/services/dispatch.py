@@ -78,9 +78,7 @@ def dispatch_due(
     `batch_size` overrides it). The caller enqueues the batches."""
     result = DispatchResult(completed_campaigns=campaigns_end_expired(now=now))
     sizes = campaigns_sendable(now=now, campaign_id=campaign_id)
-    claimed = leads_claim_due(
-        now=now, campaign_batch_sizes=sizes, limit=limit or settings.CAMPAIGN_DISPATCH_SCAN_LIMIT
-    )
+    claimed = leads_claim_due(now=now, campaign_batch_sizes=sizes, limit=limit or settings.CAMPAIGN_DISPATCH_SCAN_LIMIT)
     per_campaign: dict[int, list[int]] = defaultdict(list)
     for lead_id, lead_campaign in claimed:
         per_campaign[lead_campaign].append(lead_id)

@@ -79,26 +79,33 @@ def campaign_scenario(
             )
         )
     now = clock.now()
-    lead_rows = []
-    for lead_index in range(leads):
-        lead = Lead.objects.create(
-            campaign=campaign,
-            external_id=f"L{lead_index}",
-            next_due_at=now,
-            custom_fields={"plan": "gold"} if lead_index % 2 else {},
-        )
-        for position in range(recipients_per_lead):
-            has_name = (lead_index + position) % 3 != 0
-            Recipient.objects.create(
-                lead=lead,
-                position=position,
-                email=f"r{position}.lead{lead_index}@customer.test",
-                first_name=f"First{lead_index}x{position}" if has_name else "",
-                name=f"First{lead_index}x{position} Last" if has_name else "",
-                company_name=f"Company {lead_index}" if lead_index % 4 else "",
-            )
-        lead_rows.append(lead)
+    lead_rows = [
+        lead_add(campaign=campaign, index=index, recipients=recipients_per_lead, next_due_at=now)
+        for index in range(leads)
+    ]
     return Scenario(campaign, sender_accounts, lead_rows, step_rows)
+
+
+def lead_add(*, campaign: Campaign, index: int, recipients: int, next_due_at) -> Lead:
+    """Lead `index` with recipients r<position>.lead<index>@customer.test; some have no first name or company,
+    so the templates' defaults show."""
+    lead = Lead.objects.create(
+        campaign=campaign,
+        external_id=f"L{index}",
+        next_due_at=next_due_at,
+        custom_fields={"plan": "gold"} if index % 2 else {},
+    )
+    for position in range(recipients):
+        has_name = (index + position) % 3 != 0
+        Recipient.objects.create(
+            lead=lead,
+            position=position,
+            email=f"r{position}.lead{index}@customer.test",
+            first_name=f"First{index}x{position}" if has_name else "",
+            name=f"First{index}x{position} Last" if has_name else "",
+            company_name=f"Company {index}" if index % 4 else "",
+        )
+    return lead
 
 
 def expected_text(*, recipient: Recipient, account: SenderAccount, campaign: Campaign, step_order: int) -> str:

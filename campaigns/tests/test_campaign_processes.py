@@ -26,7 +26,9 @@ def dispatch_runs() -> int:
 def start_engine(processes, tmp_path: Path, *, sending_workers: int = 1, **env_overrides: str) -> None:
     """Beat ticking the dispatcher every second, one default worker, `sending_workers` sending workers."""
     schedule = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)[0]
-    PeriodicTask.objects.filter(name="campaigns: dispatch").update(interval=schedule)
+    # Transactional tests flush the tables, migration-made rows included: (re)create the dispatcher's tick.
+    tick = {"task": "campaigns.dispatch_due", "interval": schedule, "queue": "default"}
+    PeriodicTask.objects.update_or_create(name="campaigns: dispatch", defaults=tick)
     ops_redis().delete(TASK_METRICS_KEY)
     env = process_env(**env_overrides)
     token = unique_token()

@@ -1,0 +1,828 @@
+"""Operator console for campaigns. Actions and the send-test page call services; lists read annotated
+querysets (one query for the rows, whatever the page size).
+
+Secrets: an account's SMTP password is write-only here. The form field never renders a value, an empty
+submission keeps the stored password, and the password is in no list, read-only field or log message.
+Send records, activities, dry runs, test sends and usage counters are read-only: they are the record of
+what happened, changed only by services (e.g. "mark sent" on an unknown send).
+"""
+
+import json
+import zoneinfo
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, time
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import (
+    Case,
+    Count,
+    DateField,
+    DateTimeField,
+    Field,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template import engines
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from campaigns import tasks
+from campaigns.models import (
+    AccountDailyUsage,
+    Activity,
+    Campaign,
+    CampaignAccount,
+    DryRunRecord,
+    EmailTemplate,
+    Lead,
+    Recipient,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+    Suppression,
+    TestSend,
+)
+from campaigns.selectors import account_stats, campaign_progress
+from campaigns.services.activities import activity_record
+from campaigns.services.operations import (
+    _suppression_parse,
+    account_reset_limits,
+    account_set_status,
+    campaign_reset_progress,
+    campaign_set_status,
+    lead_reset_progress,
+    suppression_add,
+)
+from campaigns.services.previews import campaign_dry_run, step_send_test
+from campaigns.services.sending import ResolveAction, send_record_resolve
+from campaigns.services.smtp import account_test_smtp
+from campaigns.services.templating import TemplateRenderError, template_context, template_render
+from emailsys import clock
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _count(related: QuerySet, group_by: str) -> Coalesce:
+    """A correlated COUNT subquery (already filtered on OuterRef): joins would multiply rows across relations."""
+    counts = related.order_by().values(group_by).annotate(n=Count("pk")).values("n")[:1]
+    return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+def _per_time_zone(zones: Iterable[str], value_for: Callable[[zoneinfo.ZoneInfo], Any], output_field: Field) -> Case:
+    """A per-row value that depends on the row's `time_zone` (local midnight, local day), computed in Python
+    with zoneinfo for each distinct zone, exactly as the services compute it. Unknown zones fall back to UTC."""
+    whens = []
+    for name in sorted(set(zones)):
+        try:
+            zone = zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            continue
+        whens.append(When(time_zone=name, then=Value(value_for(zone), output_field=output_field)))
+    fallback = Value(value_for(zoneinfo.ZoneInfo("UTC")), output_field=output_field)
+    return Case(*whens, default=fallback, output_field=output_field)
+
+
+def _local_midnight(now: datetime) -> Callable[[zoneinfo.ZoneInfo], datetime]:
+    return lambda zone: datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
+
+
+def _local_day(now: datetime) -> Callable[[zoneinfo.ZoneInfo], date]:
+    return lambda zone: now.astimezone(zone).date()
+
+
+def _pre(text: str) -> SafeString:
+    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
+
+
+def _counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | str:
+    shown = [(str(key), value) for key, value in counts.items() if value or not skip_zero]
+    return format_html_join(", ", "{}: {}", shown) or "—"
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username() or f"user {request.user.pk}"
+
+
+def _inline_template(source: str):
+    return engines["django"].from_string(source)
+
+
+RESET_CONFIRMATION = """{% extends "admin/base_site.html" %}{% load admin_urls %}
+{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
+&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
+&rsaquo; Reset progress</div>{% endblock %}
+{% block content %}
+<p>Reset the progress of {{ campaigns|length }} campaign{{ campaigns|length|pluralize }}? Every lead starts over at
+step 1, due now. Recipients go back to "not contacted" (bounced and unsubscribed ones stay). Failed, skipped and
+deferred send records and all dry runs are deleted. Sent, unknown and in-flight sends stay, so nobody gets the
+same email twice. A completed campaign becomes paused.</p>
+<ul>{% for campaign in campaigns %}<li>{{ campaign.name }} ({{ campaign.get_status_display }},
+{{ campaign.leads_in_progress }} in progress, {{ campaign.leads_finished }} finished,
+{{ campaign.leads_stopped }} stopped)</li>{% endfor %}</ul>
+<form method="post">{% csrf_token %}
+{% for campaign in campaigns %}<input type="hidden" name="_selected_action" value="{{ campaign.pk }}">{% endfor %}
+<input type="hidden" name="action" value="reset_progress"><input type="hidden" name="confirm" value="yes">
+<input type="submit" value="Yes, reset progress">
+<a href="{% url opts|admin_urlname:'changelist' %}" class="button cancel-link">No, take me back</a>
+</form>{% endblock %}"""
+
+SEND_TEST_PAGE = """{% extends "admin/base_site.html" %}{% load admin_urls %}
+{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
+&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
+&rsaquo; <a href="{% url opts|admin_urlname:'change' campaign.pk %}">{{ campaign.name }}</a>
+&rsaquo; Send test</div>{% endblock %}
+{% block content %}
+<p>Sends one step to an address of yours, now, through the chosen account: "[TEST]" in the subject, no
+unsubscribe link, not counted as any recipient's email and not against the account's limits.</p>
+{% if not form.fields.step.queryset.exists %}<p class="errornote">This campaign has no steps yet.</p>{% endif %}
+<form method="post">{% csrf_token %}{{ form.as_div }}
+<div class="submit-row"><input type="submit" value="Send test" class="default"></div></form>
+{% endblock %}"""
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services: viewable (and deletable where `deletable`), never added or edited."""
+
+    deletable = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.deletable and super().has_delete_permission(request, obj)
+
+
+# --- templates ---------------------------------------------------------------------------------------------
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "subject", "updated_at"]
+    search_fields = ["name", "subject"]
+    readonly_fields = ["preview", "created_at", "updated_at"]
+    fields = ["name", "subject", "body_text", "body_html", "preview", "created_at", "updated_at"]
+
+    @admin.display(description="Preview (sample recipient Jane Doe)")
+    def preview(self, template: EmailTemplate) -> SafeString | str:
+        if not template.pk:
+            return "Save to see a preview."
+        context = template_context(
+            recipient=Recipient(email="jane@example.com", first_name="Jane", last_name="Doe",
+                                company_name="Example Inc", website="example.com"),
+            account=SenderAccount(email="sender@example.com", first_name="Sam", last_name="Sender"),
+            campaign=Campaign(), step_order=1, custom_fields={},
+        )  # fmt: skip
+        try:
+            rendered = template_render(template=template, context=context, signature="")
+        except TemplateRenderError as error:
+            return format_html('<p class="errornote">{}</p>', str(error))
+        return _pre(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+
+
+# --- sender accounts ---------------------------------------------------------------------------------------
+
+
+class SenderAccountForm(forms.ModelForm):
+    """The SMTP password is write-only: never rendered back; empty on edit keeps the stored one."""
+
+    smtp_password = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
+        label="SMTP password",
+        help_text="Write-only. Leave empty to keep the stored password.",
+    )
+
+    class Meta:
+        model = SenderAccount
+        fields = ["email", "from_name", "first_name", "last_name", "provider", "signature", "smtp_host", "smtp_port",
+                  "security", "smtp_username", "smtp_password", "time_zone", "daily_limit", "min_wait_seconds",
+                  "jitter_seconds"]  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.pop("smtp_password", None)  # the plaintext never reaches the page, not even hidden
+
+    def clean_smtp_password(self) -> str:
+        password = self.cleaned_data.get("smtp_password", "")
+        if not password and self.instance.pk:
+            return self.instance.smtp_password
+        return password
+
+
+@admin.register(SenderAccount)
+class SenderAccountAdmin(admin.ModelAdmin):
+    form = SenderAccountForm
+    list_display = ["email", "status", "status_reason", "usage_today", "daily_limit", "smtp_host", "provider"]
+    list_filter = ["status", "security", "provider"]
+    search_fields = ["email", "from_name", "smtp_host", "provider"]
+    ordering = ["email"]
+    actions = ["test_smtp", "pause", "resume", "disable", "reset_limits"]
+    readonly_fields = ["status", "status_reason", "has_password", "consecutive_failures", "last_reserved_at",
+                       "next_available_at", "busy_until", "stats_panel", "created_at"]  # fmt: skip
+    fieldsets = [
+        (None, {"fields": ["email", "from_name", "first_name", "last_name", "provider", "signature"]}),
+        ("SMTP", {"fields": ["smtp_host", "smtp_port", "security", "smtp_username", "smtp_password", "has_password"]}),
+        ("Limits", {"fields": ["time_zone", "daily_limit", "min_wait_seconds", "jitter_seconds"]}),
+        ("State", {"fields": ["status", "status_reason", "consecutive_failures", "last_reserved_at",
+                              "next_available_at", "busy_until", "stats_panel", "created_at"]}),
+    ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SenderAccount]:
+        zones = SenderAccount.objects.order_by().values_list("time_zone", flat=True).distinct()
+        usage = AccountDailyUsage.objects.filter(account=OuterRef("pk"), day=OuterRef("usage_day"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                usage_day=_per_time_zone(zones, _local_day(clock.now()), DateField()),
+                reserved_today=Coalesce(Subquery(usage.values("reserved")[:1], output_field=IntegerField()), 0),
+            )
+        )
+
+    @admin.display(description="Reserved today / limit", ordering="reserved_today")
+    def usage_today(self, account: SenderAccount) -> str:
+        return f"{account.reserved_today} / {account.daily_limit}"
+
+    @admin.display(description="Password stored", boolean=True)
+    def has_password(self, account: SenderAccount) -> bool:
+        return bool(account.smtp_password)
+
+    @admin.display(description="Today")
+    def stats_panel(self, account: SenderAccount) -> SafeString | str:
+        if not account.pk:
+            return "—"
+        stats = account_stats(account=account, now=clock.now())
+        rows = [
+            ("Day (account time)", stats["day"].isoformat()),
+            ("Reserved / limit", f"{stats['reserved_today']} / {stats['daily_limit']}"),
+            ("Sent today", stats["sent_today"]),
+            ("Last sent", stats["last_sent_at"] or "—"),
+            ("Sends by state", _counts_html(stats["sends"])),
+        ]
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @admin.action(description="Test SMTP login of selected accounts")
+    def test_smtp(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        for account in queryset:
+            ok, detail = account_test_smtp(account=account)
+            level = messages.SUCCESS if ok else messages.ERROR
+            self.message_user(request, f"{account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[SenderAccount], status: str) -> None:
+        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {_actor(request)} in the admin"
+        for account in queryset:
+            account_set_status(account=account, status=status, reason=reason)
+        self.message_user(request, f"{queryset.count()} account(s) now {status}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected accounts")
+    def pause(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.PAUSED)
+
+    @admin.action(description="Resume selected accounts")
+    def resume(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.ACTIVE)
+
+    @admin.action(description="Disable selected accounts")
+    def disable(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.DISABLED)
+
+    @admin.action(description="Reset today's limits of selected accounts")
+    def reset_limits(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        for account in queryset:
+            account_reset_limits(account=account)
+        self.message_user(request, f"Limits reset for {queryset.count()} account(s).", messages.SUCCESS)
+
+
+@admin.register(AccountDailyUsage)
+class AccountDailyUsageAdmin(ReadOnlyAdmin):
+    list_display = ["account", "day", "reserved"]
+    list_select_related = ["account"]
+    list_filter = ["day", "account"]
+    search_fields = ["account__email"]
+    date_hierarchy = "day"
+    ordering = ["-day", "account__email"]
+
+
+# --- campaigns ---------------------------------------------------------------------------------------------
+
+
+class CampaignAccountInline(admin.TabularInline):
+    model = CampaignAccount
+    extra = 0
+    fields = ["account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
+    readonly_fields = ["usage_day", "usage_reserved"]
+    autocomplete_fields = ["account"]
+    verbose_name = "sender account (with this campaign's limits)"
+    verbose_name_plural = "sender accounts (with this campaign's limits)"
+
+
+class SequenceStepInline(admin.TabularInline):
+    model = SequenceStep
+    extra = 0
+    fields = ["order", "delay_seconds", "template", "threaded"]
+    autocomplete_fields = ["template"]
+    ordering = ["order"]
+
+
+class SendTestForm(forms.Form):
+    step = forms.ModelChoiceField(queryset=SequenceStep.objects.none())
+    to_email = forms.EmailField(label="Send to", help_text="Your address; the campaign's recipients get nothing.")
+    account = forms.ModelChoiceField(queryset=SenderAccount.objects.order_by("email"), label="Through account")
+    lead = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Render for lead (id)",
+        help_text="Optional: render with this lead's first recipient; empty: sample values.",
+    )
+
+    def __init__(self, *args, campaign: Campaign, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.campaign = campaign
+        self.fields["step"].queryset = campaign.steps.select_related("template").order_by("order")
+        self.fields["step"].label_from_instance = lambda step: f"Step {step.order}: {step.template.name}"
+
+    def clean_lead(self) -> Lead | None:
+        lead_id = self.cleaned_data.get("lead")
+        if lead_id is None:
+            return None
+        lead = Lead.objects.filter(campaign=self.campaign, pk=lead_id).first()
+        if lead is None:
+            raise ValidationError(f"Campaign {self.campaign.pk} has no lead {lead_id}.")
+        return lead
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "leads_in_progress", "leads_finished", "leads_stopped", "sent_today",
+                    "time_zone", "starts_at", "created_at"]  # fmt: skip
+    list_filter = ["status", "time_zone", "created_at"]
+    search_fields = ["name"]
+    ordering = ["-created_at", "-id"]
+    inlines = [CampaignAccountInline, SequenceStepInline]
+    actions = ["pause", "resume", "reset_progress", "dry_run"]
+    readonly_fields = ["status", "progress_panel", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "status", "progress_panel"]}),
+        ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
+                                 "send_hour_end", "batch_size"]}),
+        ("Record", {"fields": ["created_at", "updated_at"]}),
+    ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
+        zones = Campaign.objects.order_by().values_list("time_zone", flat=True).distinct()
+        leads = Lead.objects.filter(campaign=OuterRef("pk"))
+        sent = SendRecord.objects.filter(
+            campaign=OuterRef("pk"), state=SendRecord.State.SENT, sent_at__gte=OuterRef("day_start")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                day_start=_per_time_zone(zones, _local_midnight(clock.now()), DateTimeField()),
+                leads_in_progress=_count(leads.filter(state=Lead.State.IN_PROGRESS), "campaign"),
+                leads_finished=_count(leads.filter(state=Lead.State.FINISHED), "campaign"),
+                leads_stopped=_count(leads.filter(state=Lead.State.STOPPED), "campaign"),
+                sent_today=_count(sent, "campaign"),
+            )
+        )
+
+    @admin.display(description="In progress", ordering="leads_in_progress")
+    def leads_in_progress(self, campaign: Campaign) -> int:
+        return campaign.leads_in_progress
+
+    @admin.display(description="Finished", ordering="leads_finished")
+    def leads_finished(self, campaign: Campaign) -> int:
+        return campaign.leads_finished
+
+    @admin.display(description="Stopped", ordering="leads_stopped")
+    def leads_stopped(self, campaign: Campaign) -> int:
+        return campaign.leads_stopped
+
+    @admin.display(description="Sent today", ordering="sent_today")
+    def sent_today(self, campaign: Campaign) -> int:
+        return campaign.sent_today
+
+    @admin.display(description="Progress")
+    def progress_panel(self, campaign: Campaign) -> SafeString | str:
+        if not campaign.pk:
+            return "—"
+        progress = campaign_progress(campaign=campaign)
+        unknown = progress["send_records"].get(SendRecord.State.UNKNOWN, 0)
+        unknown_url = reverse("admin:campaigns_sendrecord_changelist")
+        unknown_link = format_html(
+            '<a href="{}?campaign__id__exact={}&amp;state__exact=unknown">{} with unknown outcome</a>',
+            unknown_url, campaign.pk, unknown,
+        ) if unknown else "none with unknown outcome"  # fmt: skip
+        rows = [
+            ("Leads", _counts_html(progress["leads"], skip_zero=False)),
+            ("Leads by current step", _counts_html({f"step {k}": v for k, v in progress["leads_by_step"].items()})),
+            ("Recipients", _counts_html(progress["recipients"])),
+            ("Send records", format_html("{} ({})", _counts_html(progress["send_records"]), unknown_link)),
+            ("Sent today", progress["sent_today"]),
+        ]
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:
+        changed = 0
+        for campaign in queryset:
+            try:
+                campaign_set_status(campaign=campaign, status=status, reason=f"{status} by {_actor(request)} (admin)")
+            except ValidationError as error:
+                self.message_user(request, f"{campaign.name}: {' '.join(error.messages)}", messages.ERROR)
+            else:
+                changed += 1
+        if changed:
+            self.message_user(request, f"{changed} campaign(s) now {status}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected campaigns")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._set_status(request, queryset, Campaign.Status.PAUSED)
+
+    @admin.action(description="Resume (activate) selected campaigns")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._set_status(request, queryset, Campaign.Status.ACTIVE)
+
+    @admin.action(description="Reset progress of selected campaigns…")
+    def reset_progress(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Reset campaign progress?",
+                "opts": self.model._meta,
+                "campaigns": list(queryset),
+            }
+            return TemplateResponse(request, _inline_template(RESET_CONFIRMATION), context)
+        for campaign in queryset:
+            count = campaign_reset_progress(campaign=campaign)
+            self.message_user(request, f"{campaign.name}: {count} lead(s) start over at step 1.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Dry run selected campaigns (due leads, nothing sent)")
+    def dry_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            records = campaign_dry_run(campaign_id=campaign.pk)
+            errors = sum(1 for record in records if record.error)
+            if not records:
+                note = "nothing due (only due leads of active campaigns with an active account are dry-run)"
+                self.message_user(request, f"{campaign.name}: {note}.", messages.WARNING)
+                continue
+            level = messages.WARNING if errors else messages.SUCCESS
+            self.message_user(
+                request,
+                f"{campaign.name}: {len(records)} message(s) rendered as dry runs, {errors} with errors.",
+                level,
+            )
+
+    # The send-test page: /admin/campaigns/campaign/<id>/send-test/, linked from the change page.
+
+    def get_urls(self) -> list:
+        info = (self.opts.app_label, self.opts.model_name)
+        return [
+            path(
+                "<path:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="{}_{}_send_test".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def send_test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self.get_object(request, object_id)
+        if campaign is None:
+            raise Http404(f"No campaign with id {object_id!r}.")
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        initial = {"to_email": request.user.email, "account": campaign.accounts.order_by("id").first()}
+        form = SendTestForm(request.POST or None, campaign=campaign, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            step, account = form.cleaned_data["step"], form.cleaned_data["account"]
+            to_email = form.cleaned_data["to_email"]
+            test = step_send_test(step=step, to_email=to_email, account=account, lead=form.cleaned_data["lead"])
+            if test.sent_at:
+                text = f"Test of step {step.order} sent to {to_email} through {account.email} ({test.message_id})."
+                self.message_user(request, text, messages.SUCCESS)
+            else:
+                self.message_user(request, f"Test of step {step.order} to {to_email} failed: {test.error}",
+                                  messages.ERROR)  # fmt: skip
+            return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Send a test of {campaign.name}",
+            "opts": self.opts,
+            "campaign": campaign,
+            "form": form,
+        }
+        return TemplateResponse(request, _inline_template(SEND_TEST_PAGE), context)
+
+
+@admin.register(CampaignAccount)
+class CampaignAccountAdmin(admin.ModelAdmin):
+    list_display = ["campaign", "account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
+    list_select_related = ["campaign", "account"]
+    list_filter = ["campaign"]
+    search_fields = ["campaign__name", "account__email"]
+    autocomplete_fields = ["campaign", "account"]
+    readonly_fields = ["usage_day", "usage_reserved"]
+
+
+@admin.register(SequenceStep)
+class SequenceStepAdmin(admin.ModelAdmin):
+    list_display = ["campaign", "order", "template", "delay_seconds", "threaded"]
+    list_select_related = ["campaign", "template"]
+    list_filter = ["campaign", "threaded"]
+    search_fields = ["campaign__name", "template__name"]
+    autocomplete_fields = ["campaign", "template"]
+    ordering = ["campaign", "order"]
+
+
+# --- leads and recipients ----------------------------------------------------------------------------------
+
+
+class RecipientInline(admin.TabularInline):
+    model = Recipient
+    extra = 0
+    fields = ["position", "email", "name", "first_name", "last_name", "company_name", "website", "provider",
+              "status", "last_contacted_at", "last_step"]  # fmt: skip
+    readonly_fields = ["last_contacted_at", "last_step"]
+    ordering = ["position"]
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin):
+    list_display = ["id", "external_id", "campaign", "state", "current_step", "recipient_count", "first_email",
+                    "next_due_at", "last_sent_at"]  # fmt: skip
+    list_select_related = ["campaign"]
+    list_filter = ["campaign", "state", "current_step"]
+    search_fields = ["external_id", "recipients__email"]
+    ordering = ["-id"]
+    inlines = [RecipientInline]
+    actions = ["reset_progress", "stop"]
+    readonly_fields = ["state", "stop_reason", "current_step", "last_sent_at", "next_due_at", "created_at"]
+    fields = ["campaign", "external_id", "custom_fields", *readonly_fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
+        recipients = Recipient.objects.filter(lead=OuterRef("pk"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                recipient_count=_count(recipients, "lead"),
+                first_email=Subquery(recipients.order_by("position").values("email")[:1]),
+            )
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Lead | None = None) -> list[str]:
+        # Moving a lead to another campaign would orphan its send records' meaning.
+        return [*self.readonly_fields, "campaign"] if obj else list(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Lead, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.next_due_at = clock.now()  # like imported leads: due now (the dispatcher skips undated ones)
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="Recipients", ordering="recipient_count")
+    def recipient_count(self, lead: Lead) -> int:
+        return lead.recipient_count
+
+    @admin.display(description="First recipient", ordering="first_email")
+    def first_email(self, lead: Lead) -> str:
+        return lead.first_email or "—"
+
+    @admin.action(description="Reset progress of selected leads (start over at step 1)")
+    def reset_progress(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        for lead in queryset:
+            lead_reset_progress(lead=lead)
+        self.message_user(request, f"{queryset.count()} lead(s) start over at step 1, due now.", messages.SUCCESS)
+
+    @admin.action(description="Stop selected leads (no more emails)")
+    def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        # TODO(services): move to campaigns.services.operations as `leads_stop` once that module is free.
+        reason = f"stopped by {_actor(request)} in the admin"
+        stopped = 0
+        for lead in queryset.filter(state=Lead.State.IN_PROGRESS):
+            if Lead.objects.filter(pk=lead.pk, state=Lead.State.IN_PROGRESS).update(
+                state=Lead.State.STOPPED, stop_reason=reason, next_due_at=None
+            ):
+                stopped += 1
+                activity_record(
+                    kind=Activity.Kind.STATUS_CHANGED,
+                    campaign=lead.campaign_id,
+                    lead=lead,
+                    message=f"Lead {reason}",
+                    detail={"from": lead.state, "to": Lead.State.STOPPED},
+                )
+        self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
+
+
+@admin.register(Recipient)
+class RecipientAdmin(admin.ModelAdmin):
+    list_display = ["email", "name", "company_name", "lead_link", "campaign_name", "status", "last_contacted_at",
+                    "last_step"]  # fmt: skip
+    list_select_related = ["lead__campaign"]
+    list_filter = ["status", "lead__campaign"]
+    search_fields = ["email", "name", "company_name"]
+    raw_id_fields = ["lead"]
+    readonly_fields = ["last_contacted_at", "last_step", "unsubscribe_token"]
+    ordering = ["-id"]
+
+    @admin.display(description="Lead", ordering="lead_id")
+    def lead_link(self, recipient: Recipient) -> SafeString:
+        url = reverse("admin:campaigns_lead_change", args=[recipient.lead_id])
+        return format_html('<a href="{}">{}</a>', url, recipient.lead.external_id or f"lead {recipient.lead_id}")
+
+    @admin.display(description="Campaign", ordering="lead__campaign__name")
+    def campaign_name(self, recipient: Recipient) -> str:
+        return recipient.lead.campaign.name
+
+
+# --- what was sent -----------------------------------------------------------------------------------------
+
+
+@admin.register(SendRecord)
+class SendRecordAdmin(ReadOnlyAdmin):
+    """Filter state = "Unknown outcome" for the sends an operator must decide on (mark sent / failed / resend)."""
+
+    list_display = ["id", "state", "campaign", "recipient", "step_order", "account", "attempts", "handed_over_at",
+                    "sent_at", "resolved_by", "updated_at"]  # fmt: skip
+    list_select_related = ["campaign", "recipient", "step", "account"]
+    list_filter = ["state", "campaign", "account"]
+    search_fields = ["recipient__email", "message_id", "subject"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    actions = ["mark_sent", "mark_failed", "resend"]
+    fields = ["state", "campaign", "lead", "recipient", "step", "account", "message_id", "subject", "message_text",
+              "attempts", "last_error", "next_attempt_at", "claimed_until", "handed_over_at", "sent_at",
+              "resolved_by", "created_at", "updated_at"]  # fmt: skip
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SendRecord]:
+        records = super().get_queryset(request)
+        match = request.resolver_match
+        detail = match is not None and (match.url_name or "").endswith("_change")
+        return records if detail else records.defer("message")  # MIME bodies only on the detail page
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.change_sendrecord")
+
+    @admin.display(description="Step", ordering="step__order")
+    def step_order(self, record: SendRecord) -> int:
+        return record.step.order
+
+    @admin.display(description="Message (exactly as handed to SMTP)")
+    def message_text(self, record: SendRecord) -> SafeString:
+        return _pre(record.message)
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[SendRecord], verdict: str, done: str) -> None:
+        resolved, refused = [], []
+        for record_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                send_record_resolve(record_id=record_id, action=verdict, actor=_actor(request))
+            except ValueError as error:
+                refused.append(str(error))
+                continue
+            if verdict == ResolveAction.RESEND:
+                tasks.send_resend.delay_on_commit(record_id)
+            resolved.append(f"#{record_id}")
+        if resolved:
+            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request,
+                f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
+                messages.ERROR,
+            )
+
+    @admin.action(description="Unknown outcome: mark as sent (it arrived)", permissions=["resolve"])
+    def mark_sent(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
+        self._resolve(request, queryset, ResolveAction.MARK_SENT, "marked sent")
+
+    @admin.action(description="Unknown outcome: mark as failed (it did not arrive)", permissions=["resolve"])
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
+        self._resolve(request, queryset, ResolveAction.MARK_FAILED, "marked failed")
+
+    @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
+        self._resolve(request, queryset, ResolveAction.RESEND, "queued to be sent again")
+
+
+@admin.register(DryRunRecord)
+class DryRunRecordAdmin(ReadOnlyAdmin):
+    deletable = True
+    list_display = ["id", "campaign", "recipient", "step_order", "account", "subject", "failed", "created_at"]
+    list_select_related = ["campaign", "recipient", "step", "account"]
+    list_filter = ["campaign"]
+    search_fields = ["recipient__email", "subject"]
+    ordering = ["-id"]
+    fields = ["campaign", "recipient", "step", "account", "subject", "error", "message_text", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="Step", ordering="step__order")
+    def step_order(self, record: DryRunRecord) -> int:
+        return record.step.order
+
+    @admin.display(description="Error", boolean=True)
+    def failed(self, record: DryRunRecord) -> bool:
+        return bool(record.error)
+
+    @admin.display(description="Message (as it would be sent)")
+    def message_text(self, record: DryRunRecord) -> SafeString:
+        return _pre(record.message)
+
+
+@admin.register(TestSend)
+class TestSendAdmin(ReadOnlyAdmin):
+    deletable = True
+    list_display = ["id", "to_email", "campaign_name", "step_order", "account", "sent_at", "error", "created_at"]
+    list_select_related = ["step__campaign", "account"]
+    search_fields = ["to_email", "subject"]
+    ordering = ["-id"]
+    fields = ["step", "account", "to_email", "lead", "message_id", "subject", "sent_at", "error", "message_text",
+              "created_at"]  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description="Campaign", ordering="step__campaign__name")
+    def campaign_name(self, test: TestSend) -> str:
+        return test.step.campaign.name
+
+    @admin.display(description="Step", ordering="step__order")
+    def step_order(self, test: TestSend) -> int:
+        return test.step.order
+
+    @admin.display(description="Message")
+    def message_text(self, test: TestSend) -> SafeString:
+        return _pre(test.message)
+
+
+# --- suppression and activity ------------------------------------------------------------------------------
+
+
+class SuppressionAddForm(forms.ModelForm):
+    value = forms.CharField(max_length=254, help_text="An address (jane@example.com) or a domain (example.com).")
+
+    class Meta:
+        model = Suppression
+        fields = ["value", "reason"]
+
+    def clean_value(self) -> str:
+        kind, value = _suppression_parse(self.cleaned_data["value"])  # raises ValidationError with the reason
+        self.instance.kind = kind
+        return value
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """Add (through `suppression_add`, idempotent) and delete; a suppression is never edited in place."""
+
+    list_display = ["value", "kind", "reason", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["value", "reason"]
+    ordering = ["-created_at"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Suppression | None = None) -> bool:
+        return False
+
+    def get_form(self, request: HttpRequest, obj: Suppression | None = None, **kwargs):
+        if obj is None:
+            kwargs["form"] = SuppressionAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Suppression | None = None) -> list[str]:
+        return ["value", "reason"] if obj is None else ["kind", "value", "reason", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: forms.ModelForm, change: bool) -> None:
+        saved = suppression_add(value=form.cleaned_data["value"], reason=form.cleaned_data.get("reason", ""))
+        obj.pk, obj.kind, obj.value, obj.reason, obj.created_at = (
+            saved.pk, saved.kind, saved.value, saved.reason, saved.created_at
+        )  # fmt: skip
+
+
+@admin.register(Activity)
+class ActivityAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "campaign", "account", "lead_id", "step_order", "message"]
+    list_select_related = ["campaign", "account"]
+    list_filter = ["kind", "campaign", "account"]
+    search_fields = ["message"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = ["created_at", "kind", "campaign", "lead", "recipient", "account", "step_order", "message",
+              "detail_json"]  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description="Detail")
+    def detail_json(self, activity: Activity) -> SafeString:
+        return _pre(json.dumps(activity.detail, indent=2, sort_keys=True, ensure_ascii=False, default=str))

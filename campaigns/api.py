@@ -1,0 +1,343 @@
+"""Campaigns JSON API (staff only, token or session auth): views validate, then call services and selectors.
+
+Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
+create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only, filterable).
+"""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.db.models import ProtectedError, QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from campaigns import tasks
+from campaigns.models import Activity, Campaign, Lead, SenderAccount, SendRecord
+from campaigns.selectors import account_list, campaign_list, campaign_progress
+from campaigns.serializers import (
+    MAX_BULK_LEADS,
+    AccountStatusSerializer,
+    ActivitySerializer,
+    CampaignProgressSerializer,
+    CampaignSerializer,
+    CampaignStatusSerializer,
+    LeadBulkErrorsSerializer,
+    LeadSerializer,
+    SenderAccountSerializer,
+    SendRecordDetailSerializer,
+    SendRecordResolveSerializer,
+    SendRecordSerializer,
+    django_errors,
+    leads_check_unique,
+    leads_create,
+)
+from campaigns.services.operations import account_set_status, campaign_set_status
+from campaigns.services.sending import ResolveAction, send_record_resolve
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class _ProtectedDestroyMixin:
+    """Deleting a row that sends still point at is a 409 with the reason, not a 500."""
+
+    protected_hint = ""
+
+    def perform_destroy(self, instance) -> None:
+        try:
+            instance.delete()
+        except ProtectedError as error:
+            count = len(error.protected_objects)
+            raise Conflict(
+                f"{instance._meta.verbose_name.capitalize()} {instance.pk} cannot be deleted: {count} send "
+                f"record(s) refer to it. {self.protected_hint}".strip()
+            ) from None
+
+
+class _JsonWhateverTheAcceptHeader(DefaultContentNegotiation):
+    """JSON even for a browser asking for HTML (instead of a 406)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def _id_filter(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError({name: [f"{value!r} is not an id (a whole number)."]}) from None
+
+
+def _choice_filter(request: Request, name: str, choices: type) -> str | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    if value not in choices.values:
+        raise ValidationError({name: [f"{value!r} is not one of: {', '.join(choices.values)}."]})
+    return value
+
+
+def _status_change(apply, **kwargs) -> None:
+    try:
+        apply(**kwargs)
+    except DjangoValidationError as error:
+        raise ValidationError(django_errors(error)) from None
+
+
+ID_PARAMETER = {"type": int, "location": OpenApiParameter.QUERY}
+
+
+# --- campaigns ---------------------------------------------------------------------------------------------
+
+
+class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
+    serializer_class = CampaignSerializer
+    protected_hint = "Pause it instead."
+
+    def get_queryset(self) -> QuerySet[Campaign]:
+        return campaign_list()
+
+    def _annotated(self, campaign: Campaign) -> Campaign:
+        return campaign_list().get(pk=campaign.pk)
+
+    def perform_create(self, serializer: CampaignSerializer) -> None:
+        serializer.instance = self._annotated(serializer.save())
+
+    def perform_update(self, serializer: CampaignSerializer) -> None:
+        serializer.instance = self._annotated(serializer.save())
+
+    @extend_schema(responses={200: CampaignProgressSerializer})
+    @action(detail=True, methods=["get"])
+    def progress(self, request: Request, pk: str | None = None) -> Response:
+        """Leads by state and step, recipients by status, send records by state and sends today."""
+        progress = campaign_progress(campaign=self.get_object())
+        return Response(CampaignProgressSerializer(progress).data)
+
+    def _set_status(self, request: Request, new_status: str) -> Response:
+        campaign = self.get_object()
+        body = CampaignStatusSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data["reason"] or f"{new_status} by {request.user.get_username()} via the API"
+        _status_change(campaign_set_status, campaign=campaign, status=new_status, reason=reason)
+        return Response(self.get_serializer(self._annotated(campaign)).data)
+
+    @extend_schema(request=CampaignStatusSerializer, responses={200: CampaignSerializer, 400: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        """Stops sending; leads keep their place. Pausing a completed campaign is refused (400)."""
+        return self._set_status(request, Campaign.Status.PAUSED)
+
+    @extend_schema(request=CampaignStatusSerializer, responses={200: CampaignSerializer, 400: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Activates a draft or paused campaign; needs at least one step and one sender account (else 400)."""
+        return self._set_status(request, Campaign.Status.ACTIVE)
+
+
+# --- leads -------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("campaign", **ID_PARAMETER),
+            OpenApiParameter("state", enum=Lead.State.values, location=OpenApiParameter.QUERY),
+        ]
+    )
+)
+class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Leads with their recipients. Create one (POST /leads/) or up to 1000 at once (POST /leads/bulk/)."""
+
+    serializer_class = LeadSerializer
+
+    def get_queryset(self) -> QuerySet[Lead]:
+        leads = Lead.objects.prefetch_related("recipients").order_by("id")
+        if self.action == "list":
+            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
+                leads = leads.filter(campaign_id=campaign_id)
+            if (state := _choice_filter(self.request, "state", Lead.State)) is not None:
+                leads = leads.filter(state=state)
+        return leads
+
+    def perform_create(self, serializer: LeadSerializer) -> None:
+        errors = leads_check_unique(leads=[serializer.validated_data])
+        if errors:
+            raise ValidationError(errors[0])
+        try:
+            serializer.save()
+        except IntegrityError:
+            raise Conflict("Another request created a lead with this external id meanwhile; retry.") from None
+
+    @extend_schema(
+        request=LeadSerializer(many=True),
+        responses={201: LeadSerializer(many=True), 400: LeadBulkErrorsSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        """Creates a list of leads, each with its recipients, all or nothing: if any lead is invalid nothing
+        is created and the 400 lists each bad lead as {"index": i, "errors": {...}}."""
+        items = request.data
+        if not isinstance(items, list):
+            raise ValidationError({"detail": "Send a JSON list of leads."})
+        if not items:
+            raise ValidationError({"detail": "The list of leads is empty."})
+        if len(items) > MAX_BULK_LEADS:
+            raise ValidationError({"detail": f"At most {MAX_BULK_LEADS} leads per request ({len(items)} sent)."})
+        context = {**self.get_serializer_context(), "campaigns": self._campaigns_named(items)}
+        validated: list[dict | None] = []
+        errors: dict[int, dict] = {}
+        for index, item in enumerate(items):
+            serializer = LeadSerializer(data=item, context=context)
+            if serializer.is_valid():
+                validated.append(serializer.validated_data)
+            else:
+                validated.append(None)
+                errors[index] = serializer.errors
+        errors.update(leads_check_unique(leads=validated))
+        if errors:
+            body = {
+                "detail": f"{len(errors)} of {len(items)} leads are invalid; nothing was created.",
+                "errors": [{"index": index, "errors": errors[index]} for index in sorted(errors)],
+            }
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            created = leads_create(leads=validated)
+        except IntegrityError:
+            raise Conflict("Another request created a lead with one of these external ids meanwhile; retry.") from None
+        leads = Lead.objects.filter(pk__in=[lead.pk for lead in created]).prefetch_related("recipients").order_by("id")
+        return Response(LeadSerializer(leads, many=True).data, status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _campaigns_named(items: list) -> dict[int, Campaign]:
+        ids = set()
+        for item in items:
+            value = item.get("campaign") if isinstance(item, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                ids.add(value)
+            elif isinstance(value, str) and value.isdigit():
+                ids.add(int(value))
+        return Campaign.objects.in_bulk(ids)
+
+
+# --- accounts ----------------------------------------------------------------------------------------------
+
+
+class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
+    """Sender accounts. `smtp_password` is write-only; responses carry `has_password` instead. JSON only: the
+    browsable API would echo a submitted password back into its form after a validation error."""
+
+    serializer_class = SenderAccountSerializer
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonWhateverTheAcceptHeader
+    protected_hint = "Pause or disable it instead."
+
+    def get_queryset(self) -> QuerySet[SenderAccount]:
+        return account_list()
+
+    def _set_status(self, request: Request, new_status: str) -> Response:
+        account = self.get_object()
+        body = AccountStatusSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data["reason"]
+        if new_status != SenderAccount.Status.ACTIVE and not reason:
+            reason = f"{new_status} by {request.user.get_username()} via the API"
+        _status_change(account_set_status, account=account, status=new_status, reason=reason)
+        return Response(self.get_serializer(account).data)
+
+    @extend_schema(request=AccountStatusSerializer, responses={200: SenderAccountSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        """No campaign sends through this account until it is resumed."""
+        return self._set_status(request, SenderAccount.Status.PAUSED)
+
+    @extend_schema(request=AccountStatusSerializer, responses={200: SenderAccountSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Active again, with the consecutive-failure count cleared."""
+        return self._set_status(request, SenderAccount.Status.ACTIVE)
+
+
+# --- activity and sends ------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("campaign", **ID_PARAMETER),
+            OpenApiParameter("account", **ID_PARAMETER),
+            OpenApiParameter("kind", enum=Activity.Kind.values, location=OpenApiParameter.QUERY),
+        ]
+    )
+)
+class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
+    """The activity log, newest first."""
+
+    serializer_class = ActivitySerializer
+
+    def get_queryset(self) -> QuerySet[Activity]:
+        activities = Activity.objects.order_by("-created_at", "-id")
+        if self.action == "list":
+            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
+                activities = activities.filter(campaign_id=campaign_id)
+            if (account_id := _id_filter(self.request, "account")) is not None:
+                activities = activities.filter(account_id=account_id)
+            if (kind := _choice_filter(self.request, "kind", Activity.Kind)) is not None:
+                activities = activities.filter(kind=kind)
+        return activities
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("state", enum=SendRecord.State.values, location=OpenApiParameter.QUERY,
+                             description="e.g. unknown: sends whose outcome an operator must decide"),
+            OpenApiParameter("campaign", **ID_PARAMETER),
+            OpenApiParameter("account", **ID_PARAMETER),
+        ]
+    )
+)  # fmt: skip
+class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
+    """Send records (one per recipient and step), newest first; the detail includes the stored MIME message."""
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        return SendRecordDetailSerializer if self.action == "retrieve" else SendRecordSerializer
+
+    def get_queryset(self) -> QuerySet[SendRecord]:
+        records = SendRecord.objects.select_related("recipient", "step").order_by("-created_at", "-id")
+        if self.action != "retrieve":
+            records = records.defer("message")
+        if self.action == "list":
+            if (state := _choice_filter(self.request, "state", SendRecord.State)) is not None:
+                records = records.filter(state=state)
+            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
+                records = records.filter(campaign_id=campaign_id)
+            if (account_id := _id_filter(self.request, "account")) is not None:
+                records = records.filter(account_id=account_id)
+        return records
+
+    @extend_schema(request=SendRecordResolveSerializer, responses={200: SendRecordSerializer, 409: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str | None = None) -> Response:
+        """An operator's verdict on a send in state "unknown"; any other state is a 409."""
+        record = self.get_object()
+        body = SendRecordResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        verdict = body.validated_data["action"]
+        try:
+            record = send_record_resolve(record_id=record.pk, action=verdict, actor=request.user.get_username())
+        except ValueError as error:
+            raise Conflict(str(error)) from None
+        if verdict == ResolveAction.RESEND:
+            tasks.send_resend.delay_on_commit(record.pk)
+        return Response(SendRecordSerializer(record).data)

@@ -1,0 +1,22 @@
+"""Makes a sender account available now: today's usage and its per-campaign usage back to 0, waits and the
+failure count cleared. Use it when a limit was used up by mistake; the account's status is not changed."""
+
+from django.core.management.base import BaseCommand
+
+from campaigns.management.tables import object_or_error
+from campaigns.models import SenderAccount
+from campaigns.services.operations import account_reset_limits
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("account_id", type=int)
+
+    def handle(self, *args, account_id: int, **options) -> None:
+        account = object_or_error(SenderAccount, account_id, "sender account")
+        account_reset_limits(account=account)
+        self.stdout.write(self.style.SUCCESS(f"Limits of account {account.pk} {account.email} reset: available now."))
+        if account.status != SenderAccount.Status.ACTIVE:
+            self.stdout.write(f"Note: the account is {account.status}; it sends only once it is active again.")

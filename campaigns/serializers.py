@@ -1,0 +1,312 @@
+"""JSON shapes of the campaigns API, and the validation of what clients send.
+
+Writes check the model's own validators and constraints (`full_clean`) here, so bad input is a 400 with the
+field named, never an IntegrityError. SMTP passwords go in and never come out: `smtp_password` is
+write-only and responses only say `has_password`.
+"""
+
+import copy
+from typing import Any
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
+from emailsys import clock
+
+MAX_BULK_LEADS = 1000
+
+
+def django_errors(error: DjangoValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as DRF's error body ("__all__" becomes "non_field_errors")."""
+    messages = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
+    non_field = api_settings.NON_FIELD_ERRORS_KEY
+    return {non_field if key == NON_FIELD_ERRORS else key: value for key, value in messages.items()}
+
+
+class ModelCleanMixin:
+    """Runs the model's `full_clean` (field validators, unique fields, check constraints) on the would-be row."""
+
+    clean_skip: tuple[str, ...] = ()
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        for name, value in attrs.items():
+            if name not in self.clean_skip:
+                setattr(instance, name, value)
+        try:
+            instance.full_clean(exclude=list(self.clean_skip))
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(django_errors(error)) from None
+        return attrs
+
+
+# --- campaigns ---------------------------------------------------------------------------------------------
+
+
+class CampaignSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """Status changes go through /pause/ and /resume/ (they are checked and logged), so it is read-only here."""
+
+    step_count = serializers.IntegerField(read_only=True)
+    account_count = serializers.IntegerField(read_only=True)
+    lead_count = serializers.IntegerField(read_only=True)
+    in_progress_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "name", "status", "starts_at", "ends_at", "batch_size", "time_zone", "send_days",
+            "send_hour_start", "send_hour_end", "step_count", "account_count", "lead_count", "in_progress_count",
+            "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["status", "created_at", "updated_at"]
+
+
+class CampaignStatusSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class LeadCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    in_progress = serializers.IntegerField()
+    finished = serializers.IntegerField()
+    stopped = serializers.IntegerField()
+
+
+class CampaignProgressSerializer(serializers.Serializer):
+    """`campaign_progress` as JSON; `leads_by_step` is keyed by step order (as a string, JSON keys are)."""
+
+    campaign = serializers.IntegerField(source="campaign.id")
+    status = serializers.CharField(source="campaign.status")
+    leads = LeadCountsSerializer()
+    leads_by_step = serializers.DictField(child=serializers.IntegerField())
+    recipients = serializers.DictField(child=serializers.IntegerField(), help_text="Recipients by status.")
+    send_records = serializers.DictField(child=serializers.IntegerField(), help_text="Send records by state.")
+    sent_today = serializers.IntegerField(help_text="Sent since midnight in the campaign's time zone.")
+
+
+# --- leads -------------------------------------------------------------------------------------------------
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    """Position is the order in the lead's list; emails are stored lower-case, like the CSV import."""
+
+    class Meta:
+        model = Recipient
+        fields = [
+            "id", "position", "email", "name", "first_name", "last_name", "company_name", "website", "provider",
+            "status", "last_contacted_at", "last_step",
+        ]  # fmt: skip
+        read_only_fields = ["position", "status", "last_contacted_at", "last_step"]
+
+    def validate_email(self, value: str) -> str:
+        return value.strip().lower()
+
+
+class _CampaignField(serializers.PrimaryKeyRelatedField):
+    """Looks campaigns up in `context["campaigns"]` when the caller preloaded them (bulk: one query, not one
+    per lead)."""
+
+    def to_internal_value(self, data: Any) -> Campaign:
+        preloaded = self.context.get("campaigns")
+        if preloaded is None:
+            return super().to_internal_value(data)
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        try:
+            campaign = preloaded.get(int(data))
+        except ValueError:
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if campaign is None:
+            self.fail("does_not_exist", pk_value=data)
+        return campaign
+
+
+class LeadSerializer(serializers.ModelSerializer):
+    campaign = _CampaignField(queryset=Campaign.objects.all())
+    recipients = RecipientSerializer(many=True, allow_empty=False)
+
+    class Meta:
+        model = Lead
+        fields = [
+            "id", "campaign", "external_id", "custom_fields", "recipients", "state", "stop_reason", "current_step",
+            "last_sent_at", "next_due_at", "created_at",
+        ]  # fmt: skip
+        read_only_fields = ["state", "stop_reason", "current_step", "last_sent_at", "next_due_at", "created_at"]
+        validators = []  # (campaign, external_id) is checked for a whole batch at once: `leads_check_unique`
+
+    def validate_custom_fields(self, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Custom fields are an object of names to values.")
+        return value
+
+    def validate_recipients(self, value: list[dict]) -> list[dict]:
+        """Errors keyed by position, as DRF reports other per-recipient errors."""
+        seen: set[str] = set()
+        errors: dict[int, dict] = {}
+        for index, recipient in enumerate(value):
+            if recipient["email"] in seen:
+                errors[index] = {"email": ["This address is already listed for this lead."]}
+            seen.add(recipient["email"])
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def create(self, validated_data: dict) -> Lead:
+        return leads_create(leads=[validated_data])[0]
+
+
+def leads_check_unique(*, leads: list[dict | None]) -> dict[int, dict]:
+    """Errors by index for external ids used twice in the batch or already taken in their campaign (one query).
+    `None` entries (items that failed validation) are skipped."""
+    errors: dict[int, dict] = {}
+    first_index: dict[tuple[int, str], int] = {}
+    for index, lead in enumerate(leads):
+        if lead is None or not lead.get("external_id"):
+            continue
+        key = (lead["campaign"].pk, lead["external_id"])
+        if key in first_index:
+            errors[index] = {"external_id": [f"Also given for the lead at index {first_index[key]}."]}
+        else:
+            first_index[key] = index
+    if first_index:
+        campaign_ids = {campaign_id for campaign_id, _ in first_index}
+        external_ids = {external_id for _, external_id in first_index}
+        taken = set(
+            Lead.objects.filter(campaign_id__in=campaign_ids, external_id__in=external_ids).values_list(
+                "campaign_id", "external_id"
+            )
+        )
+        for key in taken & first_index.keys():
+            errors[first_index[key]] = {"external_id": ["A lead with this external id exists in this campaign."]}
+    return errors
+
+
+def leads_create(*, leads: list[dict]) -> list[Lead]:
+    """Creates validated leads with their recipients in one transaction, two bulk inserts. New leads are in
+    progress at step 1 and due now, like imported ones. Holds the campaigns' row locks, as the CSV import
+    does, so the two never race on the same external id."""
+    now = clock.now()
+    with transaction.atomic():
+        campaign_ids = sorted({lead["campaign"].pk for lead in leads})
+        list(Campaign.objects.select_for_update().filter(pk__in=campaign_ids).order_by("pk").values_list("pk"))
+        created = Lead.objects.bulk_create(
+            [
+                Lead(campaign=lead["campaign"], external_id=lead.get("external_id", ""),
+                     custom_fields=lead.get("custom_fields") or {}, state=Lead.State.IN_PROGRESS, current_step=1,
+                     next_due_at=now)
+                for lead in leads
+            ]
+        )  # fmt: skip
+        recipients = [
+            Recipient(lead=lead, position=position, **values)
+            for lead, data in zip(created, leads, strict=True)
+            for position, values in enumerate(data["recipients"])
+        ]
+        Recipient.objects.bulk_create(recipients)
+    return created
+
+
+class LeadBulkErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the lead in the request list, from 0.")
+    errors = serializers.DictField(help_text="Field errors of that lead, as for a single create.")
+
+
+class LeadBulkErrorsSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = LeadBulkErrorSerializer(many=True)
+
+
+# --- accounts ----------------------------------------------------------------------------------------------
+
+
+class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """Status moves through /pause/ and /resume/. The password is write-only: omitted or "" keeps the stored
+    one, null removes it."""
+
+    smtp_password = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Write-only. Omitted or empty: keep the stored password; null: remove it.",
+    )
+    has_password = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SenderAccount
+        fields = [
+            "id", "email", "from_name", "first_name", "last_name", "provider", "smtp_host", "smtp_port",
+            "smtp_username", "smtp_password", "has_password", "security", "signature", "time_zone", "daily_limit",
+            "min_wait_seconds", "jitter_seconds", "status", "status_reason", "consecutive_failures",
+            "next_available_at", "created_at",
+        ]  # fmt: skip
+        read_only_fields = ["status", "status_reason", "consecutive_failures", "next_available_at", "created_at"]
+
+    def get_has_password(self, account: SenderAccount) -> bool:
+        return bool(account.smtp_password)
+
+    def validate(self, attrs: dict) -> dict:
+        if "smtp_password" in attrs:
+            password = attrs.pop("smtp_password")
+            if password is None:
+                attrs["smtp_password"] = ""
+            elif password:
+                attrs["smtp_password"] = password
+        return super().validate(attrs)
+
+
+class AccountStatusSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+# --- activity and sends ------------------------------------------------------------------------------------
+
+
+class ActivitySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Activity
+        fields = ["id", "created_at", "kind", "campaign", "lead", "recipient", "account", "step_order", "message",
+                  "detail"]  # fmt: skip
+
+
+class SendRecordSerializer(serializers.ModelSerializer):
+    recipient_email = serializers.EmailField(source="recipient.email", read_only=True)
+    step_order = serializers.IntegerField(source="step.order", read_only=True)
+
+    class Meta:
+        model = SendRecord
+        fields = [
+            "id", "state", "campaign", "lead", "recipient", "recipient_email", "step", "step_order", "account",
+            "message_id", "subject", "attempts", "last_error", "next_attempt_at", "handed_over_at", "sent_at",
+            "resolved_by", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+@extend_schema_field({"type": "string", "description": "As in the list: " + ", ".join(SendRecord.State.values)})
+class _SendStateField(serializers.ChoiceField):
+    """The detail's state without a second enum component: two components sharing one enum under the name
+    "state", next to the lead's, would make drf-spectacular fall back to a hashed enum name."""
+
+
+class SendRecordDetailSerializer(SendRecordSerializer):
+    state = _SendStateField(choices=SendRecord.State.choices, read_only=True)
+
+    class Meta(SendRecordSerializer.Meta):
+        fields = [*SendRecordSerializer.Meta.fields, "message"]
+        read_only_fields = fields
+
+
+class SendRecordResolveSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(
+        choices=["mark_sent", "mark_failed", "resend"],
+        help_text="mark_sent: it arrived; mark_failed: it did not; resend: send it again now.",
+    )
