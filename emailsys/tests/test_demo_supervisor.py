@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import call_command
 
 from emailsys.testing import BIN_DIR, free_port, port_answers, process_env, unique_token, wait_until
 
@@ -40,13 +41,19 @@ def admin_login(base_url: str, username: str, password: str) -> requests.Respons
 
 
 @pytest.mark.timeout(240)
-def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(processes, django_user_model) -> None:
+def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
+    processes, django_user_model, tmp_path, monkeypatch
+) -> None:
     django_user_model.objects.create_superuser("demo-admin", "admin@localhost", "demo-password")
     ports = {"WEB_PORT": free_port(), "FLOWER_PORT": free_port(), "SMTP_CAPTURE_PORT": free_port()}
+    monkeypatch.setenv("SMTP_CAPTURE_PORT", str(ports["SMTP_CAPTURE_PORT"]))
+    call_command("load_demo_data")  # as make demo does: the demo campaign sends to the capture server
+    outbox = tmp_path / "outbox"
     marker = f"EMAILSYS_DEMO_RUN={unique_token()}"
     env = process_env(
         **{name: str(port) for name, port in ports.items()},
         FLOWER_BASIC_AUTH="ops:flower-secret",
+        OUTBOX_DIR=str(outbox),
         EMAILSYS_DEMO_RUN=marker.partition("=")[2],
     )
     honcho = processes("honcho", [str(BIN_DIR / "honcho"), "start", "-f", "Procfile"], env=env)
@@ -72,6 +79,9 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(processes, dja
     assert logged_in.url == f"{base_url}/admin/" and "Site administration" in logged_in.text
     refused = admin_login(base_url, "demo-admin", "not-the-password")
     assert "Please enter the correct username and password" in refused.text
+
+    captured = wait_until(lambda: sorted(outbox.glob("*.eml")), timeout=60, what="demo campaign mail captured")
+    assert b"Subject: Quick question" in captured[0].read_bytes()
 
     supervised = processes_marked(marker)
     assert len(supervised) >= 9  # honcho, web, four pools (with their children), beat, flower, capture
