@@ -54,15 +54,15 @@ from campaigns.models import (
     TestSend,
 )
 from campaigns.selectors import account_stats, campaign_progress
-from campaigns.services.activities import activity_record
+from campaigns.services.leads import leads_stop
 from campaigns.services.operations import (
-    _suppression_parse,
     account_reset_limits,
     account_set_status,
     campaign_reset_progress,
     campaign_set_status,
     lead_reset_progress,
     suppression_add,
+    suppression_parse,
 )
 from campaigns.services.previews import campaign_dry_run, step_send_test
 from campaigns.services.sending import ResolveAction, send_record_resolve
@@ -611,21 +611,7 @@ class LeadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop selected leads (no more emails)")
     def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
-        # TODO(services): move to campaigns.services.operations as `leads_stop` once that module is free.
-        reason = f"stopped by {_actor(request)} in the admin"
-        stopped = 0
-        for lead in queryset.filter(state=Lead.State.IN_PROGRESS):
-            if Lead.objects.filter(pk=lead.pk, state=Lead.State.IN_PROGRESS).update(
-                state=Lead.State.STOPPED, stop_reason=reason, next_due_at=None
-            ):
-                stopped += 1
-                activity_record(
-                    kind=Activity.Kind.STATUS_CHANGED,
-                    campaign=lead.campaign_id,
-                    lead=lead,
-                    message=f"Lead {reason}",
-                    detail={"from": lead.state, "to": Lead.State.STOPPED},
-                )
+        stopped = leads_stop(leads=queryset, reason=f"stopped by {_actor(request)} in the admin")
         self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
 
 
@@ -779,7 +765,7 @@ class SuppressionAddForm(forms.ModelForm):
         fields = ["value", "reason"]
 
     def clean_value(self) -> str:
-        kind, value = _suppression_parse(self.cleaned_data["value"])  # raises ValidationError with the reason
+        kind, value = suppression_parse(self.cleaned_data["value"])  # raises ValidationError with the reason
         self.instance.kind = kind
         return value
 

@@ -33,9 +33,8 @@ from campaigns.serializers import (
     SendRecordResolveSerializer,
     SendRecordSerializer,
     django_errors,
-    leads_check_unique,
-    leads_create,
 )
+from campaigns.services.leads import leads_check_unique, leads_create
 from campaigns.services.operations import account_set_status, campaign_set_status
 from campaigns.services.sending import ResolveAction, send_record_resolve
 

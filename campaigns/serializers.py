@@ -10,13 +10,12 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
-from emailsys import clock
+from campaigns.services.leads import leads_create
 
 MAX_BULK_LEADS = 1000
 
@@ -159,57 +158,6 @@ class LeadSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data: dict) -> Lead:
         return leads_create(leads=[validated_data])[0]
-
-
-def leads_check_unique(*, leads: list[dict | None]) -> dict[int, dict]:
-    """Errors by index for external ids used twice in the batch or already taken in their campaign (one query).
-    `None` entries (items that failed validation) are skipped."""
-    errors: dict[int, dict] = {}
-    first_index: dict[tuple[int, str], int] = {}
-    for index, lead in enumerate(leads):
-        if lead is None or not lead.get("external_id"):
-            continue
-        key = (lead["campaign"].pk, lead["external_id"])
-        if key in first_index:
-            errors[index] = {"external_id": [f"Also given for the lead at index {first_index[key]}."]}
-        else:
-            first_index[key] = index
-    if first_index:
-        campaign_ids = {campaign_id for campaign_id, _ in first_index}
-        external_ids = {external_id for _, external_id in first_index}
-        taken = set(
-            Lead.objects.filter(campaign_id__in=campaign_ids, external_id__in=external_ids).values_list(
-                "campaign_id", "external_id"
-            )
-        )
-        for key in taken & first_index.keys():
-            errors[first_index[key]] = {"external_id": ["A lead with this external id exists in this campaign."]}
-    return errors
-
-
-def leads_create(*, leads: list[dict]) -> list[Lead]:
-    """Creates validated leads with their recipients in one transaction, two bulk inserts. New leads are in
-    progress at step 1 and due now, like imported ones. Holds the campaigns' row locks, as the CSV import
-    does, so the two never race on the same external id."""
-    now = clock.now()
-    with transaction.atomic():
-        campaign_ids = sorted({lead["campaign"].pk for lead in leads})
-        list(Campaign.objects.select_for_update().filter(pk__in=campaign_ids).order_by("pk").values_list("pk"))
-        created = Lead.objects.bulk_create(
-            [
-                Lead(campaign=lead["campaign"], external_id=lead.get("external_id", ""),
-                     custom_fields=lead.get("custom_fields") or {}, state=Lead.State.IN_PROGRESS, current_step=1,
-                     next_due_at=now)
-                for lead in leads
-            ]
-        )  # fmt: skip
-        recipients = [
-            Recipient(lead=lead, position=position, **values)
-            for lead, data in zip(created, leads, strict=True)
-            for position, values in enumerate(data["recipients"])
-        ]
-        Recipient.objects.bulk_create(recipients)
-    return created
 
 
 class LeadBulkErrorSerializer(serializers.Serializer):

@@ -216,7 +216,7 @@ def recipients_update_statuses(*, campaign: Campaign | None = None) -> int:
     return changed
 
 
-def _suppression_parse(value: str) -> tuple[str, str]:
+def suppression_parse(value: str) -> tuple[str, str]:
     value = value.strip().lower()
     if value.startswith("@"):  # "@example.com" means the domain
         value = value[1:]
@@ -238,7 +238,7 @@ def suppression_add(*, value: str, reason: str = "") -> Suppression:
 
     Idempotent: adding the same value again returns the existing row and keeps its first reason.
     """
-    kind, value = _suppression_parse(value)
+    kind, value = suppression_parse(value)
     suppression, _ = Suppression.objects.get_or_create(kind=kind, value=value, defaults={"reason": reason[:200]})
     return suppression
 
