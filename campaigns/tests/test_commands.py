@@ -1,6 +1,6 @@
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from campaigns.models import AccountDailyUsage, Campaign, Lead, Recipient, SenderAccount, SendRecord, Suppression
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
     CampaignAccountFactory,
@@ -20,17 +21,9 @@ from campaigns.tests.factories import (
     SendRecordFactory,
     SequenceStepFactory,
 )
-from emailsys import clock, crypto
+from emailsys import crypto
 
 pytestmark = pytest.mark.django_db
-
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def now(monkeypatch) -> datetime:
-    monkeypatch.setattr(clock, "now", lambda: NOW)
-    return NOW
 
 
 def run(*args, **options) -> str:

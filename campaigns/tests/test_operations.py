@@ -19,6 +19,7 @@ from campaigns.services.operations import (
     suppression_add,
     suppression_matches,
 )
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
     CampaignAccountFactory,
@@ -30,17 +31,9 @@ from campaigns.tests.factories import (
     SendRecordFactory,
     SequenceStepFactory,
 )
-from emailsys import clock, crypto
+from emailsys import crypto
 
 pytestmark = pytest.mark.django_db
-
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def now(monkeypatch) -> datetime:
-    monkeypatch.setattr(clock, "now", lambda: NOW)
-    return NOW
 
 
 def ready_campaign(**kwargs) -> Campaign:

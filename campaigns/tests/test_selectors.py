@@ -1,10 +1,11 @@
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.db import connection
 
 from campaigns.models import Campaign, Lead
 from campaigns.selectors import account_stats, campaign_list, campaign_progress, lead_details, lead_list_due
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
     CampaignAccountFactory,
@@ -15,17 +16,8 @@ from campaigns.tests.factories import (
     SendRecordFactory,
     SequenceStepFactory,
 )
-from emailsys import clock
 
 pytestmark = pytest.mark.django_db
-
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def now(monkeypatch) -> datetime:
-    monkeypatch.setattr(clock, "now", lambda: NOW)
-    return NOW
 
 
 def test_campaign_progress_counts_leads_recipients_and_sends_in_five_queries(now, django_assert_num_queries):
