@@ -1,7 +1,7 @@
 """What an operator and a recipient notice: unsubscribing, suppression, threaded follow-ups, template errors,
 accounts paused by their server, header injection, dry runs, test sends, unknown sends resolved by hand."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 
@@ -221,3 +221,56 @@ def test_send_window_moves_due_times_into_the_open_hours() -> None:
     monday_evening = datetime(2026, 11, 23, 17, 30, tzinfo=UTC)
     assert window_next_open(at=monday_evening, campaign=campaign) == datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     assert window_next_open(at=monday_evening, campaign=Campaign()) == monday_evening
+
+
+def test_an_address_contacted_by_another_active_campaign_is_skipped_when_configured(settings) -> None:
+    settings.CAMPAIGN_CROSS_CONTACT_DAYS = 30
+    with RecordingSmtpServer() as smtp:
+        first = campaign_scenario(smtp_port=smtp.port, leads=2, recipients_per_lead=1, steps=1, daily_limit=50,
+                                  name="First")  # fmt: skip
+        Lead.objects.filter(id=first.leads[1].id).update(next_due_at=clock.now() + timedelta(days=9))  # stays active
+        second = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=1, daily_limit=50,
+                                   name="Second")  # fmt: skip
+        Lead.objects.filter(id=second.leads[0].id).update(next_due_at=clock.now() + timedelta(seconds=1))
+        run_until_idle()
+        assert len(smtp.snapshot()) == 1
+        Lead.objects.filter(id=second.leads[0].id).update(next_due_at=clock.now())
+        run_until_idle()
+        assert len(smtp.snapshot()) == 1
+
+    assert SendRecord.objects.get(campaign=first.campaign).state == SendRecord.State.SENT
+    assert Campaign.objects.get(id=first.campaign.id).status == Campaign.Status.ACTIVE
+    skipped = SendRecord.objects.get(campaign=second.campaign)
+    assert skipped.state == SendRecord.State.SKIPPED
+    assert skipped.last_error == "contacted by another active campaign within 30 days"
+
+
+def test_jitter_adds_a_random_extra_wait_on_top_of_the_min_wait() -> None:
+    from campaigns.services.throttling import account_reserve, reservation_commit
+
+    scenario = campaign_scenario(smtp_port=free_port(), accounts=1, leads=0, min_wait_seconds=10)
+    SenderAccount.objects.filter(id=scenario.accounts[0].id).update(jitter_seconds=5)
+    waits = set()
+    for _ in range(5):
+        now = clock.now()
+        reservation = account_reserve(campaign_id=scenario.campaign.id, now=now)
+        reservation_commit(reservation=reservation, finished_at=now, delivered=True)
+        available = SenderAccount.objects.get(id=scenario.accounts[0].id).next_available_at
+        assert timedelta(seconds=10) <= available - now <= timedelta(seconds=15)
+        waits.add(available - now)
+        SenderAccount.objects.filter(id=scenario.accounts[0].id).update(next_available_at=None)
+    assert len(waits) > 1, "the extra wait is random"
+
+
+def test_campaign_start_and_end_dates_bound_its_sending() -> None:
+    from campaigns.services.dispatch import dispatch_due
+
+    scenario = campaign_scenario(smtp_port=free_port(), leads=2, recipients_per_lead=1, steps=1)
+    Campaign.objects.filter(id=scenario.campaign.id).update(starts_at=clock.now() + timedelta(hours=1))
+    assert dispatch_due(now=clock.now()).batches == []
+    Campaign.objects.filter(id=scenario.campaign.id).update(
+        starts_at=clock.now() - timedelta(days=2), ends_at=clock.now() - timedelta(days=1)
+    )
+    result = dispatch_due(now=clock.now())
+    assert result.batches == [] and result.completed_campaigns == [scenario.campaign.id]
+    assert Campaign.objects.get(id=scenario.campaign.id).status == Campaign.Status.COMPLETED
