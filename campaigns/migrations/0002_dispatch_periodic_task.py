@@ -6,7 +6,7 @@ from django.db import migrations
 DISPATCH_NAME = "campaigns: dispatch"
 
 
-def create_dispatch_task(apps, schema_editor) -> None:
+def create_periodic_task(apps, schema_editor) -> None:
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     interval, _ = IntervalSchedule.objects.get_or_create(every=settings.CAMPAIGN_DISPATCH_INTERVAL, period="seconds")
@@ -31,4 +31,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_dispatch_task, delete_dispatch_task)]
+    operations = [migrations.RunPython(create_periodic_task, delete_dispatch_task)]

@@ -162,3 +162,13 @@ def run_until_idle(max_rounds: int = 100) -> None:
         finally:
             sessions.close()
     raise AssertionError("still dispatching after max_rounds")
+
+
+def dispatch_tick_every(*, seconds: int) -> None:
+    """Beat's dispatcher tick at this interval. Transactional tests flush every table, migration-made rows
+    included, so the periodic task is (re)created here rather than assumed."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    schedule = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)[0]
+    tick = {"task": "campaigns.dispatch_due", "interval": schedule, "queue": "default"}
+    PeriodicTask.objects.update_or_create(name="campaigns: dispatch", defaults=tick)

@@ -6,10 +6,9 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from campaigns.models import Lead
-from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario
+from campaigns.tests.scenarios import assert_mail_is_its_send_record, campaign_scenario, dispatch_tick_every
 from emailsys.clock import clock_set_offset
 from emailsys.metrics import TASK_METRICS_KEY
 from emailsys.ops_clients import ops_redis
@@ -25,10 +24,7 @@ def dispatch_runs() -> int:
 
 def start_engine(processes, tmp_path: Path, *, sending_workers: int = 1, **env_overrides: str) -> None:
     """Beat ticking the dispatcher every second, one default worker, `sending_workers` sending workers."""
-    schedule = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)[0]
-    # Transactional tests flush the tables, migration-made rows included: (re)create the dispatcher's tick.
-    tick = {"task": "campaigns.dispatch_due", "interval": schedule, "queue": "default"}
-    PeriodicTask.objects.update_or_create(name="campaigns: dispatch", defaults=tick)
+    dispatch_tick_every(seconds=1)
     ops_redis().delete(TASK_METRICS_KEY)
     env = process_env(**env_overrides)
     token = unique_token()

@@ -5,7 +5,7 @@ from django.db import migrations
 HEARTBEAT_NAME = "emailsys: heartbeat"
 
 
-def create_heartbeat(apps, schema_editor) -> None:
+def create_periodic_task(apps, schema_editor) -> None:
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
     every_10s, _ = IntervalSchedule.objects.get_or_create(every=10, period="seconds")
@@ -27,4 +27,4 @@ def delete_heartbeat(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
     dependencies = [("django_celery_beat", "0019_alter_periodictasks_options")]
 
-    operations = [migrations.RunPython(create_heartbeat, delete_heartbeat)]
+    operations = [migrations.RunPython(create_periodic_task, delete_heartbeat)]

@@ -11,6 +11,7 @@ import pytest
 import requests
 from django.core.management import call_command
 
+from campaigns.tests.scenarios import dispatch_tick_every
 from emailsys.testing import BIN_DIR, free_port, port_answers, process_env, unique_token, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +49,7 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
     ports = {"WEB_PORT": free_port(), "FLOWER_PORT": free_port(), "SMTP_CAPTURE_PORT": free_port()}
     monkeypatch.setenv("SMTP_CAPTURE_PORT", str(ports["SMTP_CAPTURE_PORT"]))
     call_command("load_demo_data")  # as make demo does: the demo campaign sends to the capture server
+    dispatch_tick_every(seconds=1)
     outbox = tmp_path / "outbox"
     marker = f"EMAILSYS_DEMO_RUN={unique_token()}"
     env = process_env(

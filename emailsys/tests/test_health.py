@@ -64,3 +64,14 @@ def test_heartbeat_periodic_task_exists_and_is_editable() -> None:
 
     heartbeat = PeriodicTask.objects.get(task="emailsys.heartbeat")
     assert heartbeat.enabled and heartbeat.interval.every == 10 and heartbeat.queue == "default"
+
+
+def test_missing_periodic_tasks_come_back_after_migrate_but_edits_stay() -> None:
+    from django.core.management import call_command
+    from django_celery_beat.models import PeriodicTask
+
+    PeriodicTask.objects.filter(name="emailsys: heartbeat").delete()
+    PeriodicTask.objects.filter(name="campaigns: dispatch").update(enabled=False)
+    call_command("migrate", verbosity=0)
+    assert PeriodicTask.objects.get(name="emailsys: heartbeat").task == "emailsys.heartbeat"
+    assert PeriodicTask.objects.get(name="campaigns: dispatch").enabled is False
