@@ -327,6 +327,8 @@ class DryRunRecord(models.Model):
 class TestSend(models.Model):
     """A step sent to an operator's address; never counts as the recipient's email."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     step = models.ForeignKey(SequenceStep, on_delete=models.CASCADE, related_name="test_sends")
     account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="test_sends")
     to_email = models.EmailField()
