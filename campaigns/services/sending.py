@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
@@ -127,20 +126,36 @@ def _next_recipient(lead: Lead, step: SequenceStep, now: datetime) -> NextRecipi
         if record.state == State.HANDED_OVER:
             _settle_as_unknown(record, now, "the worker stopped after handing the message to SMTP")
             continue
-        if record.account_id and record.claimed_until:  # CLAIMED, lease expired: it never reached the server
-            claimed_at = record.claimed_until - send_lease()
-            day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
-            usage_give_back(account_id=record.account_id, campaign_id=lead.campaign_id, day=day)
+        record = _recover_stale_claim(record, now)  # CLAIMED, lease expired: it never reached the server
+        if record is None:
+            return now  # recovered concurrently; look again
         return NextRecipient(recipient, record)
     return None
 
 
+def _recover_stale_claim(record: SendRecord, now: datetime) -> SendRecord | None:
+    """A dead worker's claim becomes DEFERRED (due now) and its reservation is given back, exactly once: the
+    conditional update on the old claim token decides which caller does it."""
+    with transaction.atomic():
+        recovered = SendRecord.objects.filter(id=record.id, state=State.CLAIMED, claim_token=record.claim_token).update(
+            state=State.DEFERRED, next_attempt_at=now, claim_token=None, claimed_until=None,
+            last_error="the worker stopped before handing the message to SMTP; nothing was sent",
+        )  # fmt: skip
+        if not recovered:
+            return None
+        if record.account_id and record.claimed_until:
+            claimed_at = record.claimed_until - send_lease()
+            day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
+            usage_give_back(account_id=record.account_id, campaign_id=record.campaign_id, day=day)
+    return SendRecord.objects.get(id=record.id)
+
+
 def _settle_as_unknown(record: SendRecord, now: datetime, reason: str) -> None:
+    """It counts against the account's limit (it may have been delivered); the account's lease ran out with it."""
     updated = SendRecord.objects.filter(id=record.id, state=State.HANDED_OVER, claim_token=record.claim_token).update(
         state=State.UNKNOWN, last_error=reason, claim_token=None, claimed_until=None
     )
     if updated:
-        SenderAccount.objects.filter(id=record.account_id).update(busy_until=None)
         activity_record(
             kind=Activity.Kind.UNKNOWN,
             campaign=record.campaign_id,
@@ -289,18 +304,17 @@ def _skip_reason(recipient: Recipient, campaign: Campaign, now: datetime) -> str
 
 
 def _claim(
-    *, lead: Lead, step: SequenceStep, recipient: Recipient, record: SendRecord | None, values: dict, now: datetime
+    *, lead: Lead, step: SequenceStep, recipient: Recipient, record: SendRecord | None, values: dict
 ) -> SendRecord | None:
     """Commits the claim (state CLAIMED, our token, the Message-ID and the message) or returns None if another
-    worker claimed it first."""
+    worker claimed it first: a new record (the unique constraint decides) or a DEFERRED one (the update does)."""
     try:
         with transaction.atomic():
             if record is None:
                 return SendRecord.objects.create(
                     campaign_id=lead.campaign_id, lead=lead, recipient=recipient, step=step, attempts=1, **values
                 )
-            claimable = Q(state=State.DEFERRED) | Q(state=State.CLAIMED, claimed_until__lte=now)
-            updated = SendRecord.objects.filter(Q(id=record.id) & claimable & Q(claim_token=record.claim_token)).update(
+            updated = SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(
                 attempts=record.attempts + 1, **values
             )
             return SendRecord.objects.get(id=record.id) if updated else None
@@ -362,7 +376,6 @@ def _send(
             "message": message_text,
             "next_attempt_at": None,
         },
-        now=now,
     )
     if claimed is None:
         reservation_release(reservation=reservation)

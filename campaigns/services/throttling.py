@@ -151,12 +151,12 @@ def reservation_release(*, reservation: Reservation) -> None:
 
 
 def usage_give_back(*, account_id: int, campaign_id: int, day: date) -> None:
-    """A crashed worker's claim that never reached the server: its reservation is returned."""
+    """A crashed worker's claim that never reached the server: its reservation is returned. The account's lease
+    (busy_until) is left to expire: by now it may belong to another worker's send."""
     AccountDailyUsage.objects.filter(account_id=account_id, day=day, reserved__gt=0).update(reserved=F("reserved") - 1)
     CampaignAccount.objects.filter(
         Q(campaign_id=campaign_id) & Q(account_id=account_id) & Q(usage_day=day) & Q(usage_reserved__gt=0)
     ).update(usage_reserved=F("usage_reserved") - 1)
-    SenderAccount.objects.filter(id=account_id, busy_until__isnull=False).update(busy_until=None)
 
 
 ACCOUNT_FAILURES_BEFORE_PAUSE = 5

@@ -115,12 +115,20 @@ def lock_send_record_until_released(database_url: str, message_id: str, locked: 
         connection.close()
 
 
+BLOCKED_SENT_UPDATE = "wait_event_type = 'Lock' AND query LIKE 'UPDATE%%sendrecord%%'"
+
+
 def worker_is_waiting_on_a_lock(database_url: str) -> bool:
     with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%%sendrecord%%'"
-        )
+        cursor.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {BLOCKED_SENT_UPDATE}")  # noqa: S608 - constant
         return cursor.fetchone()[0] > 0
+
+
+def terminate_blocked_update(database_url: str) -> None:
+    """A dead worker's backend would still run its queued UPDATE once the lock is free; a machine that died
+    takes that connection with it, so it goes too."""
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {BLOCKED_SENT_UPDATE}")  # noqa: S608
 
 
 @pytest.mark.timeout(240)
@@ -168,6 +176,7 @@ def test_kill_9_of_the_worker_never_sends_twice(kill_point: str, processes, tmp_
         in_flight = 1
         worker.kill()
         if kill_point == "after_data_before_recording":
+            terminate_blocked_update(database_url)
             release.set()
         smtp.release()
         killed_at = time.monotonic()
