@@ -11,6 +11,7 @@ during SMTP. The record's state after a crash says what happened:
 
 import logging
 import smtplib
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,24 +46,56 @@ State = SendRecord.State
 
 @dataclass
 class SmtpSessions:
-    """Open SMTP connections per account, reused across the leads of one batch; close() at the end."""
+    """Open SMTP connections per account, reused across leads and batches by one worker thread.
+
+    A connection idle for a while is checked with NOOP before reuse (servers drop idle clients); `close_idle()`
+    hangs up on accounts not used recently.
+    """
 
     connections: dict[int, smtplib.SMTP] = field(default_factory=dict)
+    last_used: dict[int, float] = field(default_factory=dict)
+    check_after_seconds: float = 5.0
 
     def get(self, account: SenderAccount) -> smtplib.SMTP:
         connection = self.connections.get(account.id)
+        if connection is not None and connection.sock is not None:
+            idle = time.monotonic() - self.last_used.get(account.id, 0.0)
+            if idle > self.check_after_seconds and not _answers_noop(connection):
+                connection = None
         if connection is None or connection.sock is None:
             connection = smtp_connect(account)
             self.connections[account.id] = connection
+        self.last_used[account.id] = time.monotonic()
         return connection
+
+    def close_idle(self, *, max_idle_seconds: float) -> None:
+        now = time.monotonic()
+        for account_id in [a for a, used in self.last_used.items() if now - used > max_idle_seconds]:
+            _hang_up(self.connections.pop(account_id, None))
+            self.last_used.pop(account_id, None)
 
     def close(self) -> None:
         for connection in self.connections.values():
-            try:
-                connection.quit()
-            except (smtplib.SMTPException, OSError):
-                connection.close()
+            _hang_up(connection)
         self.connections.clear()
+        self.last_used.clear()
+
+
+def _answers_noop(connection: smtplib.SMTP) -> bool:
+    try:
+        return connection.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+        return False
+
+
+def _hang_up(connection: smtplib.SMTP | None) -> None:
+    if connection is None:
+        return
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
 
 
 def unsubscribe_url(recipient: Recipient) -> str:
@@ -331,7 +364,7 @@ def _send(
     reservation: Reservation,
     sessions: SmtpSessions,
 ) -> str:
-    account = SenderAccount.objects.get(id=reservation.account_id)
+    account = reservation.account
     now = clock.now()
     references, previous_subject = _thread_references(recipient, step) if step.threaded else ([], None)
     message_id = message_id_new(account=account)

@@ -12,6 +12,7 @@ import smtplib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from django.conf import settings
 
@@ -59,10 +60,16 @@ def _reject_outcome(code: int) -> Outcome:
     return Outcome.DEFERRED if 400 <= code < 500 or code in _DEFER_CODES else Outcome.FAILED
 
 
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs ~30 ms of CPU: once per process, not per connection."""
+    return ssl.create_default_context()
+
+
 def smtp_connect(account: SenderAccount, *, timeout: float | None = None) -> smtplib.SMTP:
     """Connected, secured and logged in. Raises smtplib/OSError exceptions, classified by the caller."""
     timeout = timeout or settings.CAMPAIGN_SMTP_TIMEOUT
-    context = ssl.create_default_context()
+    context = _tls_context() if account.security != SenderAccount.Security.NONE else None
     if account.security == SenderAccount.Security.TLS:
         connection: smtplib.SMTP = smtplib.SMTP_SSL(
             account.smtp_host, account.smtp_port, timeout=timeout, context=context
@@ -121,6 +128,9 @@ def smtp_deliver(
         if code != 354:
             connection.rset()
             return DeliveryResult(_reject_outcome(code), f"DATA: {_reply(code, reply)}", code)
+    except UnicodeEncodeError:  # a non-ASCII address and a server without SMTPUTF8: permanent, nothing sent
+        connection.rset()
+        return DeliveryResult(Outcome.FAILED, "before DATA: the address is not ASCII and the server lacks SMTPUTF8")
     except (smtplib.SMTPException, OSError) as error:
         _close_quietly(connection)
         return DeliveryResult(Outcome.DEFERRED, f"before DATA: {type(error).__name__}: {error}")

@@ -14,8 +14,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 
-from jinja2 import TemplateError, meta
+from jinja2 import Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.models import Campaign, EmailTemplate, Recipient, SenderAccount, SequenceStep
@@ -82,6 +83,13 @@ def template_context(
     return {key: value for key, value in context.items() if value not in (None, "")}
 
 
+@lru_cache(maxsize=512)
+def _compiled(source: str, html_part: bool) -> Template:
+    """Templates are compiled once per process and source, not once per email."""
+    return (_html_env if html_part else _text_env).from_string(source)
+
+
+@lru_cache(maxsize=512)
 def _uses_signature(source: str) -> bool:
     return "account_signature" in meta.find_undeclared_variables(_text_env.parse(source))
 
@@ -89,9 +97,9 @@ def _uses_signature(source: str) -> bool:
 def template_render(*, template: EmailTemplate, context: dict, signature: str) -> RenderedEmail:
     """Renders subject, text and HTML. The signature is appended unless the template places it itself."""
     try:
-        subject = one_line(_text_env.from_string(template.subject).render(context))
-        text = _text_env.from_string(template.body_text).render(context) if template.body_text else ""
-        body_html = _html_env.from_string(template.body_html).render(context) if template.body_html else ""
+        subject = one_line(_compiled(template.subject, False).render(context))
+        text = _compiled(template.body_text, False).render(context) if template.body_text else ""
+        body_html = _compiled(template.body_html, True).render(context) if template.body_html else ""
         if signature and text and not _uses_signature(template.body_text):
             text = f"{text.rstrip()}\n\n{signature}\n"
         if signature and body_html and not _uses_signature(template.body_html):

@@ -23,6 +23,7 @@ from campaigns.models import AccountDailyUsage, CampaignAccount, SenderAccount
 
 @dataclass(frozen=True)
 class Reservation:
+    account: SenderAccount  # as read under its lock (no second read needed by the sender)
     account_id: int
     campaign_account_id: int
     day: date
@@ -120,7 +121,7 @@ def account_reserve(
             SenderAccount.objects.filter(id=account.id).update(
                 last_reserved_at=now, busy_until=now + send_lease() if wait else None
             )
-            return Reservation(account.id, setting.id, day, wait, account.next_available_at)
+            return Reservation(account, account.id, setting.id, day, wait, account.next_available_at)
     if not candidates:
         return NoAccount(now + timedelta(minutes=5), "the campaign has no active account")
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
