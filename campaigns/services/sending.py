@@ -516,7 +516,8 @@ def _record_result(
     account_error = result.outcome is Outcome.ACCOUNT_ERROR
     retry_at = finished if account_error else finished + _backoff(record.attempts)
     mine.update(state=State.DEFERRED, next_attempt_at=retry_at, **common)
-    account_record_failure(account_id=account.id, reason=result.detail, pause_now=account_error)
+    if account_error or result.account_fault:
+        account_record_failure(account_id=account.id, reason=result.detail, pause_now=account_error)
     activity_record(
         kind=Activity.Kind.DEFERRED,
         message=result.detail,

@@ -36,6 +36,9 @@ class DeliveryResult:
     outcome: Outcome
     detail: str = ""
     code: int | None = None
+    # The account's side failed (connection, login, MAIL FROM, 421), not this recipient: counts towards pausing
+    # the account. A recipient's greylisting (451 to RCPT) does not.
+    account_fault: bool = False
 
     @property
     def delivered_nothing(self) -> bool:
@@ -119,21 +122,21 @@ def smtp_deliver(
         if code != 250:
             connection.rset()
             outcome = Outcome.DEFERRED if 400 <= code < 500 else Outcome.ACCOUNT_ERROR
-            return DeliveryResult(outcome, f"MAIL FROM: {_reply(code, reply)}", code)
+            return DeliveryResult(outcome, f"MAIL FROM: {_reply(code, reply)}", code, account_fault=True)
         code, reply = connection.rcpt(recipient)
         if code not in (250, 251):
             connection.rset()
-            return DeliveryResult(_rcpt_outcome(code, reply), f"RCPT TO: {_reply(code, reply)}", code)
+            return DeliveryResult(_rcpt_outcome(code, reply), f"RCPT TO: {_reply(code, reply)}", code, code == 421)
         code, reply = connection.docmd("DATA")
         if code != 354:
             connection.rset()
-            return DeliveryResult(_reject_outcome(code), f"DATA: {_reply(code, reply)}", code)
+            return DeliveryResult(_reject_outcome(code), f"DATA: {_reply(code, reply)}", code, code == 421)
     except UnicodeEncodeError:  # a non-ASCII address and a server without SMTPUTF8: permanent, nothing sent
         connection.rset()
         return DeliveryResult(Outcome.FAILED, "before DATA: the address is not ASCII and the server lacks SMTPUTF8")
     except (smtplib.SMTPException, OSError) as error:
         _close_quietly(connection)
-        return DeliveryResult(Outcome.DEFERRED, f"before DATA: {type(error).__name__}: {error}")
+        return DeliveryResult(Outcome.DEFERRED, f"before DATA: {type(error).__name__}: {error}", account_fault=True)
 
     if not on_handover():
         _close_quietly(connection)  # no final dot: the server discards the transaction
@@ -168,7 +171,7 @@ def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:
         return DeliveryResult(
             Outcome.ACCOUNT_ERROR, f"connect: {_reply(error.smtp_code, error.smtp_error)}", error.smtp_code
         )
-    return DeliveryResult(Outcome.DEFERRED, f"connect: {type(error).__name__}: {error}")
+    return DeliveryResult(Outcome.DEFERRED, f"connect: {type(error).__name__}: {error}", account_fault=True)
 
 
 def account_test_smtp(*, account: SenderAccount, timeout: float = 10) -> tuple[bool, str]:

@@ -274,3 +274,23 @@ def test_campaign_start_and_end_dates_bound_its_sending() -> None:
     result = dispatch_due(now=clock.now())
     assert result.batches == [] and result.completed_campaigns == [scenario.campaign.id]
     assert Campaign.objects.get(id=scenario.campaign.id).status == Campaign.Status.COMPLETED
+
+
+def test_a_greylisted_recipient_does_not_count_against_the_account_but_a_dead_server_does() -> None:
+    from campaigns.services.throttling import ACCOUNT_FAILURES_BEFORE_PAUSE
+
+    with RecordingSmtpServer() as smtp:
+        smtp.rcpt_replies["r0.lead0@customer.test"] = "451 4.7.1 Greylisted"
+        scenario = campaign_scenario(smtp_port=smtp.port, accounts=1, leads=1, recipients_per_lead=1, steps=1)
+        run_until_idle()
+    account = SenderAccount.objects.get(id=scenario.accounts[0].id)
+    assert account.consecutive_failures == 0 and account.status == SenderAccount.Status.ACTIVE
+
+    SenderAccount.objects.filter(id=account.id).update(smtp_port=free_port())  # nothing listens any more
+    for _ in range(ACCOUNT_FAILURES_BEFORE_PAUSE):
+        SendRecord.objects.filter(lead=scenario.leads[0]).update(next_attempt_at=clock.now())
+        Lead.objects.filter(id=scenario.leads[0].id).update(next_due_at=clock.now())
+        run_until_idle()
+    account.refresh_from_db()
+    assert account.status == SenderAccount.Status.PAUSED and "ConnectionRefusedError" in account.status_reason
+    assert Recipient.objects.get(lead=scenario.leads[0]).status == Recipient.Status.NOT_CONTACTED
