@@ -36,8 +36,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
+import psycopg
+from psycopg import sql
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -53,7 +53,7 @@ SLOW_BATCH_SIZE = 20  # campaign_scenario's (and Campaign's) default batch size
 
 
 def postgres_connect(dbname: str = "postgres"):
-    connection = psycopg2.connect(dbname=dbname, **POSTGRES)
+    connection = psycopg.connect(dbname=dbname, **POSTGRES)
     connection.autocommit = True
     return connection
 
@@ -599,10 +599,12 @@ def slow_runs(*, options, shapes: list[Shape], engine: Engine, dbname: str) -> t
     with CountingSmtpServer(data_delay=SLOW_DATA_DELAY) as slow_sink:
         for shape in shapes:
             free, maximum = connections_free()
-            needed = shape.processes * shape.threads + 2  # + beat, the default worker's child
+            pool = int(os.environ.get("DB_POOL_MAX_SIZE") or 0)  # a pool bounds each process's connections
+            per_process = min(shape.threads, pool) if pool else shape.threads
+            needed = shape.processes * per_process + 2  # + beat, the default worker's child
             if needed > free:
                 skipped.append(
-                    f"{shape}: skipped, it needs ≈{needed} PostgreSQL connections (one per sending thread) "
+                    f"{shape}: skipped, it needs ≈{needed} PostgreSQL connections ({per_process} per process) "
                     f"and this server accepts {free} more (max_connections {maximum})"
                 )
                 continue

@@ -4,10 +4,10 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import psycopg2
+import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from psycopg2 import sql
+from psycopg import sql
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def database_ensure_exists(*, database: dict) -> bool:
         "port": database.get("PORT") or None,
         "connect_timeout": 5,
     }
-    connection = psycopg2.connect(**{k: v for k, v in params.items() if v is not None})
+    connection = psycopg.connect(**{k: v for k, v in params.items() if v is not None})
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:

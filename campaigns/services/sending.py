@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
@@ -96,6 +97,13 @@ def _hang_up(connection: smtplib.SMTP | None) -> None:
         connection.quit()
     except (smtplib.SMTPException, OSError):
         connection.close()
+
+
+def db_connection_release() -> None:
+    """With a connection pool, gives this thread's connection back while it waits on SMTP (the next query takes
+    one again). Without a pool it does nothing: closing would mean a new connection per email."""
+    if settings.DB_POOL_MAX_SIZE and not db_connection.in_atomic_block:
+        db_connection.close()
 
 
 def unsubscribe_url(recipient: Recipient) -> str:
@@ -415,12 +423,13 @@ def _send(
         return "claimed by another worker"
 
     def hand_over() -> bool:
-        return bool(
-            SendRecord.objects.filter(id=claimed.id, claim_token=token, state=State.CLAIMED).update(
-                state=State.HANDED_OVER, handed_over_at=clock.now()
-            )
+        handed_over = SendRecord.objects.filter(id=claimed.id, claim_token=token, state=State.CLAIMED).update(
+            state=State.HANDED_OVER, handed_over_at=clock.now()
         )
+        db_connection_release()  # not held while the server takes its time to answer the final dot
+        return bool(handed_over)
 
+    db_connection_release()  # nor while connecting and during MAIL/RCPT/DATA
     try:
         connection = sessions.get(account)
     except (smtplib.SMTPException, OSError) as error:

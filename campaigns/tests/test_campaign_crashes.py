@@ -7,7 +7,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 
-import psycopg2
+import psycopg
 import pytest
 from celery import Celery
 from django.conf import settings as django_settings
@@ -104,7 +104,7 @@ def test_four_racing_workers_never_exceed_a_limit_or_undercut_a_min_wait(process
 def lock_send_record_until_released(database_url: str, message_id: str, locked: threading.Event,
                                     release: threading.Event) -> None:  # fmt: skip
     """Holds the send record's row lock from another connection: the worker's "sent" update must wait."""
-    connection = psycopg2.connect(database_url)
+    connection = psycopg.connect(database_url)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT id FROM campaigns_sendrecord WHERE message_id = %s FOR UPDATE", [message_id])
@@ -119,7 +119,7 @@ BLOCKED_SENT_UPDATE = "wait_event_type = 'Lock' AND query LIKE 'UPDATE%%sendreco
 
 
 def worker_is_waiting_on_a_lock(database_url: str) -> bool:
-    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {BLOCKED_SENT_UPDATE}")  # noqa: S608 - constant
         return cursor.fetchone()[0] > 0
 
@@ -127,7 +127,7 @@ def worker_is_waiting_on_a_lock(database_url: str) -> bool:
 def terminate_blocked_update(database_url: str) -> None:
     """A dead worker's backend would still run its queued UPDATE once the lock is free; a machine that died
     takes that connection with it, so it goes too."""
-    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+    with psycopg.connect(database_url) as connection, connection.cursor() as cursor:
         cursor.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {BLOCKED_SENT_UPDATE}")  # noqa: S608
 
 

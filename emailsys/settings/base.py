@@ -86,6 +86,13 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors (pgbouncer)
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", default=False)
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
+# A connection pool per process (psycopg 3): with it, sending threads hand their connection back while they wait
+# on SMTP, so connections stay bounded by the pool, not by threads. 0 = off (persistent connections instead).
+# https://docs.djangoproject.com/en/5.2/ref/databases/#connection-pool
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
+    DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 30}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, results, beat heartbeat, task metrics ------------------------------

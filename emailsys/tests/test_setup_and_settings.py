@@ -5,7 +5,7 @@ import subprocess
 import sys
 import uuid
 
-import psycopg2
+import psycopg
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
@@ -66,7 +66,7 @@ def test_database_is_created_when_missing(settings) -> None:
         assert database_ensure_exists(database=database) is True
         assert database_ensure_exists(database=database) is False
     finally:
-        admin = psycopg2.connect(dbname="postgres", user="postgres", host="127.0.0.1")
+        admin = psycopg.connect(dbname="postgres", user="postgres", host="127.0.0.1")
         admin.autocommit = True
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
