@@ -196,7 +196,10 @@ class _RecordingHandler:
     async def handle_DATA(self, server, session, envelope) -> str:
         received_at = time.time()
         if self.server.data_delay:
+            self.server.waiting_replies += 1
+            self.server.max_waiting_replies = max(self.server.max_waiting_replies, self.server.waiting_replies)
             await asyncio.sleep(self.server.data_delay)
+            self.server.waiting_replies -= 1
         mail = CapturedMail(received_at, envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content)
         self.server.record(mail)
         if self.server.before_data_reply:
@@ -223,6 +226,7 @@ class RecordingSmtpServer:
         self.data_reply = "250 Message accepted"
         self.rcpt_replies: dict[str, str] = {}
         self.messages: list[CapturedMail] = []
+        self.waiting_replies = self.max_waiting_replies = 0  # messages whose late reply is pending, at most
         self.before_data_reply: Callable[[CapturedMail], None] | None = None
         self.stalled = threading.Event()  # set while a reply is being held
         self._stall_phase: str | None = None

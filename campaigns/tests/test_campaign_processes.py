@@ -2,7 +2,9 @@
 separate processes, an SMTP server on loopback recording what it accepts, and a clock the test moves."""
 
 import socket
-from datetime import UTC, datetime, time, timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,7 @@ def test_three_accounts_of_five_send_fifteen_today_and_fifteen_more_tomorrow(pro
         today = smtp.snapshot()
         assert len(today) == 15
         clock_today = (datetime.now(UTC) + timedelta(seconds=noon_offset())).date()
-        tomorrow_midnight = datetime.combine(clock_today + timedelta(days=1), time(0), tzinfo=UTC)
+        tomorrow_midnight = datetime.combine(clock_today + timedelta(days=1), time_of_day(0), tzinfo=UTC)
         waiting = Lead.objects.filter(campaign=scenario.campaign, state="in_progress")
         assert waiting.count() == 20
         assert all(lead.next_due_at >= tomorrow_midnight for lead in waiting), "a lead is still due today"
@@ -82,3 +84,32 @@ def test_three_accounts_of_five_send_fifteen_today_and_fifteen_more_tomorrow(pro
         for mail in day_mails:
             per_account[mail.mail_from] = per_account.get(mail.mail_from, 0) + 1
         assert sorted(per_account.values()) == [5, 5, 5]
+
+
+@pytest.mark.timeout(240)
+def test_a_connection_pool_bounds_the_database_connections_of_many_sending_threads(processes, tmp_path) -> None:
+    app_name = f"emailsys-sending-{unique_token()}"
+    with RecordingSmtpServer(data_delay=0.3) as smtp:
+        campaign_scenario(smtp_port=smtp.port, accounts=20, daily_limit=1000, leads=48, recipients_per_lead=1,
+                          steps=1, batch_size=2)  # fmt: skip
+        env = process_env(DB_POOL_MAX_SIZE="3", PGAPPNAME=app_name)  # libpq names the worker's connections
+        node = f"sending-{unique_token()}@{socket.gethostname()}"
+        processes("worker-sending", worker_argv("sending", node_name=node, concurrency=16), env=env)
+        start_engine(processes, tmp_path, sending_workers=0)
+        peak = 0
+        deadline = time.monotonic() + 120
+        while len(smtp.snapshot()) < 48 and time.monotonic() < deadline:
+            peak = max(peak, sending_connections(app_name))
+            time.sleep(0.05)  # sampling rate of the connection count, not a wait for an outcome
+        assert len(smtp.snapshot()) == 48
+
+    assert 1 <= peak <= 3, f"{peak} connections from one sending worker with a pool of 3"
+    assert smtp.max_waiting_replies > 3, "SMTP exchanges in flight at once should outnumber the connections"
+
+
+def sending_connections(application_name: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return cursor.fetchone()[0]
