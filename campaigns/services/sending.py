@@ -146,14 +146,29 @@ class NextRecipient:
     record: SendRecord | None
 
 
-def _next_recipient(lead: Lead, step: SequenceStep, now: datetime) -> NextRecipient | datetime | None:
+@dataclass
+class StepState:
+    """A lead's recipients and their send records for one step, loaded once per lead and kept up to date in
+    memory by this worker (the lead is claimed, so no one else moves it meanwhile)."""
+
+    recipients: list[Recipient]
+    records: dict[int, SendRecord]
+
+
+def _step_state(lead: Lead, step: SequenceStep) -> StepState:
+    return StepState(
+        recipients=list(lead.recipients.order_by("position")),
+        records={record.recipient_id: record for record in SendRecord.objects.filter(lead=lead, step=step)},
+    )
+
+
+def _next_recipient(lead: Lead, step: SequenceStep, now: datetime, state: StepState) -> NextRecipient | datetime | None:
     """The recipient to send to now, or the time to look again (one is waiting), or None (step is done).
 
     Also settles records whose worker died: CLAIMED is given back for a retry, HANDED_OVER becomes UNKNOWN.
     """
-    records = {record.recipient_id: record for record in SendRecord.objects.filter(lead=lead, step=step)}
-    for recipient in lead.recipients.order_by("position"):
-        record = records.get(recipient.id)
+    for recipient in state.recipients:
+        record = state.records.get(recipient.id)
         if record is None:
             return NextRecipient(recipient, None)
         if record.state in SendRecord.FINAL_STATES:
@@ -166,11 +181,13 @@ def _next_recipient(lead: Lead, step: SequenceStep, now: datetime) -> NextRecipi
             return record.claimed_until  # in flight in another worker
         if record.state == State.HANDED_OVER:
             _settle_as_unknown(record, now, "the worker stopped after handing the message to SMTP")
+            record.state = State.UNKNOWN
             continue
-        record = _recover_stale_claim(record, now)  # CLAIMED, lease expired: it never reached the server
-        if record is None:
+        recovered = _recover_stale_claim(record, now)  # CLAIMED, lease expired: it never reached the server
+        if recovered is None:
             return now  # recovered concurrently; look again
-        return NextRecipient(recipient, record)
+        state.records[recipient.id] = recovered
+        return NextRecipient(recipient, recovered)
     return None
 
 
@@ -230,17 +247,20 @@ def _record_final(
     )
 
 
-def _lead_advance(lead: Lead, step: SequenceStep, now: datetime) -> None:
+def _lead_advance(
+    lead: Lead, step: SequenceStep, now: datetime, steps: list[SequenceStep], last_sent_at: datetime | None = None
+) -> None:
     """Every recipient of the step is settled: next step at last send + its delay, moved into the window."""
-    next_step = lead.campaign.steps.filter(order__gt=step.order).order_by("order").first()
+    next_step = next((candidate for candidate in steps if candidate.order > step.order), None)
     activity_record(kind=Activity.Kind.STEP_COMPLETED, campaign=lead.campaign_id, lead=lead, step_order=step.order)
+    sent = {"last_sent_at": last_sent_at} if last_sent_at else {}
     if next_step is None:
-        Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None)
+        Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None, **sent)
         campaign_complete_if_done(campaign_id=lead.campaign_id)
         return
-    base = lead.last_sent_at or now
+    base = last_sent_at or lead.last_sent_at or now
     due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
-    Lead.objects.filter(id=lead.id).update(current_step=next_step.order, next_due_at=due)
+    Lead.objects.filter(id=lead.id).update(current_step=next_step.order, next_due_at=due, **sent)
 
 
 def campaign_complete_if_done(*, campaign_id: int) -> bool:
@@ -281,7 +301,8 @@ def lead_process(*, lead_id: int, sessions: SmtpSessions, account_filter: int | 
             return "campaign not active"
         if campaign.ends_at and campaign.ends_at <= now:
             return "campaign ended"
-        step = campaign.steps.select_related("template").filter(order=lead.current_step).first()
+        steps = list(campaign.steps.select_related("template").order_by("order"))
+        step = next((candidate for candidate in steps if candidate.order == lead.current_step), None)
         if step is None:
             Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None)
             campaign_complete_if_done(campaign_id=campaign.id)
@@ -290,9 +311,10 @@ def lead_process(*, lead_id: int, sessions: SmtpSessions, account_filter: int | 
         if opens > now:
             _lead_due(lead, opens)
             return "outside the send window"
-        choice = _next_recipient(lead, step, now)
+        state = _step_state(lead, step)
+        choice = _next_recipient(lead, step, now, state)
         if choice is None:
-            _lead_advance(lead, step, now)
+            _lead_advance(lead, step, now, steps)
             return "step completed"
         if isinstance(choice, datetime):
             _lead_due(lead, choice)
@@ -327,7 +349,14 @@ def lead_process(*, lead_id: int, sessions: SmtpSessions, account_filter: int | 
             _lead_due(lead, reservation.retry_at)
             return f"no account: {reservation.reason}"
         result = _send(
-            lead=lead, step=step, recipient=recipient, record=record, reservation=reservation, sessions=sessions
+            lead=lead,
+            step=step,
+            recipient=recipient,
+            record=record,
+            reservation=reservation,
+            sessions=sessions,
+            state=state,
+            steps=steps,
         )
         if result != "settled":
             return result
@@ -371,6 +400,8 @@ def _send(
     record: SendRecord | None,
     reservation: Reservation,
     sessions: SmtpSessions,
+    state: StepState | None = None,
+    steps: list[SequenceStep] | None = None,
 ) -> str:
     account = reservation.account
     now = clock.now()
@@ -451,6 +482,8 @@ def _send(
         result=result,
         reservation=reservation,
         account=account,
+        state=state,
+        steps=steps,
     )
 
 
@@ -464,6 +497,8 @@ def _record_result(
     result: DeliveryResult,
     reservation: Reservation,
     account: SenderAccount,
+    state: StepState | None,
+    steps: list[SequenceStep] | None,
 ) -> str:
     finished = clock.now()
     mine = SendRecord.objects.filter(id=record.id, claim_token=token)
@@ -482,6 +517,8 @@ def _record_result(
     detail = {"send_record": record.id, "message_id": record.message_id, "smtp": result.detail}
 
     if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
+        # One transaction: the record, the recipient, the account's next slot and where the lead goes next.
+        current = lead.current_step == step.order  # else: an operator's resend of an earlier step
         with transaction.atomic():
             if result.outcome is Outcome.SENT:
                 mine.update(state=State.SENT, sent_at=finished, **common)
@@ -497,17 +534,22 @@ def _record_result(
                     kind=Activity.Kind.UNKNOWN, message=f"outcome unknown: {result.detail}", detail=detail, **activity
                 )
             reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
-            Lead.objects.filter(id=lead.id).update(last_sent_at=finished)
-            lead.last_sent_at = finished
-        if Lead.objects.filter(id=lead.id, current_step=step.order, state=Lead.State.IN_PROGRESS).exists() is False:
-            return "sent" if result.outcome is Outcome.SENT else "unknown"  # a resend of an earlier step
-        pending = _next_recipient(lead, step, finished)
-        if pending is None:
-            _lead_advance(lead, step, finished)
-        else:
-            wait = timedelta(seconds=reservation.wait_seconds)
-            due = pending if isinstance(pending, datetime) else finished + wait
-            _lead_due(lead, window_next_open(at=due, campaign=lead.campaign))
+            if not current:
+                Lead.objects.filter(id=lead.id).update(last_sent_at=finished)
+            else:
+                state = state or _step_state(lead, step)
+                record.state = State.SENT if result.outcome is Outcome.SENT else State.UNKNOWN
+                state.records[recipient.id] = record
+                pending = _next_recipient(lead, step, finished, state)
+                if pending is None:
+                    steps = steps if steps is not None else list(lead.campaign.steps.order_by("order"))
+                    _lead_advance(lead, step, finished, steps, last_sent_at=finished)
+                else:
+                    wait = timedelta(seconds=reservation.wait_seconds)
+                    due = pending if isinstance(pending, datetime) else finished + wait
+                    Lead.objects.filter(id=lead.id, state=Lead.State.IN_PROGRESS).update(
+                        last_sent_at=finished, next_due_at=window_next_open(at=due, campaign=lead.campaign)
+                    )
         return "sent" if result.outcome is Outcome.SENT else "unknown"
 
     reservation_release(reservation=reservation)
