@@ -214,16 +214,26 @@ def _settle_as_unknown(record: SendRecord, now: datetime, reason: str) -> None:
         state=State.UNKNOWN, last_error=reason, claim_token=None, claimed_until=None
     )
     if updated:
-        activity_record(
+        _record_activity(
+            record,
             kind=Activity.Kind.UNKNOWN,
-            campaign=record.campaign_id,
-            lead=record.lead_id,
-            recipient=record.recipient_id,
-            account=record.account_id,
-            step_order=record.step.order,
             message=f"outcome unknown: {reason}",
             detail={"send_record": record.id, "message_id": record.message_id},
         )
+
+
+def _record_activity(record: SendRecord, *, kind: str, message: str, detail: dict) -> None:
+    """An activity about one send record, linked to everything the record names."""
+    activity_record(
+        kind=kind,
+        campaign=record.campaign_id,
+        lead=record.lead_id,
+        recipient=record.recipient_id,
+        account=record.account_id,
+        step_order=record.step.order,
+        message=message,
+        detail=detail,
+    )
 
 
 def _record_final(
@@ -617,13 +627,9 @@ def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecor
         record.resolved_by = actor[:150]
         record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
         record.save()
-        activity_record(
+        _record_activity(
+            record,
             kind=Activity.Kind.STATUS_CHANGED,
-            campaign=record.campaign_id,
-            lead=record.lead_id,
-            recipient=record.recipient_id,
-            account=record.account_id,
-            step_order=record.step.order,
             message=f"unknown send resolved by {actor}: {action}",
             detail={"send_record": record.id, "action": action},
         )

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
-from campaigns.models import AccountDailyUsage, CampaignAccount, SenderAccount
+from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
+from campaigns.services.activities import activity_record
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,6 @@ ACCOUNT_FAILURES_BEFORE_PAUSE = 5
 def account_record_failure(*, account_id: int, reason: str, pause_now: bool) -> bool:
     """Counts consecutive failures; pauses the account (reason shown) on auth errors or too many in a row.
     Returns True when this call paused it."""
-    from campaigns.models import Activity
-    from campaigns.services.activities import activity_record
-
     with transaction.atomic():
         account = SenderAccount.objects.select_for_update().get(id=account_id)
         account.consecutive_failures += 1
