@@ -466,14 +466,14 @@ def pipeline_run(*, engine: Engine, dbname: str, sink, shape: Shape, emails: int
     )
 
 
-def lead_process_profile(*, sink, accounts: int, leads: int = 100) -> dict:
-    """`send_batch`'s loop in this process, one thread, with every query captured: what one email costs the
+def batch_profile(*, sink, accounts: int, leads: int = 100) -> dict:
+    """`send_batch`'s `leads_process` in this process, one thread, with every query captured: what one email costs the
     pipeline in round trips and time, without Celery. Runs before beat starts (nothing else claims these)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from campaigns.models import Campaign, Lead
-    from campaigns.services.sending import SmtpSessions, lead_process
+    from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts
 
     campaign = scenario_build(smtp_port=sink.port, emails=leads, accounts=accounts, name="Bench profile")
     campaign_activate(campaign)
@@ -483,11 +483,12 @@ def lead_process_profile(*, sink, accounts: int, leads: int = 100) -> dict:
     sessions_before = sink.sessions()
     with CaptureQueriesContext(connection) as captured:
         started, cpu_started = time.perf_counter(), time.process_time()
+        sessions = SmtpSessions()  # one worker thread's sessions, kept across its batches
         for start in range(0, len(lead_ids), batch_size):
-            sessions = SmtpSessions()
-            for lead_id in lead_ids[start : start + batch_size]:
-                outcomes[lead_process(lead_id=lead_id, sessions=sessions)] += 1
-            sessions.close()
+            outcomes.update(
+                outcome_counts(leads_process(lead_ids=lead_ids[start : start + batch_size], sessions=sessions))
+            )
+        sessions.close()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     kinds = Counter(query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries)
     sql_seconds = sum(float(query["time"]) for query in captured.captured_queries)
@@ -541,7 +542,8 @@ def print_table(header: list[str], rows: list[list]) -> None:
 def print_profile(profile: dict) -> None:
     kinds = ", ".join(f"{kind} {count:.1f}" for kind, count in profile["kinds_per_email"].items())
     print(
-        f"\nlead_process in this process, 1 thread, {profile['emails']} emails (outcomes {profile['outcomes']}):\n"
+        f"\nleads_process in this process, 1 thread, batches of 20, {profile['emails']} emails "
+        f"(outcomes {profile['outcomes']}):\n"
         f"  {profile['ms_per_email']:.1f} ms/email wall ({profile['cpu_ms_per_email']:.1f} ms CPU of this process, "
         f"sink included), SQL {profile['sql_ms_per_email']:.1f} ms; {profile['queries_per_email']:.1f} queries/email "
         f"({kinds}); {profile['smtp_sessions']} SMTP sessions"
@@ -634,7 +636,7 @@ def run(options, shapes: list[Shape], scratch: Path, dbname: str, database_url: 
         wait_until(lambda: port_answers(redis_port), timeout=10, what="redis-server")
         with fast_sink(scratch) as sink:
             raw = raw_ceiling(dbname=dbname, smtp_port=sink.port, emails=options.emails)
-            profile = None if options.no_profile else lead_process_profile(sink=sink, accounts=options.accounts)
+            profile = None if options.no_profile else batch_profile(sink=sink, accounts=options.accounts)
             engine.start()
             if not options.slow:
                 for shape in shapes:
@@ -672,7 +674,7 @@ def main() -> None:
         "--concurrency", nargs="+", type=Shape.parse, help="sending pool shapes P×T (processes×threads)"
     )
     parser.add_argument("--accounts", type=int, default=20, help="sender accounts of the campaign (unthrottled)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the in-process lead_process profile")
+    parser.add_argument("--no-profile", action="store_true", help="skip the in-process leads_process profile")
     options = parser.parse_args()
     shapes = options.concurrency or ([Shape(1, 10), Shape(2, 25), Shape(2, 50)] if options.slow else [Shape(2, 20)])
 

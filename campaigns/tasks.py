@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import transaction
 
 from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, lead_process, send_record_resend
+from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts, send_record_resend
 from emailsys import clock
 
 logger = logging.getLogger(__name__)
@@ -35,19 +35,16 @@ def _thread_sessions() -> SmtpSessions:
 
 @shared_task(name="campaigns.send_batch", ignore_result=True)
 def send_batch(lead_ids: list[int], account_filter: int | None = None) -> dict[str, int]:
-    """Processes each lead once. Safe to run twice (acks_late). One lead's unexpected error is logged and does
-    not stop the batch: that lead is due again when its claim lease passes."""
+    """Processes the batch of claimed leads. Safe to run twice (acks_late). An unexpected error is logged; the
+    batch's leads are due again when their claim lease passes, and their claimed sends are recovered then."""
     sessions = _thread_sessions()
-    outcomes: dict[str, int] = {}
-    for lead_id in lead_ids:
-        try:
-            outcome = lead_process(lead_id=lead_id, sessions=sessions, account_filter=account_filter)
-        except Exception:
-            logger.exception("lead %s failed unexpectedly; it is retried after its lease", lead_id)
-            outcome = "error"
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    sessions.close_idle(max_idle_seconds=SMTP_IDLE_SECONDS)
-    return outcomes
+    try:
+        return dict(outcome_counts(leads_process(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter)))
+    except Exception:
+        logger.exception("batch of %s leads failed unexpectedly; they are retried after their lease", len(lead_ids))
+        return {"error": len(lead_ids)}
+    finally:
+        sessions.close_idle(max_idle_seconds=SMTP_IDLE_SECONDS)
 
 
 @shared_task(name="campaigns.send_resend", ignore_result=True)

@@ -245,11 +245,21 @@ def suppression_add(*, value: str, reason: str = "") -> Suppression:
 
 def suppression_matches(*, email: str) -> bool:
     """True if this exact address (case-insensitive) or its domain is suppressed. One query."""
-    email = email.strip().lower()
-    domain = email.rpartition("@")[2]
-    return Suppression.objects.filter(
-        Q(kind=Suppression.Kind.ADDRESS, value=email) | Q(kind=Suppression.Kind.DOMAIN, value=domain)
-    ).exists()
+    return bool(suppressed_among(emails=[email]))
+
+
+def suppressed_among(*, emails: list[str]) -> set[str]:
+    """The given addresses (lower-cased) that are suppressed, by address or by domain. One query for a batch."""
+    lowered = {email.strip().lower() for email in emails}
+    domains = {email.rpartition("@")[2] for email in lowered}
+    rows = list(
+        Suppression.objects.filter(
+            Q(kind=Suppression.Kind.ADDRESS, value__in=lowered) | Q(kind=Suppression.Kind.DOMAIN, value__in=domains)
+        ).values_list("kind", "value")
+    )
+    blocked_addresses = {value for kind, value in rows if kind == Suppression.Kind.ADDRESS}
+    blocked_domains = {value for kind, value in rows if kind == Suppression.Kind.DOMAIN}
+    return {email for email in lowered if email in blocked_addresses or email.rpartition("@")[2] in blocked_domains}
 
 
 def account_reset_limits(*, account: SenderAccount) -> None:

@@ -1,8 +1,13 @@
-"""Sending a lead's next email exactly once.
+"""Sending leads' emails exactly once, a batch of leads at a time.
 
-Per call, a lead gets at most one SMTP delivery: its next recipient on its current step. The send record is
-claimed and committed (with its Message-ID and the rendered message) before SMTP; no transaction is open
-during SMTP. The record's state after a crash says what happened:
+A batch loads its leads, their campaign's steps, recipients and send records once, reserves accounts for all
+of its sends in one arbiter transaction and claims all of their send records in one more. Then each email
+goes out on its own: HANDED_OVER is committed after the server's 354 and before the content, and the result
+(record, recipient, activity) in one transaction after the reply. Where the leads go next is written once,
+at the end of the batch; a lead's claim lease covers it until then.
+
+The send record is claimed and committed (with its Message-ID and the rendered message) before SMTP; no
+transaction is open during SMTP. The record's state after a crash says what happened:
 
 - CLAIMED, lease expired: the content never left (HANDED_OVER is committed before it does) → retried.
 - HANDED_OVER, lease expired: the content may have left → UNKNOWN, never retried automatically; it counts
@@ -13,16 +18,20 @@ import logging
 import smtplib
 import time
 import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Lower
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
-from campaigns.services.operations import suppression_add, suppression_matches
+from campaigns.services.operations import suppressed_among, suppression_add
 from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_connect, smtp_deliver
 from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
 from campaigns.services.throttling import (
@@ -30,7 +39,8 @@ from campaigns.services.throttling import (
     Reservation,
     account_local_day,
     account_record_failure,
-    account_reserve,
+    accounts_next_opening,
+    accounts_reserve,
     reservation_commit,
     reservation_release,
     send_lease,
@@ -42,6 +52,7 @@ from emailsys import clock
 logger = logging.getLogger(__name__)
 
 MAX_DEFERRALS = 8
+MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
 State = SendRecord.State
 
 
@@ -114,29 +125,124 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, 60 * 2 ** max(0, attempts - 1)))
 
 
-def _thread_references(recipient: Recipient, step: SequenceStep) -> tuple[list[str], str | None]:
-    """Message-IDs of this recipient's earlier emails in the campaign, oldest first, and the last subject."""
-    earlier = list(
-        SendRecord.objects.filter(recipient=recipient, step__order__lt=step.order, state=State.SENT)
-        .order_by("step__order")
-        .values_list("message_id", "subject")
-    )
-    return [message_id for message_id, _ in earlier if message_id], (earlier[-1][1] if earlier else None)
+# --- What a batch knows ------------------------------------------------------------------------------------
 
 
-def _cross_campaign_contact(recipient: Recipient, campaign: Campaign, now: datetime) -> bool:
+@dataclass
+class StepState:
+    """A lead's recipients and their send records for one step, loaded once per batch and kept up to date in
+    memory by this worker (the lead is claimed, so no one else moves it meanwhile)."""
+
+    recipients: list[Recipient]
+    records: dict[int, SendRecord]
+
+
+@dataclass
+class LeadWork:
+    """One claimed lead in a batch: what was loaded, and what to write about it when the batch ends."""
+
+    lead: Lead
+    steps: list[SequenceStep]
+    state: StepState | None
+    earlier: dict[int, list[SendRecord]]  # recipient id → its SENT records of earlier steps (threading)
+    changes: dict = field(default_factory=dict)  # Lead fields to write at the end of the batch
+    activities: list[Activity] = field(default_factory=list)  # step completed, written with the changes
+    outcomes: list[str] = field(default_factory=list)
+    again: bool = False  # another recipient can go right now: plan this lead again in the next round
+
+    @property
+    def step(self) -> SequenceStep | None:
+        return next((step for step in self.steps if step.order == self.lead.current_step), None)
+
+    def done(self, outcome: str, **changes) -> None:
+        self.outcomes.append(outcome)
+        self.changes.update(changes)
+        self.again = False
+
+
+@dataclass
+class Send:
+    """One email on its way: chosen, reserved, rendered, claimed, delivered, recorded."""
+
+    lead: Lead
+    step: SequenceStep
+    recipient: Recipient
+    record: SendRecord | None  # an earlier attempt (DEFERRED), if any
+    earlier: list[SendRecord]
+    work: LeadWork | None = None
+    reservation: Reservation | None = None
+    claimed: SendRecord | None = None
+    token: uuid.UUID | None = None
+    message_text: str = ""
+
+
+def _batch_load(lead_ids: list[int]) -> list[LeadWork]:
+    """Five queries for the whole batch, in the order given (the dispatcher puts overdue leads first)."""
+    leads = {lead.id: lead for lead in Lead.objects.select_related("campaign").filter(id__in=lead_ids)}
+    campaigns = {lead.campaign_id: lead.campaign for lead in leads.values()}
+    steps: dict[int, list[SequenceStep]] = defaultdict(list)
+    for step in SequenceStep.objects.filter(campaign_id__in=campaigns).select_related("template").order_by("order"):
+        step.campaign = campaigns[step.campaign_id]
+        steps[step.campaign_id].append(step)
+    recipients: dict[int, list[Recipient]] = defaultdict(list)
+    for recipient in Recipient.objects.filter(lead_id__in=leads).order_by("lead_id", "position"):
+        recipient.lead = leads[recipient.lead_id]
+        recipients[recipient.lead_id].append(recipient)
+    records: dict[int, list[SendRecord]] = defaultdict(list)
+    for record in SendRecord.objects.filter(lead_id__in=leads).defer("message"):
+        records[record.lead_id].append(record)
+
+    works = []
+    for lead_id in dict.fromkeys(lead_ids):
+        lead = leads.get(lead_id)
+        if lead is None:
+            continue
+        work = LeadWork(lead=lead, steps=steps[lead.campaign_id], state=None, earlier=defaultdict(list))
+        orders = {step.id: step.order for step in work.steps}
+        current = work.step
+        for record in sorted(records[lead_id], key=lambda r: orders.get(r.step_id, 0)):
+            if current and record.state == State.SENT and orders.get(record.step_id, 0) < current.order:
+                work.earlier[record.recipient_id].append(record)
+        if current is not None:
+            work.state = StepState(
+                recipients=recipients[lead_id],
+                records={r.recipient_id: r for r in records[lead_id] if r.step_id == current.id},
+            )
+        works.append(work)
+    return works
+
+
+def _step_state_reload(work: LeadWork) -> None:
+    """After a recipient was settled in the database (a rare path), read the step's records again."""
+    step = work.step
+    if work.state is not None and step is not None:
+        work.state.records = {
+            record.recipient_id: record
+            for record in SendRecord.objects.filter(lead=work.lead, step=step).defer("message")
+        }
+
+
+def _thread_references(earlier: Iterable[SendRecord]) -> tuple[list[str], str | None]:
+    """Message-IDs of a recipient's earlier emails in the campaign, oldest first, and the last subject."""
+    earlier = list(earlier)
+    return [record.message_id for record in earlier if record.message_id], (earlier[-1].subject if earlier else None)
+
+
+def _contacted_elsewhere(emails: list[str], campaign: Campaign, now: datetime) -> set[str]:
+    """Addresses (lower-cased) sent to by another active campaign within the configured days. One query."""
     days = settings.CAMPAIGN_CROSS_CONTACT_DAYS
-    if not days:
-        return False
-    return (
-        SendRecord.objects.filter(
-            recipient__email__iexact=recipient.email,
+    if not days or not emails:
+        return set()
+    return set(
+        SendRecord.objects.annotate(address=Lower("recipient__email"))
+        .filter(
+            address__in={email.lower() for email in emails},
             campaign__status=Campaign.Status.ACTIVE,
             state=State.SENT,
             sent_at__gte=now - timedelta(days=days),
         )
         .exclude(campaign=campaign)
-        .exists()
+        .values_list("address", flat=True)
     )
 
 
@@ -144,22 +250,6 @@ def _cross_campaign_contact(recipient: Recipient, campaign: Campaign, now: datet
 class NextRecipient:
     recipient: Recipient
     record: SendRecord | None
-
-
-@dataclass
-class StepState:
-    """A lead's recipients and their send records for one step, loaded once per lead and kept up to date in
-    memory by this worker (the lead is claimed, so no one else moves it meanwhile)."""
-
-    recipients: list[Recipient]
-    records: dict[int, SendRecord]
-
-
-def _step_state(lead: Lead, step: SequenceStep) -> StepState:
-    return StepState(
-        recipients=list(lead.recipients.order_by("position")),
-        records={record.recipient_id: record for record in SendRecord.objects.filter(lead=lead, step=step)},
-    )
 
 
 def _next_recipient(lead: Lead, step: SequenceStep, now: datetime, state: StepState) -> NextRecipient | datetime | None:
@@ -205,7 +295,7 @@ def _recover_stale_claim(record: SendRecord, now: datetime) -> SendRecord | None
             claimed_at = record.claimed_until - send_lease()
             day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
             usage_give_back(account_id=record.account_id, campaign_id=record.campaign_id, day=day)
-    return SendRecord.objects.get(id=record.id)
+    return SendRecord.objects.defer("message").get(id=record.id)
 
 
 def _settle_as_unknown(record: SendRecord, now: datetime, reason: str) -> None:
@@ -257,22 +347,6 @@ def _record_final(
     )
 
 
-def _lead_advance(
-    lead: Lead, step: SequenceStep, now: datetime, steps: list[SequenceStep], last_sent_at: datetime | None = None
-) -> None:
-    """Every recipient of the step is settled: next step at last send + its delay, moved into the window."""
-    next_step = next((candidate for candidate in steps if candidate.order > step.order), None)
-    activity_record(kind=Activity.Kind.STEP_COMPLETED, campaign=lead.campaign_id, lead=lead, step_order=step.order)
-    sent = {"last_sent_at": last_sent_at} if last_sent_at else {}
-    if next_step is None:
-        Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None, **sent)
-        campaign_complete_if_done(campaign_id=lead.campaign_id)
-        return
-    base = last_sent_at or lead.last_sent_at or now
-    due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
-    Lead.objects.filter(id=lead.id).update(current_step=next_step.order, next_due_at=due, **sent)
-
-
 def campaign_complete_if_done(*, campaign_id: int) -> bool:
     """An active campaign whose every lead finished or stopped is completed."""
     if Lead.objects.filter(campaign_id=campaign_id, state=Lead.State.IN_PROGRESS).exists():
@@ -290,181 +364,331 @@ def campaign_complete_if_done(*, campaign_id: int) -> bool:
     return bool(changed)
 
 
-def _lead_due(lead: Lead, at: datetime) -> None:
-    Lead.objects.filter(id=lead.id, state=Lead.State.IN_PROGRESS).update(next_due_at=at)
+# --- A batch ------------------------------------------------------------------------------------------------
 
 
-def lead_process(*, lead_id: int, sessions: SmtpSessions, account_filter: int | None = None) -> str:
-    """Settles the lead's next recipient (at most one SMTP delivery) and sets when to look at it again.
+def leads_process(
+    *, lead_ids: list[int], sessions: SmtpSessions, account_filter: int | None = None
+) -> dict[int, list[str]]:
+    """Settles what each claimed lead can send now and sets when to look at it again: {lead id: outcomes}.
 
-    Safe to run twice, concurrently too: the (recipient, step) send record is claimed atomically, so only
-    one caller ever hands a message to SMTP.
+    A lead's recipients go one after another within its step; with no min wait to honour, the next one goes
+    in the same batch. Safe to run twice, concurrently too: each (recipient, step) send record is claimed
+    atomically, so only one caller ever hands a message to SMTP.
     """
-    for _ in range(100):  # skips and template errors settle a recipient without SMTP; go on to the next
-        now = clock.now()
-        lead = Lead.objects.select_related("campaign").filter(id=lead_id).first()
-        if lead is None or lead.state != Lead.State.IN_PROGRESS:
-            return "not in progress"
-        campaign = lead.campaign
+    works = _batch_load(lead_ids)
+    pending = [work for work in works if work.lead.state == Lead.State.IN_PROGRESS]
+    for work in works:
+        if work.lead.state != Lead.State.IN_PROGRESS:
+            work.outcomes.append("not in progress")
+    try:
+        for _ in range(MAX_ROUNDS):
+            if not pending:
+                break
+            now = clock.now()
+            sends = _sends_plan(pending, now)
+            for campaign_sends in _by_campaign(sends).values():
+                _sends_run(campaign_sends, sessions=sessions, now=now, account_filter=account_filter)
+            pending = [work for work in pending if work.again]
+        for work in pending:
+            work.done("too many recipients settled in one batch")
+    finally:  # what was settled stands even if something unexpected stopped the batch
+        _batch_finish(works)
+    return {work.lead.id: work.outcomes for work in works}
+
+
+def outcome_counts(per_lead: dict[int, list[str]]) -> Counter[str]:
+    return Counter(outcome for outcomes in per_lead.values() for outcome in outcomes)
+
+
+def _by_campaign(sends: list[Send]) -> dict[int, list[Send]]:
+    grouped: dict[int, list[Send]] = defaultdict(list)
+    for send in sends:
+        grouped[send.lead.campaign_id].append(send)
+    return grouped
+
+
+def _sends_plan(works: list[LeadWork], now: datetime) -> list[Send]:
+    """Each lead's next recipient to send to now; everything else about the lead is settled here."""
+    campaigns = {work.lead.campaign_id: work.lead.campaign for work in works}
+    fresh = Campaign.objects.filter(id__in=campaigns).values_list("id", "status", "ends_at")
+    for campaign_id, status, ends_at in fresh:  # an operator may have paused it since the batch began
+        campaigns[campaign_id].status, campaigns[campaign_id].ends_at = status, ends_at
+    opens = {campaign_id: window_next_open(at=now, campaign=campaign) for campaign_id, campaign in campaigns.items()}
+    emails_by_campaign: dict[int, list[str]] = defaultdict(list)
+    for work in works:
+        if work.state:
+            emails_by_campaign[work.lead.campaign_id] += [recipient.email for recipient in work.state.recipients]
+    suppressed = suppressed_among(emails=[email for emails in emails_by_campaign.values() for email in emails])
+    contacted = {
+        campaign_id: _contacted_elsewhere(emails, campaigns[campaign_id], now)
+        for campaign_id, emails in emails_by_campaign.items()
+    }
+
+    sends = []
+    for work in works:
+        work.again = False
+        campaign = campaigns[work.lead.campaign_id]
         if campaign.status != Campaign.Status.ACTIVE:
-            _lead_due(lead, now)  # picked up again when the campaign is resumed
-            return "campaign not active"
-        if campaign.ends_at and campaign.ends_at <= now:
-            return "campaign ended"
-        steps = list(campaign.steps.select_related("template").order_by("order"))
-        step = next((candidate for candidate in steps if candidate.order == lead.current_step), None)
-        if step is None:
-            Lead.objects.filter(id=lead.id).update(state=Lead.State.FINISHED, next_due_at=None)
-            campaign_complete_if_done(campaign_id=campaign.id)
-            return "no such step: finished"
-        opens = window_next_open(at=now, campaign=campaign)
-        if opens > now:
-            _lead_due(lead, opens)
-            return "outside the send window"
-        state = _step_state(lead, step)
+            work.done("campaign not active", next_due_at=now)  # picked up again when the campaign is resumed
+        elif campaign.ends_at and campaign.ends_at <= now:
+            work.done("campaign ended")
+        elif work.step is None:
+            work.done("no such step: finished", state=Lead.State.FINISHED, next_due_at=None)
+        elif opens[campaign.id] > now:
+            work.done("outside the send window", next_due_at=opens[campaign.id])
+        else:
+            send = _lead_plan(work, now, suppressed, contacted[campaign.id])
+            if send is not None:
+                sends.append(send)
+    return sends
+
+
+def _lead_plan(work: LeadWork, now: datetime, suppressed: set[str], contacted: set[str]) -> Send | None:
+    lead, step, state = work.lead, work.step, work.state
+    assert step is not None and state is not None
+    for _ in range(len(state.recipients) + 1):
         choice = _next_recipient(lead, step, now, state)
         if choice is None:
-            _lead_advance(lead, step, now, steps)
-            return "step completed"
+            _lead_advance(work, step, now)
+            return None
         if isinstance(choice, datetime):
-            _lead_due(lead, choice)
-            return "waiting"
+            work.done("waiting", next_due_at=choice)
+            return None
         recipient, record = choice.recipient, choice.record
-        if record and record.state == State.DEFERRED and record.attempts >= MAX_DEFERRALS:
-            _record_final(
-                recipient=recipient,
-                step=step,
-                record=record,
-                state=State.FAILED,
-                reason=f"gave up after {record.attempts} attempts: {record.last_error}",
-                kind=Activity.Kind.FAILED,
-            )
-            continue
-        skip_reason = _skip_reason(recipient, campaign, now)
-        if skip_reason:
-            _record_final(
-                recipient=recipient,
-                step=step,
-                record=record,
-                state=State.SKIPPED,
-                reason=skip_reason,
-                kind=Activity.Kind.SKIPPED,
-            )
-            continue
-        exclude = (record.account_id,) if record and record.account_id and record.state == State.DEFERRED else ()
-        reservation = account_reserve(
-            campaign_id=campaign.id, now=now, exclude_account_ids=exclude, account_filter=account_filter
-        )
-        if isinstance(reservation, NoAccount):
-            _lead_due(lead, reservation.retry_at)
-            return f"no account: {reservation.reason}"
-        result = _send(
-            lead=lead,
-            step=step,
-            recipient=recipient,
-            record=record,
-            reservation=reservation,
-            sessions=sessions,
-            state=state,
-            steps=steps,
-        )
-        if result != "settled":
-            return result
-    return "too many settled recipients in one call"
+        settle = _settled_without_smtp(recipient, record, suppressed, contacted)
+        if settle is None:
+            return Send(lead, step, recipient, record, earlier=work.earlier[recipient.id], work=work)
+        final_state, reason, kind = settle
+        _record_final(recipient=recipient, step=step, record=record, state=final_state, reason=reason, kind=kind)
+        _step_state_reload(work)
+    work.done("waiting", next_due_at=now)
+    return None
 
 
-def _skip_reason(recipient: Recipient, campaign: Campaign, now: datetime) -> str:
+def _settled_without_smtp(
+    recipient: Recipient, record: SendRecord | None, suppressed: set[str], contacted: set[str]
+) -> tuple[str, str, str] | None:
+    """(state, reason, activity kind) for a recipient that gets no email, or None."""
+    if record and record.state == State.DEFERRED and record.attempts >= MAX_DEFERRALS:
+        return State.FAILED, f"gave up after {record.attempts} attempts: {record.last_error}", Activity.Kind.FAILED
     if recipient.status in (Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED):
-        return f"recipient is {recipient.status}"
-    if suppression_matches(email=recipient.email):
-        return "address or domain is on the suppression list"
-    if _cross_campaign_contact(recipient, campaign, now):
-        return f"contacted by another active campaign within {settings.CAMPAIGN_CROSS_CONTACT_DAYS} days"
-    return ""
+        return State.SKIPPED, f"recipient is {recipient.status}", Activity.Kind.SKIPPED
+    if recipient.email.strip().lower() in suppressed:
+        return State.SKIPPED, "address or domain is on the suppression list", Activity.Kind.SKIPPED
+    if recipient.email.lower() in contacted:
+        days = settings.CAMPAIGN_CROSS_CONTACT_DAYS
+        return State.SKIPPED, f"contacted by another active campaign within {days} days", Activity.Kind.SKIPPED
+    return None
 
 
-def _claim(
-    *, lead: Lead, step: SequenceStep, recipient: Recipient, record: SendRecord | None, values: dict
-) -> SendRecord | None:
-    """Commits the claim (state CLAIMED, our token, the Message-ID and the message) or returns None if another
-    worker claimed it first: a new record (the unique constraint decides) or a DEFERRED one (the update does)."""
-    try:
-        with transaction.atomic():
-            if record is None:
-                return SendRecord.objects.create(
-                    campaign_id=lead.campaign_id, lead=lead, recipient=recipient, step=step, attempts=1, **values
-                )
-            updated = SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(
-                attempts=record.attempts + 1, **values
+def _lead_advance(work: LeadWork, step: SequenceStep, now: datetime, last_sent_at: datetime | None = None) -> None:
+    """Every recipient of the step is settled: next step at last send + its delay, moved into the window."""
+    lead = work.lead
+    work.activities.append(
+        Activity(created_at=now, kind=Activity.Kind.STEP_COMPLETED, campaign_id=lead.campaign_id, lead=lead,
+                 step_order=step.order)
+    )  # fmt: skip
+    sent = {"last_sent_at": last_sent_at} if last_sent_at else {}
+    next_step = next((candidate for candidate in work.steps if candidate.order > step.order), None)
+    if next_step is None:
+        work.done("step completed", state=Lead.State.FINISHED, next_due_at=None, **sent)
+        return
+    base = last_sent_at or lead.last_sent_at or now
+    due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
+    work.done("step completed", current_step=next_step.order, next_due_at=due, **sent)
+
+
+def _batch_finish(works: list[LeadWork]) -> None:
+    """Where every lead goes next, in one UPDATE (a lead an operator stopped meanwhile stays stopped); the
+    batch's step-completed activities; campaigns whose last lead finished are completed."""
+    changed = {work.lead.id: work.changes for work in works if work.changes}
+    if changed:
+        columns = {name for changes in changed.values() for name in changes}
+        values = {
+            name: Case(
+                *[
+                    When(id=lead_id, then=Value(changes[name], output_field=Lead._meta.get_field(name)))
+                    for lead_id, changes in changed.items()
+                    if name in changes
+                ],
+                default=F(name),
             )
-            return SendRecord.objects.get(id=record.id) if updated else None
-    except IntegrityError:
-        return None
+            for name in columns
+        }
+        Lead.objects.filter(id__in=changed, state=Lead.State.IN_PROGRESS).update(**values)
+    activities = [activity for work in works for activity in work.activities]
+    if activities:
+        Activity.objects.bulk_create(activities)
+    finished_in = {work.lead.campaign_id for work in works if work.changes.get("state") == Lead.State.FINISHED}
+    for campaign_id in finished_in:
+        campaign_complete_if_done(campaign_id=campaign_id)
 
 
-def _send(
-    *,
-    lead: Lead,
-    step: SequenceStep,
-    recipient: Recipient,
-    record: SendRecord | None,
-    reservation: Reservation,
-    sessions: SmtpSessions,
-    state: StepState | None = None,
-    steps: list[SequenceStep] | None = None,
-) -> str:
-    account = reservation.account
-    now = clock.now()
-    references, previous_subject = _thread_references(recipient, step) if step.threaded else ([], None)
+def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, account_filter: int | None) -> None:
+    """One campaign's sends of a round: reserve, render, claim, then deliver one by one."""
+    campaign_id = sends[0].lead.campaign_id
+    avoid = tuple({send.record.account_id for send in sends if _retry_elsewhere(send)})
+    reserved = accounts_reserve(
+        campaign_id=campaign_id, count=len(sends), now=now, avoid_account_ids=avoid, account_filter=account_filter
+    )
+    reservations = [] if isinstance(reserved, NoAccount) else reserved
+    unreserved = _reservations_assign(sends, reservations)
+    if unreserved:
+        why = reserved if isinstance(reserved, NoAccount) else accounts_next_opening(campaign_id=campaign_id, now=now)
+        for send in unreserved:
+            _work_done(send, f"no account: {why.reason}", next_due_at=why.retry_at)
+    prepared = [send for send in sends if send.reservation and _send_prepare(send, now)]
+    for send in _sends_claim(prepared, now):
+        _send_deliver_and_record(send, sessions)
+
+
+def _retry_elsewhere(send: Send) -> bool:
+    return bool(send.record and send.record.account_id and send.record.state == State.DEFERRED)
+
+
+def _reservations_assign(sends: list[Send], reservations: list[Reservation]) -> list[Send]:
+    """Gives each send a reservation, a retried send one on another account where possible; returns the rest."""
+    left = list(reservations)
+    for send in sorted(sends, key=lambda s: not _retry_elsewhere(s)):
+        if not left:
+            break
+        avoid = send.record.account_id if _retry_elsewhere(send) else None
+        choice = next((r for r in left if r.account_id != avoid), left[0])
+        left.remove(choice)
+        send.reservation = choice
+    return [send for send in sends if send.reservation is None]
+
+
+def _work_done(send: Send, outcome: str, **changes) -> None:
+    if send.work is not None:
+        send.work.done(outcome, **changes)
+
+
+def _send_prepare(send: Send, now: datetime) -> bool:
+    """Renders the exact message. A template error fails only this recipient (the lead goes on)."""
+    assert send.reservation is not None
+    account = send.reservation.account
+    references, previous_subject = _thread_references(send.earlier) if send.step.threaded else ([], None)
     message_id = message_id_new(account=account)
     try:
-        rendered = step_render(step=step, recipient=recipient, account=account, previous_subject=previous_subject)
+        rendered = step_render(
+            step=send.step, recipient=send.recipient, account=account, previous_subject=previous_subject
+        )
         message = message_build(
             rendered=rendered,
             account=account,
-            to_email=recipient.email,
-            to_name=recipient.name,
+            to_email=send.recipient.email,
+            to_name=send.recipient.name,
             message_id=message_id,
             date=now,
-            unsubscribe_url=unsubscribe_url(recipient),
+            unsubscribe_url=unsubscribe_url(send.recipient),
             references=references,
         )
-        message_text = message.as_string()
+        send.message_text = message.as_string()
     except (TemplateRenderError, ValueError, TypeError) as error:
-        reservation_release(reservation=reservation)
+        reservation_release(reservation=send.reservation)
         _record_final(
-            recipient=recipient,
-            step=step,
-            record=record,
+            recipient=send.recipient,
+            step=send.step,
+            record=send.record,
             state=State.FAILED,
             reason=f"template error: {error}",
             kind=Activity.Kind.TEMPLATE_ERROR,
         )
-        return "settled"
-
-    token = uuid.uuid4()
-    claimed = _claim(
-        lead=lead,
-        step=step,
-        recipient=recipient,
-        record=record,
-        values={
-            "state": State.CLAIMED,
-            "claim_token": token,
-            "claimed_until": now + send_lease(),
-            "account": account,
-            "message_id": message_id,
-            "subject": rendered.subject,
-            "message": message_text,
-            "next_attempt_at": None,
-        },
+        if send.work is not None:
+            _step_state_reload(send.work)
+            send.work.again = True
+        return False
+    send.token = uuid.uuid4()
+    send.claimed = SendRecord(
+        campaign_id=send.lead.campaign_id,
+        lead=send.lead,
+        recipient=send.recipient,
+        step=send.step,
+        state=State.CLAIMED,
+        claim_token=send.token,
+        claimed_until=now + send_lease(),
+        account=account,
+        message_id=message_id,
+        subject=rendered.subject,
+        message=send.message_text,
+        next_attempt_at=None,
+        attempts=(send.record.attempts if send.record else 0) + 1,
     )
-    if claimed is None:
-        reservation_release(reservation=reservation)
-        return "claimed by another worker"
+    return True
+
+
+_CLAIM_FIELDS = ("state", "claim_token", "claimed_until", "account", "message_id", "subject", "message",
+                 "next_attempt_at", "attempts")  # fmt: skip
+
+
+def _sends_claim(sends: list[Send], now: datetime) -> list[Send]:
+    """Commits the claims (state CLAIMED, our token, the Message-ID and the message) in one transaction; a send
+    another worker claimed first is dropped and its reservation given back: a new record loses on the unique
+    constraint, a DEFERRED one on the conditional update."""
+    fresh = [send for send in sends if send.record is None]
+    try:
+        with transaction.atomic():
+            SendRecord.objects.bulk_create([send.claimed for send in fresh])
+            won = fresh + [send for send in sends if send.record is not None and _claim_retry(send)]
+    except IntegrityError:  # a concurrent worker got one of them: claim one by one
+        won = [send for send in sends if _claim_one(send)]
+    won_ids = {id(send) for send in won}
+    for send in sends:
+        if id(send) not in won_ids:
+            assert send.reservation is not None
+            reservation_release(reservation=send.reservation)
+            _work_done(send, "claimed by another worker")
+    return [send for send in sends if id(send) in won_ids]
+
+
+def _claim_retry(send: Send) -> bool:
+    assert send.record is not None and send.claimed is not None
+    values = {name: getattr(send.claimed, name) for name in _CLAIM_FIELDS}
+    if not SendRecord.objects.filter(id=send.record.id, state=State.DEFERRED).update(**values):
+        return False
+    send.claimed.id = send.record.id
+    return True
+
+
+def _claim_one(send: Send) -> bool:
+    assert send.claimed is not None
+    try:
+        with transaction.atomic():
+            if send.record is not None:
+                return _claim_retry(send)
+            send.claimed.save(force_insert=True)
+            return True
+    except IntegrityError:
+        send.claimed.pk = None
+        return False
+
+
+def _send_deliver_and_record(send: Send, sessions: SmtpSessions) -> str:
+    result = _send_deliver(send, sessions)
+    outcome = _send_record_result(send, result)
+    work = send.work
+    if work is None:
+        return outcome
+    if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
+        _lead_after_send(work, send)
+    elif result.outcome in (Outcome.DEFERRED, Outcome.ACCOUNT_ERROR):
+        assert send.claimed is not None
+        work.done(outcome, next_due_at=send.claimed.next_attempt_at)
+    else:
+        work.outcomes.append(outcome)
+        _step_state_reload(work)
+        work.again = True  # bounced or failed: the next recipient may go now
+    return outcome
+
+
+def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult:
+    assert send.claimed is not None and send.reservation is not None
+    record_id, token = send.claimed.id, send.token
 
     def hand_over() -> bool:
-        handed_over = SendRecord.objects.filter(id=claimed.id, claim_token=token, state=State.CLAIMED).update(
+        handed_over = SendRecord.objects.filter(id=record_id, claim_token=token, state=State.CLAIMED).update(
             state=State.HANDED_OVER, handed_over_at=clock.now()
         )
         db_connection_release()  # not held while the server takes its time to answer the final dot
@@ -472,94 +696,57 @@ def _send(
 
     db_connection_release()  # nor while connecting and during MAIL/RCPT/DATA
     try:
-        connection = sessions.get(account)
+        connection = sessions.get(send.reservation.account)
     except (smtplib.SMTPException, OSError) as error:
-        result = smtp_classify_connect_error(error)
-    else:
-        result = smtp_deliver(
-            connection,
-            envelope_from=account.email,
-            recipient=recipient.email,
-            message_bytes=message_text.encode(),
-            on_handover=hand_over,
-        )
-    return _record_result(
-        lead=lead,
-        step=step,
-        recipient=recipient,
-        record=claimed,
-        token=token,
-        result=result,
-        reservation=reservation,
-        account=account,
-        state=state,
-        steps=steps,
+        return smtp_classify_connect_error(error)
+    return smtp_deliver(
+        connection,
+        envelope_from=send.reservation.account.email,
+        recipient=send.recipient.email,
+        message_bytes=send.message_text.encode(),
+        on_handover=hand_over,
     )
 
 
-def _record_result(
-    *,
-    lead: Lead,
-    step: SequenceStep,
-    recipient: Recipient,
-    record: SendRecord,
-    token: uuid.UUID,
-    result: DeliveryResult,
-    reservation: Reservation,
-    account: SenderAccount,
-    state: StepState | None,
-    steps: list[SequenceStep] | None,
-) -> str:
+def _send_record_result(send: Send, result: DeliveryResult) -> str:
+    """The record, the recipient and the activity in one transaction; the account's slot committed or given back."""
+    assert send.claimed is not None and send.reservation is not None
+    record, recipient, account, reservation = send.claimed, send.recipient, send.reservation.account, send.reservation
     finished = clock.now()
-    mine = SendRecord.objects.filter(id=record.id, claim_token=token)
+    mine = SendRecord.objects.filter(id=record.id, claim_token=send.token)
     common = {
         "claim_token": None,
         "claimed_until": None,
         "last_error": "" if result.outcome is Outcome.SENT else result.detail,
     }
     activity = {
-        "campaign": lead.campaign_id,
-        "lead": lead,
+        "campaign": send.lead.campaign_id,
+        "lead": send.lead,
         "recipient": recipient,
         "account": account,
-        "step_order": step.order,
+        "step_order": send.step.order,
     }
     detail = {"send_record": record.id, "message_id": record.message_id, "smtp": result.detail}
+    record.claim_token, record.claimed_until = None, None
 
     if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
-        # One transaction: the record, the recipient, the account's next slot and where the lead goes next.
-        current = lead.current_step == step.order  # else: an operator's resend of an earlier step
         with transaction.atomic():
             if result.outcome is Outcome.SENT:
                 mine.update(state=State.SENT, sent_at=finished, **common)
                 Recipient.objects.filter(id=recipient.id).update(
-                    status=_status_after_send(recipient), last_contacted_at=finished, last_step=step.order
+                    status=_status_after_send(recipient), last_contacted_at=finished, last_step=send.step.order
                 )
                 activity_record(
                     kind=Activity.Kind.SENT, message=f"sent to {recipient.email}", detail=detail, **activity
                 )
+                record.state, record.sent_at = State.SENT, finished
             else:
                 mine.update(state=State.UNKNOWN, **common)
                 activity_record(
                     kind=Activity.Kind.UNKNOWN, message=f"outcome unknown: {result.detail}", detail=detail, **activity
                 )
+                record.state = State.UNKNOWN
             reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
-            if not current:
-                Lead.objects.filter(id=lead.id).update(last_sent_at=finished)
-            else:
-                state = state or _step_state(lead, step)
-                record.state = State.SENT if result.outcome is Outcome.SENT else State.UNKNOWN
-                state.records[recipient.id] = record
-                pending = _next_recipient(lead, step, finished, state)
-                if pending is None:
-                    steps = steps if steps is not None else list(lead.campaign.steps.order_by("order"))
-                    _lead_advance(lead, step, finished, steps, last_sent_at=finished)
-                else:
-                    wait = timedelta(seconds=reservation.wait_seconds)
-                    due = pending if isinstance(pending, datetime) else finished + wait
-                    Lead.objects.filter(id=lead.id, state=Lead.State.IN_PROGRESS).update(
-                        last_sent_at=finished, next_due_at=window_next_open(at=due, campaign=lead.campaign)
-                    )
         return "sent" if result.outcome is Outcome.SENT else "unknown"
 
     reservation_release(reservation=reservation)
@@ -577,6 +764,7 @@ def _record_result(
     account_error = result.outcome is Outcome.ACCOUNT_ERROR
     retry_at = finished if account_error else finished + _backoff(record.attempts)
     mine.update(state=State.DEFERRED, next_attempt_at=retry_at, **common)
+    record.state, record.next_attempt_at = State.DEFERRED, retry_at
     if account_error or result.account_fault:
         account_record_failure(account_id=account.id, reason=result.detail, pause_now=account_error)
     activity_record(
@@ -585,9 +773,28 @@ def _record_result(
         detail={**detail, "retry_at": retry_at.isoformat()},
         **activity,
     )
-    if lead.current_step == step.order:
-        _lead_due(lead, retry_at)
     return "deferred"
+
+
+def _lead_after_send(work: LeadWork, send: Send) -> None:
+    """The send counts as attempted: the step's next recipient after the min wait, or the next step."""
+    assert send.claimed is not None and send.reservation is not None and work.state is not None
+    finished = send.claimed.sent_at or clock.now()
+    work.outcomes.append("sent" if send.claimed.state == State.SENT else "unknown")
+    work.changes["last_sent_at"] = finished
+    if work.lead.current_step != send.step.order:
+        return
+    work.state.records[send.recipient.id] = send.claimed
+    pending = _next_recipient(work.lead, send.step, finished, work.state)
+    if pending is None:
+        _lead_advance(work, send.step, finished, last_sent_at=finished)
+        work.outcomes.pop()  # "step completed" is implied by the send
+        return
+    if isinstance(pending, NextRecipient) and not send.reservation.wait_seconds:
+        work.again = True
+        return
+    due = pending if isinstance(pending, datetime) else finished + timedelta(seconds=send.reservation.wait_seconds)
+    work.changes["next_due_at"] = window_next_open(at=due, campaign=work.lead.campaign)
 
 
 def _status_after_send(recipient: Recipient) -> str:
@@ -638,18 +845,30 @@ def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecor
 
 def send_record_resend(*, record_id: int, sessions: SmtpSessions) -> str:
     """Sends a DEFERRED record of any step again (an operator's resend), through the arbiter as usual."""
-    record = SendRecord.objects.select_related("lead__campaign", "step__template", "recipient").get(id=record_id)
+    record = SendRecord.objects.select_related(
+        "lead__campaign", "step__template", "step__campaign", "recipient__lead"
+    ).get(id=record_id)
     if record.state != State.DEFERRED:
         return f"send {record.id} is {record.state}"
-    reservation = account_reserve(campaign_id=record.campaign_id, now=clock.now())
-    if isinstance(reservation, NoAccount):
-        SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(next_attempt_at=reservation.retry_at)
-        return f"no account: {reservation.reason}"
-    return _send(
-        lead=record.lead,
-        step=record.step,
-        recipient=record.recipient,
-        record=record,
-        reservation=reservation,
-        sessions=sessions,
+    now = clock.now()
+    reserved = accounts_reserve(campaign_id=record.campaign_id, count=1, now=now)
+    if isinstance(reserved, NoAccount):
+        SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(next_attempt_at=reserved.retry_at)
+        return f"no account: {reserved.reason}"
+    earlier = SendRecord.objects.filter(recipient=record.recipient, step__order__lt=record.step.order, state=State.SENT)
+    send = Send(
+        record.lead,
+        record.step,
+        record.recipient,
+        record,
+        earlier=list(earlier.order_by("step__order").defer("message")),
+        reservation=reserved[0],
     )
+    if not _send_prepare(send, now):
+        return "settled"
+    if not _sends_claim([send], now):
+        return "claimed by another worker"
+    outcome = _send_deliver_and_record(send, sessions)
+    if outcome in ("sent", "unknown"):
+        Lead.objects.filter(id=record.lead_id).update(last_sent_at=clock.now())
+    return outcome

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
 
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
 from campaigns.services.activities import activity_record
@@ -65,71 +65,201 @@ def _room(account: SenderAccount, setting: CampaignAccount, used_today: int, day
     return room
 
 
-def account_reserve(
-    *, campaign_id: int, now: datetime, exclude_account_ids: tuple[int, ...] = (), account_filter: int | None = None
-) -> Reservation | NoAccount:
-    """Round robin (least recently reserved first) over the campaign's active accounts with room.
+def _wait_seconds(account: SenderAccount, setting: CampaignAccount) -> float:
+    wait = float(max(account.min_wait_seconds, setting.min_wait_seconds or 0))
+    if wait and account.jitter_seconds:
+        wait += random.uniform(0, account.jitter_seconds)
+    return wait
 
-    Accounts locked by another worker are skipped, not waited for; each is locked alone so one worker never
-    hides the others' accounts from a concurrent reservation.
+
+def _available_now(now: datetime) -> Q:
+    return (Q(busy_until__isnull=True) | Q(busy_until__lte=now)) & (
+        Q(next_available_at__isnull=True) | Q(next_available_at__lte=now)
+    )
+
+
+def _round_robin(accounts: list[SenderAccount], avoid: tuple[int, ...]) -> list[SenderAccount]:
+    """Least recently reserved first (accounts to avoid last): the order reservations go round the accounts."""
+    oldest = datetime.min.replace(tzinfo=zoneinfo.ZoneInfo("UTC"))
+    return sorted(accounts, key=lambda account: (account.id in avoid, account.last_reserved_at or oldest, account.id))
+
+
+def _lock_available(
+    *, account_ids: list[int], now: datetime, limit: int, may_wait: bool, avoid: tuple[int, ...]
+) -> list[SenderAccount]:
+    """Up to `limit` accounts free to send now, locked, in round-robin order. Accounts another worker holds are
+    skipped; if that leaves none and we hold no lock yet (`may_wait`), wait for their millisecond-short
+    reservation transactions instead of giving up. Waiting only while holding nothing, in id order, never
+    deadlocks."""
+    available = SenderAccount.objects.filter(
+        _available_now(now), id__in=account_ids, status=SenderAccount.Status.ACTIVE
+    )
+    order = (F("last_reserved_at").asc(nulls_first=True), "id")
+    if avoid:
+        order = (Case(When(id__in=avoid, then=Value(1)), default=Value(0)), *order)
+    locked = list(available.select_for_update(skip_locked=True).order_by(*order)[:limit])
+    if not locked and may_wait:
+        locked = _round_robin(list(available.select_for_update().order_by("id")[:limit]), avoid)
+    return locked
+
+
+def accounts_reserve(
+    *,
+    campaign_id: int,
+    count: int,
+    now: datetime,
+    avoid_account_ids: tuple[int, ...] = (),
+    account_filter: int | None = None,
+) -> list[Reservation] | NoAccount:
+    """Reserves up to `count` sends for a campaign in one short transaction, round robin over its active
+    accounts with room (an account with a min wait takes one: its next slot opens only after that send).
+
+    Every count is checked and taken under the account's row lock, so no number of concurrent workers can
+    exceed a limit. Accounts in `avoid_account_ids` (they just failed this send) are used last, not never:
+    one may be the only one with room.
     """
     settings_qs = CampaignAccount.objects.filter(campaign_id=campaign_id, account__status=SenderAccount.Status.ACTIVE)
     if account_filter:
         settings_qs = settings_qs.filter(account_id=account_filter)
-    candidates = list(
-        settings_qs.order_by(F("account__last_reserved_at").asc(nulls_first=True), "account_id").values_list(
-            "id", "account_id"
-        )
+    setting_ids = dict(settings_qs.values_list("account_id", "id"))
+    if not setting_ids:
+        return NoAccount(now + timedelta(minutes=5), "the campaign has no active account")
+    reservations: list[Reservation] = []
+    with transaction.atomic():
+        examined: set[int] = set()
+        while len(reservations) < count:
+            remaining_ids = [account_id for account_id in setting_ids if account_id not in examined]
+            accounts = _lock_available(
+                account_ids=remaining_ids,
+                now=now,
+                limit=count - len(reservations),
+                may_wait=not examined,
+                avoid=avoid_account_ids,
+            )
+            if not accounts:
+                break
+            examined.update(account.id for account in accounts)
+            reservations += _reserve_on(
+                accounts=accounts,
+                setting_ids=setting_ids,
+                count=count - len(reservations),
+                now=now,
+                avoid=avoid_account_ids,
+            )
+    if reservations:
+        return reservations
+    return accounts_next_opening(campaign_id=campaign_id, now=now, account_ids=list(setting_ids))
+
+
+def _reserve_on(
+    *, accounts: list[SenderAccount], setting_ids: dict[int, int], count: int, now: datetime, avoid: tuple[int, ...]
+) -> list[Reservation]:
+    """Shares `count` sends among locked accounts by room, one each in turn; counts them in three statements."""
+    days = {account.id: account_local_day(account, now) for account in accounts}
+    AccountDailyUsage.objects.bulk_create(
+        [AccountDailyUsage(account_id=account_id, day=day) for account_id, day in days.items()], ignore_conflicts=True
     )
-    # A recently failing account goes last, not away: it may be the only one with room.
-    candidates.sort(key=lambda pair: pair[1] in exclude_account_ids)
+    usage_filter = Q()
+    for account_id, day in days.items():
+        usage_filter |= Q(account_id=account_id, day=day)
+    usages = {usage.account_id: usage for usage in AccountDailyUsage.objects.select_for_update().filter(usage_filter)}
+    settings_by_account = {
+        setting.account_id: setting
+        for setting in CampaignAccount.objects.select_for_update().filter(id__in=[setting_ids[a.id] for a in accounts])
+    }
+    rooms: dict[int, int] = {}
+    waits: dict[int, float] = {}
+    for account in accounts:
+        setting, day = settings_by_account[account.id], days[account.id]
+        rooms[account.id] = _room(account, setting, usages[account.id].reserved, day)
+        waits[account.id] = _wait_seconds(account, setting)
+    turn = sorted((a for a in accounts if rooms[a.id] > 0), key=lambda account: account.id in avoid)
+    taken: dict[int, int] = {}
+    while count > sum(taken.values()) and turn:
+        for account in list(turn):
+            if count == sum(taken.values()):
+                break
+            taken[account.id] = taken.get(account.id, 0) + 1
+            if waits[account.id] or taken[account.id] >= rooms[account.id]:
+                turn.remove(account)
+    if not taken:
+        return []
+    used = [account for account in accounts if account.id in taken]
+    for account in used:
+        usages[account.id].reserved += taken[account.id]
+        setting, day = settings_by_account[account.id], days[account.id]
+        setting.usage_reserved = _campaign_used_today(setting, day) + taken[account.id]
+        setting.usage_day = day
+        account.last_reserved_at = now
+        account.busy_until = now + send_lease() if waits[account.id] else None
+    AccountDailyUsage.objects.bulk_update([usages[a.id] for a in used], ["reserved"])
+    CampaignAccount.objects.bulk_update([settings_by_account[a.id] for a in used], ["usage_day", "usage_reserved"])
+    SenderAccount.objects.bulk_update(used, ["last_reserved_at", "busy_until"])
+    return [
+        Reservation(
+            account=account,
+            account_id=account.id,
+            campaign_account_id=settings_by_account[account.id].id,
+            day=days[account.id],
+            wait_seconds=waits[account.id],
+            previous_available_at=account.next_available_at,
+        )
+        for account in used
+        for _ in range(taken[account.id])
+    ]
+
+
+def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[int] | None = None) -> NoAccount:
+    """When one of the campaign's active accounts can send again, and why none can now, read without locks:
+    the soonest account wait, lease or local midnight."""
+    if account_ids is None:
+        account_ids = list(
+            CampaignAccount.objects.filter(
+                campaign_id=campaign_id, account__status=SenderAccount.Status.ACTIVE
+            ).values_list("account_id", flat=True)
+        )
+    if not account_ids:
+        return NoAccount(now + timedelta(minutes=5), "the campaign has no active account")
     retry_at: datetime | None = None
     reasons: list[str] = []
-    for setting_id, account_id in candidates:
-        with transaction.atomic():
-            account = (
-                SenderAccount.objects.select_for_update(skip_locked=True)
-                .filter(id=account_id, status=SenderAccount.Status.ACTIVE)
-                .first()
-            )
-            if account is None:
-                retry_at = min(filter(None, [retry_at, now + timedelta(seconds=1)]))
-                reasons.append(f"account {account_id} busy")
-                continue
-            if account.busy_until and account.busy_until > now:
-                retry_at = min(filter(None, [retry_at, min(account.busy_until, now + timedelta(seconds=1))]))
-                reasons.append(f"{account.email} sending")
-                continue
-            if account.next_available_at and account.next_available_at > now:
-                retry_at = min(filter(None, [retry_at, account.next_available_at]))
-                reasons.append(f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
-                continue
+    accounts = SenderAccount.objects.filter(id__in=account_ids)
+    usage = {
+        (account_id, day): reserved
+        for account_id, day, reserved in AccountDailyUsage.objects.filter(
+            account_id__in=account_ids, day__gte=(now - timedelta(days=2)).date()
+        ).values_list("account_id", "day", "reserved")
+    }
+    settings_by_account = {s.account_id: s for s in CampaignAccount.objects.filter(campaign_id=campaign_id)}
+    for account in accounts:
+        if account.busy_until and account.busy_until > now:
+            at, reason = min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending"
+        elif account.next_available_at and account.next_available_at > now:
+            at, reason = account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}"
+        else:
             day = account_local_day(account, now)
-            usage, _ = AccountDailyUsage.objects.select_for_update().get_or_create(account=account, day=day)
-            setting = CampaignAccount.objects.select_for_update().get(id=setting_id)
-            if _room(account, setting, usage.reserved, day) <= 0:
-                retry_at = min(filter(None, [retry_at, _next_local_midnight(account, now)]))
-                reasons.append(f"{account.email} reached today's limit")
-                continue
-            wait = float(max(account.min_wait_seconds, setting.min_wait_seconds or 0))
-            if wait and account.jitter_seconds:
-                wait += random.uniform(0, account.jitter_seconds)
-            AccountDailyUsage.objects.filter(id=usage.id).update(reserved=F("reserved") + 1)
-            if setting.usage_day == day:
-                CampaignAccount.objects.filter(id=setting.id).update(usage_reserved=F("usage_reserved") + 1)
+            if _room(account, settings_by_account[account.id], usage.get((account.id, day), 0), day) <= 0:
+                at, reason = _next_local_midnight(account, now), f"{account.email} reached today's limit"
             else:
-                CampaignAccount.objects.filter(id=setting.id).update(usage_day=day, usage_reserved=1)
-            SenderAccount.objects.filter(id=account.id).update(
-                last_reserved_at=now, busy_until=now + send_lease() if wait else None
-            )
-            return Reservation(account, account.id, setting.id, day, wait, account.next_available_at)
-    if not candidates:
-        return NoAccount(now + timedelta(minutes=5), "the campaign has no active account")
+                at, reason = now + timedelta(seconds=1), f"{account.email} busy"
+        retry_at = min(filter(None, [retry_at, at]))
+        reasons.append(reason)
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
+
+
+def account_reserve(
+    *, campaign_id: int, now: datetime, exclude_account_ids: tuple[int, ...] = (), account_filter: int | None = None
+) -> Reservation | NoAccount:
+    """One send's reservation (see `accounts_reserve`)."""
+    reserved = accounts_reserve(
+        campaign_id=campaign_id, count=1, now=now, avoid_account_ids=exclude_account_ids, account_filter=account_filter
+    )
+    return reserved if isinstance(reserved, NoAccount) else reserved[0]
 
 
 def reservation_commit(*, reservation: Reservation, finished_at: datetime, delivered: bool) -> None:
     """The send happened (or may have): it keeps counting; the next slot opens `wait` after it finished."""
+    if not reservation.wait_seconds and not (delivered and reservation.account.consecutive_failures):
+        return  # an account without a wait holds no lease and has nothing to reset: no write, no row lock
     updates: dict = {"busy_until": None}
     if reservation.wait_seconds:
         updates["next_available_at"] = finished_at + timedelta(seconds=reservation.wait_seconds)

@@ -13,7 +13,7 @@ from campaigns.models import (
     SequenceStep,
 )
 from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, lead_process
+from campaigns.services.sending import SmtpSessions, leads_process
 from emailsys import clock
 
 SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
@@ -157,8 +157,7 @@ def run_until_idle(max_rounds: int = 100) -> None:
         sessions = SmtpSessions()
         try:
             for batch in result.batches:
-                for lead_id in batch:
-                    lead_process(lead_id=lead_id, sessions=sessions)
+                leads_process(lead_ids=batch, sessions=sessions)
         finally:
             sessions.close()
     raise AssertionError("still dispatching after max_rounds")

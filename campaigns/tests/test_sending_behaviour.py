@@ -42,11 +42,11 @@ def test_one_click_unsubscribe_stops_every_later_email(client) -> None:
         Lead.objects.filter(id=scenario.leads[0].id).update(next_due_at=clock.now())
         # step 1 goes out, then the recipient clicks the one-click unsubscribe before step 2
         from campaigns.services.dispatch import dispatch_due
-        from campaigns.services.sending import SmtpSessions, lead_process
+        from campaigns.services.sending import SmtpSessions, leads_process
 
         dispatch_due(now=clock.now())
         sessions = SmtpSessions()
-        lead_process(lead_id=scenario.leads[0].id, sessions=sessions)
+        leads_process(lead_ids=[scenario.leads[0].id], sessions=sessions)
         assert len(smtp.snapshot()) == 1
         page = client.get(f"/u/{recipient.unsubscribe_token}/")
         assert page.status_code == 200 and recipient.email in page.content.decode()

@@ -1,5 +1,5 @@
 """Runs the dispatcher in the foreground: scan for due leads, claim them, send, repeat (Ctrl-C stops after the
-lead in hand). The same services beat and the sending pool run; use it instead of them, or beside them.
+batch in hand). The same services beat and the sending pool run; use it instead of them, or beside them.
 
   --once            one scan, then exit
   --dry-run         render what is due into dry-run records; sends nothing, claims nothing
@@ -10,6 +10,7 @@ lead in hand). The same services beat and the sending pool run; use it instead o
 
 import signal
 import threading
+from collections import Counter
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -17,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from campaigns.models import Campaign, SenderAccount
 from campaigns.services.dispatch import dispatch_due
 from campaigns.services.previews import campaign_dry_run
-from campaigns.services.sending import SmtpSessions, lead_process
+from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts
 from emailsys import clock
 
 
@@ -61,17 +62,17 @@ class Command(BaseCommand):
 
     def _scan_and_send(self, options: dict, stop: threading.Event) -> None:
         result = dispatch_due(now=clock.now(), campaign_id=options["campaign_id"], batch_size=options["batch_size"])
-        outcomes: dict[str, int] = {}
+        outcomes: Counter[str] = Counter()
         sessions = SmtpSessions()
         try:
             for batch in result.batches:
-                for lead_id in batch:
-                    if stop.is_set():
-                        return  # the rest stay claimed until the lease passes, then are due again
-                    outcome = lead_process(lead_id=lead_id, sessions=sessions, account_filter=options["account_filter"])
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                    if options["verbose"]:
-                        self.stdout.write(f"  lead {lead_id}: {outcome}")
+                if stop.is_set():
+                    return  # the rest stay claimed until the lease passes, then are due again
+                per_lead = leads_process(lead_ids=batch, sessions=sessions, account_filter=options["account_filter"])
+                outcomes.update(outcome_counts(per_lead))
+                if options["verbose"]:
+                    for lead_id, lead_outcomes in per_lead.items():
+                        self.stdout.write(f"  lead {lead_id}: {', '.join(lead_outcomes)}")
         finally:
             sessions.close()
         summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "nothing due"
