@@ -20,6 +20,7 @@ from django.db.models import Case, F, Q, Value, When
 
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
 from campaigns.services.activities import activity_record
+from emailsys.db import rows_update
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,13 @@ def _reserve_on(
     AccountDailyUsage.objects.bulk_create(
         [AccountDailyUsage(account_id=account_id, day=day) for account_id, day in days.items()], ignore_conflicts=True
     )
-    usage_filter = Q()
-    for account_id, day in days.items():
-        usage_filter |= Q(account_id=account_id, day=day)
-    usages = {usage.account_id: usage for usage in AccountDailyUsage.objects.select_for_update().filter(usage_filter)}
+    usages = {
+        usage.account_id: usage
+        for usage in AccountDailyUsage.objects.select_for_update().filter(
+            account_id__in=days, day__in=set(days.values())
+        )
+        if usage.day == days[usage.account_id]
+    }
     settings_by_account = {
         setting.account_id: setting
         for setting in CampaignAccount.objects.select_for_update().filter(id__in=[setting_ids[a.id] for a in accounts])
@@ -185,16 +189,21 @@ def _reserve_on(
     if not taken:
         return []
     used = [account for account in accounts if account.id in taken]
+    usage_changes, setting_changes, account_changes = {}, {}, {}
     for account in used:
-        usages[account.id].reserved += taken[account.id]
         setting, day = settings_by_account[account.id], days[account.id]
-        setting.usage_reserved = _campaign_used_today(setting, day) + taken[account.id]
-        setting.usage_day = day
-        account.last_reserved_at = now
-        account.busy_until = now + send_lease() if waits[account.id] else None
-    AccountDailyUsage.objects.bulk_update([usages[a.id] for a in used], ["reserved"])
-    CampaignAccount.objects.bulk_update([settings_by_account[a.id] for a in used], ["usage_day", "usage_reserved"])
-    SenderAccount.objects.bulk_update(used, ["last_reserved_at", "busy_until"])
+        usage_changes[usages[account.id].id] = {"reserved": usages[account.id].reserved + taken[account.id]}
+        setting_changes[setting.id] = {
+            "usage_day": day,
+            "usage_reserved": _campaign_used_today(setting, day) + taken[account.id],
+        }
+        account_changes[account.id] = {
+            "last_reserved_at": now,
+            "busy_until": now + send_lease() if waits[account.id] else None,
+        }
+    rows_update(AccountDailyUsage, usage_changes)
+    rows_update(CampaignAccount, setting_changes)
+    rows_update(SenderAccount, account_changes)
     return [
         Reservation(
             account=account,

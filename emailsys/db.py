@@ -1,0 +1,38 @@
+"""Database helpers the ORM lacks."""
+
+from collections import defaultdict
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+
+
+def rows_update(
+    model: type[Model], changes: dict[int, dict[str, Any]], *, only_if: dict[str, Any] | None = None
+) -> None:
+    """Writes different values to different rows by primary key, in one round trip per set of columns.
+
+    Django's `bulk_update` builds a `CASE WHEN` per column and row, which costs milliseconds of CPU for a batch
+    of twenty rows; here each row is a plain `UPDATE … WHERE pk = %s` and psycopg sends them all at once
+    (`executemany` runs in pipeline mode). `only_if` adds equality conditions (e.g. a state the row must still
+    be in), so a concurrent change by someone else is not overwritten.
+    """
+    quote = connection.ops.quote_name
+    meta = model._meta
+    guards = [(meta.get_field(name), value) for name, value in (only_if or {}).items()]
+    by_columns: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for pk, values in changes.items():
+        if values:
+            by_columns[tuple(sorted(values))].append(pk)
+    for names, pks in by_columns.items():
+        fields = [meta.get_field(name) for name in names]
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        conditions = " AND ".join([f"{quote(meta.pk.column)} = %s"] + [f"{quote(f.column)} = %s" for f, _ in guards])
+        sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {conditions}"  # noqa: S608 (names from the model)
+        guard_params = [field.get_db_prep_save(value, connection) for field, value in guards]
+        params = [
+            [field.get_db_prep_save(changes[pk][field.name], connection) for field in fields] + [pk] + guard_params
+            for pk in pks
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
