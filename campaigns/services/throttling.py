@@ -79,29 +79,23 @@ def _available_now(now: datetime) -> Q:
     )
 
 
-def _round_robin(accounts: list[SenderAccount], avoid: tuple[int, ...]) -> list[SenderAccount]:
-    """Least recently reserved first (accounts to avoid last): the order reservations go round the accounts."""
-    oldest = datetime.min.replace(tzinfo=zoneinfo.ZoneInfo("UTC"))
-    return sorted(accounts, key=lambda account: (account.id in avoid, account.last_reserved_at or oldest, account.id))
-
-
-def _lock_available(
-    *, account_ids: list[int], now: datetime, limit: int, may_wait: bool, avoid: tuple[int, ...]
-) -> list[SenderAccount]:
-    """Up to `limit` accounts free to send now, locked, in round-robin order. Accounts another worker holds are
-    skipped; if that leaves none and we hold no lock yet (`may_wait`), wait for their millisecond-short
-    reservation transactions instead of giving up. Waiting only while holding nothing, in id order, never
-    deadlocks."""
+def _lock_next_available(
+    *, account_ids: list[int], now: datetime, may_wait: bool, avoid: tuple[int, ...]
+) -> SenderAccount | None:
+    """The least recently reserved account free to send now, locked. Accounts another worker holds are skipped;
+    if that leaves none and this transaction holds no lock yet (`may_wait`), it waits for the next one's
+    millisecond-short reservation instead of giving up. Only a transaction that holds nothing ever waits, and
+    for one row, so reservations never deadlock."""
     available = SenderAccount.objects.filter(
         _available_now(now), id__in=account_ids, status=SenderAccount.Status.ACTIVE
     )
     order = (F("last_reserved_at").asc(nulls_first=True), "id")
     if avoid:
         order = (Case(When(id__in=avoid, then=Value(1)), default=Value(0)), *order)
-    locked = list(available.select_for_update(skip_locked=True).order_by(*order)[:limit])
-    if not locked and may_wait:
-        locked = _round_robin(list(available.select_for_update().order_by("id")[:limit]), avoid)
-    return locked
+    account = available.select_for_update(skip_locked=True).order_by(*order).first()
+    if account is None and may_wait:
+        account = available.select_for_update().order_by(*order).first()
+    return account
 
 
 def accounts_reserve(
@@ -113,7 +107,9 @@ def accounts_reserve(
     account_filter: int | None = None,
 ) -> list[Reservation] | NoAccount:
     """Reserves up to `count` sends for a campaign in one short transaction, round robin over its active
-    accounts with room (an account with a min wait takes one: its next slot opens only after that send).
+    accounts with room. An account without a min wait takes as many as its room allows (a batch shares one
+    SMTP connection, the next batch goes to the next account); one with a min wait takes one: its next slot
+    opens only after that send.
 
     Every count is checked and taken under the account's row lock, so no number of concurrent workers can
     exceed a limit. Accounts in `avoid_account_ids` (they just failed this send) are used last, not never:
@@ -130,18 +126,14 @@ def accounts_reserve(
         examined: set[int] = set()
         while len(reservations) < count:
             remaining_ids = [account_id for account_id in setting_ids if account_id not in examined]
-            accounts = _lock_available(
-                account_ids=remaining_ids,
-                now=now,
-                limit=count - len(reservations),
-                may_wait=not examined,
-                avoid=avoid_account_ids,
+            account = _lock_next_available(
+                account_ids=remaining_ids, now=now, may_wait=not examined, avoid=avoid_account_ids
             )
-            if not accounts:
+            if account is None:
                 break
-            examined.update(account.id for account in accounts)
+            examined.add(account.id)
             reservations += _reserve_on(
-                accounts=accounts,
+                accounts=[account],
                 setting_ids=setting_ids,
                 count=count - len(reservations),
                 now=now,

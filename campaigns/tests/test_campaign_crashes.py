@@ -115,7 +115,8 @@ def lock_send_record_until_released(database_url: str, message_id: str, locked: 
         connection.close()
 
 
-BLOCKED_SENT_UPDATE = "wait_event_type = 'Lock' AND query LIKE 'UPDATE%%sendrecord%%'"
+# The worker's "sent" statement (an UPDATE of the send record, inside a WITH) waiting on the held row lock.
+BLOCKED_SENT_UPDATE = r"wait_event_type = 'Lock' AND query ~ 'UPDATE\s+campaigns_sendrecord'"
 
 
 def worker_is_waiting_on_a_lock(database_url: str) -> bool:
