@@ -114,8 +114,8 @@ def step_send_test(*, step: SequenceStep, to_email: str, account: SenderAccount,
             message_id=message_id_new(account=account),
             date=now,
             unsubscribe_url=None,
+            extra_headers={"X-Emailsys-Test": f"campaign {step.campaign_id} step {step.order}"},
         )
-        message["X-Emailsys-Test"] = f"campaign {step.campaign_id} step {step.order}"
     except (TemplateRenderError, ValueError) as error:
         test.error = f"template error: {error}"
         test.save()
