@@ -46,7 +46,7 @@ POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 SLOW_DATA_DELAY = 0.3
 CLAIM_SIZE = 100  # the raw recipe's claim
 STALL_SECONDS = 30  # a pipeline run with no new SENT record for this long is reported as stalled
-SLOW_BATCH_SIZE = 20  # campaign_scenario's (and Campaign's) default batch size
+DEFAULT_BATCH_SIZE = 20  # Campaign's default batch size (the seed's)
 
 
 # --- Scratch database and environment ---------------------------------------------------------------
@@ -384,7 +384,7 @@ class Engine:
             process.stop()
 
 
-def scenario_build(*, smtp_port: int, emails: int, accounts: int, name: str):
+def scenario_build(*, smtp_port: int, emails: int, accounts: int, name: str, batch_size: int):
     """A campaign of `emails` one-recipient leads through unthrottled accounts, left in draft: nothing is
     dispatched until `campaign_activate` (the whole build commits at once)."""
     from django.db import transaction
@@ -403,7 +403,7 @@ def scenario_build(*, smtp_port: int, emails: int, accounts: int, name: str):
             steps=1,
             name=name,
         )
-        Campaign.objects.filter(id=scenario.campaign.id).update(status=Campaign.Status.DRAFT)
+        Campaign.objects.filter(id=scenario.campaign.id).update(status=Campaign.Status.DRAFT, batch_size=batch_size)
     return scenario.campaign
 
 
@@ -421,13 +421,19 @@ def campaign_activate(campaign) -> float:
     return now.timestamp()
 
 
-def pipeline_run(*, engine: Engine, dbname: str, sink, shape: Shape, emails: int, accounts: int) -> PipelineRun:
+def pipeline_run(
+    *, engine: Engine, dbname: str, sink, shape: Shape, emails: int, accounts: int, batch_size: int
+) -> PipelineRun:
     from django.db.models import Count, Max, Min
 
     from campaigns.models import SendRecord
 
     campaign = scenario_build(
-        smtp_port=sink.port, emails=emails, accounts=accounts, name=f"Bench {shape.processes}x{shape.threads} n{emails}"
+        smtp_port=sink.port,
+        emails=emails,
+        accounts=accounts,
+        name=f"Bench {shape.processes}x{shape.threads} n{emails}",
+        batch_size=batch_size,
     )
     workers = engine.sending_start(shape)
     sessions_before = sink.sessions()
@@ -466,7 +472,7 @@ def pipeline_run(*, engine: Engine, dbname: str, sink, shape: Shape, emails: int
     )
 
 
-def batch_profile(*, sink, accounts: int, leads: int = 100) -> dict:
+def batch_profile(*, sink, accounts: int, batch_size: int, leads: int = 200) -> dict:
     """`send_batch`'s `leads_process` in this process, one thread, with every query captured: what one email costs the
     pipeline in round trips and time, without Celery. Runs before beat starts (nothing else claims these)."""
     from django.db import connection
@@ -475,7 +481,9 @@ def batch_profile(*, sink, accounts: int, leads: int = 100) -> dict:
     from campaigns.models import Campaign, Lead
     from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts
 
-    campaign = scenario_build(smtp_port=sink.port, emails=leads, accounts=accounts, name="Bench profile")
+    campaign = scenario_build(
+        smtp_port=sink.port, emails=leads, accounts=accounts, name="Bench profile", batch_size=batch_size
+    )
     campaign_activate(campaign)
     lead_ids = list(Lead.objects.filter(campaign=campaign).order_by("id").values_list("id", flat=True))
     batch_size = Campaign.objects.get(id=campaign.id).batch_size
@@ -490,7 +498,10 @@ def batch_profile(*, sink, accounts: int, leads: int = 100) -> dict:
             )
         sessions.close()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    kinds = Counter(query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries)
+    # executemany is logged as "N times: SQL" (one round trip, pipelined)
+    kinds = Counter(
+        query["sql"].rpartition(" times: ")[2].split(None, 1)[0].upper() for query in captured.captured_queries
+    )
     sql_seconds = sum(float(query["time"]) for query in captured.captured_queries)
     return {
         "emails": outcomes["sent"],
@@ -610,9 +621,9 @@ def slow_runs(*, options, shapes: list[Shape], engine: Engine, dbname: str) -> t
                     f"and this server accepts {free} more (max_connections {maximum})"
                 )
                 continue
-            emails = slow_emails(shape, batch_size=SLOW_BATCH_SIZE, at_most=options.emails)
+            emails = slow_emails(shape, batch_size=options.batch_size, at_most=options.emails)
             runs.append(pipeline_run(engine=engine, dbname=dbname, sink=slow_sink, shape=shape, emails=emails,
-                                     accounts=options.accounts))  # fmt: skip
+                                     accounts=options.accounts, batch_size=options.batch_size))  # fmt: skip
     return runs, skipped
 
 
@@ -636,12 +647,17 @@ def run(options, shapes: list[Shape], scratch: Path, dbname: str, database_url: 
         wait_until(lambda: port_answers(redis_port), timeout=10, what="redis-server")
         with fast_sink(scratch) as sink:
             raw = raw_ceiling(dbname=dbname, smtp_port=sink.port, emails=options.emails)
-            profile = None if options.no_profile else batch_profile(sink=sink, accounts=options.accounts)
+            profile = (
+                None
+                if options.no_profile
+                else batch_profile(sink=sink, accounts=options.accounts, batch_size=options.batch_size)
+            )
             engine.start()
             if not options.slow:
                 for shape in shapes:
                     runs.append(pipeline_run(engine=engine, dbname=dbname, sink=sink, shape=shape,
-                                             emails=options.emails, accounts=options.accounts))  # fmt: skip
+                                             emails=options.emails, accounts=options.accounts,
+                                             batch_size=options.batch_size))  # fmt: skip
         if options.slow:
             runs, skipped = slow_runs(options=options, shapes=shapes, engine=engine, dbname=dbname)
     finally:
@@ -650,7 +666,7 @@ def run(options, shapes: list[Shape], scratch: Path, dbname: str, database_url: 
         connection.close()
 
     print(
-        f"\n{options.accounts} unthrottled sender accounts, batch size {SLOW_BATCH_SIZE}, DEBUG off; "
+        f"\n{options.accounts} unthrottled sender accounts, batch size {options.batch_size}, DEBUG off; "
         f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     if profile:
@@ -674,6 +690,7 @@ def main() -> None:
         "--concurrency", nargs="+", type=Shape.parse, help="sending pool shapes P×T (processes×threads)"
     )
     parser.add_argument("--accounts", type=int, default=20, help="sender accounts of the campaign (unthrottled)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="the campaign's batch size")
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process leads_process profile")
     options = parser.parse_args()
     shapes = options.concurrency or ([Shape(1, 10), Shape(2, 25), Shape(2, 50)] if options.slow else [Shape(2, 20)])

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,6 +43,7 @@ from campaigns.services.throttling import (
     accounts_next_opening,
     accounts_reserve,
     reservation_commit,
+    reservation_commit_writes,
     reservation_release,
     send_lease,
     usage_give_back,
@@ -734,7 +736,6 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
     assert send.claimed is not None and send.reservation is not None
     record, recipient, account, reservation = send.claimed, send.recipient, send.reservation.account, send.reservation
     finished = clock.now()
-    mine = SendRecord.objects.filter(id=record.id, claim_token=send.token)
     common = {
         "claim_token": None,
         "claimed_until": None,
@@ -751,7 +752,8 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
     record.claim_token, record.claimed_until = None, None
 
     if result.outcome is Outcome.SENT:
-        with transaction.atomic():  # one statement, and the account's slot with it if that needs a write
+        # One statement; in a transaction with the account's slot only when that needs a write.
+        with transaction.atomic() if reservation_commit_writes(reservation, delivered=True) else nullcontext():
             with db_connection.cursor() as cursor:
                 cursor.execute(
                     _SENT_SQL,
@@ -765,6 +767,7 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
             reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
         record.state, record.sent_at = State.SENT, finished
         return "sent"
+    mine = SendRecord.objects.filter(id=record.id, claim_token=send.token)
     if result.outcome is Outcome.UNKNOWN:
         with transaction.atomic():
             mine.update(state=State.UNKNOWN, **common)

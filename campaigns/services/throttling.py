@@ -257,10 +257,15 @@ def account_reserve(
     return reserved if isinstance(reserved, NoAccount) else reserved[0]
 
 
+def reservation_commit_writes(reservation: Reservation, *, delivered: bool) -> bool:
+    """An account without a wait holds no lease, and one without failures has nothing to reset: no write."""
+    return bool(reservation.wait_seconds or (delivered and reservation.account.consecutive_failures))
+
+
 def reservation_commit(*, reservation: Reservation, finished_at: datetime, delivered: bool) -> None:
     """The send happened (or may have): it keeps counting; the next slot opens `wait` after it finished."""
-    if not reservation.wait_seconds and not (delivered and reservation.account.consecutive_failures):
-        return  # an account without a wait holds no lease and has nothing to reset: no write, no row lock
+    if not reservation_commit_writes(reservation, delivered=delivered):
+        return
     updates: dict = {"busy_until": None}
     if reservation.wait_seconds:
         updates["next_available_at"] = finished_at + timedelta(seconds=reservation.wait_seconds)
