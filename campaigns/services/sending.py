@@ -55,6 +55,7 @@ from emailsys.db import rows_update
 logger = logging.getLogger(__name__)
 
 MAX_DEFERRALS = 8
+CLAIM_CHUNK = 20  # sends rendered and claimed together
 MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
 State = SendRecord.State
 
@@ -517,7 +518,8 @@ def _batch_finish(works: list[LeadWork]) -> None:
 
 
 def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, account_filter: int | None) -> None:
-    """One campaign's sends of a round: reserve, render, claim, then deliver one by one."""
+    """One campaign's sends of a round: reserve them all, then render, claim and deliver them a chunk at a time
+    (the first emails of a large batch leave while the rest are still unrendered)."""
     campaign_id = sends[0].lead.campaign_id
     avoid = tuple({send.record.account_id for send in sends if _retry_elsewhere(send)})
     reserved = accounts_reserve(
@@ -529,9 +531,12 @@ def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, acco
         why = reserved if isinstance(reserved, NoAccount) else accounts_next_opening(campaign_id=campaign_id, now=now)
         for send in unreserved:
             _work_done(send, f"no account: {why.reason}", next_due_at=why.retry_at)
-    prepared = [send for send in sends if send.reservation and _send_prepare(send, now)]
-    for send in _sends_claim(prepared, now):
-        _send_deliver_and_record(send, sessions)
+    reserved_sends = [send for send in sends if send.reservation]
+    for start in range(0, len(reserved_sends), CLAIM_CHUNK):
+        chunk_at = clock.now()
+        prepared = [send for send in reserved_sends[start : start + CLAIM_CHUNK] if _send_prepare(send, chunk_at)]
+        for send in _sends_claim(prepared, chunk_at):
+            _send_deliver_and_record(send, sessions)
 
 
 def _retry_elsewhere(send: Send) -> bool:
