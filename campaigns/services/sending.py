@@ -84,6 +84,10 @@ class SmtpSessions:
         self.last_used[account.id] = time.monotonic()
         return connection
 
+    def is_open(self, account: SenderAccount) -> bool:
+        connection = self.connections.get(account.id)
+        return connection is not None and connection.sock is not None
+
     def close_idle(self, *, max_idle_seconds: float) -> None:
         now = time.monotonic()
         for account_id in [a for a, used in self.last_used.items() if now - used > max_idle_seconds]:
@@ -690,7 +694,8 @@ def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult:
         db_connection_release()  # not held while the server takes its time to answer the final dot
         return handed_over
 
-    db_connection_release()  # nor while connecting and during MAIL/RCPT/DATA
+    if not sessions.is_open(send.reservation.account):
+        db_connection_release()  # nor while connecting (TCP, TLS, AUTH); MAIL/RCPT/DATA on an open one are quick
     try:
         connection = sessions.get(send.reservation.account)
     except (smtplib.SMTPException, OSError) as error:
