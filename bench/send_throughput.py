@@ -44,6 +44,7 @@ sys.path.insert(0, str(BASE_DIR))
 
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 SLOW_DATA_DELAY = 0.3
+SLOW_ROUNDS = 4  # rounds of batches per slow shape, at most
 CLAIM_SIZE = 100  # the raw recipe's claim
 STALL_SECONDS = 30  # a pipeline run with no new SENT record for this long is reported as stalled
 DEFAULT_BATCH_SIZE = 20  # Campaign's default batch size (the seed's)
@@ -586,11 +587,12 @@ def connections_free() -> tuple[int, int]:
 
 
 def slow_emails(shape: Shape, *, batch_size: int, at_most: int) -> int:
-    """Whole rounds of batches (every thread busy to the end; a round takes batch size × 0.3 s at best), two if
-    `at_most` allows, at least one: a thread sends its batch in sequence, so a last partial round would
-    measure idle threads, not the pipeline."""
+    """Up to four whole rounds of batches, as `at_most` allows, at least one (a round takes batch size × 0.3 s at
+    best): a thread sends its batch in sequence, so a last partial round would measure idle threads, not the
+    pipeline. The threads start their batches in lockstep, so each round boundary costs a moment in which all
+    of them load, reserve and render at once: more rounds measure the sustained rate better."""
     one_round = shape.processes * shape.threads * batch_size
-    return max(1, min(2, at_most // one_round)) * one_round
+    return max(1, min(SLOW_ROUNDS, at_most // one_round)) * one_round
 
 
 # --- Report ---------------------------------------------------------------------------------------
@@ -745,7 +747,11 @@ def run(options, shapes: list[Shape], scratch: Path, dbname: str, database_url: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--emails", type=int, default=2000, help="emails per fast run (slow runs: 2 rounds of batches)")
+    parser.add_argument(
+        "--emails",
+        type=int,
+        help="emails per fast run (default 3000); the most per slow shape (default 8000: up to 4 rounds of batches)",
+    )
     parser.add_argument("--slow", action="store_true", help="SMTP server answering DATA 300 ms late")
     parser.add_argument(
         "--concurrency", nargs="+", type=Shape.parse, help="sending pool shapes P×T (processes×threads)"
@@ -760,6 +766,7 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the in-process leads_process profile")
     options = parser.parse_args()
     options.batch_size = options.batch_size or (DEFAULT_BATCH_SIZE if options.slow else FAST_BATCH_SIZE)
+    options.emails = options.emails or (8000 if options.slow else 3000)
     shapes = options.concurrency or ([Shape(1, 10), Shape(2, 25), Shape(2, 50)] if options.slow else [Shape(2, 20)])
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-send-"))
