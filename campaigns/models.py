@@ -272,9 +272,13 @@ class SendRecord(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="send_records")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="send_records")
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="send_records")
+    # Each send writes its record three times: no index that another one already covers
+    # (recipient: one_send_per_recipient_step; account: the (account, sent_at) index).
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="send_records", db_index=False)
     step = models.ForeignKey(SequenceStep, on_delete=models.PROTECT, related_name="send_records")
-    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey(
+        SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     state = models.CharField(max_length=12, choices=State.choices, default=State.CLAIMED)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -385,7 +389,7 @@ class Activity(models.Model):
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
     created_at = models.DateTimeField(db_index=True)
-    kind = models.CharField(max_length=20, choices=Kind.choices, db_index=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
     campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.CASCADE, related_name="activities")
     lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.CASCADE, related_name="activities")
     recipient = models.ForeignKey(Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -397,6 +401,8 @@ class Activity(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "activities"
+        # Every send writes activity rows: one plain index on kind (db_index would add a second, LIKE one).
+        indexes = [models.Index(fields=["kind"], name="activity_kind")]
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
