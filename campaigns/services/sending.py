@@ -55,7 +55,7 @@ from emailsys.db import rows_update
 logger = logging.getLogger(__name__)
 
 MAX_DEFERRALS = 8
-CLAIM_CHUNK = 20  # sends rendered and claimed together
+CLAIM_CHUNK = 20  # at most this many sends rendered and claimed together
 MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
 State = SendRecord.State
 
@@ -522,8 +522,9 @@ def _batch_finish(works: list[LeadWork]) -> None:
 
 
 def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, account_filter: int | None) -> None:
-    """One campaign's sends of a round: reserve them all, then render, claim and deliver them a chunk at a time
-    (the first emails of a large batch leave while the rest are still unrendered)."""
+    """One campaign's sends of a round: reserve them all, then render, claim and deliver them in chunks of 1, 2,
+    4 … up to 20: the first email leaves after one rendering, and a batch's rendering spreads over its SMTP
+    waits instead of all happening at its start (where every thread of a busy pool would do it at once)."""
     campaign_id = sends[0].lead.campaign_id
     avoid = tuple({send.record.account_id for send in sends if _retry_elsewhere(send)})
     reserved = accounts_reserve(
@@ -536,11 +537,13 @@ def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, acco
         for send in unreserved:
             _work_done(send, f"no account: {why.reason}", next_due_at=why.retry_at)
     reserved_sends = [send for send in sends if send.reservation]
-    for start in range(0, len(reserved_sends), CLAIM_CHUNK):
+    start, size = 0, 1
+    while start < len(reserved_sends):
         chunk_at = clock.now()
-        prepared = [send for send in reserved_sends[start : start + CLAIM_CHUNK] if _send_prepare(send, chunk_at)]
+        prepared = [send for send in reserved_sends[start : start + size] if _send_prepare(send, chunk_at)]
         for send in _sends_claim(prepared, chunk_at):
             _send_deliver_and_record(send, sessions)
+        start, size = start + size, min(size * 2, CLAIM_CHUNK)
 
 
 def _retry_elsewhere(send: Send) -> bool:
