@@ -19,7 +19,7 @@ from campaigns.models import (
     SendRecord,
 )
 from campaigns.services.previews import lead_dry_run, step_send_test
-from campaigns.services.sending import send_record_resolve
+from campaigns.services.sending import SmtpSessions, send_record_resend, send_record_resolve
 from campaigns.services.smtp import Outcome, smtp_connect, smtp_deliver
 from campaigns.services.templating import TemplateRenderError, template_render
 from campaigns.services.windows import window_next_open
@@ -160,6 +160,34 @@ def test_unknown_outcome_after_data_is_flagged_and_never_retried() -> None:
         assert resolved.state == SendRecord.State.SENT and resolved.resolved_by == "operator"
         with pytest.raises(ValueError, match="not unknown"):
             send_record_resolve(record_id=record.id, action="mark_failed", actor="operator")
+
+
+def test_resend_anyway_sends_the_unknown_email_again_once_with_a_new_message_id() -> None:
+    with RecordingSmtpServer(data_delay=3) as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=2, daily_limit=50,
+                                     step_delay_seconds=3600)  # fmt: skip
+        from django.test import override_settings
+
+        with override_settings(CAMPAIGN_SMTP_TIMEOUT=1):
+            run_until_idle()
+        record = SendRecord.objects.get(lead=scenario.leads[0])
+        assert record.state == SendRecord.State.UNKNOWN
+        smtp.data_delay = 0
+        send_record_resolve(record_id=record.id, action="resend", actor="operator")
+        sessions = SmtpSessions()
+        try:
+            assert send_record_resend(record_id=record.id, sessions=sessions) == "sent"
+            assert send_record_resend(record_id=record.id, sessions=sessions) == f"send {record.id} is sent"
+        finally:
+            sessions.close()
+        mails = smtp.snapshot()
+
+    resent = SendRecord.objects.get(id=record.id)
+    assert len(mails) == 1  # the server dropped the timed-out attempt; the resend went once
+    assert resent.state == SendRecord.State.SENT and resent.attempts == 2
+    assert parse(mails[0].content)["Message-ID"] == resent.message_id != record.message_id
+    lead = Lead.objects.get(id=scenario.leads[0].id)
+    assert lead.current_step == 2 and lead.last_sent_at >= resent.sent_at  # the lead's place is unchanged
 
 
 def test_dry_run_renders_and_stores_without_sending_or_advancing() -> None:
