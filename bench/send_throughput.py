@@ -157,7 +157,8 @@ class PostfixSmtpSink:
     def __enter__(self) -> "PostfixSmtpSink":
         from emailsys.testing import port_answers, start_process, wait_until
 
-        argv = ["smtp-sink", "-c", f"127.0.0.1:{self.port}", "1000"]
+        as_root = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to keep root's privileges
+        argv = ["smtp-sink", *as_root, f"127.0.0.1:{self.port}", "1000"]
         self.process = start_process("smtp-sink", argv, env=dict(os.environ), log_dir=self.scratch)
         wait_until(lambda: port_answers(self.port), timeout=10, what="smtp-sink")
         return self
