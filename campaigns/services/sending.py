@@ -185,7 +185,7 @@ class Send:
 
 
 def _batch_load(lead_ids: list[int]) -> list[LeadWork]:
-    """Five queries for the whole batch, in the order given (the dispatcher puts overdue leads first)."""
+    """Four queries for the whole batch, in the order given (the dispatcher puts overdue leads first)."""
     leads = {lead.id: lead for lead in Lead.objects.select_related("campaign").filter(id__in=lead_ids)}
     campaigns = {lead.campaign_id: lead.campaign for lead in leads.values()}
     steps: dict[int, list[SequenceStep]] = defaultdict(list)
@@ -490,7 +490,13 @@ def _settled_without_smtp(
     return None
 
 
-def _lead_advance(work: LeadWork, step: SequenceStep, now: datetime, last_sent_at: datetime | None = None) -> None:
+def _lead_advance(
+    work: LeadWork,
+    step: SequenceStep,
+    now: datetime,
+    last_sent_at: datetime | None = None,
+    outcome: str = "step completed",
+) -> None:
     """Every recipient of the step is settled: next step at last send + its delay, moved into the window."""
     lead = work.lead
     work.activities.append(
@@ -500,11 +506,11 @@ def _lead_advance(work: LeadWork, step: SequenceStep, now: datetime, last_sent_a
     sent = {"last_sent_at": last_sent_at} if last_sent_at else {}
     next_step = next((candidate for candidate in work.steps if candidate.order > step.order), None)
     if next_step is None:
-        work.done("step completed", state=Lead.State.FINISHED, next_due_at=None, **sent)
+        work.done(outcome, state=Lead.State.FINISHED, next_due_at=None, **sent)
         return
     base = last_sent_at or lead.last_sent_at or now
     due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
-    work.done("step completed", current_step=next_step.order, next_due_at=due, **sent)
+    work.done(outcome, current_step=next_step.order, next_due_at=due, **sent)
 
 
 def _batch_finish(works: list[LeadWork]) -> None:
@@ -675,7 +681,7 @@ def _send_deliver_and_record(send: Send, sessions: SmtpSessions) -> str:
     if work is None:
         return outcome
     if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
-        _lead_after_send(work, send)
+        _lead_after_send(work, send, outcome)
     elif result.outcome in (Outcome.DEFERRED, Outcome.ACCOUNT_ERROR):
         assert send.claimed is not None
         work.done(outcome, next_due_at=send.claimed.next_attempt_at)
@@ -818,25 +824,21 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
     return "deferred"
 
 
-def _lead_after_send(work: LeadWork, send: Send) -> None:
+def _lead_after_send(work: LeadWork, send: Send, outcome: str) -> None:
     """The send counts as attempted: the step's next recipient after the min wait, or the next step."""
     assert send.claimed is not None and send.reservation is not None and work.state is not None
     finished = send.claimed.sent_at or clock.now()
-    work.outcomes.append("sent" if send.claimed.state == State.SENT else "unknown")
-    work.changes["last_sent_at"] = finished
-    if work.lead.current_step != send.step.order:
-        return
     work.state.records[send.recipient.id] = send.claimed
     pending = _next_recipient(work.lead, send.step, finished, work.state)
     if pending is None:
-        _lead_advance(work, send.step, finished, last_sent_at=finished)
-        work.outcomes.pop()  # "step completed" is implied by the send
-        return
-    if isinstance(pending, NextRecipient) and not send.reservation.wait_seconds:
+        _lead_advance(work, send.step, finished, last_sent_at=finished, outcome=outcome)
+    elif isinstance(pending, NextRecipient) and not send.reservation.wait_seconds:
+        work.done(outcome, last_sent_at=finished)
         work.again = True
-        return
-    due = pending if isinstance(pending, datetime) else finished + timedelta(seconds=send.reservation.wait_seconds)
-    work.changes["next_due_at"] = window_next_open(at=due, campaign=work.lead.campaign)
+    else:
+        wait = timedelta(seconds=send.reservation.wait_seconds)
+        due = pending if isinstance(pending, datetime) else finished + wait
+        work.done(outcome, last_sent_at=finished, next_due_at=window_next_open(at=due, campaign=work.lead.campaign))
 
 
 def _status_after_send(recipient: Recipient) -> str:

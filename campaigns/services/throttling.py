@@ -20,7 +20,6 @@ from django.db.models import Case, F, Q, Value, When
 
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
 from campaigns.services.activities import activity_record
-from emailsys.db import rows_update
 
 
 @dataclass(frozen=True)
@@ -133,81 +132,33 @@ def accounts_reserve(
                 break
             examined.add(account.id)
             reservations += _reserve_on(
-                accounts=[account],
-                setting_ids=setting_ids,
-                count=count - len(reservations),
-                now=now,
-                avoid=avoid_account_ids,
+                account=account, setting_id=setting_ids[account.id], count=count - len(reservations), now=now
             )
     if reservations:
         return reservations
     return accounts_next_opening(campaign_id=campaign_id, now=now, account_ids=list(setting_ids))
 
 
-def _reserve_on(
-    *, accounts: list[SenderAccount], setting_ids: dict[int, int], count: int, now: datetime, avoid: tuple[int, ...]
-) -> list[Reservation]:
-    """Shares `count` sends among locked accounts by room, one each in turn; counts them in three statements."""
-    days = {account.id: account_local_day(account, now) for account in accounts}
-    AccountDailyUsage.objects.bulk_create(
-        [AccountDailyUsage(account_id=account_id, day=day) for account_id, day in days.items()], ignore_conflicts=True
-    )
-    usages = {
-        usage.account_id: usage
-        for usage in AccountDailyUsage.objects.select_for_update().filter(
-            account_id__in=days, day__in=set(days.values())
-        )
-        if usage.day == days[usage.account_id]
-    }
-    settings_by_account = {
-        setting.account_id: setting
-        for setting in CampaignAccount.objects.select_for_update().filter(id__in=[setting_ids[a.id] for a in accounts])
-    }
-    rooms: dict[int, int] = {}
-    waits: dict[int, float] = {}
-    for account in accounts:
-        setting, day = settings_by_account[account.id], days[account.id]
-        rooms[account.id] = _room(account, setting, usages[account.id].reserved, day)
-        waits[account.id] = _wait_seconds(account, setting)
-    turn = sorted((a for a in accounts if rooms[a.id] > 0), key=lambda account: account.id in avoid)
-    taken: dict[int, int] = {}
-    while count > sum(taken.values()) and turn:
-        for account in list(turn):
-            if count == sum(taken.values()):
-                break
-            taken[account.id] = taken.get(account.id, 0) + 1
-            if waits[account.id] or taken[account.id] >= rooms[account.id]:
-                turn.remove(account)
-    if not taken:
+def _reserve_on(*, account: SenderAccount, setting_id: int, count: int, now: datetime) -> list[Reservation]:
+    """Up to `count` sends on one locked account: as many as its room allows, or one if it has a min wait."""
+    day = account_local_day(account, now)
+    AccountDailyUsage.objects.bulk_create([AccountDailyUsage(account=account, day=day)], ignore_conflicts=True)
+    usage = AccountDailyUsage.objects.select_for_update().get(account=account, day=day)
+    setting = CampaignAccount.objects.select_for_update().get(id=setting_id)
+    room = _room(account, setting, usage.reserved, day)
+    if room <= 0:
         return []
-    used = [account for account in accounts if account.id in taken]
-    usage_changes, setting_changes, account_changes = {}, {}, {}
-    for account in used:
-        setting, day = settings_by_account[account.id], days[account.id]
-        usage_changes[usages[account.id].id] = {"reserved": usages[account.id].reserved + taken[account.id]}
-        setting_changes[setting.id] = {
-            "usage_day": day,
-            "usage_reserved": _campaign_used_today(setting, day) + taken[account.id],
-        }
-        account_changes[account.id] = {
-            "last_reserved_at": now,
-            "busy_until": now + send_lease() if waits[account.id] else None,
-        }
-    rows_update(AccountDailyUsage, usage_changes)
-    rows_update(CampaignAccount, setting_changes)
-    rows_update(SenderAccount, account_changes)
-    return [
-        Reservation(
-            account=account,
-            account_id=account.id,
-            campaign_account_id=settings_by_account[account.id].id,
-            day=days[account.id],
-            wait_seconds=waits[account.id],
-            previous_available_at=account.next_available_at,
-        )
-        for account in used
-        for _ in range(taken[account.id])
-    ]
+    wait = _wait_seconds(account, setting)
+    taken = 1 if wait else min(room, count)
+    AccountDailyUsage.objects.filter(id=usage.id).update(reserved=F("reserved") + taken)
+    CampaignAccount.objects.filter(id=setting.id).update(
+        usage_day=day, usage_reserved=_campaign_used_today(setting, day) + taken
+    )
+    SenderAccount.objects.filter(id=account.id).update(
+        last_reserved_at=now, busy_until=now + send_lease() if wait else None
+    )
+    reservation = Reservation(account, account.id, setting.id, day, wait, account.next_available_at)
+    return [reservation] * taken  # frozen: one value per send
 
 
 def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[int] | None = None) -> NoAccount:
@@ -245,16 +196,6 @@ def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[
         retry_at = min(filter(None, [retry_at, at]))
         reasons.append(reason)
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
-
-
-def account_reserve(
-    *, campaign_id: int, now: datetime, exclude_account_ids: tuple[int, ...] = (), account_filter: int | None = None
-) -> Reservation | NoAccount:
-    """One send's reservation (see `accounts_reserve`)."""
-    reserved = accounts_reserve(
-        campaign_id=campaign_id, count=1, now=now, avoid_account_ids=exclude_account_ids, account_filter=account_filter
-    )
-    return reserved if isinstance(reserved, NoAccount) else reserved[0]
 
 
 def reservation_commit_writes(reservation: Reservation, *, delivered: bool) -> bool:

@@ -1,6 +1,6 @@
 """The campaigns admin: every page renders, the SMTP password stays write-only, actions call the services."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from django.contrib import admin
@@ -22,6 +22,7 @@ from campaigns.models import (
 from campaigns.models import (
     TestSend as OperatorTestSend,
 )
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
     ActivityFactory,
@@ -43,7 +44,6 @@ from emailsys.testing import RecordingSmtpServer, free_port
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "Sup3r-Secret-SMTP-pw!"
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def url(model, view: str, *args) -> str:

@@ -1,6 +1,6 @@
 """The campaigns JSON API under /api/v1/: staff only, passwords write-only, bad input is a 400 (never a 500)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     ActivityFactory,
     CampaignAccountFactory,
@@ -25,7 +26,6 @@ from emailsys import clock
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "Sup3r-Secret-SMTP-pw!"
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 
 from campaigns.models import Activity, Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SequenceStep
 from campaigns.services.imports import campaign_data_parse, campaign_import, leads_import_csv
+from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     CampaignFactory,
     EmailTemplateFactory,
@@ -17,7 +18,6 @@ from emailsys import clock
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 CSV = """\
 lead_id,email,name,first_name,last_name,company_name,website,provider,industry

@@ -274,14 +274,14 @@ def test_an_address_contacted_by_another_active_campaign_is_skipped_when_configu
 
 
 def test_jitter_adds_a_random_extra_wait_on_top_of_the_min_wait() -> None:
-    from campaigns.services.throttling import account_reserve, reservation_commit
+    from campaigns.services.throttling import accounts_reserve, reservation_commit
 
     scenario = campaign_scenario(smtp_port=free_port(), accounts=1, leads=0, min_wait_seconds=10)
     SenderAccount.objects.filter(id=scenario.accounts[0].id).update(jitter_seconds=5)
     waits = set()
     for _ in range(5):
         now = clock.now()
-        reservation = account_reserve(campaign_id=scenario.campaign.id, now=now)
+        [reservation] = accounts_reserve(campaign_id=scenario.campaign.id, count=1, now=now)
         reservation_commit(reservation=reservation, finished_at=now, delivered=True)
         available = SenderAccount.objects.get(id=scenario.accounts[0].id).next_available_at
         assert timedelta(seconds=10) <= available - now <= timedelta(seconds=15)
