@@ -33,7 +33,16 @@ from psycopg.types.json import Jsonb
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
 from campaigns.services.operations import suppressed_among, suppression_add
-from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_connect, smtp_deliver
+from campaigns.services.smtp import (
+    DeliveryResult,
+    Outcome,
+    smtp_classify_connect_error,
+    smtp_connect,
+    smtp_first_answered,
+    smtp_hand_over,
+    smtp_no_verdict,
+    smtp_verdict,
+)
 from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
 from campaigns.services.throttling import (
     NoAccount,
@@ -64,41 +73,53 @@ State = SendRecord.State
 class SmtpSessions:
     """Open SMTP connections per account, reused across leads and batches by one worker thread.
 
-    A connection idle for a while is checked with NOOP before reuse (servers drop idle clients); `close_idle()`
-    hangs up on accounts not used recently.
+    A thread may have several messages to one account awaiting their verdicts, each on its own connection:
+    `get()` returns one that awaits nothing, opening another if needed. A connection idle for a while is
+    checked with NOOP before reuse (servers drop idle clients); `close_idle()` hangs up on accounts not used
+    recently.
     """
 
-    connections: dict[int, smtplib.SMTP] = field(default_factory=dict)
+    connections: dict[int, list[smtplib.SMTP]] = field(default_factory=dict)
     last_used: dict[int, float] = field(default_factory=dict)
+    awaiting: set[int] = field(default_factory=set)  # id() of connections whose verdict is not read yet
     check_after_seconds: float = 5.0
 
     def get(self, account: SenderAccount) -> smtplib.SMTP:
-        connection = self.connections.get(account.id)
-        if connection is not None and connection.sock is not None:
-            idle = time.monotonic() - self.last_used.get(account.id, 0.0)
-            if idle > self.check_after_seconds and not _answers_noop(connection):
-                connection = None
-        if connection is None or connection.sock is None:
-            connection = smtp_connect(account)
-            self.connections[account.id] = connection
+        pool = self.connections.setdefault(account.id, [])
+        pool[:] = [connection for connection in pool if connection.sock is not None]
+        idle = time.monotonic() - self.last_used.get(account.id, 0.0)
         self.last_used[account.id] = time.monotonic()
+        for connection in pool:
+            if id(connection) in self.awaiting:
+                continue
+            if idle > self.check_after_seconds and not _answers_noop(connection):
+                continue
+            return connection
+        connection = smtp_connect(account)
+        pool.append(connection)
         return connection
 
-    def is_open(self, account: SenderAccount) -> bool:
-        connection = self.connections.get(account.id)
-        return connection is not None and connection.sock is not None
+    def has_free(self, account: SenderAccount) -> bool:
+        """An open connection to the account that awaits no verdict."""
+        return any(
+            connection.sock is not None and id(connection) not in self.awaiting
+            for connection in self.connections.get(account.id, ())
+        )
 
     def close_idle(self, *, max_idle_seconds: float) -> None:
         now = time.monotonic()
         for account_id in [a for a, used in self.last_used.items() if now - used > max_idle_seconds]:
-            _hang_up(self.connections.pop(account_id, None))
+            for connection in self.connections.pop(account_id, ()):
+                _hang_up(connection)
             self.last_used.pop(account_id, None)
 
     def close(self) -> None:
-        for connection in self.connections.values():
-            _hang_up(connection)
+        for pool in self.connections.values():
+            for connection in pool:
+                _hang_up(connection)
         self.connections.clear()
         self.last_used.clear()
+        self.awaiting.clear()
 
 
 def _answers_noop(connection: smtplib.SMTP) -> bool:
@@ -109,9 +130,7 @@ def _answers_noop(connection: smtplib.SMTP) -> bool:
         return False
 
 
-def _hang_up(connection: smtplib.SMTP | None) -> None:
-    if connection is None:
-        return
+def _hang_up(connection: smtplib.SMTP) -> None:
     try:
         connection.quit()
     except (smtplib.SMTPException, OSError):
@@ -530,7 +549,11 @@ def _batch_finish(works: list[LeadWork]) -> None:
 def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, account_filter: int | None) -> None:
     """One campaign's sends of a round: reserve them all, then render, claim and deliver them in chunks of 1, 2,
     4 … up to 20: the first email leaves after one rendering, and a batch's rendering spreads over its SMTP
-    waits instead of all happening at its start (where every thread of a busy pool would do it at once)."""
+    waits instead of all happening at its start (where every thread of a busy pool would do it at once).
+
+    Up to CAMPAIGN_SMTP_AWAITING_PER_THREAD handed-over messages wait for their verdicts at once, each on its
+    own connection: against a server that answers the final dot late, the thread starts the next message
+    instead of idling. Verdicts are recorded as they arrive: one that is slow to come holds up no other."""
     campaign_id = sends[0].lead.campaign_id
     avoid = tuple({send.record.account_id for send in sends if _retry_elsewhere(send)})
     reserved = accounts_reserve(
@@ -543,13 +566,24 @@ def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, acco
         for send in unreserved:
             _work_done(send, f"no account: {why.reason}", next_due_at=why.retry_at)
     reserved_sends = [send for send in sends if send.reservation]
-    start, size = 0, 1
-    while start < len(reserved_sends):
-        chunk_at = clock.now()
-        prepared = [send for send in reserved_sends[start : start + size] if _send_prepare(send, chunk_at)]
-        for send in _sends_claim(prepared, chunk_at):
-            _send_deliver_and_record(send, sessions)
-        start, size = start + size, min(size * 2, CLAIM_CHUNK)
+    awaiting: list[Awaiting] = []  # handed over, verdict not read yet; oldest first
+    try:
+        start, size = 0, 1
+        while start < len(reserved_sends):
+            chunk_at = clock.now()
+            prepared = [send for send in reserved_sends[start : start + size] if _send_prepare(send, chunk_at)]
+            for send in _sends_claim(prepared, chunk_at):
+                while len(awaiting) >= settings.CAMPAIGN_SMTP_AWAITING_PER_THREAD:
+                    _verdict_next(awaiting, sessions)
+                started = _send_deliver(send, sessions)
+                if isinstance(started, DeliveryResult):
+                    _send_settle(send, started)
+                else:
+                    awaiting.append(Awaiting(send, started, time.monotonic()))
+            start, size = start + size, min(size * 2, CLAIM_CHUNK)
+    finally:  # every handed-over message gets its verdict read and recorded, whatever stopped the loop
+        while awaiting:
+            _verdict_next(awaiting, sessions)
 
 
 def _retry_elsewhere(send: Send) -> bool:
@@ -675,7 +709,12 @@ def _claim_one(send: Send) -> bool:
 
 
 def _send_deliver_and_record(send: Send, sessions: SmtpSessions) -> str:
-    result = _send_deliver(send, sessions)
+    started = _send_deliver(send, sessions)
+    return _send_settle(send, started if isinstance(started, DeliveryResult) else _send_verdict(started, sessions))
+
+
+def _send_settle(send: Send, result: DeliveryResult) -> str:
+    """Records the result and moves the send's lead on."""
     outcome = _send_record_result(send, result)
     work = send.work
     if work is None:
@@ -692,30 +731,66 @@ def _send_deliver_and_record(send: Send, sessions: SmtpSessions) -> str:
     return outcome
 
 
-def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult:
+def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult | smtplib.SMTP:
+    """Hands the message over: the connection now awaiting its verdict, or why nothing (or no verdict) came."""
     assert send.claimed is not None and send.reservation is not None
     record_id, token = send.claimed.id, send.token
 
     def hand_over() -> bool:
         with db_connection.cursor() as cursor:
             cursor.execute(_HAND_OVER_SQL, {"record": record_id, "token": token, "at": clock.now(), **_STATES})
-            handed_over = cursor.rowcount == 1
-        db_connection_release()  # not held while the server takes its time to answer the final dot
-        return handed_over
+            return cursor.rowcount == 1
 
-    if not sessions.is_open(send.reservation.account):
-        db_connection_release()  # nor while connecting (TCP, TLS, AUTH); MAIL/RCPT/DATA on an open one are quick
+    account = send.reservation.account
+    if not sessions.has_free(account):
+        db_connection_release()  # not held while connecting (TCP, TLS, AUTH); MAIL/RCPT/DATA on an open one are quick
     try:
-        connection = sessions.get(send.reservation.account)
+        connection = sessions.get(account)
     except (smtplib.SMTPException, OSError) as error:
         return smtp_classify_connect_error(error)
-    return smtp_deliver(
+    refused = smtp_hand_over(
         connection,
-        envelope_from=send.reservation.account.email,
+        envelope_from=account.email,
         recipient=send.recipient.email,
         message_bytes=send.message_text.encode(),
         on_handover=hand_over,
     )
+    if refused is not None:
+        return refused
+    sessions.awaiting.add(id(connection))
+    return connection
+
+
+def _send_verdict(connection: smtplib.SMTP, sessions: SmtpSessions) -> DeliveryResult:
+    db_connection_release()  # not held while the server takes its time to answer the final dot
+    try:
+        return smtp_verdict(connection)
+    finally:
+        sessions.awaiting.discard(id(connection))
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    send: Send
+    connection: smtplib.SMTP
+    since: float  # time.monotonic() when the final dot went
+
+
+def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions) -> None:
+    """Waits for the first verdict to arrive and records it; the oldest is given up on after the SMTP timeout."""
+    db_connection_release()
+    oldest = awaiting[0]
+    timeout = settings.CAMPAIGN_SMTP_TIMEOUT
+    index = smtp_first_answered(
+        [entry.connection for entry in awaiting], timeout=oldest.since + timeout - time.monotonic()
+    )
+    if index is None:
+        awaiting.pop(0)
+        sessions.awaiting.discard(id(oldest.connection))
+        _send_settle(oldest.send, smtp_no_verdict(oldest.connection, waited=timeout))
+        return
+    entry = awaiting.pop(index)
+    _send_settle(entry.send, _send_verdict(entry.connection, sessions))
 
 
 # The two statements every email runs, in SQL: through the ORM they cost more CPU than rendering the message.

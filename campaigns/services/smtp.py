@@ -3,14 +3,17 @@ or after it (outcome unknown, never retried automatically).
 
 smtplib's `sendmail` hides that line, so the envelope is driven step by step: MAIL, RCPT, DATA, then a
 caller hook (`on_handover`) runs after the 354 reply and before the content is sent. The hook commits the
-send record's HANDED_OVER state; if it returns False (the claim was lost) the content is never sent.
+send record's HANDED_OVER state; if it returns False (the claim was lost) the content is never sent. Handing
+over and reading the verdict are separate calls, so one thread can have several messages (each on its own
+connection) waiting for their verdicts: a server that answers the final dot late does not idle the thread.
 """
 
 import enum
 import re
+import select
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -107,16 +110,18 @@ def _quote_content(message_bytes: bytes) -> bytes:
     return quoted + b".\r\n"
 
 
-def smtp_deliver(
+def smtp_hand_over(
     connection: smtplib.SMTP,
     *,
     envelope_from: str,
     recipient: str,
     message_bytes: bytes,
     on_handover: Callable[[], bool],
-) -> DeliveryResult:
-    """One message over an open connection. After a known failure the connection is reset and reusable;
-    after UNKNOWN or a connection error it must be discarded (the caller checks `connection.sock`)."""
+) -> DeliveryResult | None:
+    """MAIL, RCPT, DATA, the hook, then the content and its final dot. None: the message is with the server,
+    whose verdict `smtp_verdict` reads (the caller may start other messages on other connections meanwhile).
+    Otherwise why nothing was delivered; the connection is then reset and reusable, or closed
+    (`connection.sock` is None)."""
     try:
         code, reply = connection.mail(envelope_from)
         if code != 250:
@@ -141,9 +146,17 @@ def smtp_deliver(
     if not on_handover():
         _close_quietly(connection)  # no final dot: the server discards the transaction
         return DeliveryResult(Outcome.DEFERRED, "claim lost before handover; nothing sent")
-
     try:
         connection.send(_quote_content(message_bytes))
+    except (smtplib.SMTPException, OSError) as error:
+        _close_quietly(connection)
+        return DeliveryResult(Outcome.UNKNOWN, f"after DATA: {type(error).__name__}: {error}")
+    return None
+
+
+def smtp_verdict(connection: smtplib.SMTP) -> DeliveryResult:
+    """The server's reply to the final dot of a handed-over message. After UNKNOWN the connection is closed."""
+    try:
         code, reply = connection.getreply()
     except (TimeoutError, smtplib.SMTPException, OSError) as error:
         _close_quietly(connection)
@@ -155,6 +168,43 @@ def smtp_deliver(
         return DeliveryResult(Outcome.UNKNOWN, "after DATA: connection closed without a reply")
     outcome = _rcpt_outcome(code, reply) if code >= 500 else _reject_outcome(code)
     return DeliveryResult(outcome, f"end of DATA: {_reply(code, reply)}", code)
+
+
+def smtp_first_answered(connections: Sequence[smtplib.SMTP], *, timeout: float) -> int | None:
+    """The index of the first connection (in the given order) whose server has replied or hung up, waiting up
+    to `timeout` seconds for one; None if none did."""
+
+    def answered(connection: smtplib.SMTP) -> bool:
+        sock = connection.sock
+        return sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0)
+
+    for index, connection in enumerate(connections):
+        if answered(connection):
+            return index
+    readable, _, _ = select.select([connection.sock for connection in connections], [], [], max(0.0, timeout))
+    return next((index for index, connection in enumerate(connections) if connection.sock in readable), None)
+
+
+def smtp_no_verdict(connection: smtplib.SMTP, *, waited: float) -> DeliveryResult:
+    """The server did not answer the final dot in time: hang up; the message may or may not have been taken."""
+    _close_quietly(connection)
+    return DeliveryResult(Outcome.UNKNOWN, f"after DATA: no reply within {waited:.0f} s")
+
+
+def smtp_deliver(
+    connection: smtplib.SMTP,
+    *,
+    envelope_from: str,
+    recipient: str,
+    message_bytes: bytes,
+    on_handover: Callable[[], bool],
+) -> DeliveryResult:
+    """One message over an open connection, waiting for its verdict."""
+    refused = smtp_hand_over(
+        connection, envelope_from=envelope_from, recipient=recipient, message_bytes=message_bytes,
+        on_handover=on_handover,
+    )  # fmt: skip
+    return refused or smtp_verdict(connection)
 
 
 def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:

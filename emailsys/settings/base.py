@@ -239,6 +239,9 @@ CAMPAIGN_DISPATCH_INTERVAL = env.int("CAMPAIGN_DISPATCH_INTERVAL", default=5)
 # Must exceed a whole SMTP exchange (CAMPAIGN_SMTP_TIMEOUT per reply).
 CAMPAIGN_SEND_LEASE_SECONDS = env.int("CAMPAIGN_SEND_LEASE_SECONDS", default=300)
 CAMPAIGN_SMTP_TIMEOUT = env.float("CAMPAIGN_SMTP_TIMEOUT", default=30.0)
+# Messages one sending thread keeps waiting for the server's reply to their final dot, each on its own SMTP
+# connection (1: one message at a time). Servers that answer late then cost waiting, not threads.
+CAMPAIGN_SMTP_AWAITING_PER_THREAD = env.int("CAMPAIGN_SMTP_AWAITING_PER_THREAD", default=4)
 # Leads the dispatcher claims per scan, at most.
 CAMPAIGN_DISPATCH_SCAN_LIMIT = env.int("CAMPAIGN_DISPATCH_SCAN_LIMIT", default=2000)
 # A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
