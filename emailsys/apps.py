@@ -7,6 +7,7 @@ from django.db.models.signals import post_migrate
 # Data migrations that create periodic tasks (each defines `create_periodic_task(apps, schema_editor)`).
 PERIODIC_TASK_MIGRATIONS = (
     "emailsys.migrations.0001_heartbeat_periodic_task",
+    "emailsys.migrations.0002_eventbus",
     "campaigns.migrations.0002_dispatch_periodic_task",
 )
 
@@ -28,6 +29,6 @@ class EmailsysConfig(AppConfig):
         from emailsys.metrics import register_collector
 
         register_collector()
-        # Sent per app with models; ours has none, so listen to the app that owns the periodic task table.
+        # Listen to the app that owns the periodic task table: its tables exist when the signal comes.
         beat_app = global_apps.get_app_config("django_celery_beat")
         post_migrate.connect(restore_periodic_tasks, sender=beat_app, dispatch_uid="emailsys.restore_periodic_tasks")

@@ -1,12 +1,18 @@
-"""Operational tasks: a heartbeat that proves beat → broker → worker works, and a worker probe."""
+"""Operational tasks: a heartbeat that proves beat → broker → worker works, a worker probe, and the event bus's
+task (runs one event's handler) and sweeper."""
 
+import logging
 import os
 import socket
 import time
 
 from celery import shared_task
+from django.conf import settings
 
+from emailsys.eventbus import event_run, event_sweep
 from emailsys.ops_clients import ops_redis
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "emailsys:heartbeat:last_run"
 
@@ -28,3 +34,22 @@ def report_worker(self) -> dict:
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+
+
+@shared_task(
+    name="emailsys.run_event",
+    ignore_result=True,
+    soft_time_limit=settings.EVENT_HANDLER_TIME_LIMIT,
+    time_limit=settings.EVENT_HANDLER_TIME_LIMIT + 60,
+)
+def run_event(event_id: int) -> None:
+    """Runs one received event's handler; sent by the event bus to its stream's queue. A duplicate is a no-op."""
+    event_run(event_id=event_id)
+
+
+@shared_task(name="emailsys.sweep_events", ignore_result=True)
+def sweep_events() -> None:
+    """Scheduled by beat: publishes what a crash left unpublished and re-sends tasks a broker lost."""
+    result = event_sweep()
+    if any(vars(result).values()):
+        logger.info("event sweep: %s", result)

@@ -247,6 +247,35 @@ CAMPAIGN_DISPATCH_SCAN_LIMIT = env.int("CAMPAIGN_DISPATCH_SCAN_LIMIT", default=2
 # A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
 CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
 
+# --- Events: transactional outbox, SQS FIFO bridge (README "Events: outbox and SQS bridge") ---------------------
+
+# Per stream: the handler (dotted path, imported when an event runs) and the worker pool (queue) it runs on.
+EVENT_HANDLERS: dict[str, dict[str, str]] = {
+    "workorder": {"handler": "workorders.services.events.workorder_event_handle", "queue": "workorders"},
+}
+# A handler runs within these limits (soft: SoftTimeLimitExceeded, the event fails; hard: the process is killed).
+EVENT_HANDLER_TIME_LIMIT = env.int("EVENT_HANDLER_TIME_LIMIT", default=1800)
+# The sweeper (a periodic task, every EVENT_SWEEP_INTERVAL s): publishes outbox rows still unpublished this long
+# after their commit, re-publishes rows SQS took but nobody received after EVENT_REPUBLISH_SECONDS, and dispatches
+# again events dispatched but not started within EVENT_DISPATCH_TIMEOUT (a broker that lost its queue).
+EVENT_SWEEP_INTERVAL = env.int("EVENT_SWEEP_INTERVAL", default=5)
+EVENT_PUBLISH_GRACE_SECONDS = env.int("EVENT_PUBLISH_GRACE_SECONDS", default=5)
+EVENT_REPUBLISH_SECONDS = env.int("EVENT_REPUBLISH_SECONDS", default=900)
+EVENT_DISPATCH_TIMEOUT = env.int("EVENT_DISPATCH_TIMEOUT", default=120)
+# SQS FIFO queue between the outbox and the workers; empty: events go straight to Celery after commit.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues.html
+# Credentials come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) or the instance
+# role. SQS_ENDPOINT_URL points at moto's server locally; SQS_QUEUE_URL skips the lookup by name.
+SQS_QUEUE_NAME = env("SQS_QUEUE_NAME", default="")
+SQS_QUEUE_URL = env("SQS_QUEUE_URL", default="")
+SQS_ENDPOINT_URL = env("SQS_ENDPOINT_URL", default="")
+SQS_REGION = env("SQS_REGION", default="us-east-1")
+# A message received this many times without being recorded goes to the dead-letter queue (<name>-dlq.fifo).
+SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=5)
+# Long polling (WaitTimeSeconds, at most 20) and how long a received message stays invisible to other bridges.
+SQS_WAIT_SECONDS = env.int("SQS_WAIT_SECONDS", default=20)
+SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", default=30)
+
 # --- Operations -------------------------------------------------------------------------------------
 
 # /healthz: how long to wait for worker pools to answer, and how old beat's last tick may be.

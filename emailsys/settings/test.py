@@ -19,3 +19,8 @@ if _own_redis_url:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 FIELD_ENCRYPTION_KEYS = ["dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdDE="]
+# A stream whose handler records when each event ran (emailsys/tests/eventbus_handlers.py), for the bus's tests.
+EVENT_HANDLERS = {
+    **EVENT_HANDLERS,  # noqa: F405
+    "bustest": {"handler": "emailsys.tests.eventbus_handlers.record_run", "queue": "workorders"},
+}
