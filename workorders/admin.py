@@ -4,13 +4,15 @@
 renamed away or deleted outside the admin) shows its error instead of a count."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet, URLField
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from workorders.models import Contact, Event, Segment
+from workorders.models import Contact, Event, Segment, WorkOrder, WorkOrderStep
+from workorders.services import operations
 from workorders.services.segments import segment_contacts, segment_count, segment_referenced_by
 
 SAMPLE_SIZE = 10
@@ -96,3 +98,92 @@ class EventAdmin(admin.ModelAdmin):
     formfield_overrides = {URLField: {"assume_scheme": "https"}}
     ordering = ("code", "sub_event")
     readonly_fields = ("created_at", "updated_at")
+
+
+class WorkOrderStepInline(admin.TabularInline):
+    model = WorkOrderStep
+    extra = 0
+    can_delete = False
+    fields = ("order", "name", "status", "message", "progress", "started_at", "ended_at")
+    readonly_fields = fields
+    ordering = ("order",)
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Progress")
+    def progress(self, step: WorkOrderStep) -> str:
+        return f"{step.done} / {step.total}"
+
+
+class RestartForm(forms.Form):
+    step = forms.ChoiceField(choices=WorkOrderStep.Name.choices, help_text="It and every later step run again.")
+
+
+def _each(request: HttpRequest, queryset: QuerySet[WorkOrder], apply, done: str, **kwargs) -> None:
+    """Applies an operation to each selected work order; a refusal is shown, the others still go."""
+    for work_order in queryset:
+        try:
+            apply(work_order_id=work_order.id, **kwargs)
+        except ValidationError as error:
+            messages.error(request, "; ".join(error.messages))
+        else:
+            messages.success(request, f"Work order {work_order.id}: {done}.")
+
+
+@admin.register(WorkOrder)
+class WorkOrderAdmin(admin.ModelAdmin):
+    """Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the operations services."""
+
+    list_display = ("id", "event", "sub_event", "stage", "status", "stop_requested", "lock", "created_at")
+    list_filter = ("status",)
+    search_fields = ("event__code", "stage")
+    inlines = [WorkOrderStepInline]
+    actions = ("start", "stop", "restart", "unlock")
+    readonly_fields = ("status", "stop_requested", "resume_at", "lock", "created_by", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("event", "sub_event", "stage", "audience", "account", "template", "subjects")}),
+        ("Message", {"fields": ("from_name", "reply_to", "testers", "salutation_by_name")}),
+        ("Sending", {"fields": ("send_continuously", "send_until", "send_interval_seconds", "burst_size",
+                                "burst_pause_seconds")}),
+        ("State", {"fields": readonly_fields}),
+    )  # fmt: skip
+
+    @admin.display(description="Lock")
+    def lock(self, work_order: WorkOrder) -> str:
+        if not work_order.lock_owner:
+            return "-"
+        return f"{work_order.lock_owner} until {work_order.lock_expires_at:%Y-%m-%d %H:%M:%S}"
+
+    def save_model(self, request: HttpRequest, obj: WorkOrder, form, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+            if not obj.sub_event:
+                obj.sub_event = obj.event.sub_event
+        super().save_model(request, obj, form, change)
+        operations.workorder_steps_create(work_order=obj)
+
+    @admin.action(description="Start")
+    def start(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
+        _each(request, queryset, operations.workorder_start, "started")
+
+    @admin.action(description="Stop")
+    def stop(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
+        _each(request, queryset, operations.workorder_stop, "stop requested")
+
+    @admin.action(description="Unlock")
+    def unlock(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
+        _each(request, queryset, operations.workorder_unlock, "unlocked")
+
+    @admin.action(description="Restart from a step…")
+    def restart(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> HttpResponse | None:
+        """First a page to choose the step; its POST (with `confirm`) restarts the selected work orders."""
+        form = RestartForm(request.POST if "confirm" in request.POST else None)
+        if form.is_valid():
+            step = form.cleaned_data["step"]
+            _each(request, queryset, operations.workorder_restart, f"restarting from {step}", step=step)
+            return None
+        context = {**self.admin_site.each_context(request), "title": "Restart work orders from a step",
+                   "form": form, "work_orders": queryset, "opts": self.model._meta,
+                   "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}  # fmt: skip
+        return TemplateResponse(request, "admin/workorders/workorder/restart.html", context)

@@ -6,12 +6,17 @@ about. Constraints make the wrong states impossible: one contact per (lower-case
 JSON object, a virtual event always has a Zoom id and an in-person one never has.
 """
 
+import uuid
+
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
+
+from campaigns.models import EmailTemplate, SenderAccount, SendRecord
 
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$"
 validate_language = RegexValidator(
@@ -38,6 +43,7 @@ class Contact(models.Model):
         default=True, help_text="Unsubscribed contacts are in no segment, whatever its rule says."
     )
     attributes = models.JSONField(default=dict, blank=True)
+    unsubscribe_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -139,3 +145,213 @@ class Event(models.Model):
     def zoom_label(self) -> str:
         """What templates show where the Zoom id goes."""
         return self.zoom_id if self.attendance == self.Attendance.VIRTUAL else self.Attendance.IN_PERSON.label
+
+
+class WorkOrder(models.Model):
+    """One event mailing run as a pipeline of steps (Count → Prepare → Dry-Run → Test → Send [→ Send-Continuously]).
+
+    The mailing key is (event code, sub-event, stage): a contact gets one email per key, whichever work order
+    sends it (`MailingSend`'s unique constraint). `subjects` maps each enabled language to its subject (empty:
+    the template's). Only the holder of the lease (`lock_owner` until `lock_expires_at`) processes the work
+    order; `stop_requested` is polled by that holder (README: Work orders).
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        QUEUED = "queued", "Queued"
+        WORKING = "working", "Working"
+        SLEEPING = "sleeping", "Sleeping"
+        INTERRUPTED = "interrupted", "Interrupted"
+        COMPLETE = "complete", "Complete"
+        ERROR = "error", "Error"
+
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="work_orders")
+    sub_event = models.CharField(max_length=50, blank=True, help_text="Part of the mailing key; usually the event's.")
+    stage = models.CharField(max_length=50, help_text="e.g. invitation, reminder; part of the mailing key.")
+    audience = models.ForeignKey(Segment, on_delete=models.PROTECT, related_name="work_orders")
+    account = models.ForeignKey(SenderAccount, on_delete=models.PROTECT, related_name="work_orders")
+    template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT, related_name="work_orders")
+    subjects = models.JSONField(
+        default=dict, help_text='Enabled languages and their subjects, e.g. {"en": "Join us", "fr": "Rejoignez-nous"}.'
+    )
+    from_name = models.CharField(max_length=200, blank=True, help_text="Empty: the account's name.")
+    reply_to = models.EmailField(blank=True)
+    testers = models.JSONField(
+        default=list, blank=True, help_text='Addresses the Test step sends to, e.g. ["a@x.org"].'
+    )
+    salutation_by_name = models.BooleanField(default=True)
+    send_continuously = models.BooleanField(default=False)
+    send_until = models.DateTimeField(null=True, blank=True)
+    send_interval_seconds = models.PositiveIntegerField(default=3600)
+    burst_size = models.PositiveIntegerField(default=0, help_text="Pause after this many emails (0: no bursts).")
+    burst_pause_seconds = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")  # fmt: skip
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    stop_requested = models.BooleanField(default=False)
+    resume_at = models.DateTimeField(null=True, blank=True, help_text="A sleeping work order is resumed then.")
+    lock_owner = models.CharField(max_length=200, blank=True)
+    lock_acquired_at = models.DateTimeField(null=True, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    swept_at = models.DateTimeField(null=True, blank=True, help_text="When the sweeper last re-dispatched it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=_json_type_is_object("subjects") & ~Q(subjects={}),
+                name="workorder_subjects_nonempty_object",
+                violation_error_message='Enable at least one language: subjects is a JSON object such as {"en": ""}.',
+            ),
+            models.CheckConstraint(
+                condition=Exact(
+                    Func(F("testers"), function="jsonb_typeof", output_field=models.CharField()), Value("array")
+                ),
+                name="workorder_testers_list",
+                violation_error_message="Testers must be a JSON list of addresses.",
+            ),  # fmt: skip
+            models.CheckConstraint(
+                condition=Q(send_continuously=False) | (Q(send_until__isnull=False) & Q(send_interval_seconds__gte=1)),
+                name="workorder_continuous_needs_until_and_interval",
+                violation_error_message="Sending continuously needs 'send until' and an interval of at least 1 s.",
+            ),
+            models.CheckConstraint(
+                condition=(Q(lock_owner="") & Q(lock_expires_at__isnull=True))
+                | (~Q(lock_owner="") & Q(lock_expires_at__isnull=False) & Q(lock_acquired_at__isnull=False)),
+                name="workorder_lock_owner_iff_expiry",
+            ),
+            models.CheckConstraint(
+                condition=Q(burst_size=0) | Q(burst_pause_seconds__gte=1),
+                name="workorder_burst_has_a_pause",
+                violation_error_message="A burst size needs a pause of at least 1 s.",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "lock_expires_at"], name="workorder_status_lease")]
+
+    def __str__(self) -> str:
+        return f"{self.event.code}/{self.sub_event or '-'}/{self.stage} #{self.pk}"
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.subjects or {}) if isinstance(self.subjects, dict) else []
+
+    def clean(self) -> None:
+        from workorders.services.operations import workorder_validate  # services import models
+
+        workorder_validate(work_order=self)
+
+
+class WorkOrderStep(models.Model):
+    """One step of a work order: its status, message, progress and result (counts, stored file names)."""
+
+    class Name(models.TextChoices):
+        COUNT = "count", "Count"
+        PREPARE = "prepare", "Prepare"
+        DRY_RUN = "dry_run", "Dry-Run"
+        TEST = "test", "Test"
+        SEND = "send", "Send"
+        SEND_CONTINUOUSLY = "send_continuously", "Send-Continuously"
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        WORKING = "working", "Working"
+        SLEEPING = "sleeping", "Sleeping"
+        COMPLETE = "complete", "Complete"
+        ERROR = "error", "Error"
+        INTERRUPTED = "interrupted", "Interrupted"
+        EXCEPTION = "exception", "Exception"
+
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=20, choices=Name.choices)
+    order = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    message = models.TextField(blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    runs = models.PositiveIntegerField(default=0, help_text="How many times the step was started afresh.")
+    result = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["work_order", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["work_order", "name"], name="one_step_per_name"),
+            models.UniqueConstraint(fields=["work_order", "order"], name="one_step_per_order_in_workorder"),
+            models.CheckConstraint(
+                condition=Q(status="ready") | Q(started_at__isnull=False), name="step_started_unless_ready"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["complete", "error", "exception", "interrupted"]) | Q(ended_at__isnull=False),
+                name="step_ended_when_finished",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.work_order_id}: {self.get_name_display()} ({self.status})"
+
+
+class MailingSend(models.Model):
+    """One email of an event mailing to one address, with the campaign engine's exactly-once protocol and states
+    (`SendRecord.State`): CLAIMED committed before SMTP, HANDED_OVER after the 354 and before the content, the
+    verdict after. A real send is unique per (contact, mailing key) whichever work order sends it; a test send
+    (`is_test`) is unique per (work order, address, Test run) and never counts as the mailing."""
+
+    State = SendRecord.State
+    FINAL_STATES = SendRecord.FINAL_STATES
+
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="sends")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="mailing_sends")
+    email = models.EmailField(max_length=254)
+    event_code = models.CharField(max_length=50)
+    sub_event = models.CharField(max_length=50, blank=True)
+    stage = models.CharField(max_length=50)
+    language = models.CharField(max_length=16)
+    is_test = models.BooleanField(default=False)
+    test_run = models.PositiveIntegerField(null=True, blank=True)
+    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.CLAIMED)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    message_id = models.CharField(max_length=300, blank=True)
+    subject = models.TextField(blank=True)
+    message = models.TextField(blank=True, help_text="The exact MIME message handed to SMTP.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "event_code", "sub_event", "stage"],
+                condition=Q(is_test=False),
+                name="one_mailing_per_contact_and_key",
+            ),
+            models.UniqueConstraint(
+                fields=["work_order", "email", "language", "test_run"],
+                condition=Q(is_test=True),
+                name="one_test_send_per_address_language_run",
+            ),
+            models.CheckConstraint(
+                condition=(Q(is_test=False) & Q(contact__isnull=False) & Q(test_run__isnull=True))
+                | (Q(is_test=True) & Q(test_run__isnull=False)),
+                name="mailing_send_real_has_contact_test_has_run",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="sent") | (Q(sent_at__isnull=False) & ~Q(message_id="")),
+                name="mailing_sent_has_proof",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["work_order", "state"], name="mailing_send_workorder_state"),
+            models.Index(fields=["event_code", "sub_event", "stage", "state"], name="mailing_send_key_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"mailing send {self.pk} to {self.email} ({self.state})"

@@ -17,3 +17,16 @@ def event_template_context(*, event: Event) -> dict[str, Any]:
         "registration_link": event.registration_link,
         "starts_at": event.starts_at,
     }
+
+
+def workorder_event_handle(*, event) -> str:
+    """EVENT_HANDLERS["workorder"]: "start", "restart" and "resume" all process the work order (restart reset its
+    steps when it was requested); the lease makes a duplicate harmless. Other kinds are logged and ignored."""
+    import logging
+
+    from workorders.services.steps import workorder_process
+
+    if event.kind not in ("start", "restart", "resume"):
+        logging.getLogger(__name__).warning("work order event %s: unknown kind %r ignored", event.id, event.kind)
+        return "ignored"
+    return workorder_process(work_order_id=int(event.key))

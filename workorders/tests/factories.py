@@ -36,3 +36,26 @@ class EventFactory(factory.django.DjangoModelFactory):
     attendance = models.Event.Attendance.IN_PERSON
     zoom_id = ""
     registration_link = "https://events.example.test/register"
+
+
+class WorkOrderFactory(factory.django.DjangoModelFactory):
+    """A work order for an in-person event, everyone eligible, English and French, sending through a local relay
+    with no throttling (tests set `account__smtp_port` to their SMTP server's port). Steps: `workorder_steps_create`."""
+
+    class Meta:
+        model = models.WorkOrder
+
+    event = factory.SubFactory(EventFactory)
+    sub_event = ""
+    stage = "invitation"
+    audience = factory.SubFactory(SegmentFactory)
+    account = factory.SubFactory("campaigns.tests.factories.SenderAccountFactory", daily_limit=10000)
+    template = factory.SubFactory(
+        "campaigns.tests.factories.EmailTemplateFactory",
+        subject="{{ event_name }}",
+        body_text="{% if language == 'fr' %}Bonjour{% else %}Hello{% endif %} {{ name }}, {{ event_name }} "
+        "({{ zoom_id }}): {{ registration_link }}",
+        body_html="",
+    )
+    subjects = factory.LazyFunction(lambda: {"en": "", "fr": "Invitation : {{ event_name }}"})
+    testers = factory.LazyFunction(list)

@@ -1,0 +1,104 @@
+"""Work-orders JSON API (staff only): list, create, retrieve with steps; start, stop, restart, unlock.
+
+Views validate input, then call services (`workorders.services.operations`). Bad input, an unknown step or an
+operation the current state refuses is a 400 with the reason, never a 500.
+"""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from campaigns.serializers import ModelCleanMixin, django_errors
+from workorders.models import WorkOrder, WorkOrderStep
+from workorders.services import operations
+
+
+class WorkOrderStepSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkOrderStep
+        fields = ("name", "order", "status", "message", "done", "total", "result", "started_at", "ended_at")
+        read_only_fields = fields
+
+
+class WorkOrderSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """Status, stop flag and lock change only through the actions (they are checked and broadcast)."""
+
+    steps = WorkOrderStepSerializer(many=True, read_only=True)
+    clean_skip = ("created_by",)
+
+    class Meta:
+        model = WorkOrder
+        fields = (
+            "id", "event", "sub_event", "stage", "audience", "account", "template", "subjects", "from_name",
+            "reply_to", "testers", "salutation_by_name", "send_continuously", "send_until", "send_interval_seconds",
+            "burst_size", "burst_pause_seconds", "created_by", "status", "stop_requested", "resume_at",
+            "lock_owner", "lock_acquired_at", "lock_expires_at", "created_at", "steps",
+        )  # fmt: skip
+        read_only_fields = ("created_by", "status", "stop_requested", "resume_at", "lock_owner", "lock_acquired_at",
+                            "lock_expires_at", "created_at")  # fmt: skip
+
+    def create(self, validated_data: dict) -> WorkOrder:
+        try:
+            return operations.workorder_create(**validated_data)
+        except DjangoValidationError as error:
+            raise ValidationError(django_errors(error)) from None
+
+
+class RestartSerializer(serializers.Serializer):
+    step = serializers.ChoiceField(choices=WorkOrderStep.Name.choices)
+
+
+def _operation(apply, **kwargs) -> None:
+    try:
+        apply(**kwargs)
+    except DjangoValidationError as error:
+        raise ValidationError(django_errors(error)) from None
+
+
+class WorkOrderViewSet(
+    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = WorkOrderSerializer
+
+    def get_queryset(self) -> QuerySet[WorkOrder]:
+        return WorkOrder.objects.select_related("event").prefetch_related("steps").order_by("-id")
+
+    def perform_create(self, serializer: WorkOrderSerializer) -> None:
+        serializer.save(created_by=self.request.user)
+
+    def _fresh(self, pk) -> Response:
+        return Response(WorkOrderSerializer(self.get_queryset().get(pk=pk)).data)
+
+    @extend_schema(request=None, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")})
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        _operation(operations.workorder_start, work_order_id=self.get_object().id)
+        return self._fresh(pk)
+
+    @extend_schema(request=None, responses={200: WorkOrderSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        _operation(operations.workorder_stop, work_order_id=self.get_object().id)
+        return self._fresh(pk)
+
+    @extend_schema(
+        request=RestartSerializer, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")}
+    )
+    @action(detail=True, methods=["post"])
+    def restart(self, request: Request, pk: str | None = None) -> Response:
+        work_order = self.get_object()
+        serializer = RestartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        _operation(operations.workorder_restart, work_order_id=work_order.id, step=serializer.validated_data["step"])
+        return self._fresh(pk)
+
+    @extend_schema(request=None, responses={200: WorkOrderSerializer})
+    @action(detail=True, methods=["post"])
+    def unlock(self, request: Request, pk: str | None = None) -> Response:
+        operations.workorder_unlock(work_order_id=self.get_object().id)
+        return self._fresh(pk)

@@ -1,0 +1,275 @@
+"""One event-mailing email, sent exactly once with the campaign engine's protocol and functions.
+
+`mailing_send` reserves the account (`account_reserve_for_mailing`: the account's limits hold across campaigns
+and mailings), builds the message (`message_build`, with List-Unsubscribe), commits the CLAIMED `MailingSend`
+before SMTP, commits HANDED_OVER after the 354 and before the content (`smtp_hand_over`'s hook), then records
+the verdict. No transaction is open during SMTP. A crash leaves the record saying what happened: CLAIMED →
+nothing left, retried; HANDED_OVER → UNKNOWN, never retried automatically (`mailing_sends_settle_stale`).
+"""
+
+import copy
+import smtplib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+
+from campaigns.models import SenderAccount
+from campaigns.services.operations import suppression_add
+from campaigns.services.sending import MAX_DEFERRALS, SmtpSessions
+from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_deliver
+from campaigns.services.templating import RenderedEmail, message_build, message_id_new
+from campaigns.services.throttling import (
+    NoAccount,
+    account_local_day,
+    account_record_failure,
+    account_reserve_for_mailing,
+    reservation_commit,
+    reservation_release,
+    send_lease,
+    usage_give_back,
+)
+from emailsys import clock
+from workorders.models import Contact, MailingSend, WorkOrder
+
+State = MailingSend.State
+# Prepare renders this where templates say {{ name }}; each email gets the contact's name in its place.
+NAME_MARKER = "[[contact_name]]"
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Who one email goes to: a contact (real send) or a tester (`test_run` set)."""
+
+    email: str
+    name: str
+    language: str
+    contact: Contact | None = None
+    record: MailingSend | None = None  # an earlier DEFERRED attempt
+    test_run: int | None = None
+
+
+def mailing_key_sends(*, work_order: WorkOrder) -> QuerySet[MailingSend]:
+    """The real sends of the work order's mailing key, whichever work order made them."""
+    return MailingSend.objects.filter(
+        event_code=work_order.event.code, sub_event=work_order.sub_event, stage=work_order.stage, is_test=False
+    )
+
+
+def unsubscribe_url(*, contact: Contact | None) -> str:
+    token = contact.unsubscribe_token if contact else uuid.UUID(int=0)  # a tester who is no contact: a dead link
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/w/u/{token}/"
+
+
+def _personalised(prepared: RenderedEmail, *, name: str) -> RenderedEmail:
+    from html import escape
+
+    return RenderedEmail(
+        subject=prepared.subject.replace(NAME_MARKER, name),
+        text=prepared.text.replace(NAME_MARKER, name),
+        html=prepared.html.replace(NAME_MARKER, escape(name)),
+    )
+
+
+def _sender(work_order: WorkOrder, account: SenderAccount) -> SenderAccount:
+    """The account as the message shows it: the work order's from name, if any, over the account's."""
+    if not work_order.from_name:
+        return account
+    shown = copy.copy(account)
+    shown.from_name = work_order.from_name
+    return shown
+
+
+def mailing_send(
+    *, work_order: WorkOrder, addressee: Addressee, prepared: RenderedEmail, sessions: SmtpSessions
+) -> str | NoAccount:
+    """Sends one email exactly once: the outcome ("sent", "unknown", "bounced", "failed", "deferred",
+    "claimed elsewhere"), or NoAccount when the account cannot send now (nothing was written)."""
+    now = clock.now()
+    reserved = account_reserve_for_mailing(account_id=work_order.account_id, count=1, now=now)
+    if isinstance(reserved, NoAccount):
+        return reserved
+    reservation = reserved[0]
+    account = reservation.account
+    name = addressee.name if work_order.salutation_by_name and addressee.name else ""
+    rendered = _personalised(prepared, name=name or addressee.email.partition("@")[0])
+    message_id = message_id_new(account=account)
+    message = message_build(
+        rendered=rendered,
+        account=_sender(work_order, account),
+        to_email=addressee.email,
+        to_name=addressee.name,
+        message_id=message_id,
+        date=now,
+        unsubscribe_url=unsubscribe_url(contact=addressee.contact),
+        extra_headers={"Reply-To": work_order.reply_to} if work_order.reply_to else None,
+    ).as_string()
+    token = uuid.uuid4()
+    claim = {
+        "state": State.CLAIMED,
+        "claim_token": token,
+        "claimed_until": now + send_lease(),
+        "account": account,
+        "message_id": message_id,
+        "subject": rendered.subject,
+        "message": message,
+        "next_attempt_at": None,
+        "attempts": (addressee.record.attempts if addressee.record else 0) + 1,
+        "work_order": work_order,
+    }
+    record = _claim(work_order, addressee, claim)
+    if record is None:
+        reservation_release(reservation=reservation)
+        return "claimed elsewhere"
+
+    def hand_over() -> bool:
+        return bool(
+            MailingSend.objects.filter(id=record.id, claim_token=token, state=State.CLAIMED).update(
+                state=State.HANDED_OVER, handed_over_at=clock.now()
+            )
+        )
+
+    try:
+        connection = sessions.get(account)
+    except (smtplib.SMTPException, OSError) as error:
+        result = smtp_classify_connect_error(error)
+    else:
+        result = smtp_deliver(
+            connection,
+            envelope_from=account.email,
+            recipient=addressee.email,
+            message_bytes=message.encode(),
+            on_handover=hand_over,
+        )
+    return _record_result(record, token, reservation, result, addressee)
+
+
+def _claim(work_order: WorkOrder, addressee: Addressee, claim: dict) -> MailingSend | None:
+    """Commits the claim: a new record (the unique constraints decide between concurrent senders) or an earlier
+    DEFERRED one taken back with a conditional update. None: someone else has it."""
+    if addressee.record is not None:
+        if not MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(**claim):
+            return None
+        return MailingSend.objects.defer("message").get(id=addressee.record.id)
+    try:
+        with transaction.atomic():
+            return MailingSend.objects.create(
+                contact=addressee.contact,
+                email=addressee.email,
+                event_code=work_order.event.code,
+                sub_event=work_order.sub_event,
+                stage=work_order.stage,
+                language=addressee.language,
+                is_test=addressee.test_run is not None,
+                test_run=addressee.test_run,
+                **claim,
+            )
+    except IntegrityError:
+        return None
+
+
+def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: DeliveryResult, addressee) -> str:
+    """The verdict on the record; the account's slot committed (it may have been delivered) or given back."""
+    finished = clock.now()
+    mine = MailingSend.objects.filter(id=record.id, claim_token=token)
+    common = {
+        "claim_token": None,
+        "claimed_until": None,
+        "last_error": "" if result.outcome is Outcome.SENT else result.detail,
+    }
+    if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
+        with transaction.atomic():
+            if result.outcome is Outcome.SENT:
+                mine.update(state=State.SENT, sent_at=finished, **common)
+            else:
+                mine.update(state=State.UNKNOWN, **common)
+            reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
+        return str(result.outcome)
+    reservation_release(reservation=reservation)
+    if result.outcome is Outcome.BOUNCED:
+        mine.update(state=State.BOUNCED, **common)
+        suppression_add(value=addressee.email, reason=f"bounced: {result.detail}"[:200])
+        return "bounced"
+    if result.outcome is Outcome.FAILED:
+        mine.update(state=State.FAILED, **common)
+        return "failed"
+    account_error = result.outcome is Outcome.ACCOUNT_ERROR
+    backoff = timedelta(seconds=min(3600, 60 * 2 ** max(0, record.attempts - 1)))
+    mine.update(state=State.DEFERRED, next_attempt_at=finished if account_error else finished + backoff, **common)
+    if account_error or result.account_fault:
+        account_record_failure(account_id=reservation.account_id, reason=result.detail, pause_now=account_error)
+    return "deferred"
+
+
+def mailing_send_settle(*, work_order: WorkOrder, addressee: Addressee, state: str, reason: str) -> None:
+    """A contact settled without SMTP (suppressed, gave up): one record, so the mailing never tries again."""
+    if addressee.record is not None:
+        MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(state=state, last_error=reason)
+        return
+    try:
+        with transaction.atomic():
+            MailingSend.objects.create(
+                work_order=work_order,
+                contact=addressee.contact,
+                email=addressee.email,
+                event_code=work_order.event.code,
+                sub_event=work_order.sub_event,
+                stage=work_order.stage,
+                language=addressee.language,
+                is_test=addressee.test_run is not None,
+                test_run=addressee.test_run,
+                state=state,
+                last_error=reason,
+            )
+    except IntegrityError:
+        pass  # settled concurrently
+
+
+def mailing_sends_settle_stale(*, work_order: WorkOrder) -> tuple[int, int]:
+    """Settles what a previous holder of this work order's lease left in flight: (recovered, unknown).
+
+    Only the lease holder calls this, and no other worker sends for this work order, so every CLAIMED or
+    HANDED_OVER record of it is a dead run's, whatever its claim lease says: CLAIMED never reached the server
+    (back to DEFERRED, due now, its reservation given back); HANDED_OVER may have been delivered (UNKNOWN)."""
+    now = clock.now()
+    recovered = unknown = 0
+    for record in MailingSend.objects.filter(work_order=work_order, state__in=[State.CLAIMED, State.HANDED_OVER]):
+        mine = MailingSend.objects.filter(id=record.id, state=record.state, claim_token=record.claim_token)
+        if record.state == State.HANDED_OVER:
+            unknown += mine.update(
+                state=State.UNKNOWN,
+                claim_token=None,
+                claimed_until=None,
+                last_error="the worker stopped after handing the message to SMTP",
+            )
+            continue
+        with transaction.atomic():
+            if mine.update(
+                state=State.DEFERRED,
+                next_attempt_at=now,
+                claim_token=None,
+                claimed_until=None,
+                last_error="the worker stopped before handing the message to SMTP; nothing was sent",
+            ):
+                recovered += 1
+                if record.account_id and record.claimed_until:
+                    account = SenderAccount.objects.get(id=record.account_id)
+                    day = account_local_day(account, record.claimed_until - send_lease())
+                    usage_give_back(account_id=record.account_id, campaign_id=0, day=day)
+    return recovered, unknown
+
+
+def mailing_gave_up(record: MailingSend | None) -> bool:
+    return bool(record and record.state == State.DEFERRED and record.attempts >= MAX_DEFERRALS)
+
+
+def mailing_retry_due(*, now: datetime):
+    """Deferred records of a key that may be retried now (the Q is applied by callers)."""
+    from django.db.models import Q
+
+    return Q(state=State.DEFERRED, attempts__lt=MAX_DEFERRALS) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
