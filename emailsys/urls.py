@@ -17,9 +17,11 @@ urlpatterns = [
     path("outbox/<str:name>", views.outbox_detail, name="outbox-detail"),
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
     path("api/v1/", include("campaigns.urls")),
+    path("api/v1/", include("workorders.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("u/<uuid:token>/", unsubscribe, name="unsubscribe"),
+    path("w/", include("workorders.public_urls")),
     path("admin/", admin.site.urls),
 ]

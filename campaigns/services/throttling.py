@@ -262,3 +262,36 @@ def account_record_failure(*, account_id: int, reason: str, pause_now: bool) -> 
                 detail={"consecutive_failures": account.consecutive_failures},
             )
     return pause
+
+
+def account_reserve_for_mailing(*, account_id: int, count: int, now: datetime) -> list[Reservation] | NoAccount:
+    """Reserves up to `count` sends on one account for an event mailing (a work order has no campaign): the
+    account's own daily limit and min wait, checked and taken under its row lock exactly as `accounts_reserve`
+    does. Its reservations carry no campaign setting (`campaign_account_id` 0), so committing or releasing them
+    moves only the account's counters."""
+    with transaction.atomic():
+        account = _lock_next_available(account_ids=[account_id], now=now, may_wait=True, avoid=())
+        if account is not None:
+            day = account_local_day(account, now)
+            AccountDailyUsage.objects.bulk_create([AccountDailyUsage(account=account, day=day)], ignore_conflicts=True)
+            usage = AccountDailyUsage.objects.select_for_update().get(account=account, day=day)
+            room = account.daily_limit - usage.reserved
+            if room > 0:
+                wait = float(account.min_wait_seconds)
+                if wait and account.jitter_seconds:
+                    wait += random.uniform(0, account.jitter_seconds)
+                taken = 1 if wait else min(room, count)
+                AccountDailyUsage.objects.filter(id=usage.id).update(reserved=F("reserved") + taken)
+                SenderAccount.objects.filter(id=account.id).update(
+                    last_reserved_at=now, busy_until=now + send_lease() if wait else None
+                )
+                return [Reservation(account, account.id, 0, day, wait, account.next_available_at)] * taken
+    account = SenderAccount.objects.filter(id=account_id).first()
+    if account is None or account.status != SenderAccount.Status.ACTIVE:
+        reason = "the account does not exist" if account is None else f"{account.email} is {account.status}"
+        return NoAccount(now + timedelta(minutes=5), reason)
+    if account.busy_until and account.busy_until > now:
+        return NoAccount(min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending")
+    if account.next_available_at and account.next_available_at > now:
+        return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
+    return NoAccount(_next_local_midnight(account, now), f"{account.email} reached today's limit")
