@@ -4,6 +4,7 @@ import logging
 import threading
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 
 from campaigns.services.dispatch import dispatch_due
@@ -13,13 +14,22 @@ from emailsys import clock
 logger = logging.getLogger(__name__)
 
 
+MAX_SCANS_PER_TICK = 10
+
+
 @shared_task(name="campaigns.dispatch_due", ignore_result=True)
 def dispatch_due_task() -> int:
-    """Ticked by beat (periodic task "campaigns: dispatch"). Enqueues each batch after the claim committed."""
-    result = dispatch_due(now=clock.now())
-    for batch in result.batches:
-        transaction.on_commit(lambda batch=batch: send_batch.delay(batch))
-    return result.lead_count
+    """Ticked by beat (periodic task "campaigns: dispatch"). Enqueues each batch after the claim committed. A
+    full scan is followed by another at once: a backlog reaches the workers in one tick, not one scan a tick."""
+    dispatched = 0
+    for _ in range(MAX_SCANS_PER_TICK):
+        result = dispatch_due(now=clock.now())
+        for batch in result.batches:
+            transaction.on_commit(lambda batch=batch: send_batch.delay(batch))
+        dispatched += result.lead_count
+        if result.lead_count < settings.CAMPAIGN_DISPATCH_SCAN_LIMIT:
+            break
+    return dispatched
 
 
 _thread = threading.local()

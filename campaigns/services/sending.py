@@ -573,6 +573,8 @@ def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, acco
             chunk_at = clock.now()
             prepared = [send for send in reserved_sends[start : start + size] if _send_prepare(send, chunk_at)]
             for send in _sends_claim(prepared, chunk_at):
+                while awaiting and _verdict_next(awaiting, sessions, wait=False):
+                    pass  # verdicts already in: their connections are free again, no new one is opened
                 while len(awaiting) >= settings.CAMPAIGN_SMTP_AWAITING_PER_THREAD:
                     _verdict_next(awaiting, sessions)
                 started = _send_deliver(send, sessions)
@@ -710,7 +712,10 @@ def _claim_one(send: Send) -> bool:
 
 def _send_deliver_and_record(send: Send, sessions: SmtpSessions) -> str:
     started = _send_deliver(send, sessions)
-    return _send_settle(send, started if isinstance(started, DeliveryResult) else _send_verdict(started, sessions))
+    if isinstance(started, DeliveryResult):
+        return _send_settle(send, started)
+    db_connection_release()  # not held while the server takes its time to answer the final dot
+    return _send_settle(send, _send_verdict(started, sessions))
 
 
 def _send_settle(send: Send, result: DeliveryResult) -> str:
@@ -762,7 +767,6 @@ def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult | smtpli
 
 
 def _send_verdict(connection: smtplib.SMTP, sessions: SmtpSessions) -> DeliveryResult:
-    db_connection_release()  # not held while the server takes its time to answer the final dot
     try:
         return smtp_verdict(connection)
     finally:
@@ -776,21 +780,25 @@ class Awaiting:
     since: float  # time.monotonic() when the final dot went
 
 
-def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions) -> None:
-    """Waits for the first verdict to arrive and records it; the oldest is given up on after the SMTP timeout."""
-    db_connection_release()
+def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions, *, wait: bool = True) -> bool:
+    """Records the first verdict to arrive, waiting for one unless `wait` is False: whether one was recorded.
+    The oldest is given up on (UNKNOWN) once it has waited the SMTP timeout."""
     oldest = awaiting[0]
     timeout = settings.CAMPAIGN_SMTP_TIMEOUT
-    index = smtp_first_answered(
-        [entry.connection for entry in awaiting], timeout=oldest.since + timeout - time.monotonic()
-    )
+    left = oldest.since + timeout - time.monotonic()
+    if wait:
+        db_connection_release()  # not held while servers take their time to answer final dots
+    index = smtp_first_answered([entry.connection for entry in awaiting], timeout=left if wait else 0)
     if index is None:
-        awaiting.pop(0)
-        sessions.awaiting.discard(id(oldest.connection))
-        _send_settle(oldest.send, smtp_no_verdict(oldest.connection, waited=timeout))
-        return
+        if wait or left <= 0:
+            awaiting.pop(0)
+            sessions.awaiting.discard(id(oldest.connection))
+            _send_settle(oldest.send, smtp_no_verdict(oldest.connection, waited=timeout))
+            return True
+        return False
     entry = awaiting.pop(index)
     _send_settle(entry.send, _send_verdict(entry.connection, sessions))
+    return True
 
 
 # The two statements every email runs, in SQL: through the ORM they cost more CPU than rendering the message.

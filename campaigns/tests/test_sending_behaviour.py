@@ -304,6 +304,15 @@ def test_campaign_start_and_end_dates_bound_its_sending() -> None:
     assert Campaign.objects.get(id=scenario.campaign.id).status == Campaign.Status.COMPLETED
 
 
+def test_one_dispatch_tick_claims_a_backlog_bigger_than_one_scan(settings) -> None:
+    from campaigns.tasks import dispatch_due_task
+
+    settings.CAMPAIGN_DISPATCH_SCAN_LIMIT = 5
+    scenario = campaign_scenario(smtp_port=free_port(), leads=12, recipients_per_lead=1, steps=1)
+    assert dispatch_due_task() == 12  # three scans: 5, 5, 2
+    assert not Lead.objects.filter(campaign=scenario.campaign, next_due_at__lte=clock.now()).exists()
+
+
 def test_a_greylisted_recipient_does_not_count_against_the_account_but_a_dead_server_does() -> None:
     from campaigns.services.throttling import ACCOUNT_FAILURES_BEFORE_PAUSE
 
