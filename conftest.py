@@ -1,11 +1,12 @@
 """Fixtures shared by every app's tests: real processes with logs, cleaned up after each test."""
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from emailsys.testing import ManagedProcess, start_process
+from emailsys.testing import ManagedProcess, free_port, moto_server_argv, port_answers, start_process, wait_until
 
 StartProcess = Callable[..., ManagedProcess]
 
@@ -27,3 +28,18 @@ def processes(tmp_path: Path) -> Iterator[StartProcess]:
         process.stop()
     for process in started:
         print(f"\n===== {process.name} (exit {process.popen.returncode}) =====\n{process.log()}")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto server (HTTP, SQS and friends) for this test session or xdist worker; its URL. Tests keep apart by
+    creating queues with their own names."""
+    port = free_port()
+    log_dir = tmp_path_factory.mktemp("moto")
+    process = start_process("moto", moto_server_argv(port), env=dict(os.environ), log_dir=log_dir)
+    try:
+        wait_until(lambda: port_answers(port) or not process.alive, timeout=30, what="moto_server listening")
+        assert process.alive, f"moto_server exited:\n{process.log()}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()

@@ -314,6 +314,7 @@ class BridgeControl:
 
     stop_requested: bool = False
     busy: bool = False
+    handled: int = 0
 
 
 def sqs_message_handle(*, queue_url: str, message: dict) -> str:
@@ -340,12 +341,11 @@ def sqs_message_handle(*, queue_url: str, message: dict) -> str:
     return outcome
 
 
-def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: BridgeControl) -> int:
+def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: BridgeControl) -> None:
     """Long-polls the queue and hands each message to sqs_message_handle, in order, until asked to stop (or after
     one receive with `once`). A stop request during a batch finishes the message in hand; the rest of the batch
-    is made visible again for another bridge. Returns the number of messages handled."""
+    is made visible again for another bridge. Counts handled messages in `control.handled`."""
     client = sqs_client()
-    handled = 0
     while not control.stop_requested:
         response = client.receive_message(
             QueueUrl=queue_url,
@@ -361,12 +361,11 @@ def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: Br
                     _release(client, queue_url, messages[index:])
                     break
                 sqs_message_handle(queue_url=queue_url, message=message)
-                handled += 1
+                control.handled += 1
         finally:
             control.busy = False
         if once:
             break
-    return handled
 
 
 def _release(client, queue_url: str, messages: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""Real processes for tests and benchmarks: Celery workers, beat, daphne and Redis servers on loopback.
+"""Real processes for tests and benchmarks: Celery workers, beat, daphne, Redis and moto servers on loopback.
 
 Each process runs in its own session (so a kill reaches its children) and logs to a file that a failing
 test prints. Waiting is always polling with a deadline, never a bare sleep.
@@ -159,6 +159,15 @@ def beat_argv(schedule_dir: Path) -> list[str]:
 
 def daphne_argv(port: int) -> list[str]:
     return [str(BIN_DIR / "daphne"), "-b", "127.0.0.1", "-p", str(port), "emailsys.asgi:application"]
+
+
+def moto_server_argv(port: int) -> list[str]:
+    """moto's server mode: a real HTTP endpoint for SQS (and other AWS APIs) on loopback, state in memory."""
+    return [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+
+
+def sqs_bridge_argv(*extra: str) -> list[str]:
+    return [str(BIN_DIR / "python"), "manage.py", "sqs_bridge", *extra]
 
 
 def redis_server_argv(port: int, directory: Path) -> list[str]:

@@ -1,0 +1,51 @@
+"""Long-polls the event bus's SQS FIFO queue, records each message as a received event in PostgreSQL (once per
+outbox id) and dispatches it to its stream's Celery pool when it is next for its key; a message is deleted from
+SQS only after its record is committed. Run as many as you like: SQS FIFO hands a message group (one key) to one
+receiver at a time, and the database decides what runs.
+
+SIGTERM or SIGINT: the message in hand is finished, then the bridge exits 0 (a long poll in progress is dropped;
+SQS shows what it returned again after the visibility timeout)."""
+
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from emailsys.eventbus import BridgeControl, sqs_bridge_run
+from emailsys.sqs import sqs_queue_url
+
+logger = logging.getLogger(__name__)
+
+
+class _Stop(BaseException):
+    """Raised from the signal handler while no message is in hand (a BaseException: botocore retries Exceptions)."""
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--queue-url", default="", help="default: SQS_QUEUE_URL, or SQS_QUEUE_NAME looked up")
+        parser.add_argument("--wait-seconds", type=int, default=settings.SQS_WAIT_SECONDS, help="long-poll wait")
+        parser.add_argument("--once", action="store_true", help="one receive (up to 10 messages), then exit")
+
+    def handle(self, *args, queue_url: str, wait_seconds: int, once: bool, **options) -> None:
+        if not (queue_url or settings.SQS_QUEUE_URL or settings.SQS_QUEUE_NAME):
+            raise CommandError("SQS is not configured: set SQS_QUEUE_NAME (or SQS_QUEUE_URL), or pass --queue-url")
+        queue_url = queue_url or sqs_queue_url()
+        control = BridgeControl()
+
+        def stop(signum, frame) -> None:
+            control.stop_requested = True
+            if not control.busy:
+                raise _Stop
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        logger.info("sqs_bridge polling %s", queue_url)
+        try:
+            sqs_bridge_run(queue_url=queue_url, wait_seconds=wait_seconds, once=once, control=control)
+        except _Stop:
+            pass
+        logger.info("sqs_bridge stopped after %s messages", control.handled)
