@@ -1,23 +1,27 @@
-"""How work-order events leave: through the transactional outbox (`emailsys.eventbus`, stream "workorder", key =
-the work order's id) when it is installed, else straight to the `workorders.process` task after commit."""
+"""How work-order events leave: the transactional outbox (`emailsys.eventbus`), stream "workorder", key = the
+work order's id, so a work order's events run one at a time, in order, on the `workorders` pool."""
 
-import logging
-
-from celery import current_app
-from django.db import transaction
-
-logger = logging.getLogger(__name__)
+from emailsys.eventbus import event_emit, event_redispatch
+from emailsys.models import ReceivedEvent
 
 STREAM = "workorder"
 
 
 def workorder_event_emit(*, work_order_id: int, kind: str, payload: dict | None = None) -> None:
     """Call inside the transaction that made the change: the event exists if and only if the change does."""
-    try:
-        from emailsys.eventbus import event_emit
-    except ImportError:
-        transaction.on_commit(
-            lambda: current_app.send_task("workorders.process", kwargs={"work_order_id": work_order_id, "kind": kind})
-        )
-        return
     event_emit(stream=STREAM, key=str(work_order_id), kind=kind, payload=payload or {})
+
+
+def workorder_resume(*, work_order_id: int) -> str:
+    """Gets a stalled work order going again. A dead worker's event is still in flight and holds back every later
+    event of the work order, so that one is re-dispatched; with none in flight a "resume" event is emitted."""
+    in_flight = (
+        ReceivedEvent.objects.filter(stream=STREAM, key=str(work_order_id), state__in=ReceivedEvent.IN_FLIGHT)
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if in_flight is not None and event_redispatch(event_id=in_flight):
+        return "redispatched"
+    workorder_event_emit(work_order_id=work_order_id, kind="resume")
+    return "resume emitted"

@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from emailsys import clock
 from workorders.models import LANGUAGE_PATTERN, WorkOrder, WorkOrderStep
-from workorders.services.dispatch import workorder_event_emit
+from workorders.services.dispatch import workorder_event_emit, workorder_resume
 from workorders.services.locking import lease_seconds, workorder_lock_is_live
 from workorders.services.steps import workorder_broadcast, workorder_interrupt, workorder_steps_create
 
@@ -133,8 +133,9 @@ def workorder_unlock(*, work_order_id: int) -> bool:
 
 
 def workorders_sweep() -> list[int]:
-    """Beat's sweeper: a work order working with an expired (or no) lease, or sleeping and due, gets a "resume"
-    event, at most once per lease length, so a dead worker's work is taken over without an operator."""
+    """Beat's sweeper: a work order working with an expired (or no) lease, or sleeping and due, is resumed
+    (`workorder_resume`: its stalled event re-dispatched, or a "resume" event), at most once per lease length,
+    so a dead worker's work is taken over without an operator."""
     now = clock.now()
     lease = timedelta(seconds=lease_seconds())
     no_live_lease = Q(lock_owner="") | Q(lock_expires_at__lt=now)
@@ -144,6 +145,6 @@ def workorders_sweep() -> list[int]:
     for work_order_id in WorkOrder.objects.filter(due, not_recent).values_list("id", flat=True):
         with transaction.atomic():
             if WorkOrder.objects.filter(due, not_recent, id=work_order_id).update(swept_at=now):
-                workorder_event_emit(work_order_id=work_order_id, kind="resume")
+                workorder_resume(work_order_id=work_order_id)
                 resumed.append(work_order_id)
     return resumed

@@ -284,7 +284,7 @@ def test_send_continuously_sends_to_newly_eligible_contacts_and_sleeps_in_the_da
 
 def test_the_sweeper_resumes_an_expired_lease_and_a_due_sleeper_once(smtp, monkeypatch):
     emitted = []
-    monkeypatch.setattr(operations, "workorder_event_emit", lambda **kwargs: emitted.append(kwargs))
+    monkeypatch.setattr(operations, "workorder_resume", lambda **kwargs: emitted.append({**kwargs, "kind": "resume"}))
     now = clock.now()
     dead = make_work_order(smtp)
     WorkOrder.objects.filter(id=dead.id).update(status="working", lock_owner="dead", lock_acquired_at=now,
