@@ -79,6 +79,7 @@ def test_the_pipeline_sends_one_email_per_contact_in_their_language_and_a_second
     workorder_restart(work_order_id=work_order.id, step="send")
     assert workorder_process(work_order_id=work_order.id) == "complete"
     assert len(smtp.snapshot()) == 7  # 5 contacts + the tester in 2 languages, nothing more
+    assert steps(work_order)["send"].message == "sent: nothing to send"  # none even tried
 
 
 class Background:
