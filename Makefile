@@ -31,6 +31,14 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# make demo publishes events through moto's SQS server (Procfile: moto, sqs-bridge); make test configures its own.
+MOTO_PORT ?= 5000
+demo: export MOTO_PORT := $(MOTO_PORT)
+demo: export SQS_ENDPOINT_URL ?= http://127.0.0.1:$(MOTO_PORT)
+demo: export SQS_QUEUE_NAME ?= emailsys-events.fifo
+demo: export AWS_ACCESS_KEY_ID ?= demo
+demo: export AWS_SECRET_ACCESS_KEY ?= demo
+
 demo: install
 	$(BIN)/python manage.py demo_setup
 	exec $(BIN)/honcho start -f Procfile

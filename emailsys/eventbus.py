@@ -19,12 +19,15 @@ index allowing one dispatched-or-started event per key (ReceivedEvent.Meta), whi
 
 import json
 import logging
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
@@ -38,6 +41,7 @@ from emailsys.sqs import sqs_client, sqs_configured, sqs_message_send, sqs_queue
 logger = logging.getLogger(__name__)
 State = ReceivedEvent.State
 SWEEP_BATCH = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -347,12 +351,18 @@ def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: Br
     is made visible again for another bridge. Counts handled messages in `control.handled`."""
     client = sqs_client()
     while not control.stop_requested:
-        response = client.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+        response = sqs_retrying(
+            lambda: client.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+            ),
+            what="receive",
+            control=control,
         )
+        if response is None:
+            break
         control.busy = True
         try:
             messages = response.get("Messages", [])
@@ -374,3 +384,17 @@ def _release(client, queue_url: str, messages: list[dict]) -> None:
         for index, message in enumerate(messages)
     ]
     client.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def sqs_retrying(call: Callable[[], T], *, what: str, control: BridgeControl, max_delay: float = 10.0) -> T | None:
+    """Calls until SQS answers (an outage or a queue not created yet is waited out, 0.5 s doubling to `max_delay`),
+    or returns None once a stop is requested."""
+    delay = 0.5
+    while not control.stop_requested:
+        try:
+            return call()
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("SQS %s failed, again in %.1fs: %s", what, delay, error)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    return None

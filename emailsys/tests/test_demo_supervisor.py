@@ -46,7 +46,12 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
     processes, django_user_model, tmp_path, monkeypatch
 ) -> None:
     django_user_model.objects.create_superuser("demo-admin", "admin@localhost", "demo-password")
-    ports = {"WEB_PORT": free_port(), "FLOWER_PORT": free_port(), "SMTP_CAPTURE_PORT": free_port()}
+    ports = {
+        "WEB_PORT": free_port(),
+        "FLOWER_PORT": free_port(),
+        "SMTP_CAPTURE_PORT": free_port(),
+        "MOTO_PORT": free_port(),
+    }
     monkeypatch.setenv("SMTP_CAPTURE_PORT", str(ports["SMTP_CAPTURE_PORT"]))
     call_command("load_demo_data")  # as make demo does: the demo campaign sends to the capture server
     dispatch_tick_every(seconds=1)
@@ -57,6 +62,11 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
         FLOWER_BASIC_AUTH="ops:flower-secret",
         OUTBOX_DIR=str(outbox),
         EMAILSYS_DEMO_RUN=marker.partition("=")[2],
+        # As make demo sets them: the bridge creates its queue on the Procfile's moto server.
+        SQS_ENDPOINT_URL=f"http://127.0.0.1:{ports['MOTO_PORT']}",
+        SQS_QUEUE_NAME=f"demo-{unique_token()}.fifo",
+        AWS_ACCESS_KEY_ID="demo",
+        AWS_SECRET_ACCESS_KEY="demo",
     )
     honcho = processes("honcho", [str(BIN_DIR / "honcho"), "start", "-f", "Procfile"], env=env)
     base_url = f"http://127.0.0.1:{ports['WEB_PORT']}"
@@ -86,7 +96,8 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
     assert b"Subject: Quick question" in captured[0].read_bytes()
 
     supervised = processes_marked(marker)
-    assert len(supervised) >= 9  # honcho, web, four pools (with their children), beat, flower, capture
+    assert len(supervised) >= 11  # honcho, web, four pools (with their children), beat, flower, capture, moto, bridge
+    assert "sqs_bridge polling" in honcho.log(400), "the bridge found the queue it created on moto"
     honcho.signal_group(signal.SIGINT)  # what Ctrl-C in the terminal sends
     honcho.popen.wait(timeout=30)
     wait_until(lambda: not processes_marked(marker), timeout=15, what="every demo process gone")

@@ -29,7 +29,7 @@ VENV_BIN = Path(sys.executable).parent
 ASGI_TARGET = "emailsys.asgi:application"
 CELERY_APP = "emailsys"
 # Set on app containers without being read by emailsys/settings: Django reads it to find the settings.
-NOT_READ_BY_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
+NOT_READ_BY_SETTINGS = {"DJANGO_SETTINGS_MODULE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}  # and boto3 these
 
 README_ENV_ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`")
 SETTINGS_ENV_READ = re.compile(
@@ -226,7 +226,7 @@ def test_command_exists(source: str) -> None:
     """The program is installed, and what it is asked to run (management command, celery subcommand) exists."""
     args = all_commands()[source]
     program = args[0]
-    assert program in ("celery", "daphne", "python"), f"{source}: unexpected program {program!r}"
+    assert program in ("celery", "daphne", "python", "moto_server"), f"{source}: unexpected program {program!r}"
     assert shutil.which(program, path=str(VENV_BIN)), f"{source}: {program} is not installed in {VENV_BIN}"
     if program == "python":
         if args[1:2] == ["manage.py"]:
@@ -238,6 +238,8 @@ def test_command_exists(source: str) -> None:
         assert args[3] in celery_cli.commands, f"{source}: no celery subcommand {args[3]!r}"
         if not source.endswith("healthcheck"):
             assert args[3] in ("worker", "beat", "flower"), f"{source}: runs celery {args[3]}"
+    elif program == "moto_server":
+        assert option_value(args, "-H", "--host") == "127.0.0.1", f"{source}: moto must listen on loopback only"
     else:
         targets = [arg for arg in args[1:] if re.fullmatch(r"[\w.]+:\w+", arg)]
         assert targets == [ASGI_TARGET], f"{source}: daphne serves {targets}"

@@ -8,12 +8,13 @@ SQS shows what it returned again after the visibility timeout)."""
 
 import logging
 import signal
+from functools import partial
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from emailsys.eventbus import BridgeControl, sqs_bridge_run
-from emailsys.sqs import sqs_queue_url
+from emailsys.eventbus import BridgeControl, sqs_bridge_run, sqs_retrying
+from emailsys.sqs import sqs_queue_url, sqs_queues_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--queue-url", default="", help="default: SQS_QUEUE_URL, or SQS_QUEUE_NAME looked up")
         parser.add_argument("--wait-seconds", type=int, default=settings.SQS_WAIT_SECONDS, help="long-poll wait")
         parser.add_argument("--once", action="store_true", help="one receive (up to 10 messages), then exit")
+        parser.add_argument("--setup", action="store_true", help="create the queues first, as sqs_setup (demo)")
 
-    def handle(self, *args, queue_url: str, wait_seconds: int, once: bool, **options) -> None:
+    def handle(self, *args, queue_url: str, wait_seconds: int, once: bool, setup: bool, **options) -> None:
         if not (queue_url or settings.SQS_QUEUE_URL or settings.SQS_QUEUE_NAME):
             raise CommandError("SQS is not configured: set SQS_QUEUE_NAME (or SQS_QUEUE_URL), or pass --queue-url")
-        queue_url = queue_url or sqs_queue_url()
         control = BridgeControl()
 
         def stop(signum, frame) -> None:
@@ -43,8 +44,17 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        logger.info("sqs_bridge polling %s", queue_url)
         try:
+            if setup:
+                ensure = partial(
+                    sqs_queues_ensure,
+                    name=settings.SQS_QUEUE_NAME,
+                    max_receive_count=settings.SQS_MAX_RECEIVE_COUNT,
+                    visibility_timeout=settings.SQS_VISIBILITY_TIMEOUT,
+                )
+                sqs_retrying(ensure, what="queue setup", control=control)
+            queue_url = queue_url or sqs_retrying(sqs_queue_url, what="queue lookup", control=control)
+            logger.info("sqs_bridge polling %s", queue_url)
             sqs_bridge_run(queue_url=queue_url, wait_seconds=wait_seconds, once=once, control=control)
         except _Stop:
             pass
