@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -370,7 +370,12 @@ def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: Br
                 if control.stop_requested:
                     _release(client, queue_url, messages[index:])
                     break
-                sqs_message_handle(queue_url=queue_url, message=message)
+                try:
+                    sqs_message_handle(queue_url=queue_url, message=message)
+                except DatabaseError:  # not recorded, not deleted: SQS shows it again after the visibility timeout
+                    logger.exception("SQS message %s not recorded; it comes back", message.get("MessageId"))
+                    close_old_connections()
+                    continue
                 control.handled += 1
         finally:
             control.busy = False

@@ -83,7 +83,9 @@ class ReceivedEvent(models.Model):
                 name="received_one_in_flight_per_key",
             ),
             models.CheckConstraint(
-                condition=Q(state="received") | Q(dispatched_at__isnull=False), name="received_dispatched_has_time"
+                # failed without a dispatch: a stream no longer configured when its turn came
+                condition=Q(state__in=["received", "failed"]) | Q(dispatched_at__isnull=False),
+                name="received_dispatched_has_time",
             ),
             models.CheckConstraint(
                 condition=Q(state__in=["received", "dispatched", "failed"])

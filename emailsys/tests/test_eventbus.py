@@ -134,3 +134,18 @@ def test_sweeper_resends_tasks_dispatched_but_never_started(settings) -> None:
     assert event_sweep().redispatched == 1
     assert received(event.outbox_id).dispatched_at > before
     assert event_dispatch_next(stream="bustest", key="k") is None, "still one in flight"
+
+
+def test_an_event_of_a_stream_no_longer_configured_fails_instead_of_blocking_its_key() -> None:
+    outbox = OutboxEvent.objects.create(stream="gone", key="k", kind="a")
+    event_id, _ = event_receive(message=EventMessage(outbox.id, "gone", "k", "a", {}), via=ReceivedEvent.Via.SQS)
+    event = ReceivedEvent.objects.get(id=event_id)
+    assert (event.state, event.dispatched_at) == (State.FAILED, None)
+    assert "no handler for event stream 'gone'" in event.last_error
+
+
+def test_the_sweep_runs_on_beat_as_an_editable_periodic_task() -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.get(name="emailsys: sweep events")
+    assert (task.task, task.queue, task.enabled) == ("emailsys.sweep_events", "default", True)

@@ -195,10 +195,3 @@ def test_the_sweeper_resends_a_task_the_broker_lost(processes, settings, tmp_pat
     assert event_sweep().redispatched == 1
     wait_until(lambda: all_finished(1), timeout=60, what="event done")
     assert len(runs(log)) == 1
-
-
-def test_the_sweep_runs_on_beat_as_an_editable_periodic_task() -> None:
-    from django_celery_beat.models import PeriodicTask
-
-    task = PeriodicTask.objects.get(name="emailsys: sweep events")
-    assert (task.task, task.queue, task.enabled) == ("emailsys.sweep_events", "default", True)
