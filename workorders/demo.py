@@ -66,3 +66,9 @@ def demo_workorder_create() -> WorkOrder:
         subjects={"en": "", "fr": "Vous êtes invité·e : {{ event_name }}"}, from_name="Demo Events Team",
         reply_to="events@demo-events.test", testers=["tester@demo-events.test"], burst_size=5, burst_pause_seconds=2,
     )  # fmt: skip
+
+
+def demo_load() -> str:
+    """`load_demo_data`'s entry point."""
+    work_order = demo_workorder_create()
+    return f"work order {work_order.id} for event {DEMO_EVENT_CODE} ({work_order.status}): start it in the admin"

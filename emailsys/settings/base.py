@@ -169,6 +169,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for a choice set used by several fields (a step's name, the step a restart starts from).
+    "ENUM_NAME_OVERRIDES": {"WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name"},
 }
 
 # --- Celery -----------------------------------------------------------------------------------------
@@ -246,6 +248,13 @@ CAMPAIGN_SMTP_AWAITING_PER_THREAD = env.int("CAMPAIGN_SMTP_AWAITING_PER_THREAD",
 CAMPAIGN_DISPATCH_SCAN_LIMIT = env.int("CAMPAIGN_DISPATCH_SCAN_LIMIT", default=2000)
 # A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
 CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
+
+# --- Work orders ------------------------------------------------------------------------------------
+# A worker holds a work order's lease this long, renewing it while it works; after it the sweeper hands the work
+# order to another worker.
+WORKORDER_LEASE_SECONDS = env.int("WORKORDER_LEASE_SECONDS", default=30)
+# A run gives its lease up (and queues its own continuation) after this long: under the Celery time limit.
+WORKORDER_SLICE_SECONDS = env.int("WORKORDER_SLICE_SECONDS", default=120)
 
 # --- Events: transactional outbox, SQS FIFO bridge (README "Events: outbox and SQS bridge") ---------------------
 

@@ -25,7 +25,7 @@ POLL_SECONDS = 0.2
 
 
 def lease_seconds() -> float:
-    return float(getattr(settings, "WORKORDER_LEASE_SECONDS", 30))
+    return float(settings.WORKORDER_LEASE_SECONDS)
 
 
 def lock_owner_new() -> str:

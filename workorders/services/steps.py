@@ -64,7 +64,7 @@ MAX_IN_PROCESS_WAIT = 60.0  # longer waits release the lease and sleep in the da
 
 
 def slice_seconds() -> float:
-    return float(getattr(settings, "WORKORDER_SLICE_SECONDS", 120))
+    return float(settings.WORKORDER_SLICE_SECONDS)
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
