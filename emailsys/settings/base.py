@@ -139,6 +139,20 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "var" / "media")
+# Stored files (work orders' prepared emails and dry-run lists) go to S3 through django-storages when a bucket is
+# named; AWS credentials come from boto3's usual variables. The endpoint is for S3-compatible stores and moto.
+STORAGE_S3_BUCKET = env("STORAGE_S3_BUCKET", default="")
+if STORAGE_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": STORAGE_S3_BUCKET,
+            "endpoint_url": env("STORAGE_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("STORAGE_S3_REGION", default="") or None,
+            "location": env("STORAGE_S3_PREFIX", default=""),
+            "file_overwrite": True,
+        },
+    }
 
 # --- Email ------------------------------------------------------------------------------------------
 

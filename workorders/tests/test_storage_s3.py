@@ -1,0 +1,62 @@
+"""Prepared emails and dry-run lists in S3 (django-storages) when a bucket is configured, here moto's server."""
+
+import uuid
+
+import boto3
+import pytest
+
+from emailsys.testing import process_env
+from workorders.models import WorkOrderStep
+from workorders.services.steps import workorder_process
+from workorders.tests.factories import ContactFactory
+from workorders.tests.test_steps import make_work_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint, settings, monkeypatch) -> str:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = f"emailsys-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+        },
+    }
+    return bucket
+
+
+def test_prepare_and_dry_run_store_their_files_in_the_configured_bucket(smtp, s3_bucket, moto_endpoint) -> None:
+    ContactFactory(language="en", name="Ann")
+    ContactFactory(language="fr", name="Fleur")
+    work_order = make_work_order(smtp)
+
+    assert workorder_process(work_order_id=work_order.id) == "complete"
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    keys = {item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
+    prepare = WorkOrderStep.objects.get(work_order=work_order, name="prepare")
+    prepared = set(prepare.result["files"].values())
+    assert len(prepared) == 2 and prepared <= keys, (prepared, keys)  # one prepared email per language
+    assert len(keys) == 3, keys  # and the dry-run list
+    assert len(smtp.snapshot()) == 2  # Send read the prepared emails back from the bucket
+
+
+def test_naming_a_bucket_in_the_environment_switches_stored_files_to_s3() -> None:
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    script = "from django.conf import settings; o = settings.STORAGES['default']; print(o['BACKEND'], o['OPTIONS'])"
+    env = {**process_env(), "STORAGE_S3_BUCKET": "files", "STORAGE_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    output = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], env=env, capture_output=True, text=True, check=True,
+        cwd=django_settings.BASE_DIR,
+    ).stdout  # fmt: skip
+    assert "storages.backends.s3.S3Storage {" in output and "'bucket_name': 'files'" in output, output
+    assert "http://127.0.0.1:9" in output
