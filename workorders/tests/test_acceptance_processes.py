@@ -1,10 +1,7 @@
 """Issue 4's acceptance, across real processes: PostgreSQL, Redis, moto's SQS server, `manage.py sqs_bridge`
 processes, Celery workers of the `workorders` pool, beat, and an aiosmtpd server (in this process) recording what
 it accepts and when. SQS is configured everywhere, so the outbox never dispatches straight to Celery: every
-work-order event goes outbox → moto queue → bridge → ReceivedEvent → worker.
-
-The processes get `workorders.tests.process_settings` (the test settings plus WORKORDER_LEASE_SECONDS and
-WORKORDER_SLICE_SECONDS from the environment)."""
+work-order event goes outbox → moto queue → bridge → ReceivedEvent → worker."""
 
 import email
 import os
@@ -53,7 +50,6 @@ def stack(moto_endpoint, settings, monkeypatch, processes, tmp_path):
     settings.SQS_ENDPOINT_URL, settings.SQS_QUEUE_NAME, settings.SQS_QUEUE_URL = moto_endpoint, name, ""
     url, _ = sqs_queues_ensure(name=name, max_receive_count=3, visibility_timeout=30)
     env = process_env(
-        DJANGO_SETTINGS_MODULE="workorders.tests.process_settings",
         SQS_ENDPOINT_URL=moto_endpoint,
         SQS_QUEUE_NAME=name,
         SQS_WAIT_SECONDS="1",
