@@ -1,8 +1,8 @@
 """Operator console for campaigns. Actions and the send-test page call services; lists read annotated
 querysets (one query for the rows, whatever the page size).
 
-Secrets: an account's SMTP password is write-only here. The form field never renders a value, an empty
-submission keeps the stored password, and the password is in no list, read-only field or log message.
+Secrets: an account's SMTP password and ESP secret are write-only here. The form fields never render a value,
+an empty submission keeps the stored secret, and secrets are in no list, read-only field or log message.
 Send records, activities, dry runs, test sends and usage counters are read-only: they are the record of
 what happened, changed only by services (e.g. "mark sent" on an unknown send).
 """
@@ -197,7 +197,8 @@ class EmailTemplateAdmin(admin.ModelAdmin):
 
 
 class SenderAccountForm(forms.ModelForm):
-    """The SMTP password is write-only: never rendered back; empty on edit keeps the stored one."""
+    """The SMTP password and the ESP secret are write-only: never rendered back; empty on edit keeps the stored
+    one."""
 
     smtp_password = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
@@ -206,16 +207,34 @@ class SenderAccountForm(forms.ModelForm):
         label="SMTP password",
         help_text="Write-only. Leave empty to keep the stored password.",
     )
+    esp_secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
+        label="ESP secret",
+        help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Leave empty to keep it.",
+    )
+
+    esp_endpoint_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        label="ESP endpoint URL",
+        help_text=SenderAccount._meta.get_field("esp_endpoint_url").help_text,
+    )
 
     class Meta:
         model = SenderAccount
-        fields = ["email", "from_name", "first_name", "last_name", "provider", "signature", "smtp_host", "smtp_port",
-                  "security", "smtp_username", "smtp_password", "time_zone", "daily_limit", "min_wait_seconds",
-                  "jitter_seconds"]  # fmt: skip
+        fields = ["email", "from_name", "first_name", "last_name", "provider", "signature", "transport", "smtp_host",
+                  "smtp_port", "security", "smtp_username", "smtp_password", "esp_name", "esp_key_id", "esp_secret",
+                  "esp_region", "esp_endpoint_url", "esp_configuration_set", "time_zone", "daily_limit",
+                  "min_wait_seconds", "jitter_seconds"]  # fmt: skip
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.initial.pop("smtp_password", None)  # the plaintext never reaches the page, not even hidden
+        self.initial.pop("esp_secret", None)
+        if "transport" in self.fields:
+            self.fields["transport"].required = False
 
     def clean_smtp_password(self) -> str:
         password = self.cleaned_data.get("smtp_password", "")
@@ -223,20 +242,33 @@ class SenderAccountForm(forms.ModelForm):
             return self.instance.smtp_password
         return password
 
+    def clean_transport(self) -> str:
+        """Optional in a submission (forms written before ESP accounts existed): SMTP."""
+        return self.cleaned_data.get("transport") or SenderAccount.Transport.SMTP
+
+    def clean_esp_secret(self) -> str:
+        secret = self.cleaned_data.get("esp_secret", "")
+        if not secret and self.instance.pk:
+            return self.instance.esp_secret
+        return secret
+
 
 @admin.register(SenderAccount)
 class SenderAccountAdmin(admin.ModelAdmin):
     form = SenderAccountForm
-    list_display = ["email", "status", "status_reason", "usage_today", "daily_limit", "smtp_host", "provider"]
-    list_filter = ["status", "security", "provider"]
+    list_display = ["email", "status", "status_reason", "usage_today", "daily_limit", "transport", "smtp_host",
+                    "esp_name", "provider"]  # fmt: skip
+    list_filter = ["status", "transport", "esp_name", "security", "provider"]
     search_fields = ["email", "from_name", "smtp_host", "provider"]
     ordering = ["email"]
     actions = ["test_smtp", "pause", "resume", "disable", "reset_limits"]
-    readonly_fields = ["status", "status_reason", "has_password", "consecutive_failures", "last_reserved_at",
-                       "next_available_at", "busy_until", "stats_panel", "created_at"]  # fmt: skip
+    readonly_fields = ["status", "status_reason", "has_password", "has_esp_secret", "consecutive_failures",
+                       "last_reserved_at", "next_available_at", "busy_until", "stats_panel", "created_at"]  # fmt: skip
     fieldsets = [
-        (None, {"fields": ["email", "from_name", "first_name", "last_name", "provider", "signature"]}),
+        (None, {"fields": ["email", "from_name", "first_name", "last_name", "provider", "signature", "transport"]}),
         ("SMTP", {"fields": ["smtp_host", "smtp_port", "security", "smtp_username", "smtp_password", "has_password"]}),
+        ("ESP (django-anymail)", {"fields": ["esp_name", "esp_key_id", "esp_secret", "has_esp_secret", "esp_region",
+                                             "esp_endpoint_url", "esp_configuration_set"]}),
         ("Limits", {"fields": ["time_zone", "daily_limit", "min_wait_seconds", "jitter_seconds"]}),
         ("State", {"fields": ["status", "status_reason", "consecutive_failures", "last_reserved_at",
                               "next_available_at", "busy_until", "stats_panel", "created_at"]}),
@@ -262,6 +294,10 @@ class SenderAccountAdmin(admin.ModelAdmin):
     def has_password(self, account: SenderAccount) -> bool:
         return bool(account.smtp_password)
 
+    @admin.display(description="ESP secret stored", boolean=True)
+    def has_esp_secret(self, account: SenderAccount) -> bool:
+        return bool(account.esp_secret)
+
     @admin.display(description="Today")
     def stats_panel(self, account: SenderAccount) -> SafeString | str:
         if not account.pk:
@@ -276,7 +312,7 @@ class SenderAccountAdmin(admin.ModelAdmin):
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
 
-    @admin.action(description="Test SMTP login of selected accounts")
+    @admin.action(description="Test SMTP login (or ESP credentials and sender) of selected accounts")
     def test_smtp(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         for account in queryset:
             ok, detail = account_test_smtp(account=account)

@@ -233,8 +233,9 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
 
 class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
-    """Sender accounts. `smtp_password` is write-only; responses carry `has_password` instead. JSON only: the
-    browsable API would echo a submitted password back into its form after a validation error."""
+    """Sender accounts, over SMTP or an ESP (`transport`). `smtp_password` and `esp_secret` are write-only;
+    responses carry `has_password` and `has_esp_secret` instead. JSON only: the browsable API would echo a
+    submitted secret back into its form after a validation error."""
 
     serializer_class = SenderAccountSerializer
     renderer_classes = [JSONRenderer]

@@ -45,7 +45,19 @@ class EmailTemplate(models.Model):
 
 
 class SenderAccount(models.Model):
-    """An SMTP mailbox we send from. Limits hold across all campaigns; "today" is in the account's time zone."""
+    """A mailbox we send from: over SMTP, or through an ESP's API (django-anymail). Limits hold across all
+    campaigns; "today" is in the account's time zone. Secrets (SMTP password, ESP secret) are encrypted at rest
+    and never shown back."""
+
+    class Transport(models.TextChoices):
+        SMTP = "smtp", "SMTP"
+        ESP = "esp", "ESP API (django-anymail)"
+
+    class Esp(models.TextChoices):
+        AMAZON_SES = "amazon_ses", "Amazon SES"
+        MANDRILL = "mandrill", "Mailchimp Transactional (Mandrill)"
+        POSTMARK = "postmark", "Postmark"
+        SENDGRID = "sendgrid", "SendGrid"
 
     class Security(models.TextChoices):
         STARTTLS = "starttls", "STARTTLS"
@@ -62,11 +74,24 @@ class SenderAccount(models.Model):
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
     provider = models.CharField(max_length=100, blank=True)
-    smtp_host = models.CharField(max_length=255)
+    transport = models.CharField(max_length=10, choices=Transport.choices, default=Transport.SMTP)
+    smtp_host = models.CharField(max_length=255, blank=True, help_text="Required for an SMTP account.")
     smtp_port = models.PositiveIntegerField(default=587)
     smtp_username = models.CharField(max_length=255, blank=True)
     smtp_password = EncryptedTextField(blank=True)
     security = models.CharField(max_length=10, choices=Security.choices, default=Security.STARTTLS)
+    esp_name = models.CharField(
+        max_length=30, choices=Esp.choices, blank=True, help_text="Required for an ESP account."
+    )
+    esp_key_id = models.CharField(
+        max_length=255, blank=True, help_text="Amazon SES: the access key id. Empty: boto3's usual credential chain."
+    )
+    esp_secret = EncryptedTextField(blank=True, help_text="Amazon SES: the secret access key; others: the API key.")
+    esp_region = models.CharField(max_length=30, blank=True, help_text="Amazon SES region, e.g. eu-west-1.")
+    esp_endpoint_url = models.URLField(
+        blank=True, help_text="Another API endpoint (a local test server); empty: the ESP's."
+    )
+    esp_configuration_set = models.CharField(max_length=64, blank=True, help_text="Amazon SES configuration set.")
     signature = models.TextField(blank=True)
     time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
     daily_limit = models.PositiveIntegerField(default=50)
@@ -83,9 +108,23 @@ class SenderAccount(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["status", "last_reserved_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(transport="smtp") & ~Q(smtp_host="")) | (Q(transport="esp") & ~Q(esp_name="")),
+                name="account_transport_is_configured",
+                violation_error_message="An SMTP account needs a host; an ESP account needs its ESP.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.email
+
+    def clean(self) -> None:
+        """The constraint's rule, said on the field that is missing."""
+        if self.transport == self.Transport.SMTP and not self.smtp_host:
+            raise ValidationError({"smtp_host": "An SMTP account needs a host."})
+        if self.transport == self.Transport.ESP and not self.esp_name:
+            raise ValidationError({"esp_name": "An ESP account needs its ESP."})
 
     @property
     def sender_name(self) -> str:
@@ -283,6 +322,9 @@ class SendRecord(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=300, blank=True)
+    provider_message_id = models.CharField(
+        max_length=300, blank=True, help_text="The ESP's id for the sent message (an ESP assigns its own)."
+    )
     subject = models.TextField(blank=True)
     message = models.TextField(blank=True, help_text="The exact MIME message handed to SMTP.")
     attempts = models.PositiveIntegerField(default=0)

@@ -1,8 +1,8 @@
 """JSON shapes of the campaigns API, and the validation of what clients send.
 
 Writes check the model's own validators and constraints (`full_clean`) here, so bad input is a 400 with the
-field named, never an IntegrityError. SMTP passwords go in and never come out: `smtp_password` is
-write-only and responses only say `has_password`.
+field named, never an IntegrityError. SMTP passwords and ESP secrets go in and never come out: `smtp_password`
+and `esp_secret` are write-only and responses only say `has_password` / `has_esp_secret`.
 """
 
 import copy
@@ -187,13 +187,25 @@ class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
         help_text="Write-only. Omitted or empty: keep the stored password; null: remove it.",
     )
     has_password = serializers.SerializerMethodField()
+    esp_secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Omitted or empty: keep "
+        "the stored secret; null: remove it.",
+    )
+    has_esp_secret = serializers.SerializerMethodField()
 
     class Meta:
         model = SenderAccount
         fields = [
-            "id", "email", "from_name", "first_name", "last_name", "provider", "smtp_host", "smtp_port",
-            "smtp_username", "smtp_password", "has_password", "security", "signature", "time_zone", "daily_limit",
-            "min_wait_seconds", "jitter_seconds", "status", "status_reason", "consecutive_failures",
+            "id", "email", "from_name", "first_name", "last_name", "provider", "transport", "smtp_host", "smtp_port",
+            "smtp_username", "smtp_password", "has_password", "security", "esp_name", "esp_key_id", "esp_secret",
+            "has_esp_secret", "esp_region", "esp_endpoint_url", "esp_configuration_set", "signature", "time_zone",
+            "daily_limit", "min_wait_seconds", "jitter_seconds", "status", "status_reason", "consecutive_failures",
             "next_available_at", "created_at",
         ]  # fmt: skip
         read_only_fields = ["status", "status_reason", "consecutive_failures", "next_available_at", "created_at"]
@@ -201,13 +213,17 @@ class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
     def get_has_password(self, account: SenderAccount) -> bool:
         return bool(account.smtp_password)
 
+    def get_has_esp_secret(self, account: SenderAccount) -> bool:
+        return bool(account.esp_secret)
+
     def validate(self, attrs: dict) -> dict:
-        if "smtp_password" in attrs:
-            password = attrs.pop("smtp_password")
-            if password is None:
-                attrs["smtp_password"] = ""
-            elif password:
-                attrs["smtp_password"] = password
+        for secret_field in ("smtp_password", "esp_secret"):
+            if secret_field in attrs:
+                secret = attrs.pop(secret_field)
+                if secret is None:
+                    attrs[secret_field] = ""
+                elif secret:
+                    attrs[secret_field] = secret
         return super().validate(attrs)
 
 

@@ -316,6 +316,9 @@ class MailingSend(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=300, blank=True)
+    provider_message_id = models.CharField(
+        max_length=300, blank=True, help_text="The ESP's id for the sent message (an ESP assigns its own)."
+    )
     subject = models.TextField(blank=True)
     message = models.TextField(blank=True, help_text="The exact MIME message handed to SMTP.")
     attempts = models.PositiveIntegerField(default=0)

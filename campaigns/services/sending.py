@@ -32,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
+from campaigns.services.esp import esp_account, esp_send
 from campaigns.services.operations import suppressed_among, suppression_add
 from campaigns.services.smtp import (
     DeliveryResult,
@@ -747,6 +748,14 @@ def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult | smtpli
             return cursor.rowcount == 1
 
     account = send.reservation.account
+    if esp_account(account):  # an API call: its answer is the verdict, nothing left awaiting
+
+        def hand_over_released() -> bool:
+            handed_over = hand_over()
+            db_connection_release()  # not held during the API call
+            return handed_over
+
+        return esp_send(account=account, message=send.message_text.encode(), on_handover=hand_over_released)
     if not sessions.has_free(account):
         db_connection_release()  # not held while connecting (TCP, TLS, AUTH); MAIL/RCPT/DATA on an open one are quick
     try:
@@ -817,7 +826,8 @@ _HAND_OVER_SQL = """
 _SENT_SQL = """
     WITH record AS (
         UPDATE campaigns_sendrecord
-           SET state = %(sent)s, sent_at = %(at)s, claim_token = NULL, claimed_until = NULL, last_error = ''
+           SET state = %(sent)s, sent_at = %(at)s, claim_token = NULL, claimed_until = NULL, last_error = '',
+               provider_message_id = %(provider_message_id)s
          WHERE id = %(record)s AND claim_token = %(token)s
      RETURNING id
     ), recipient AS (
@@ -851,6 +861,8 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
         "step_order": send.step.order,
     }
     detail = {"send_record": record.id, "message_id": record.message_id, "smtp": result.detail}
+    if result.provider_message_id:
+        detail["provider_message_id"] = result.provider_message_id
     record.claim_token, record.claimed_until = None, None
 
     if result.outcome is Outcome.SENT:
@@ -863,11 +875,12 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
                         "record": record.id, "token": send.token, "at": finished, "recipient": recipient.id,
                         "step_order": send.step.order, "campaign": send.lead.campaign_id, "lead": send.lead.id,
                         "account": account.id, "message": f"sent to {recipient.email}", "detail": Jsonb(detail),
-                        "kind": Activity.Kind.SENT, **_STATES,
+                        "kind": Activity.Kind.SENT, "provider_message_id": result.provider_message_id, **_STATES,
                     },
                 )  # fmt: skip
             reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
         record.state, record.sent_at = State.SENT, finished
+        record.provider_message_id = result.provider_message_id
         return "sent"
     mine = SendRecord.objects.filter(id=record.id, claim_token=send.token)
     if result.outcome is Outcome.UNKNOWN:

@@ -42,6 +42,8 @@ class DeliveryResult:
     # The account's side failed (connection, login, MAIL FROM, 421), not this recipient: counts towards pausing
     # the account. A recipient's greylisting (451 to RCPT) does not.
     account_fault: bool = False
+    # The ESP's own id for an accepted message (an ESP assigns its own; SES rewrites the Message-ID header too).
+    provider_message_id: str = ""
 
     @property
     def delivered_nothing(self) -> bool:
@@ -225,7 +227,12 @@ def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:
 
 
 def account_test_smtp(*, account: SenderAccount, timeout: float = 10) -> tuple[bool, str]:
-    """Connects, secures and logs in, then quits: (ok, what happened). Never reveals the password."""
+    """Connects, secures and logs in, then quits: (ok, what happened). Never reveals the password. An ESP
+    account is checked with a cheap API call instead (`account_test_esp`)."""
+    if account.transport == SenderAccount.Transport.ESP:
+        from campaigns.services.esp import account_test_esp
+
+        return account_test_esp(account=account)
     try:
         connection = smtp_connect(account, timeout=timeout)
     except (smtplib.SMTPException, OSError) as error:

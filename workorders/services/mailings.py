@@ -8,7 +8,6 @@ nothing left, retried; HANDED_OVER → UNKNOWN, never retried automatically (`ma
 """
 
 import copy
-import smtplib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,9 +17,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from campaigns.models import SenderAccount
+from campaigns.services.esp import deliver_one
 from campaigns.services.operations import suppression_add
 from campaigns.services.sending import MAX_DEFERRALS, SmtpSessions
-from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_deliver
+from campaigns.services.smtp import DeliveryResult, Outcome
 from campaigns.services.templating import RenderedEmail, message_build, message_id_new
 from campaigns.services.throttling import (
     NoAccount,
@@ -132,18 +132,13 @@ def mailing_send(
             )
         )
 
-    try:
-        connection = sessions.get(account)
-    except (smtplib.SMTPException, OSError) as error:
-        result = smtp_classify_connect_error(error)
-    else:
-        result = smtp_deliver(
-            connection,
-            envelope_from=account.email,
-            recipient=addressee.email,
-            message_bytes=message.encode(),
-            on_handover=hand_over,
-        )
+    result = deliver_one(
+        account=account,
+        sessions=sessions,
+        recipient=addressee.email,
+        message_bytes=message.encode(),
+        on_handover=hand_over,
+    )
     return _record_result(record, token, reservation, result, addressee)
 
 
@@ -183,7 +178,9 @@ def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: D
     if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
         with transaction.atomic():
             if result.outcome is Outcome.SENT:
-                mine.update(state=State.SENT, sent_at=finished, **common)
+                mine.update(
+                    state=State.SENT, sent_at=finished, provider_message_id=result.provider_message_id, **common
+                )
             else:
                 mine.update(state=State.UNKNOWN, **common)
             reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
