@@ -291,6 +291,7 @@ def raw_worker(dbname: str, smtp_port: int, templates: tuple[str, str, str], bar
 class RawResult:
     rate: float  # emails/s
     cpu_ms_per_email: float  # CPU of the sending processes (not PostgreSQL's, not the sink's)
+    pg_cpu_ms_per_email: float  # the scratch database's backends
 
 
 def raw_ceiling(*, dbname: str, smtp_port: int, emails: int) -> RawResult:
@@ -308,16 +309,19 @@ def raw_ceiling(*, dbname: str, smtp_port: int, emails: int) -> RawResult:
         context.Process(target=raw_worker, args=(dbname, smtp_port, (SUBJECT, BODY_TEXT, BODY_HTML), barrier, results))
         for _ in range(processes)
     ]
+    sampler = DatabaseSampler(dbname)
+    sampler.start()
     cpu_before = children_cpu_seconds()
     for worker in workers:
         worker.start()
     reports = [results.get(timeout=600) for _ in workers]
+    _, database_cpu = sampler.stop()
     for worker in workers:
         worker.join()
     sent = sum(report[2] for report in reports)
     assert sent == emails, f"raw: {sent} of {emails} sent"
     elapsed = max(report[1] for report in reports) - min(report[0] for report in reports)
-    return RawResult(sent / elapsed, (children_cpu_seconds() - cpu_before) * 1000 / sent)
+    return RawResult(sent / elapsed, (children_cpu_seconds() - cpu_before) * 1000 / sent, database_cpu * 1000 / sent)
 
 
 def children_cpu_seconds() -> float:
@@ -337,6 +341,59 @@ def process_groups_cpu_seconds(groups: set[int]) -> float:
         if int(fields[2]) in groups:  # pgrp; utime and stime follow at 11 and 12
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pid_cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class DatabaseSampler(threading.Thread):
+    """Every 0.5 s, from the maintenance database: how many backends the scratch database has (the most seen),
+    and the CPU its backends used since the sampler started (read from /proc, so other databases' load on this
+    machine does not count). A backend that ends between two samples loses at most 0.5 s of its CPU."""
+
+    def __init__(self, dbname: str) -> None:
+        super().__init__(daemon=True)
+        self.dbname, self.maximum, self._stop_event = dbname, 0, threading.Event()
+        self.baseline: dict[int, float] = {}
+        self.latest: dict[int, float] = {}
+        self._started = threading.Event()
+
+    def run(self) -> None:
+        with closing(postgres_connect()) as database, database.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            own = cursor.fetchone()[0]
+            while not self._stop_event.is_set():
+                self._sample(cursor, own)
+                self._started.set()
+                self._stop_event.wait(0.5)
+            self._sample(cursor, own)
+
+    def _sample(self, cursor, own: int) -> None:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [self.dbname, own])
+        pids = [row[0] for row in cursor.fetchall()]
+        self.maximum = max(self.maximum, len(pids) + 1)  # + the benchmark's own connection, as before
+        for pid in pids:
+            cpu = pid_cpu_seconds(pid)
+            if cpu is None:
+                continue
+            if not self._started.is_set():
+                self.baseline[pid] = cpu
+            self.latest[pid] = cpu
+
+    def start(self) -> None:
+        super().start()
+        self._started.wait(10)
+
+    def stop(self) -> tuple[int, float]:
+        """(most backends, CPU seconds of the scratch database's backends while sampling)."""
+        self._stop_event.set()
+        self.join()
+        return self.maximum, sum(cpu - self.baseline.get(pid, 0.0) for pid, cpu in self.latest.items())
 
 
 # --- Pipeline -------------------------------------------------------------------------------------
@@ -367,31 +424,12 @@ class PipelineRun:
     max_connections: int
     smtp_sessions: int | None
     cpu_ms_per_email: float  # beat, default and sending workers (not PostgreSQL's, not the sink's)
+    pg_cpu_ms_per_email: float  # the scratch database's backends
     other_states: dict
 
     @property
     def rate(self) -> float:
         return self.sent / self.elapsed if self.elapsed else 0.0
-
-
-class ConnectionSampler(threading.Thread):
-    """The most backends on the scratch database, sampled every 0.5 s from the maintenance database."""
-
-    def __init__(self, dbname: str) -> None:
-        super().__init__(daemon=True)
-        self.dbname, self.maximum, self._stop_event = dbname, 0, threading.Event()
-
-    def run(self) -> None:
-        with closing(postgres_connect()) as database, database.cursor() as cursor:
-            while not self._stop_event.is_set():
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [self.dbname])
-                self.maximum = max(self.maximum, cursor.fetchone()[0])
-                self._stop_event.wait(0.5)
-
-    def stop(self) -> int:
-        self._stop_event.set()
-        self.join()
-        return self.maximum
 
 
 class Engine:
@@ -498,7 +536,7 @@ def pipeline_run(
     workers = engine.sending_start(shape)
     sessions_before = sink.sessions()
     groups = {process.popen.pid for process in engine.processes + workers}  # each started in its own session
-    sampler = ConnectionSampler(dbname)
+    sampler = DatabaseSampler(dbname)
     sampler.start()
     cpu_before = process_groups_cpu_seconds(groups)
     try:
@@ -512,7 +550,7 @@ def pipeline_run(
                 sent, progress_at = now_sent, time.monotonic()
         cpu = process_groups_cpu_seconds(groups) - cpu_before
     finally:
-        max_connections = sampler.stop()
+        max_connections, database_cpu = sampler.stop()
         for worker in workers:
             worker.stop()
     span = sent_records.aggregate(first=Min("sent_at"), last=Max("sent_at"))
@@ -528,6 +566,7 @@ def pipeline_run(
         max_connections=max_connections,
         smtp_sessions=None if sessions_before is None else sink.sessions() - sessions_before,
         cpu_ms_per_email=cpu * 1000 / max(sent, 1),
+        pg_cpu_ms_per_email=database_cpu * 1000 / max(sent, 1),
         other_states=dict(others.values_list("state").annotate(n=Count("id")).values_list("state", "n")),
     )
 
@@ -627,15 +666,16 @@ def print_fast(*, sink_label: str, emails: int, raw: RawResult, runs: list[Pipel
     cores = os.cpu_count()
     print(f"\nSend throughput, {emails} emails, {cores} cores, sink: {sink_label}")
     rows = [[f"raw ceiling ({cores} processes)", f"{raw.rate:.1f}", f"{emails / raw.rate:.1f}", "100%", "",
-             f"{raw.cpu_ms_per_email:.1f}", cores, cores]]  # fmt: skip
+             f"{raw.cpu_ms_per_email:.1f}", f"{raw.pg_cpu_ms_per_email:.1f}", cores, cores]]  # fmt: skip
     for run in runs:
         sessions = "-" if run.smtp_sessions is None else run.smtp_sessions
         rows.append([f"pipeline {run.shape}, activation → last SENT", f"{run.rate:.1f}", f"{run.elapsed:.1f}",
                      f"{run.rate / raw.rate:.0%}", f"{run.first_latency:.2f}", f"{run.cpu_ms_per_email:.1f}",
-                     run.max_connections, sessions])  # fmt: skip
+                     f"{run.pg_cpu_ms_per_email:.1f}", run.max_connections, sessions])  # fmt: skip
         rows.append([f"pipeline {run.shape}, first → last SENT", f"{run.steady_rate:.1f}", "",
-                     f"{run.steady_rate / raw.rate:.0%}", "", "", "", ""])  # fmt: skip
-    header = ["", "emails/s", "seconds", "vs raw", "1st SENT s", "CPU ms/email", "max PG conns", "SMTP sessions"]
+                     f"{run.steady_rate / raw.rate:.0%}", "", "", "", "", ""])  # fmt: skip
+    header = ["", "emails/s", "seconds", "vs raw", "1st SENT s", "CPU ms/email", "PG CPU ms/email", "max PG conns",
+              "SMTP sessions"]  # fmt: skip
     print_table(header, rows)
     for run in runs:
         if run.sent < run.emails or run.other_states:
@@ -653,9 +693,9 @@ def print_slow(*, sink_label: str, raw: RawResult, runs: list[PipelineRun], skip
         sessions = "-" if run.smtp_sessions is None else run.smtp_sessions
         rows.append([str(run.shape), run.sent, f"{run.rate:.1f}", f"{run.steady_rate:.1f}", f"{theoretical:.0f}",
                      f"{expected:.0f}", f"{run.rate / expected:.0%}", f"{run.cpu_ms_per_email:.1f}",
-                     run.max_connections, sessions])  # fmt: skip
+                     f"{run.pg_cpu_ms_per_email:.1f}", run.max_connections, sessions])  # fmt: skip
     header = ["P×T", "emails", "emails/s", "steady/s", "P×T÷0.3s", "expected", "vs expected", "CPU ms/email",
-              "max PG conns", "SMTP sessions"]  # fmt: skip
+              "PG CPU ms/email", "max PG conns", "SMTP sessions"]  # fmt: skip
     print_table(header, rows)
     for run in runs:
         if run.sent < run.emails or run.other_states:
@@ -738,7 +778,7 @@ def run(options, shapes: list[Shape], scratch: Path, dbname: str, database_url: 
     if options.slow:
         print(
             f"\nraw ceiling ({os.cpu_count()} processes, {sink.label}): {raw.rate:.1f} emails/s, "
-            f"{raw.cpu_ms_per_email:.1f} CPU ms/email"
+            f"{raw.cpu_ms_per_email:.1f} CPU ms/email, PostgreSQL {raw.pg_cpu_ms_per_email:.1f}"
         )
         print_slow(sink_label=slow_label, raw=raw, runs=runs, skipped=skipped)
     else:
