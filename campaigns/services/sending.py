@@ -23,10 +23,12 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
+from django.db.models import QuerySet
 from django.db.models.functions import Lower
 from psycopg.types.json import Jsonb
 
@@ -310,34 +312,79 @@ def _next_recipient(lead: Lead, step: SequenceStep, now: datetime, state: StepSt
 
 
 def _recover_stale_claim(record: SendRecord, now: datetime) -> SendRecord | None:
-    """A dead worker's claim becomes DEFERRED (due now) and its reservation is given back, exactly once: the
-    conditional update on the old claim token decides which caller does it."""
-    with transaction.atomic():
-        recovered = SendRecord.objects.filter(id=record.id, state=State.CLAIMED, claim_token=record.claim_token).update(
-            state=State.DEFERRED, next_attempt_at=now, claim_token=None, claimed_until=None,
-            last_error="the worker stopped before handing the message to SMTP; nothing was sent",
-        )  # fmt: skip
-        if not recovered:
-            return None
-        if record.account_id and record.claimed_until:
-            claimed_at = record.claimed_until - send_lease()
-            day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
-            usage_give_back(account_id=record.account_id, campaign_id=record.campaign_id, day=day)
+    if not stale_claim_give_back(record=record, campaign_id=record.campaign_id, now=now):
+        return None
     return SendRecord.objects.defer("message").get(id=record.id)
 
 
 def _settle_as_unknown(record: SendRecord, now: datetime, reason: str) -> None:
-    """It counts against the account's limit (it may have been delivered); the account's lease ran out with it."""
-    updated = SendRecord.objects.filter(id=record.id, state=State.HANDED_OVER, claim_token=record.claim_token).update(
-        state=State.UNKNOWN, last_error=reason, claim_token=None, claimed_until=None
-    )
-    if updated:
+    if stale_hand_over_settle(record=record, reason=reason):
         _record_activity(
             record,
             kind=Activity.Kind.UNKNOWN,
             message=f"outcome unknown: {reason}",
             detail={"send_record": record.id, "message_id": record.message_id},
         )
+
+
+# --- What any send record becomes (campaign sends and event mailings alike) ------------------------------
+
+
+def stale_claim_give_back(*, record: SendRecord | Any, campaign_id: int, now: datetime) -> bool:
+    """A dead worker's CLAIMED record (it never reached the server) becomes DEFERRED, due now, and its account
+    slot is given back, exactly once: the conditional update on the old claim token decides which caller does it.
+    `record` is a SendRecord or an event mailing's MailingSend (same states and claim fields)."""
+    with transaction.atomic():
+        mine = type(record).objects.filter(id=record.id, state=State.CLAIMED, claim_token=record.claim_token)
+        recovered = mine.update(
+            state=State.DEFERRED, next_attempt_at=now, claim_token=None, claimed_until=None,
+            last_error="the worker stopped before handing the message to SMTP; nothing was sent",
+        )  # fmt: skip
+        if recovered and record.account_id and record.claimed_until:
+            claimed_at = record.claimed_until - send_lease()
+            day = account_local_day(SenderAccount.objects.get(id=record.account_id), claimed_at)
+            usage_give_back(account_id=record.account_id, campaign_id=campaign_id, day=day)
+    return bool(recovered)
+
+
+def stale_hand_over_settle(*, record: SendRecord | Any, reason: str) -> bool:
+    """A dead worker's HANDED_OVER record may have been delivered: UNKNOWN, never retried automatically. It still
+    counts against the account's limit."""
+    return bool(
+        type(record)
+        .objects.filter(id=record.id, state=State.HANDED_OVER, claim_token=record.claim_token)
+        .update(state=State.UNKNOWN, last_error=reason, claim_token=None, claimed_until=None)
+    )
+
+
+def send_failure_settle(
+    *, mine: QuerySet, reservation: Reservation, result: DeliveryResult, email: str, attempts: int, finished: datetime
+) -> datetime | None:
+    """What a claimed send record becomes when its message was not delivered, or no verdict came: `mine` is
+    the record filtered by our claim token. UNKNOWN keeps the account's slot (it may have been delivered); the
+    others give it back. A bounce suppresses the address; an account's fault counts towards pausing it.
+    Returns when a DEFERRED record may be retried."""
+    common = {"claim_token": None, "claimed_until": None, "last_error": result.detail}
+    if result.outcome is Outcome.UNKNOWN:
+        with transaction.atomic():
+            mine.update(state=State.UNKNOWN, **common)
+            reservation_commit(reservation=reservation, finished_at=finished, delivered=False)
+        return None
+    reservation_release(reservation=reservation)
+    if result.outcome is Outcome.BOUNCED:
+        mine.update(state=State.BOUNCED, **common)
+        suppression_add(value=email, reason=f"bounced: {result.detail}"[:200])
+        return None
+    if result.outcome is Outcome.FAILED:
+        mine.update(state=State.FAILED, **common)
+        return None
+    # DEFERRED or ACCOUNT_ERROR: nothing was delivered and the recipient is not at fault.
+    account_error = result.outcome is Outcome.ACCOUNT_ERROR
+    retry_at = finished if account_error else finished + _backoff(attempts)
+    mine.update(state=State.DEFERRED, next_attempt_at=retry_at, **common)
+    if account_error or result.account_fault:
+        account_record_failure(account_id=reservation.account_id, reason=result.detail, pause_now=account_error)
+    return retry_at
 
 
 def _record_activity(record: SendRecord, *, kind: str, message: str, detail: dict) -> None:
@@ -848,11 +895,6 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
     assert send.claimed is not None and send.reservation is not None
     record, recipient, account, reservation = send.claimed, send.recipient, send.reservation.account, send.reservation
     finished = clock.now()
-    common = {
-        "claim_token": None,
-        "claimed_until": None,
-        "last_error": "" if result.outcome is Outcome.SENT else result.detail,
-    }
     activity = {
         "campaign": send.lead.campaign_id,
         "lead": send.lead,
@@ -882,42 +924,37 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
         record.state, record.sent_at = State.SENT, finished
         record.provider_message_id = result.provider_message_id
         return "sent"
-    mine = SendRecord.objects.filter(id=record.id, claim_token=send.token)
+    with transaction.atomic():
+        retry_at = send_failure_settle(
+            mine=SendRecord.objects.filter(id=record.id, claim_token=send.token), reservation=reservation,
+            result=result, email=recipient.email, attempts=record.attempts, finished=finished,
+        )  # fmt: skip
+        record.state = _STATE_AFTER[result.outcome]
+        if result.outcome is Outcome.BOUNCED:
+            Recipient.objects.filter(id=recipient.id).update(status=Recipient.Status.BOUNCED)
+        if retry_at is not None:
+            record.next_attempt_at = retry_at
+            detail["retry_at"] = retry_at.isoformat()
+        message = f"outcome unknown: {result.detail}" if result.outcome is Outcome.UNKNOWN else result.detail
+        activity_record(kind=_ACTIVITY_KIND[record.state], message=message, detail=detail, **activity)
     if result.outcome is Outcome.UNKNOWN:
-        with transaction.atomic():
-            mine.update(state=State.UNKNOWN, **common)
-            activity_record(
-                kind=Activity.Kind.UNKNOWN, message=f"outcome unknown: {result.detail}", detail=detail, **activity
-            )
-            record.state = State.UNKNOWN
-            reservation_commit(reservation=reservation, finished_at=finished, delivered=False)
         return "unknown"
+    return "deferred" if retry_at is not None else "settled"
 
-    reservation_release(reservation=reservation)
-    if result.outcome is Outcome.BOUNCED:
-        mine.update(state=State.BOUNCED, **common)
-        Recipient.objects.filter(id=recipient.id).update(status=Recipient.Status.BOUNCED)
-        suppression_add(value=recipient.email, reason=f"bounced: {result.detail}"[:200])
-        activity_record(kind=Activity.Kind.BOUNCED, message=result.detail, detail=detail, **activity)
-        return "settled"
-    if result.outcome is Outcome.FAILED:
-        mine.update(state=State.FAILED, **common)
-        activity_record(kind=Activity.Kind.FAILED, message=result.detail, detail=detail, **activity)
-        return "settled"
-    # DEFERRED or ACCOUNT_ERROR: nothing was delivered and the recipient is not at fault.
-    account_error = result.outcome is Outcome.ACCOUNT_ERROR
-    retry_at = finished if account_error else finished + _backoff(record.attempts)
-    mine.update(state=State.DEFERRED, next_attempt_at=retry_at, **common)
-    record.state, record.next_attempt_at = State.DEFERRED, retry_at
-    if account_error or result.account_fault:
-        account_record_failure(account_id=account.id, reason=result.detail, pause_now=account_error)
-    activity_record(
-        kind=Activity.Kind.DEFERRED,
-        message=result.detail,
-        detail={**detail, "retry_at": retry_at.isoformat()},
-        **activity,
-    )
-    return "deferred"
+
+_STATE_AFTER = {
+    Outcome.UNKNOWN: State.UNKNOWN,
+    Outcome.BOUNCED: State.BOUNCED,
+    Outcome.FAILED: State.FAILED,
+    Outcome.DEFERRED: State.DEFERRED,
+    Outcome.ACCOUNT_ERROR: State.DEFERRED,
+}
+_ACTIVITY_KIND = {
+    State.UNKNOWN: Activity.Kind.UNKNOWN,
+    State.BOUNCED: Activity.Kind.BOUNCED,
+    State.FAILED: Activity.Kind.FAILED,
+    State.DEFERRED: Activity.Kind.DEFERRED,
+}
 
 
 def _lead_after_send(work: LeadWork, send: Send, outcome: str) -> None:

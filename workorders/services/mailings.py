@@ -10,7 +10,7 @@ nothing left, retried; HANDED_OVER → UNKNOWN, never retried automatically (`ma
 import copy
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,19 +18,21 @@ from django.db.models import QuerySet
 
 from campaigns.models import SenderAccount
 from campaigns.services.esp import deliver_one
-from campaigns.services.operations import suppression_add
-from campaigns.services.sending import MAX_DEFERRALS, SmtpSessions
+from campaigns.services.sending import (
+    MAX_DEFERRALS,
+    SmtpSessions,
+    send_failure_settle,
+    stale_claim_give_back,
+    stale_hand_over_settle,
+)
 from campaigns.services.smtp import DeliveryResult, Outcome
 from campaigns.services.templating import RenderedEmail, message_build, message_id_new
 from campaigns.services.throttling import (
     NoAccount,
-    account_local_day,
-    account_record_failure,
     account_reserve_for_mailing,
     reservation_commit,
     reservation_release,
     send_lease,
-    usage_give_back,
 )
 from emailsys import clock
 from workorders.models import Contact, MailingSend, WorkOrder
@@ -167,37 +169,25 @@ def _claim(work_order: WorkOrder, addressee: Addressee, claim: dict) -> MailingS
 
 
 def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: DeliveryResult, addressee) -> str:
-    """The verdict on the record; the account's slot committed (it may have been delivered) or given back."""
+    """The verdict on the record; the account's slot committed (it may have been delivered) or given back. Every
+    outcome but SENT is settled as for a campaign's send record (`send_failure_settle`)."""
     finished = clock.now()
     mine = MailingSend.objects.filter(id=record.id, claim_token=token)
-    common = {
-        "claim_token": None,
-        "claimed_until": None,
-        "last_error": "" if result.outcome is Outcome.SENT else result.detail,
-    }
-    if result.outcome in (Outcome.SENT, Outcome.UNKNOWN):
+    if result.outcome is Outcome.SENT:
         with transaction.atomic():
-            if result.outcome is Outcome.SENT:
-                mine.update(
-                    state=State.SENT, sent_at=finished, provider_message_id=result.provider_message_id, **common
-                )
-            else:
-                mine.update(state=State.UNKNOWN, **common)
-            reservation_commit(reservation=reservation, finished_at=finished, delivered=result.outcome is Outcome.SENT)
+            mine.update(
+                state=State.SENT, sent_at=finished, provider_message_id=result.provider_message_id,
+                claim_token=None, claimed_until=None, last_error="",
+            )  # fmt: skip
+            reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
+        return "sent"
+    retry_at = send_failure_settle(
+        mine=mine, reservation=reservation, result=result, email=addressee.email, attempts=record.attempts,
+        finished=finished,
+    )  # fmt: skip
+    if result.outcome in (Outcome.UNKNOWN, Outcome.BOUNCED, Outcome.FAILED):
         return str(result.outcome)
-    reservation_release(reservation=reservation)
-    if result.outcome is Outcome.BOUNCED:
-        mine.update(state=State.BOUNCED, **common)
-        suppression_add(value=addressee.email, reason=f"bounced: {result.detail}"[:200])
-        return "bounced"
-    if result.outcome is Outcome.FAILED:
-        mine.update(state=State.FAILED, **common)
-        return "failed"
-    account_error = result.outcome is Outcome.ACCOUNT_ERROR
-    backoff = timedelta(seconds=min(3600, 60 * 2 ** max(0, record.attempts - 1)))
-    mine.update(state=State.DEFERRED, next_attempt_at=finished if account_error else finished + backoff, **common)
-    if account_error or result.account_fault:
-        account_record_failure(account_id=reservation.account_id, reason=result.detail, pause_now=account_error)
+    assert retry_at is not None
     return "deferred"
 
 
@@ -225,6 +215,9 @@ def mailing_send_settle(*, work_order: WorkOrder, addressee: Addressee, state: s
         pass  # settled concurrently
 
 
+HANDED_OVER_BY_A_DEAD_RUN = "the worker stopped after handing the message to SMTP"
+
+
 def mailing_sends_settle_stale(*, work_order: WorkOrder) -> tuple[int, int]:
     """Settles what a previous holder of this work order's lease left in flight: (recovered, unknown).
 
@@ -234,28 +227,10 @@ def mailing_sends_settle_stale(*, work_order: WorkOrder) -> tuple[int, int]:
     now = clock.now()
     recovered = unknown = 0
     for record in MailingSend.objects.filter(work_order=work_order, state__in=[State.CLAIMED, State.HANDED_OVER]):
-        mine = MailingSend.objects.filter(id=record.id, state=record.state, claim_token=record.claim_token)
         if record.state == State.HANDED_OVER:
-            unknown += mine.update(
-                state=State.UNKNOWN,
-                claim_token=None,
-                claimed_until=None,
-                last_error="the worker stopped after handing the message to SMTP",
-            )
-            continue
-        with transaction.atomic():
-            if mine.update(
-                state=State.DEFERRED,
-                next_attempt_at=now,
-                claim_token=None,
-                claimed_until=None,
-                last_error="the worker stopped before handing the message to SMTP; nothing was sent",
-            ):
-                recovered += 1
-                if record.account_id and record.claimed_until:
-                    account = SenderAccount.objects.get(id=record.account_id)
-                    day = account_local_day(account, record.claimed_until - send_lease())
-                    usage_give_back(account_id=record.account_id, campaign_id=0, day=day)
+            unknown += stale_hand_over_settle(record=record, reason=HANDED_OVER_BY_A_DEAD_RUN)
+        else:
+            recovered += stale_claim_give_back(record=record, campaign_id=0, now=now)  # mailings use no campaign
     return recovered, unknown
 
 
