@@ -101,7 +101,7 @@ def _local_day(now: datetime) -> Callable[[zoneinfo.ZoneInfo], date]:
     return lambda zone: now.astimezone(zone).date()
 
 
-def _pre(text: str) -> SafeString:
+def preformatted(text: str) -> SafeString:
     return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
 
 
@@ -190,7 +190,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
             rendered = template_render(template=template, context=context, signature="")
         except TemplateRenderError as error:
             return format_html('<p class="errornote">{}</p>', str(error))
-        return _pre(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+        return preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
 
 
 # --- sender accounts ---------------------------------------------------------------------------------------
@@ -675,8 +675,58 @@ class RecipientAdmin(admin.ModelAdmin):
 # --- what was sent -----------------------------------------------------------------------------------------
 
 
+class UnknownSendActions:
+    """Actions on sends whose outcome is unknown — mark sent, mark failed, resend anyway — for any send record
+    model: a subclass names the service that resolves one (`resolve`) and what follows a resend."""
+
+    actions = ["mark_sent", "mark_failed", "resend"]
+    resent_note = "queued to be sent again"
+
+    def resolve(self, *, record_id: int, action: str, actor: str) -> None:
+        raise NotImplementedError
+
+    def after_resend(self, record_id: int) -> None:
+        pass
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts  # type: ignore[attr-defined]
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet, verdict: str, done: str) -> None:
+        resolved, refused = [], []
+        for record_id in queryset.order_by("pk").values_list("pk", flat=True):
+            try:
+                self.resolve(record_id=record_id, action=verdict, actor=_actor(request))
+            except ValueError as error:
+                refused.append(str(error))
+                continue
+            if verdict == ResolveAction.RESEND:
+                self.after_resend(record_id)
+            resolved.append(f"#{record_id}")
+        if resolved:
+            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)  # type: ignore[attr-defined]
+        if refused:
+            self.message_user(  # type: ignore[attr-defined]
+                request,
+                f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
+                messages.ERROR,
+            )
+
+    @admin.action(description="Unknown outcome: mark as sent (it arrived)", permissions=["resolve"])
+    def mark_sent(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resolve(request, queryset, ResolveAction.MARK_SENT, "marked sent")
+
+    @admin.action(description="Unknown outcome: mark as failed (it did not arrive)", permissions=["resolve"])
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resolve(request, queryset, ResolveAction.MARK_FAILED, "marked failed")
+
+    @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
+    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._resolve(request, queryset, ResolveAction.RESEND, self.resent_note)
+
+
 @admin.register(SendRecord)
-class SendRecordAdmin(ReadOnlyAdmin):
+class SendRecordAdmin(UnknownSendActions, ReadOnlyAdmin):
     """Filter state = "Unknown outcome" for the sends an operator must decide on (mark sent / failed / resend)."""
 
     list_display = ["id", "state", "campaign", "recipient", "step_order", "account", "attempts", "handed_over_at",
@@ -686,7 +736,6 @@ class SendRecordAdmin(ReadOnlyAdmin):
     search_fields = ["recipient__email", "message_id", "subject"]
     ordering = ["-id"]
     show_full_result_count = False
-    actions = ["mark_sent", "mark_failed", "resend"]
     fields = ["state", "campaign", "lead", "recipient", "step", "account", "message_id", "subject", "message_text",
               "attempts", "last_error", "next_attempt_at", "claimed_until", "handed_over_at", "sent_at",
               "resolved_by", "created_at", "updated_at"]  # fmt: skip
@@ -698,48 +747,19 @@ class SendRecordAdmin(ReadOnlyAdmin):
         detail = match is not None and (match.url_name or "").endswith("_change")
         return records if detail else records.defer("message")  # MIME bodies only on the detail page
 
-    def has_resolve_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("campaigns.change_sendrecord")
-
     @admin.display(description="Step", ordering="step__order")
     def step_order(self, record: SendRecord) -> int:
         return record.step.order
 
     @admin.display(description="Message (exactly as handed to SMTP)")
     def message_text(self, record: SendRecord) -> SafeString:
-        return _pre(record.message)
+        return preformatted(record.message)
 
-    def _resolve(self, request: HttpRequest, queryset: QuerySet[SendRecord], verdict: str, done: str) -> None:
-        resolved, refused = [], []
-        for record_id in queryset.order_by("pk").values_list("pk", flat=True):
-            try:
-                send_record_resolve(record_id=record_id, action=verdict, actor=_actor(request))
-            except ValueError as error:
-                refused.append(str(error))
-                continue
-            if verdict == ResolveAction.RESEND:
-                tasks.send_resend.delay_on_commit(record_id)
-            resolved.append(f"#{record_id}")
-        if resolved:
-            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)
-        if refused:
-            self.message_user(
-                request,
-                f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
-                messages.ERROR,
-            )
+    def resolve(self, *, record_id: int, action: str, actor: str) -> None:
+        send_record_resolve(record_id=record_id, action=action, actor=actor)
 
-    @admin.action(description="Unknown outcome: mark as sent (it arrived)", permissions=["resolve"])
-    def mark_sent(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_SENT, "marked sent")
-
-    @admin.action(description="Unknown outcome: mark as failed (it did not arrive)", permissions=["resolve"])
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_FAILED, "marked failed")
-
-    @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
-    def resend(self, request: HttpRequest, queryset: QuerySet[SendRecord]) -> None:
-        self._resolve(request, queryset, ResolveAction.RESEND, "queued to be sent again")
+    def after_resend(self, record_id: int) -> None:
+        tasks.send_resend.delay_on_commit(record_id)
 
 
 @admin.register(DryRunRecord)
@@ -763,7 +783,7 @@ class DryRunRecordAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Message (as it would be sent)")
     def message_text(self, record: DryRunRecord) -> SafeString:
-        return _pre(record.message)
+        return preformatted(record.message)
 
 
 @admin.register(TestSend)
@@ -787,7 +807,7 @@ class TestSendAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Message")
     def message_text(self, test: TestSend) -> SafeString:
-        return _pre(test.message)
+        return preformatted(test.message)
 
 
 # --- suppression and activity ------------------------------------------------------------------------------
@@ -847,4 +867,4 @@ class ActivityAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Detail")
     def detail_json(self, activity: Activity) -> SafeString:
-        return _pre(json.dumps(activity.detail, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        return preformatted(json.dumps(activity.detail, indent=2, sort_keys=True, ensure_ascii=False, default=str))

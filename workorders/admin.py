@@ -11,8 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from workorders.models import Contact, Event, Segment, WorkOrder, WorkOrderStep
+from campaigns.admin import ReadOnlyAdmin, UnknownSendActions, preformatted
+from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.services import operations
+from workorders.services.mailings import mailing_send_resolve
 from workorders.services.segments import segment_contacts, segment_count, segment_referenced_by
 
 SAMPLE_SIZE = 10
@@ -187,3 +189,35 @@ class WorkOrderAdmin(admin.ModelAdmin):
                    "form": form, "work_orders": queryset, "opts": self.model._meta,
                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}  # fmt: skip
         return TemplateResponse(request, "admin/workorders/workorder/restart.html", context)
+
+
+@admin.register(MailingSend)
+class MailingSendAdmin(UnknownSendActions, ReadOnlyAdmin):
+    """Every email of event mailings; filter state = "Unknown outcome" for those an operator must decide on."""
+
+    resent_note = "due again: the work order's next Send round sends them"
+    list_display = ["id", "state", "work_order", "email", "language", "is_test", "account", "attempts",
+                    "handed_over_at", "sent_at", "resolved_by"]  # fmt: skip
+    list_select_related = ["work_order__event", "account"]
+    list_filter = ["state", "is_test", "event_code", "language"]
+    search_fields = ["email", "message_id", "provider_message_id", "subject"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = ["state", "work_order", "contact", "email", "language", "event_code", "sub_event", "stage", "is_test",
+              "account", "message_id", "provider_message_id", "subject", "message_text", "attempts", "last_error",
+              "next_attempt_at", "claimed_until", "handed_over_at", "sent_at", "resolved_by", "created_at",
+              "updated_at"]  # fmt: skip
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MailingSend]:
+        sends = super().get_queryset(request)
+        match = request.resolver_match
+        detail = match is not None and (match.url_name or "").endswith("_change")
+        return sends if detail else sends.defer("message")  # MIME bodies only on the detail page
+
+    @admin.display(description="Message (exactly as handed over)")
+    def message_text(self, send: MailingSend):
+        return preformatted(send.message)
+
+    def resolve(self, *, record_id: int, action: str, actor: str) -> None:
+        mailing_send_resolve(record_id=record_id, action=action, actor=actor)

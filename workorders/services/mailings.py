@@ -20,6 +20,7 @@ from campaigns.models import SenderAccount
 from campaigns.services.esp import deliver_one
 from campaigns.services.sending import (
     MAX_DEFERRALS,
+    ResolveAction,
     SmtpSessions,
     send_failure_settle,
     stale_claim_give_back,
@@ -245,3 +246,25 @@ def mailing_retry_due(*, now: datetime):
     return Q(state=State.DEFERRED, attempts__lt=MAX_DEFERRALS) & (
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+
+
+def mailing_send_resolve(*, record_id: int, action: str, actor: str) -> MailingSend:
+    """An operator's verdict on an UNKNOWN mailing send, as for a campaign's (`send_record_resolve`): mark sent,
+    mark failed, or resend — DEFERRED and due now, so the work order's next Send round sends it again."""
+    if action not in ResolveAction.ALL:
+        raise ValueError(f"unknown action {action!r}; use one of {', '.join(ResolveAction.ALL)}")
+    now = clock.now()
+    with transaction.atomic():
+        record = MailingSend.objects.select_for_update().get(id=record_id)
+        if record.state != State.UNKNOWN:
+            raise ValueError(f"mailing send {record.id} is {record.state}, not unknown")
+        if action == ResolveAction.MARK_SENT:
+            record.state, record.sent_at = State.SENT, record.handed_over_at or now
+        elif action == ResolveAction.MARK_FAILED:
+            record.state = State.FAILED
+        else:
+            record.state, record.next_attempt_at = State.DEFERRED, now
+        record.resolved_by = actor[:150]
+        record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
+        record.save()
+    return record
