@@ -62,7 +62,7 @@ from campaigns.services.throttling import (
 )
 from campaigns.services.windows import window_next_open
 from emailsys import clock
-from emailsys.db import rows_update
+from emailsys.db import execute_prepared, rows_update
 
 logger = logging.getLogger(__name__)
 
@@ -790,9 +790,8 @@ def _send_deliver(send: Send, sessions: SmtpSessions) -> DeliveryResult | smtpli
     record_id, token = send.claimed.id, send.token
 
     def hand_over() -> bool:
-        with db_connection.cursor() as cursor:
-            cursor.execute(_HAND_OVER_SQL, {"record": record_id, "token": token, "at": clock.now(), **_STATES})
-            return cursor.rowcount == 1
+        params = {"record": record_id, "token": token, "at": clock.now(), **_STATES}
+        return execute_prepared(_HAND_OVER_SQL, params) == 1
 
     account = send.reservation.account
     if esp_account(account):  # an API call: its answer is the verdict, nothing left awaiting
@@ -910,16 +909,15 @@ def _send_record_result(send: Send, result: DeliveryResult) -> str:
     if result.outcome is Outcome.SENT:
         # One statement; in a transaction with the account's slot only when that needs a write.
         with transaction.atomic() if reservation_commit_writes(reservation, delivered=True) else nullcontext():
-            with db_connection.cursor() as cursor:
-                cursor.execute(
-                    _SENT_SQL,
-                    {
-                        "record": record.id, "token": send.token, "at": finished, "recipient": recipient.id,
-                        "step_order": send.step.order, "campaign": send.lead.campaign_id, "lead": send.lead.id,
-                        "account": account.id, "message": f"sent to {recipient.email}", "detail": Jsonb(detail),
-                        "kind": Activity.Kind.SENT, "provider_message_id": result.provider_message_id, **_STATES,
-                    },
-                )  # fmt: skip
+            execute_prepared(
+                _SENT_SQL,
+                {
+                    "record": record.id, "token": send.token, "at": finished, "recipient": recipient.id,
+                    "step_order": send.step.order, "campaign": send.lead.campaign_id, "lead": send.lead.id,
+                    "account": account.id, "message": f"sent to {recipient.email}", "detail": Jsonb(detail),
+                    "kind": Activity.Kind.SENT, "provider_message_id": result.provider_message_id, **_STATES,
+                },
+            )  # fmt: skip
             reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
         record.state, record.sent_at = State.SENT, finished
         record.provider_message_id = result.provider_message_id

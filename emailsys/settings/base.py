@@ -96,6 +96,9 @@ if DB_POOL_MAX_SIZE:
     # connection out for each statement it runs between SMTP waits; a broken one is discarded when returned.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 30}
+# The statements every email repeats run as server-side prepared statements (emailsys.db.execute_prepared);
+# false behind pgbouncer in transaction mode before 1.21, which cannot keep them.
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, results, beat heartbeat, task metrics ------------------------------
