@@ -69,6 +69,9 @@ logger = logging.getLogger(__name__)
 MAX_DEFERRALS = 8
 CLAIM_CHUNK = 20  # at most this many sends rendered and claimed together
 MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
+# Before opening another connection to an account whose connections all await verdicts, wait this long for one:
+# a server that answers at once needs no second connection (each costs TCP, EHLO, TLS and AUTH).
+NEW_CONNECTION_PATIENCE = 0.05
 State = SendRecord.State
 
 
@@ -621,8 +624,10 @@ def _sends_run(sends: list[Send], *, sessions: SmtpSessions, now: datetime, acco
             chunk_at = clock.now()
             prepared = [send for send in reserved_sends[start : start + size] if _send_prepare(send, chunk_at)]
             for send in _sends_claim(prepared, chunk_at):
-                while awaiting and _verdict_next(awaiting, sessions, wait=False):
+                while awaiting and _verdict_next(awaiting, sessions, wait=0):
                     pass  # verdicts already in: their connections are free again, no new one is opened
+                if awaiting and not sessions.has_free(send.reservation.account):
+                    _verdict_next(awaiting, sessions, wait=NEW_CONNECTION_PATIENCE)
                 while len(awaiting) >= settings.CAMPAIGN_SMTP_AWAITING_PER_THREAD:
                     _verdict_next(awaiting, sessions)
                 started = _send_deliver(send, sessions)
@@ -835,22 +840,23 @@ class Awaiting:
     since: float  # time.monotonic() when the final dot went
 
 
-def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions, *, wait: bool = True) -> bool:
-    """Records the first verdict to arrive, waiting for one unless `wait` is False: whether one was recorded.
-    The oldest is given up on (UNKNOWN) once it has waited the SMTP timeout."""
+def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions, *, wait: float | None = None) -> bool:
+    """Records the first verdict to arrive, waiting up to `wait` seconds (None: as long as the oldest may still
+    take): whether one was recorded. The oldest is given up on (UNKNOWN) once it has waited the SMTP timeout."""
     oldest = awaiting[0]
     timeout = settings.CAMPAIGN_SMTP_TIMEOUT
     left = oldest.since + timeout - time.monotonic()
-    if wait:
+    patience = left if wait is None else min(wait, left)
+    if patience > 0.001:
         db_connection_release()  # not held while servers take their time to answer final dots
-    index = smtp_first_answered([entry.connection for entry in awaiting], timeout=left if wait else 0)
+    index = smtp_first_answered([entry.connection for entry in awaiting], timeout=patience)
     if index is None:
-        if wait or left <= 0:
-            awaiting.pop(0)
-            sessions.awaiting.discard(id(oldest.connection))
-            _send_settle(oldest.send, smtp_no_verdict(oldest.connection, waited=timeout))
-            return True
-        return False
+        if left > patience:
+            return False
+        awaiting.pop(0)
+        sessions.awaiting.discard(id(oldest.connection))
+        _send_settle(oldest.send, smtp_no_verdict(oldest.connection, waited=timeout))
+        return True
     entry = awaiting.pop(index)
     _send_settle(entry.send, _send_verdict(entry.connection, sessions))
     return True
