@@ -76,6 +76,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
 from campaigns.services.operations import campaign_set_status
 from emailsys import clock
+from emailsys.imports import csv_header_read
 
 LEAD_COLUMNS = ("lead_id", "email", "name", "first_name", "last_name", "company_name", "website", "provider")
 REQUIRED_COLUMNS = ("lead_id", "email")
@@ -104,21 +105,6 @@ class _Row:
 
 def _max_length(model: type, name: str) -> int:
     return model._meta.get_field(name).max_length
-
-
-def _csv_header(reader: csv.DictReader) -> list[str]:
-    header = [name.strip() for name in reader.fieldnames or []]
-    if not any(header):
-        raise ValidationError("The CSV file is empty; its first line must be the header (lead_id,email,...).")
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    if missing:
-        names = " and ".join(f"'{name}'" for name in missing)
-        raise ValidationError(f"The CSV header has no {names} column (found: {', '.join(header)}).")
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise ValidationError(f"The CSV header names {', '.join(duplicates)} more than once.")
-    reader.fieldnames = header
-    return header
 
 
 def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
@@ -150,7 +136,7 @@ def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
 def _csv_rows(*, file: TextIO, report: ImportReport) -> dict[str, list[_Row]]:
     """Good rows grouped by lead_id, in file order; bad rows go into the report."""
     reader = csv.DictReader(file)
-    header = _csv_header(reader)
+    header = csv_header_read(reader, required=REQUIRED_COLUMNS, example="lead_id,email,...")
     custom_columns = [name for name in header if name and name not in LEAD_COLUMNS]
     leads: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}

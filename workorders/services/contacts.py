@@ -33,6 +33,7 @@ from django.db import connection, transaction
 
 from campaigns.services.imports import ImportReport
 from emailsys import clock
+from emailsys.imports import csv_header_read
 from workorders.models import Contact, validate_language
 
 CONTACT_COLUMNS = ("email", "name", "language", "subscribed", "attributes")
@@ -60,19 +61,6 @@ class _ContactRow:
     language: str
     subscribed: bool | None  # None: the cell was empty
     attributes: dict[str, Any]
-
-
-def _csv_header(reader: csv.DictReader) -> list[str]:
-    header = [name.strip() for name in reader.fieldnames or []]
-    if not any(header):
-        raise ValidationError("The CSV file is empty; its first line must be the header (email,name,language,...).")
-    if "email" not in header:
-        raise ValidationError(f"The CSV header has no 'email' column (found: {', '.join(header)}).")
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise ValidationError(f"The CSV header names {', '.join(duplicates)} more than once.")
-    reader.fieldnames = header
-    return header
 
 
 def _max_length(name: str) -> int:
@@ -122,7 +110,7 @@ def _csv_row_parse(*, line: int, row: dict, extra_columns: list[str]) -> _Contac
 def _csv_rows(*, file: TextIO, report: ImportReport) -> dict[str, _ContactRow]:
     """Good rows by email, in file order; bad rows go into the report."""
     reader = csv.DictReader(file)
-    header = _csv_header(reader)
+    header = csv_header_read(reader, required=("email",), example="email,name,language,...")
     extra_columns = [name for name in header if name and name not in CONTACT_COLUMNS]
     rows: dict[str, _ContactRow] = {}
     try:
