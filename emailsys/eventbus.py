@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -265,6 +265,7 @@ class SweepResult:
     redispatched: int
     dispatched: int
     abandoned: int
+    pruned: int = 0
 
 
 def event_sweep() -> SweepResult:
@@ -306,7 +307,27 @@ def event_sweep() -> SweepResult:
         logger.error("event %s: started %s and never finished (worker lost); marked failed", event.id, event.started_at)
         _event_finish(event=event, state=State.FAILED, error="worker lost: no finish within the handler time limit")
         abandoned += 1
-    return SweepResult(published=published, redispatched=redispatched, dispatched=dispatched, abandoned=abandoned)
+    return SweepResult(
+        published=published, redispatched=redispatched, dispatched=dispatched, abandoned=abandoned,
+        pruned=event_prune(now=now),
+    )  # fmt: skip
+
+
+def event_prune(*, now: datetime) -> int:
+    """Forgets events finished more than EVENT_RETENTION_DAYS ago (0: never), their outbox rows with them, so the
+    sweeper's queries stay small. Long past SQS's retention (14 days at most), so no copy of one can still come
+    back and run twice. At most SWEEP_BATCH per sweep."""
+    if not settings.EVENT_RETENTION_DAYS:
+        return 0
+    cutoff = now - timedelta(days=settings.EVENT_RETENTION_DAYS)
+    finished = ReceivedEvent.objects.filter(finished_at__lt=cutoff, state__in=ReceivedEvent.FINISHED)
+    outbox_ids = list(finished.order_by("finished_at").values_list("outbox_id", flat=True)[:SWEEP_BATCH])
+    if not outbox_ids:
+        return 0
+    with transaction.atomic():
+        pruned, _ = ReceivedEvent.objects.filter(outbox_id__in=outbox_ids).delete()
+        OutboxEvent.objects.filter(id__in=outbox_ids).delete()
+    return pruned
 
 
 # --- The SQS bridge ------------------------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class ReceivedEvent(models.Model):
         indexes = [
             models.Index(fields=["stream", "key", "outbox_id"], name="received_stream_key_outbox"),
             models.Index(fields=["state", "dispatched_at"], name="received_state_dispatched"),
+            models.Index(fields=["finished_at"], name="received_finished"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -288,6 +288,9 @@ EVENT_SWEEP_INTERVAL = env.int("EVENT_SWEEP_INTERVAL", default=5)
 EVENT_PUBLISH_GRACE_SECONDS = env.int("EVENT_PUBLISH_GRACE_SECONDS", default=5)
 EVENT_REPUBLISH_SECONDS = env.int("EVENT_REPUBLISH_SECONDS", default=900)
 EVENT_DISPATCH_TIMEOUT = env.int("EVENT_DISPATCH_TIMEOUT", default=120)
+# Finished events (and their outbox rows) are forgotten after this many days; 0 keeps them. Keep it above SQS's
+# message retention (at most 14 days), so a redelivered copy is still recognised.
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=30)
 # SQS FIFO queue between the outbox and the workers; empty: events go straight to Celery after commit.
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues.html
 # Credentials come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) or the instance

@@ -2,6 +2,7 @@
 test calls event_run where a worker would. Processes, SQS and races are in test_eventbus_processes.py."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,19 @@ def test_the_sweep_runs_on_beat_as_an_editable_periodic_task() -> None:
 
     task = PeriodicTask.objects.get(name="emailsys: sweep events")
     assert (task.task, task.queue, task.enabled) == ("emailsys.sweep_events", "default", True)
+
+
+def test_the_sweeper_forgets_events_finished_longer_ago_than_the_retention(settings) -> None:
+    settings.EVENT_RETENTION_DAYS = 30
+    old, recent, unfinished = (event_emit(stream="bustest", key=key, kind="a") for key in ("k1", "k2", "k3"))
+    for outbox_id in (old, recent):
+        event_run(event_id=received(outbox_id).id)
+    ReceivedEvent.objects.filter(outbox_id=old).update(finished_at=timezone.now() - timedelta(days=31))
+    ReceivedEvent.objects.filter(outbox_id=unfinished).update(received_at=timezone.now() - timedelta(days=60))
+
+    assert event_sweep().pruned == 1
+    assert set(ReceivedEvent.objects.values_list("outbox_id", flat=True)) == {recent, unfinished}
+    assert set(OutboxEvent.objects.values_list("id", flat=True)) == {recent, unfinished}
+    settings.EVENT_RETENTION_DAYS = 0
+    ReceivedEvent.objects.filter(outbox_id=recent).update(finished_at=timezone.now() - timedelta(days=400))
+    assert event_sweep().pruned == 0
