@@ -2,6 +2,7 @@
 start, sending through the local SMTP capture (SMTP_CAPTURE_PORT, default 1025). Idempotent."""
 
 import os
+import unicodedata
 from datetime import timedelta
 
 from django.db import transaction
@@ -24,6 +25,11 @@ You are invited to {{ event_name }}.
 {% if in_person %}The event is in person.{% else %}Zoom: {{ zoom_id }}{% endif %}
 Register: {{ registration_link }}
 {% endif %}"""
+
+
+def ascii_name(text: str) -> str:
+    """ "Amélie" → "Amelie": an address's local part must be ASCII unless the server offers SMTPUTF8."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
 
 
 @transaction.atomic
@@ -53,7 +59,7 @@ def demo_workorder_create() -> WorkOrder:
                                          "Élodie Faure", "Gilles Girard")]  # fmt: skip
     for language, name in people:
         Contact.objects.get_or_create(
-            email=f"{name.split()[0].lower()}@demo-contacts.test",
+            email=f"{ascii_name(name.split()[0]).lower()}@demo-contacts.test",
             defaults={"name": name, "language": language, "attributes": {"registered": [DEMO_EVENT_CODE]}},
         )
     segment, _ = Segment.objects.get_or_create(

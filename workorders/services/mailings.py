@@ -100,16 +100,23 @@ def mailing_send(
     name = addressee.name if work_order.salutation_by_name and addressee.name else ""
     rendered = _personalised(prepared, name=name or addressee.email.partition("@")[0])
     message_id = message_id_new(account=account)
-    message = message_build(
-        rendered=rendered,
-        account=_sender(work_order, account),
-        to_email=addressee.email,
-        to_name=addressee.name,
-        message_id=message_id,
-        date=now,
-        unsubscribe_url=unsubscribe_url(contact=addressee.contact),
-        extra_headers={"Reply-To": work_order.reply_to} if work_order.reply_to else None,
-    ).as_string()
+    try:
+        message = message_build(
+            rendered=rendered,
+            account=_sender(work_order, account),
+            to_email=addressee.email,
+            to_name=addressee.name,
+            message_id=message_id,
+            date=now,
+            unsubscribe_url=unsubscribe_url(contact=addressee.contact),
+            extra_headers={"Reply-To": work_order.reply_to} if work_order.reply_to else None,
+        ).as_string()
+    except (ValueError, TypeError) as error:  # e.g. an address no message can carry: this contact only fails
+        reservation_release(reservation=reservation)
+        mailing_send_settle(
+            work_order=work_order, addressee=addressee, state=State.FAILED, reason=f"cannot build the message: {error}"
+        )
+        return "failed"
     token = uuid.uuid4()
     claim = {
         "state": State.CLAIMED,

@@ -319,3 +319,15 @@ def test_a_template_that_does_not_render_is_an_error_on_prepare(smtp):
     prepare = steps(work_order)["prepare"]
     assert prepare.status == Status.ERROR and "does not render" in prepare.message
     assert steps(work_order)["send"].status == Status.READY
+
+
+def test_a_contact_whose_address_no_message_can_carry_fails_alone_and_the_send_goes_on(smtp):
+    contacts = audience(en=2, fr=0) + [ContactFactory(language="en", email="amélie@example.test")]
+    work_order = make_work_order(smtp)
+
+    assert workorder_process(work_order_id=work_order.id) == "complete"
+
+    assert sorted(mail.rcpt_tos[0] for mail in smtp.snapshot()) == sorted(c.email for c in contacts[:2])
+    failed = MailingSend.objects.get(contact=contacts[2])
+    assert failed.state == "failed" and failed.last_error.startswith("cannot build the message")
+    assert send_step(work_order).status == Status.COMPLETE
