@@ -675,11 +675,14 @@ class RecipientAdmin(admin.ModelAdmin):
 # --- what was sent -----------------------------------------------------------------------------------------
 
 
-class UnknownSendActions:
-    """Actions on sends whose outcome is unknown — mark sent, mark failed, resend anyway — for any send record
-    model: a subclass names the service that resolves one (`resolve`) and what follows a resend."""
+class SendAttemptAdmin(ReadOnlyAdmin):
+    """Send records of any kind (campaign sends, mailing sends): the message exactly as handed over (MIME bodies
+    loaded on the detail page only), and the actions on sends whose outcome is unknown — mark sent, mark
+    failed, resend anyway. A subclass names the service that resolves one (`resolve`) and what follows a resend."""
 
     actions = ["mark_sent", "mark_failed", "resend"]
+    ordering = ["-id"]
+    show_full_result_count = False
     resent_note = "queued to be sent again"
 
     def resolve(self, *, record_id: int, action: str, actor: str) -> None:
@@ -688,8 +691,18 @@ class UnknownSendActions:
     def after_resend(self, record_id: int) -> None:
         pass
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        records = super().get_queryset(request)
+        match = request.resolver_match
+        detail = match is not None and (match.url_name or "").endswith("_change")
+        return records if detail else records.defer("message")
+
+    @admin.display(description="Message (exactly as handed over)")
+    def message_text(self, record: Any) -> SafeString:
+        return preformatted(record.message)
+
     def has_resolve_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts  # type: ignore[attr-defined]
+        opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet, verdict: str, done: str) -> None:
@@ -704,9 +717,9 @@ class UnknownSendActions:
                 self.after_resend(record_id)
             resolved.append(f"#{record_id}")
         if resolved:
-            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)  # type: ignore[attr-defined]
+            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)
         if refused:
-            self.message_user(  # type: ignore[attr-defined]
+            self.message_user(
                 request,
                 f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
                 messages.ERROR,
@@ -726,7 +739,7 @@ class UnknownSendActions:
 
 
 @admin.register(SendRecord)
-class SendRecordAdmin(UnknownSendActions, ReadOnlyAdmin):
+class SendRecordAdmin(SendAttemptAdmin):
     """Filter state = "Unknown outcome" for the sends an operator must decide on (mark sent / failed / resend)."""
 
     list_display = ["id", "state", "campaign", "recipient", "step_order", "account", "attempts", "handed_over_at",
@@ -734,26 +747,14 @@ class SendRecordAdmin(UnknownSendActions, ReadOnlyAdmin):
     list_select_related = ["campaign", "recipient", "step", "account"]
     list_filter = ["state", "campaign", "account"]
     search_fields = ["recipient__email", "message_id", "subject"]
-    ordering = ["-id"]
-    show_full_result_count = False
     fields = ["state", "campaign", "lead", "recipient", "step", "account", "message_id", "subject", "message_text",
               "attempts", "last_error", "next_attempt_at", "claimed_until", "handed_over_at", "sent_at",
               "resolved_by", "created_at", "updated_at"]  # fmt: skip
     readonly_fields = fields
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[SendRecord]:
-        records = super().get_queryset(request)
-        match = request.resolver_match
-        detail = match is not None and (match.url_name or "").endswith("_change")
-        return records if detail else records.defer("message")  # MIME bodies only on the detail page
-
     @admin.display(description="Step", ordering="step__order")
     def step_order(self, record: SendRecord) -> int:
         return record.step.order
-
-    @admin.display(description="Message (exactly as handed to SMTP)")
-    def message_text(self, record: SendRecord) -> SafeString:
-        return preformatted(record.message)
 
     def resolve(self, *, record_id: int, action: str, actor: str) -> None:
         send_record_resolve(record_id=record_id, action=action, actor=actor)

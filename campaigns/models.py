@@ -290,8 +290,9 @@ class Recipient(models.Model):
         return self.email
 
 
-class SendRecord(models.Model):
-    """One email to one recipient for one step: claimed and committed before SMTP, so it is sent at most once.
+class SendAttempt(models.Model):
+    """What every sent email records, a campaign's (SendRecord) or an event mailing's (MailingSend): the
+    exactly-once protocol's state, claim and verdict, and a copy of what was sent.
 
     CLAIMED → (after the 354 reply to DATA, before the content) HANDED_OVER → SENT on the final 250.
     A crash before HANDED_OVER is known not to have delivered; after it, the outcome is UNKNOWN.
@@ -309,15 +310,6 @@ class SendRecord(models.Model):
 
     FINAL_STATES = (State.SENT, State.FAILED, State.BOUNCED, State.SKIPPED, State.UNKNOWN)
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="send_records")
-    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="send_records")
-    # Each send writes its record three times: no index that another one already covers
-    # (recipient: one_send_per_recipient_step; account: the (account, sent_at) index).
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="send_records", db_index=False)
-    step = models.ForeignKey(SequenceStep, on_delete=models.PROTECT, related_name="send_records")
-    account = models.ForeignKey(
-        SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
-    )
     state = models.CharField(max_length=12, choices=State.choices, default=State.CLAIMED)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -335,6 +327,23 @@ class SendRecord(models.Model):
     resolved_by = models.CharField(max_length=150, blank=True, help_text="Who resolved an unknown outcome.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class SendRecord(SendAttempt):
+    """One email to one recipient for one step: claimed and committed before SMTP, so it is sent at most once."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="send_records")
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="send_records")
+    # Each send writes its record three times: no index that another one already covers
+    # (recipient: one_send_per_recipient_step; account: the (account, sent_at) index).
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="send_records", db_index=False)
+    step = models.ForeignKey(SequenceStep, on_delete=models.PROTECT, related_name="send_records")
+    account = models.ForeignKey(
+        SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
 
     class Meta:
         constraints = [

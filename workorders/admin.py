@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from campaigns.admin import ReadOnlyAdmin, UnknownSendActions, preformatted
+from campaigns.admin import SendAttemptAdmin
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.services import operations
 from workorders.services.mailings import mailing_send_resolve
@@ -192,7 +192,7 @@ class WorkOrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(MailingSend)
-class MailingSendAdmin(UnknownSendActions, ReadOnlyAdmin):
+class MailingSendAdmin(SendAttemptAdmin):
     """Every email of event mailings; filter state = "Unknown outcome" for those an operator must decide on."""
 
     resent_note = "due again: the work order's next Send round sends them"
@@ -201,23 +201,11 @@ class MailingSendAdmin(UnknownSendActions, ReadOnlyAdmin):
     list_select_related = ["work_order__event", "account"]
     list_filter = ["state", "is_test", "event_code", "language"]
     search_fields = ["email", "message_id", "provider_message_id", "subject"]
-    ordering = ["-id"]
-    show_full_result_count = False
     fields = ["state", "work_order", "contact", "email", "language", "event_code", "sub_event", "stage", "is_test",
               "account", "message_id", "provider_message_id", "subject", "message_text", "attempts", "last_error",
               "next_attempt_at", "claimed_until", "handed_over_at", "sent_at", "resolved_by", "created_at",
               "updated_at"]  # fmt: skip
     readonly_fields = fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[MailingSend]:
-        sends = super().get_queryset(request)
-        match = request.resolver_match
-        detail = match is not None and (match.url_name or "").endswith("_change")
-        return sends if detail else sends.defer("message")  # MIME bodies only on the detail page
-
-    @admin.display(description="Message (exactly as handed over)")
-    def message_text(self, send: MailingSend):
-        return preformatted(send.message)
 
     def resolve(self, *, record_id: int, action: str, actor: str) -> None:
         mailing_send_resolve(record_id=record_id, action=action, actor=actor)

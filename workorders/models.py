@@ -16,7 +16,7 @@ from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 
-from campaigns.models import EmailTemplate, SenderAccount, SendRecord
+from campaigns.models import EmailTemplate, SendAttempt, SenderAccount
 
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$"
 validate_language = RegexValidator(
@@ -293,14 +293,11 @@ class WorkOrderStep(models.Model):
         return f"{self.work_order_id}: {self.get_name_display()} ({self.status})"
 
 
-class MailingSend(models.Model):
-    """One email of an event mailing to one address, with the campaign engine's exactly-once protocol and states
-    (`SendRecord.State`): CLAIMED committed before SMTP, HANDED_OVER after the 354 and before the content, the
-    verdict after. A real send is unique per (contact, mailing key) whichever work order sends it; a test send
-    (`is_test`) is unique per (work order, address, Test run) and never counts as the mailing."""
-
-    State = SendRecord.State
-    FINAL_STATES = SendRecord.FINAL_STATES
+class MailingSend(SendAttempt):
+    """One email of an event mailing to one address, with the campaign engine's exactly-once protocol and states:
+    CLAIMED committed before SMTP, HANDED_OVER after the 354 and before the content, the verdict after. A real
+    send is unique per (contact, mailing key) whichever work order sends it; a test send (`is_test`) is unique
+    per (work order, address, Test run) and never counts as the mailing."""
 
     work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="sends")
     contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="mailing_sends")
@@ -312,23 +309,6 @@ class MailingSend(models.Model):
     is_test = models.BooleanField(default=False)
     test_run = models.PositiveIntegerField(null=True, blank=True)
     account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    state = models.CharField(max_length=12, choices=State.choices, default=State.CLAIMED)
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    message_id = models.CharField(max_length=300, blank=True)
-    provider_message_id = models.CharField(
-        max_length=300, blank=True, help_text="The ESP's id for the sent message (an ESP assigns its own)."
-    )
-    subject = models.TextField(blank=True)
-    message = models.TextField(blank=True, help_text="The exact MIME message handed to SMTP.")
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    handed_over_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.CharField(max_length=150, blank=True, help_text="Who decided an unknown outcome.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [

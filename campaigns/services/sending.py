@@ -992,29 +992,39 @@ class ResolveAction:
     ALL = (MARK_SENT, MARK_FAILED, RESEND)
 
 
-def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecord:
-    """An operator's verdict on an UNKNOWN send. `resend` sends it again (the operator knows it never arrived):
-    the record returns to DEFERRED and the caller enqueues `campaigns.send_resend`."""
+def unknown_send_resolve(*, records: QuerySet, record_id: int, action: str, actor: str) -> Any:
+    """An operator's verdict on an UNKNOWN send of any kind (`records`: SendRecord or MailingSend objects),
+    locked and saved in the caller's transaction: mark sent, mark failed, or resend — DEFERRED and due now."""
     if action not in ResolveAction.ALL:
         raise ValueError(f"unknown action {action!r}; use one of {', '.join(ResolveAction.ALL)}")
     now = clock.now()
+    record = records.select_for_update().get(id=record_id)
+    if record.state != State.UNKNOWN:
+        raise ValueError(f"send {record.id} is {record.state}, not unknown")
+    if action == ResolveAction.MARK_SENT:
+        record.state, record.sent_at = State.SENT, record.handed_over_at or now
+    elif action == ResolveAction.MARK_FAILED:
+        record.state = State.FAILED
+    else:
+        record.state, record.next_attempt_at = State.DEFERRED, now
+    record.resolved_by = actor[:150]
+    record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
+    record.save()
+    return record
+
+
+def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecord:
+    """An operator's verdict on an UNKNOWN campaign send. `resend` sends it again (the operator knows it never
+    arrived): the record returns to DEFERRED and the caller enqueues `campaigns.send_resend`."""
     with transaction.atomic():
-        record = SendRecord.objects.select_for_update().select_related("step").get(id=record_id)
-        if record.state != State.UNKNOWN:
-            raise ValueError(f"send {record.id} is {record.state}, not unknown")
+        record = unknown_send_resolve(
+            records=SendRecord.objects.select_related("step"), record_id=record_id, action=action, actor=actor
+        )
         if action == ResolveAction.MARK_SENT:
-            record.state, record.sent_at = State.SENT, record.handed_over_at or now
             recipient = Recipient.objects.get(id=record.recipient_id)
             Recipient.objects.filter(id=recipient.id).update(
                 status=_status_after_send(recipient), last_contacted_at=record.sent_at, last_step=record.step.order
             )
-        elif action == ResolveAction.MARK_FAILED:
-            record.state = State.FAILED
-        else:
-            record.state, record.next_attempt_at = State.DEFERRED, now
-        record.resolved_by = actor[:150]
-        record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
-        record.save()
         _record_activity(
             record,
             kind=Activity.Kind.STATUS_CHANGED,

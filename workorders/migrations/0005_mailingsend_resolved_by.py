@@ -12,6 +12,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="mailingsend",
             name="resolved_by",
-            field=models.CharField(blank=True, help_text="Who decided an unknown outcome.", max_length=150),
+            field=models.CharField(blank=True, help_text="Who resolved an unknown outcome.", max_length=150),
         ),
     ]

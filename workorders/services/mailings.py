@@ -20,11 +20,11 @@ from campaigns.models import SenderAccount
 from campaigns.services.esp import deliver_one
 from campaigns.services.sending import (
     MAX_DEFERRALS,
-    ResolveAction,
     SmtpSessions,
     send_failure_settle,
     stale_claim_give_back,
     stale_hand_over_settle,
+    unknown_send_resolve,
 )
 from campaigns.services.smtp import DeliveryResult, Outcome
 from campaigns.services.templating import RenderedEmail, message_build, message_id_new
@@ -130,7 +130,7 @@ def mailing_send(
         "attempts": (addressee.record.attempts if addressee.record else 0) + 1,
         "work_order": work_order,
     }
-    record = _claim(work_order, addressee, claim)
+    record = _record_write(work_order, addressee, claim)
     if record is None:
         reservation_release(reservation=reservation)
         return "claimed elsewhere"
@@ -152,26 +152,28 @@ def mailing_send(
     return _record_result(record, token, reservation, result, addressee)
 
 
-def _claim(work_order: WorkOrder, addressee: Addressee, claim: dict) -> MailingSend | None:
-    """Commits the claim: a new record (the unique constraints decide between concurrent senders) or an earlier
-    DEFERRED one taken back with a conditional update. None: someone else has it."""
+def _record_write(work_order: WorkOrder, addressee: Addressee, values: dict) -> MailingSend | None:
+    """Writes `values` to the addressee's record for this mailing: an earlier DEFERRED one, taken back with a
+    conditional update, or a new one (the unique constraints decide between concurrent writers). None: someone
+    else has it."""
     if addressee.record is not None:
-        if not MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(**claim):
+        if not MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(**values):
             return None
         return MailingSend.objects.defer("message").get(id=addressee.record.id)
     try:
         with transaction.atomic():
-            return MailingSend.objects.create(
-                contact=addressee.contact,
-                email=addressee.email,
-                event_code=work_order.event.code,
-                sub_event=work_order.sub_event,
-                stage=work_order.stage,
-                language=addressee.language,
-                is_test=addressee.test_run is not None,
-                test_run=addressee.test_run,
-                **claim,
-            )
+            identity = {
+                "work_order": work_order,
+                "contact": addressee.contact,
+                "email": addressee.email,
+                "event_code": work_order.event.code,
+                "sub_event": work_order.sub_event,
+                "stage": work_order.stage,
+                "language": addressee.language,
+                "is_test": addressee.test_run is not None,
+                "test_run": addressee.test_run,
+            }
+            return MailingSend.objects.create(**{**identity, **values})
     except IntegrityError:
         return None
 
@@ -200,27 +202,9 @@ def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: D
 
 
 def mailing_send_settle(*, work_order: WorkOrder, addressee: Addressee, state: str, reason: str) -> None:
-    """A contact settled without SMTP (suppressed, gave up): one record, so the mailing never tries again."""
-    if addressee.record is not None:
-        MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(state=state, last_error=reason)
-        return
-    try:
-        with transaction.atomic():
-            MailingSend.objects.create(
-                work_order=work_order,
-                contact=addressee.contact,
-                email=addressee.email,
-                event_code=work_order.event.code,
-                sub_event=work_order.sub_event,
-                stage=work_order.stage,
-                language=addressee.language,
-                is_test=addressee.test_run is not None,
-                test_run=addressee.test_run,
-                state=state,
-                last_error=reason,
-            )
-    except IntegrityError:
-        pass  # settled concurrently
+    """A contact settled without SMTP (suppressed, gave up): one record, so the mailing never tries again (a
+    concurrent writer that got there first settled it)."""
+    _record_write(work_order, addressee, {"state": state, "last_error": reason})
 
 
 HANDED_OVER_BY_A_DEAD_RUN = "the worker stopped after handing the message to SMTP"
@@ -256,22 +240,7 @@ def mailing_retry_due(*, now: datetime):
 
 
 def mailing_send_resolve(*, record_id: int, action: str, actor: str) -> MailingSend:
-    """An operator's verdict on an UNKNOWN mailing send, as for a campaign's (`send_record_resolve`): mark sent,
-    mark failed, or resend — DEFERRED and due now, so the work order's next Send round sends it again."""
-    if action not in ResolveAction.ALL:
-        raise ValueError(f"unknown action {action!r}; use one of {', '.join(ResolveAction.ALL)}")
-    now = clock.now()
+    """An operator's verdict on an UNKNOWN mailing send, as for a campaign's: mark sent, mark failed, or resend —
+    DEFERRED and due now, so the work order's next Send round sends it again."""
     with transaction.atomic():
-        record = MailingSend.objects.select_for_update().get(id=record_id)
-        if record.state != State.UNKNOWN:
-            raise ValueError(f"mailing send {record.id} is {record.state}, not unknown")
-        if action == ResolveAction.MARK_SENT:
-            record.state, record.sent_at = State.SENT, record.handed_over_at or now
-        elif action == ResolveAction.MARK_FAILED:
-            record.state = State.FAILED
-        else:
-            record.state, record.next_attempt_at = State.DEFERRED, now
-        record.resolved_by = actor[:150]
-        record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
-        record.save()
-    return record
+        return unknown_send_resolve(records=MailingSend.objects, record_id=record_id, action=action, actor=actor)

@@ -6,10 +6,9 @@ order. Importing the same file again creates nothing new. Bad rows are listed wi
 skipped; the good rows are imported, and the command then exits with status 1.
 """
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from campaigns.management.tables import object_or_error, validation_text
+from campaigns.management.tables import csv_file_import, import_errors_write, object_or_error
 from campaigns.models import Campaign
 from campaigns.services.imports import leads_import_csv
 
@@ -23,20 +22,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, campaign_id: int, file: str, **options) -> None:
         campaign = object_or_error(Campaign, campaign_id, "campaign")
-        try:
-            with open(file, encoding="utf-8-sig", newline="") as handle:
-                report = leads_import_csv(campaign=campaign, file=handle)
-        except OSError as error:
-            raise CommandError(f"Cannot read {file}: {error.strerror}") from None
-        except UnicodeDecodeError:
-            raise CommandError(f"{file} is not UTF-8 text; save it as CSV UTF-8.") from None
-        except ValidationError as error:
-            raise CommandError(validation_text(error)) from None
+        report = csv_file_import(file, lambda handle: leads_import_csv(campaign=campaign, file=handle))
         self.stdout.write(
             f"Campaign {campaign.pk}: created {report.created} recipients ({report.leads_created} new leads), "
             f"updated {report.updated}."
         )
-        for line, reason in report.errors:
-            self.stdout.write(f"line {line}: {reason}")
-        if report.errors:
-            raise CommandError(f"{len(report.errors)} rows were not imported (listed above).", returncode=1)
+        import_errors_write(self.stdout, report.errors)

@@ -8,10 +8,9 @@ attributes are merged, and an import never resubscribes a contact who unsubscrib
 with their line number and skipped; the good rows are imported, and the command then exits with status 1.
 """
 
-from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from campaigns.management.tables import validation_text
+from campaigns.management.tables import csv_file_import, import_errors_write
 from workorders.services.contacts import contacts_import_csv
 
 
@@ -22,19 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("file", help="CSV file (UTF-8)")
 
     def handle(self, *args, file: str, **options) -> None:
-        try:
-            with open(file, encoding="utf-8-sig", newline="") as handle:
-                report = contacts_import_csv(file=handle)
-        except OSError as error:
-            raise CommandError(f"Cannot read {file}: {error.strerror}") from None
-        except UnicodeDecodeError:
-            raise CommandError(f"{file} is not UTF-8 text; save it as CSV UTF-8.") from None
-        except ValidationError as error:
-            raise CommandError(validation_text(error)) from None
+        report = csv_file_import(file, lambda handle: contacts_import_csv(file=handle))
         self.stdout.write(
             f"Contacts: created {report.created}, updated {report.updated}, unchanged {report.unchanged}."
         )
-        for line, reason in report.errors:
-            self.stdout.write(f"line {line}: {reason}")
-        if report.errors:
-            raise CommandError(f"{len(report.errors)} rows were not imported (listed above).", returncode=1)
+        import_errors_write(self.stdout, report.errors)
