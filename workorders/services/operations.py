@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from emailsys import clock
 from workorders.models import LANGUAGE_PATTERN, WorkOrder, WorkOrderStep
-from workorders.services.dispatch import workorder_event_emit, workorder_resume
+from workorders.services.events import workorder_event_emit, workorder_resume
 from workorders.services.locking import lease_seconds, workorder_lock_is_live
 from workorders.services.steps import workorder_broadcast, workorder_interrupt, workorder_steps_create
 

@@ -38,8 +38,7 @@ from campaigns.services.throttling import NoAccount
 from emailsys import clock
 from emailsys.live import live_broadcast
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.services.dispatch import workorder_event_emit
-from workorders.services.events import event_template_context
+from workorders.services.events import workorder_event_emit
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
 from workorders.services.mailings import (
     NAME_MARKER,
@@ -52,6 +51,7 @@ from workorders.services.mailings import (
     mailing_sends_settle_stale,
 )
 from workorders.services.segments import segment_contacts
+from workorders.services.templating import event_template_context
 
 logger = logging.getLogger(__name__)
 

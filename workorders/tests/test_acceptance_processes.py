@@ -29,7 +29,7 @@ from emailsys.testing import (
     worker_argv,
 )
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.services.dispatch import STREAM, workorder_event_emit
+from workorders.services.events import STREAM, workorder_event_emit
 from workorders.services.operations import workorder_restart, workorder_start, workorder_stop
 from workorders.services.steps import workorder_steps_create
 from workorders.tests.factories import WorkOrderFactory

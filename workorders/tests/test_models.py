@@ -4,7 +4,7 @@ import pytest
 from django.db import IntegrityError
 
 from workorders.models import Contact, Event, Segment
-from workorders.services.events import event_template_context
+from workorders.services.templating import event_template_context
 from workorders.tests.factories import ContactFactory, EventFactory
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ import pytest
 from emailsys.models import OutboxEvent, ReceivedEvent
 from workorders.demo import demo_workorder_create
 from workorders.models import WorkOrder
-from workorders.services.dispatch import STREAM, workorder_resume
+from workorders.services.events import STREAM, workorder_resume
 from workorders.services.segments import segment_count
 from workorders.tests.factories import WorkOrderFactory
 
