@@ -1,6 +1,6 @@
 """Admin for contacts, segments and events. Segment rules are validated by the model's `clean` (the service
-`segment_rule_validate`), so a bad rule is a form error on the field, never a server error; counts come from
-`segment_count`, one COUNT query per segment shown, and a rule that went bad (a segment it names was
+`segment_rule_validate`), so a bad rule is a form error on the field, never a server error; counts come from the
+selector `segment_count`, one COUNT query per segment shown, and a rule that went bad (a segment it names was
 renamed away or deleted outside the admin) shows its error instead of a count."""
 
 from django import forms
@@ -13,9 +13,10 @@ from django.utils.html import format_html, format_html_join
 
 from campaigns.admin import SendAttemptAdmin
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
+from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import operations
 from workorders.services.mailings import mailing_send_resolve
-from workorders.services.segments import segment_contacts, segment_count, segment_referenced_by
+from workorders.services.segments import segment_referenced_by
 
 SAMPLE_SIZE = 10
 
@@ -70,8 +71,7 @@ class SegmentAdmin(admin.ModelAdmin):
         if segment.pk is None:
             return "-"
         try:
-            emails = list(segment_contacts(segment=segment).order_by("email").values_list("email", flat=True)[
-                :SAMPLE_SIZE])  # fmt: skip
+            emails = segment_sample_emails(segment=segment, limit=SAMPLE_SIZE)
         except ValidationError:
             return "-"
         return format_html_join(", ", "{}", ((email,) for email in emails)) or "none"

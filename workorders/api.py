@@ -1,7 +1,7 @@
 """Work-orders JSON API (staff only): list, create, retrieve with steps; start, stop, restart, unlock.
 
-Views validate input, then call services (`workorders.services.operations`). Bad input, an unknown step or an
-operation the current state refuses is a 400 with the reason, never a 500.
+Views validate input, then call services (`workorders.services.operations`) and selectors (`workorders.selectors`).
+Bad input, an unknown step or an operation the current state refuses is a 400 with the reason, never a 500.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from campaigns.serializers import ModelCleanMixin, django_errors
 from workorders.models import WorkOrder, WorkOrderStep
+from workorders.selectors import workorder_list
 from workorders.services import operations
 
 
@@ -66,7 +67,7 @@ class WorkOrderViewSet(
     serializer_class = WorkOrderSerializer
 
     def get_queryset(self) -> QuerySet[WorkOrder]:
-        return WorkOrder.objects.select_related("event").prefetch_related("steps").order_by("-id")
+        return workorder_list()
 
     def perform_create(self, serializer: WorkOrderSerializer) -> None:
         serializer.save(created_by=self.request.user)

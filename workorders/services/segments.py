@@ -15,8 +15,8 @@ A path is dotted (``registrations.VT25.weekend1``); its parts must not be empty,
 digits (a digit part would read as a list index). Comparisons are on JSON values, so ``true`` and ``"true"``
 differ; a CSV column becomes a text attribute.
 
-Unsubscribed contacts are never eligible: `segment_rule_contacts` (behind `segment_contacts` and
-`segment_count`) filters them out, whatever the rule says, so no rule can reach them.
+Unsubscribed contacts are never eligible: `segment_rule_contacts` (behind `segment_contacts`, and so behind
+`workorders.selectors.segment_count`) filters them out, whatever the rule says, so no rule can reach them.
 
 Rules compile to a `Q` with each `in_segment` inlined and each `difference` as ``NOT IN (subquery)`` — never
 as a plain negation: a JSON key that is absent reads as NULL and ``NOT NULL`` would drop that contact.
@@ -230,11 +230,6 @@ def segment_rule_contacts(*, rule: Any, slug: str = "") -> QuerySet[Contact]:
 def segment_contacts(*, segment: Segment) -> QuerySet[Contact]:
     """The contacts `segment` makes eligible now: subscribed and matching its rule (see the module docstring)."""
     return segment_rule_contacts(rule=segment.rule, slug=segment.slug)
-
-
-def segment_count(*, segment: Segment) -> int:
-    """How many contacts `segment` makes eligible now: two queries (the segments' rules, then one COUNT)."""
-    return segment_contacts(segment=segment).count()
 
 
 def segment_save(*, segment: Segment) -> Segment:

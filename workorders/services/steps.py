@@ -38,6 +38,7 @@ from campaigns.services.throttling import NoAccount
 from emailsys import clock
 from emailsys.live import live_broadcast
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
+from workorders.selectors import workorder_snapshot
 from workorders.services.events import workorder_event_emit
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
 from workorders.services.mailings import (
@@ -68,25 +69,6 @@ def slice_seconds() -> float:
 
 
 # --- snapshots ---------------------------------------------------------------------------------------------
-
-
-def workorder_snapshot(*, work_order_id: int) -> dict:
-    """Full state for live clients (duplicates and reordering are harmless): the work order and its steps."""
-    work_order = WorkOrder.objects.get(id=work_order_id)
-    steps = list(WorkOrderStep.objects.filter(work_order_id=work_order_id).order_by("order"))
-    return {
-        "type": "workorder",
-        "id": work_order.id,
-        "version": clock.now().timestamp(),
-        "status": work_order.status,
-        "stop_requested": work_order.stop_requested,
-        "lock_owner": work_order.lock_owner,
-        "lock_expires_at": work_order.lock_expires_at.isoformat() if work_order.lock_expires_at else None,
-        "resume_at": work_order.resume_at.isoformat() if work_order.resume_at else None,
-        "steps": [
-            {"name": s.name, "status": s.status, "message": s.message, "done": s.done, "total": s.total} for s in steps
-        ],
-    }
 
 
 def workorder_broadcast(*, work_order_id: int) -> None:

@@ -7,9 +7,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from workorders.models import Contact, Segment
+from workorders.selectors import segment_count
 from workorders.services.segments import (
     segment_contacts,
-    segment_count,
     segment_rule_contacts,
     segment_rule_validate,
     segment_save,
