@@ -4,6 +4,8 @@
 - segments: rule validation and compilation to SQL;
 - templating: what templates see of an event;
 - events: work-order events through the transactional outbox (emit, resume, the stream's handler);
+- state: a work order's steps and fields, a stop taking effect (written by operator actions and the pipeline);
+- live: the snapshot broadcast after commit;
 - locking: the work-order lease;
 - steps: the step pipeline a worker runs;
 - mailings: one event-mailing email, sent exactly once;

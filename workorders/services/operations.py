@@ -12,8 +12,9 @@ from django.db.models import Q
 from emailsys import clock
 from workorders.models import LANGUAGE_PATTERN, WorkOrder, WorkOrderStep
 from workorders.services.events import workorder_event_emit, workorder_resume
+from workorders.services.live import workorder_broadcast
 from workorders.services.locking import lease_seconds, workorder_lock_is_live
-from workorders.services.steps import workorder_broadcast, workorder_interrupt, workorder_steps_create
+from workorders.services.state import workorder_interrupt, workorder_steps_create
 
 Status = WorkOrder.Status
 RUNNING = (Status.QUEUED, Status.WORKING)

@@ -36,10 +36,9 @@ from campaigns.services.sending import SmtpSessions
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
 from campaigns.services.throttling import NoAccount
 from emailsys import clock
-from emailsys.live import live_broadcast
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.selectors import workorder_snapshot
 from workorders.services.events import workorder_event_emit
+from workorders.services.live import workorder_broadcast
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
 from workorders.services.mailings import (
     NAME_MARKER,
@@ -52,13 +51,13 @@ from workorders.services.mailings import (
     mailing_sends_settle_stale,
 )
 from workorders.services.segments import segment_contacts
+from workorders.services.state import workorder_interrupt, workorder_steps_create, workorder_update
 from workorders.services.templating import event_template_context
 
 logger = logging.getLogger(__name__)
 
 Name, Status = WorkOrderStep.Name, WorkOrderStep.Status
 SendState = MailingSend.State
-PIPELINE = (Name.COUNT, Name.PREPARE, Name.DRY_RUN, Name.TEST, Name.SEND, Name.SEND_CONTINUOUSLY)
 CHUNK = 200
 PROGRESS_EVERY_SECONDS = 0.5
 MAX_IN_PROCESS_WAIT = 60.0  # longer waits release the lease and sleep in the database
@@ -66,26 +65,6 @@ MAX_IN_PROCESS_WAIT = 60.0  # longer waits release the lease and sleep in the da
 
 def slice_seconds() -> float:
     return float(settings.WORKORDER_SLICE_SECONDS)
-
-
-# --- snapshots ---------------------------------------------------------------------------------------------
-
-
-def workorder_broadcast(*, work_order_id: int) -> None:
-    """After commit, to the work order's group and the dashboard."""
-    snapshot = workorder_snapshot(work_order_id=work_order_id)
-    live_broadcast(group=f"workorder-{work_order_id}", payload=snapshot)
-    live_broadcast(group="dashboard", payload=snapshot)
-
-
-def workorder_steps_create(*, work_order: WorkOrder) -> list[WorkOrderStep]:
-    """The pipeline's steps (Send-Continuously only if the work order sends continuously); idempotent."""
-    names = [name for name in PIPELINE if name != Name.SEND_CONTINUOUSLY or work_order.send_continuously]
-    WorkOrderStep.objects.bulk_create(
-        [WorkOrderStep(work_order=work_order, name=name, order=index) for index, name in enumerate(names, 1)],
-        ignore_conflicts=True,
-    )
-    return list(work_order.steps.order_by("order"))
 
 
 # --- running a step ----------------------------------------------------------------------------------------
@@ -149,12 +128,6 @@ def _step_set(step: WorkOrderStep, **values) -> None:
     WorkOrderStep.objects.filter(id=step.id).update(**values, updated_at=clock.now())
 
 
-def _workorder_set(work_order: WorkOrder, **values) -> None:
-    for name, value in values.items():
-        setattr(work_order, name, value)
-    WorkOrder.objects.filter(id=work_order.id).update(**values)
-
-
 def workorder_process(*, work_order_id: int, owner: str | None = None) -> str:
     """Runs the work order's steps while holding its lease; what happened, for logs and tests. Safe to run
     twice, concurrently too: a second caller finds the lease taken and returns "locked"."""
@@ -183,7 +156,7 @@ def _steps_run(work_order_id: int, keeper: LeaseKeeper) -> tuple[str, bool]:
         workorder_interrupt(work_order=work_order)
         return "interrupted", False
     deadline = time.monotonic() + slice_seconds()
-    _workorder_set(work_order, status=WorkOrder.Status.WORKING, resume_at=None)
+    workorder_update(work_order=work_order, status=WorkOrder.Status.WORKING, resume_at=None)
     sessions = SmtpSessions()
     try:
         for step in steps:
@@ -215,7 +188,7 @@ def _steps_run(work_order_id: int, keeper: LeaseKeeper) -> tuple[str, bool]:
                 return return_value
     finally:
         sessions.close()
-    _workorder_set(work_order, status=WorkOrder.Status.COMPLETE)
+    workorder_update(work_order=work_order, status=WorkOrder.Status.COMPLETE)
     return "complete", False
 
 
@@ -239,21 +212,14 @@ def _step_end(work_order: WorkOrder, step: WorkOrderStep, run: StepRun, end: Ste
             workorder_interrupt(work_order=work_order)
             return "interrupted", False
         if end.status == Status.SLEEPING:
-            _workorder_set(work_order, status=WorkOrder.Status.SLEEPING, resume_at=end.resume_at, swept_at=None)
+            workorder_update(
+                work_order=work_order, status=WorkOrder.Status.SLEEPING, resume_at=end.resume_at, swept_at=None
+            )
             return "sleeping", False
         if end.yielded:
             return ("lost" if run.keeper.lost else "yielded"), not run.keeper.lost
-        _workorder_set(work_order, status=WorkOrder.Status.ERROR)
+        workorder_update(work_order=work_order, status=WorkOrder.Status.ERROR)
         return end.status, False
-
-
-def workorder_interrupt(*, work_order: WorkOrder) -> None:
-    """A stop took effect: working or sleeping steps become interrupted, the work order too."""
-    now = clock.now()
-    WorkOrderStep.objects.filter(work_order=work_order, status__in=[Status.WORKING, Status.SLEEPING]).update(
-        status=Status.INTERRUPTED, ended_at=now, updated_at=now
-    )
-    _workorder_set(work_order, status=WorkOrder.Status.INTERRUPTED, resume_at=None)
 
 
 # --- the steps ---------------------------------------------------------------------------------------------

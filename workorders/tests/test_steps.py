@@ -19,7 +19,8 @@ from workorders.services import operations
 from workorders.services.events import workorder_event_handle
 from workorders.services.locking import workorder_lock_acquire
 from workorders.services.operations import workorder_restart, workorder_stop, workorder_unlock
-from workorders.services.steps import workorder_process, workorder_steps_create
+from workorders.services.state import workorder_steps_create
+from workorders.services.steps import workorder_process
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
