@@ -14,9 +14,10 @@ from django.utils.html import format_html, format_html_join
 from campaigns.admin import SendAttemptAdmin
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
-from workorders.services import operations
+from workorders.services import lifecycle
 from workorders.services.mailings import mailing_send_resolve
 from workorders.services.segments import segment_referenced_by
+from workorders.services.state import workorder_steps_create
 
 SAMPLE_SIZE = 10
 
@@ -135,7 +136,7 @@ def _each(request: HttpRequest, queryset: QuerySet[WorkOrder], apply, done: str,
 
 @admin.register(WorkOrder)
 class WorkOrderAdmin(admin.ModelAdmin):
-    """Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the operations services."""
+    """Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle services."""
 
     list_display = ("id", "event", "sub_event", "stage", "status", "stop_requested", "lock", "created_at")
     list_filter = ("status",)
@@ -163,19 +164,19 @@ class WorkOrderAdmin(admin.ModelAdmin):
             if not obj.sub_event:
                 obj.sub_event = obj.event.sub_event
         super().save_model(request, obj, form, change)
-        operations.workorder_steps_create(work_order=obj)
+        workorder_steps_create(work_order=obj)
 
     @admin.action(description="Start")
     def start(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
-        _each(request, queryset, operations.workorder_start, "started")
+        _each(request, queryset, lifecycle.workorder_start, "started")
 
     @admin.action(description="Stop")
     def stop(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
-        _each(request, queryset, operations.workorder_stop, "stop requested")
+        _each(request, queryset, lifecycle.workorder_stop, "stop requested")
 
     @admin.action(description="Unlock")
     def unlock(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
-        _each(request, queryset, operations.workorder_unlock, "unlocked")
+        _each(request, queryset, lifecycle.workorder_unlock, "unlocked")
 
     @admin.action(description="Restart from a step…")
     def restart(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> HttpResponse | None:
@@ -183,7 +184,7 @@ class WorkOrderAdmin(admin.ModelAdmin):
         form = RestartForm(request.POST if "confirm" in request.POST else None)
         if form.is_valid():
             step = form.cleaned_data["step"]
-            _each(request, queryset, operations.workorder_restart, f"restarting from {step}", step=step)
+            _each(request, queryset, lifecycle.workorder_restart, f"restarting from {step}", step=step)
             return None
         context = {**self.admin_site.each_context(request), "title": "Restart work orders from a step",
                    "form": form, "work_orders": queryset, "opts": self.model._meta,

@@ -1,6 +1,6 @@
 """Work-orders JSON API (staff only): list, create, retrieve with steps; start, stop, restart, unlock.
 
-Views validate input, then call services (`workorders.services.operations`) and selectors (`workorders.selectors`).
+Views validate input, then call services (`workorders.services.lifecycle`) and selectors (`workorders.selectors`).
 Bad input, an unknown step or an operation the current state refuses is a 400 with the reason, never a 500.
 """
 
@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from campaigns.serializers import ModelCleanMixin, django_errors
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_list
-from workorders.services import operations
+from workorders.services import lifecycle
 
 
 class WorkOrderStepSerializer(serializers.ModelSerializer):
@@ -45,7 +45,7 @@ class WorkOrderSerializer(ModelCleanMixin, serializers.ModelSerializer):
 
     def create(self, validated_data: dict) -> WorkOrder:
         try:
-            return operations.workorder_create(**validated_data)
+            return lifecycle.workorder_create(**validated_data)
         except DjangoValidationError as error:
             raise ValidationError(django_errors(error)) from None
 
@@ -78,13 +78,13 @@ class WorkOrderViewSet(
     @extend_schema(request=None, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")})
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str | None = None) -> Response:
-        _operation(operations.workorder_start, work_order_id=self.get_object().id)
+        _operation(lifecycle.workorder_start, work_order_id=self.get_object().id)
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str | None = None) -> Response:
-        _operation(operations.workorder_stop, work_order_id=self.get_object().id)
+        _operation(lifecycle.workorder_stop, work_order_id=self.get_object().id)
         return self._fresh(pk)
 
     @extend_schema(
@@ -95,11 +95,11 @@ class WorkOrderViewSet(
         work_order = self.get_object()
         serializer = RestartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        _operation(operations.workorder_restart, work_order_id=work_order.id, step=serializer.validated_data["step"])
+        _operation(lifecycle.workorder_restart, work_order_id=work_order.id, step=serializer.validated_data["step"])
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
     @action(detail=True, methods=["post"])
     def unlock(self, request: Request, pk: str | None = None) -> Response:
-        operations.workorder_unlock(work_order_id=self.get_object().id)
+        lifecycle.workorder_unlock(work_order_id=self.get_object().id)
         return self._fresh(pk)

@@ -10,7 +10,7 @@ from django.db import transaction
 from campaigns.models import EmailTemplate, SenderAccount
 from emailsys import clock
 from workorders.models import Contact, Event, Segment, WorkOrder
-from workorders.services.operations import workorder_create
+from workorders.services.lifecycle import workorder_create
 
 DEMO_EVENT_CODE = "DEMO2026"
 DEMO_TEMPLATE = "Event invitation (demo)"

@@ -3,7 +3,7 @@ themselves run from their events (`emailsys.run_event` → `services.events.work
 
 from celery import shared_task
 
-from workorders.services.operations import workorders_sweep
+from workorders.services.sweep import workorders_sweep
 
 
 @shared_task(name="workorders.sweep", ignore_result=True)

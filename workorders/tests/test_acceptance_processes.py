@@ -30,7 +30,7 @@ from emailsys.testing import (
 )
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
 from workorders.services.events import STREAM, workorder_event_emit
-from workorders.services.operations import workorder_restart, workorder_start, workorder_stop
+from workorders.services.lifecycle import workorder_restart, workorder_start, workorder_stop
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import WorkOrderFactory
 

@@ -15,10 +15,10 @@ from campaigns.models import Suppression
 from emailsys import clock
 from emailsys.testing import RecordingSmtpServer, wait_until
 from workorders.models import MailingSend, WorkOrder, WorkOrderStep
-from workorders.services import operations
+from workorders.services import sweep
 from workorders.services.events import workorder_event_handle
+from workorders.services.lifecycle import workorder_restart, workorder_stop, workorder_unlock
 from workorders.services.locking import workorder_lock_acquire
-from workorders.services.operations import workorder_restart, workorder_stop, workorder_unlock
 from workorders.services.state import workorder_steps_create
 from workorders.services.steps import workorder_process
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
@@ -286,7 +286,7 @@ def test_send_continuously_sends_to_newly_eligible_contacts_and_sleeps_in_the_da
 
 def test_the_sweeper_resumes_an_expired_lease_and_a_due_sleeper_once(smtp, monkeypatch):
     emitted = []
-    monkeypatch.setattr(operations, "workorder_resume", lambda **kwargs: emitted.append({**kwargs, "kind": "resume"}))
+    monkeypatch.setattr(sweep, "workorder_resume", lambda **kwargs: emitted.append({**kwargs, "kind": "resume"}))
     now = clock.now()
     dead = make_work_order(smtp)
     WorkOrder.objects.filter(id=dead.id).update(status="working", lock_owner="dead", lock_acquired_at=now,
@@ -297,8 +297,8 @@ def test_the_sweeper_resumes_an_expired_lease_and_a_due_sleeper_once(smtp, monke
     WorkOrder.objects.filter(id=alive.id).update(status="working", lock_owner="alive", lock_acquired_at=now,
                                                   lock_expires_at=now + timedelta(seconds=30))  # fmt: skip
 
-    assert sorted(operations.workorders_sweep()) == sorted([dead.id, due.id])
-    assert operations.workorders_sweep() == []  # not again within a lease
+    assert sorted(sweep.workorders_sweep()) == sorted([dead.id, due.id])
+    assert sweep.workorders_sweep() == []  # not again within a lease
     assert {(e["work_order_id"], e["kind"]) for e in emitted} == {(dead.id, "resume"), (due.id, "resume")}
 
 

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from emailsys.testing import RecordingSmtpServer
 from workorders.models import MailingSend
-from workorders.services.operations import workorder_restart
+from workorders.services.lifecycle import workorder_restart
 from workorders.services.steps import workorder_process
 from workorders.tests.test_steps import audience, make_work_order
 

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from emailsys.models import OutboxEvent
 from workorders.models import WorkOrder, WorkOrderStep
-from workorders.services.operations import workorder_start
+from workorders.services.lifecycle import workorder_start
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import EventFactory, SegmentFactory, WorkOrderFactory
 

@@ -1,0 +1,132 @@
+"""A work order's lifecycle, as operators drive it (admin, API): validate and create, start, stop, restart from a
+step, unlock. Each change is committed with the event it triggers and broadcast after commit; the pipeline itself
+(`steps`) runs from those events on a worker."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+
+from emailsys import clock
+from workorders.models import LANGUAGE_PATTERN, WorkOrder, WorkOrderStep
+from workorders.services.events import workorder_event_emit
+from workorders.services.live import workorder_broadcast
+from workorders.services.locking import workorder_lock_is_live
+from workorders.services.state import workorder_interrupt, workorder_steps_create
+
+Status = WorkOrder.Status
+RUNNING = (Status.QUEUED, Status.WORKING)
+
+
+def workorder_validate(*, work_order: WorkOrder) -> None:
+    """Raises ValidationError by field: languages and subjects, testers' addresses."""
+    import re
+
+    errors: dict[str, list[str]] = {}
+    subjects = work_order.subjects
+    if not isinstance(subjects, dict) or not subjects:
+        errors["subjects"] = ['Enable at least one language, e.g. {"en": "Join us", "fr": ""} (empty: the '
+                              "template's subject)."]  # fmt: skip
+    else:
+        bad = [str(code) for code in subjects if not re.match(LANGUAGE_PATTERN, str(code))]
+        bad += [
+            f"{code}: the subject must be text" for code, subject in subjects.items() if not isinstance(subject, str)
+        ]
+        if bad:
+            errors["subjects"] = [f"Not a language code such as en or pt-br, or not text: {', '.join(bad)}."]
+    testers = work_order.testers
+    if not isinstance(testers, list):
+        errors["testers"] = ['Testers are a JSON list of addresses, e.g. ["ana@example.org"].']
+    else:
+        invalid = []
+        for tester in testers:
+            try:
+                validate_email(tester)
+            except (ValidationError, TypeError):
+                invalid.append(repr(tester))
+        if invalid:
+            errors["testers"] = [f"Not email addresses: {', '.join(invalid)}."]
+    if work_order.send_continuously and not work_order.send_until:
+        errors["send_until"] = ["Sending continuously needs a 'send until' time."]
+    if work_order.burst_size and not work_order.burst_pause_seconds:
+        errors["burst_pause_seconds"] = ["A burst size needs a pause of at least 1 s."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def workorder_create(*, created_by=None, **fields: Any) -> WorkOrder:
+    """Validates (fields, languages, testers, constraints), saves and creates its steps. The sub-event defaults
+    to the event's."""
+    work_order = WorkOrder(created_by=created_by, **fields)
+    if not work_order.sub_event and work_order.event_id:
+        work_order.sub_event = work_order.event.sub_event
+    work_order.full_clean()
+    with transaction.atomic():
+        work_order.save()
+        workorder_steps_create(work_order=work_order)
+        workorder_broadcast(work_order_id=work_order.id)
+    return work_order
+
+
+def _locked(work_order_id: int) -> WorkOrder:
+    return WorkOrder.objects.select_for_update().get(id=work_order_id)
+
+
+def workorder_start(*, work_order_id: int) -> WorkOrder:
+    """Queues the pipeline from its first unfinished step ("start" event). Refused while it runs."""
+    with transaction.atomic():
+        work_order = _locked(work_order_id)
+        if work_order.status in RUNNING or workorder_lock_is_live(work_order):
+            raise ValidationError(f"Work order {work_order.id} is already {work_order.status}; stop it first.")
+        workorder_steps_create(work_order=work_order)
+        WorkOrder.objects.filter(id=work_order.id).update(stop_requested=False, status=Status.QUEUED, resume_at=None)
+        workorder_event_emit(work_order_id=work_order.id, kind="start")
+        workorder_broadcast(work_order_id=work_order.id)
+    return WorkOrder.objects.get(id=work_order_id)
+
+
+def workorder_stop(*, work_order_id: int) -> WorkOrder:
+    """Sets `stop_requested`; the lease holder honours it within a second. With no live holder (queued,
+    sleeping, or its worker died) the stop takes effect here and now."""
+    with transaction.atomic():
+        work_order = _locked(work_order_id)
+        WorkOrder.objects.filter(id=work_order.id).update(stop_requested=True)
+        if not workorder_lock_is_live(work_order) and work_order.status in (*RUNNING, Status.SLEEPING):
+            workorder_interrupt(work_order=work_order)
+        workorder_broadcast(work_order_id=work_order.id)
+    return WorkOrder.objects.get(id=work_order_id)
+
+
+def workorder_restart(*, work_order_id: int, step: str) -> WorkOrder:
+    """Runs again from `step` (a finished step can be re-run): it and every later step go back to ready, then a
+    "restart" event queues the pipeline. Refused while it runs; send records keep anyone from a second email."""
+    with transaction.atomic():
+        work_order = _locked(work_order_id)
+        steps = {s.name: s for s in workorder_steps_create(work_order=work_order)}
+        if step not in steps:
+            raise ValidationError(f"{step!r} is not a step of work order {work_order.id}; use one of: "
+                                  f"{', '.join(steps)}.")  # fmt: skip
+        if work_order.status in RUNNING or workorder_lock_is_live(work_order):
+            raise ValidationError(f"Work order {work_order.id} is {work_order.status}; stop it before restarting.")
+        WorkOrderStep.objects.filter(work_order=work_order, order__gte=steps[step].order).update(
+            status=WorkOrderStep.Status.READY, message="", done=0, total=0, started_at=None, ended_at=None,
+            updated_at=clock.now(),
+        )  # fmt: skip
+        WorkOrder.objects.filter(id=work_order.id).update(stop_requested=False, status=Status.QUEUED, resume_at=None)
+        workorder_event_emit(work_order_id=work_order.id, kind="restart", payload={"step": step})
+        workorder_broadcast(work_order_id=work_order.id)
+    return WorkOrder.objects.get(id=work_order_id)
+
+
+def workorder_unlock(*, work_order_id: int) -> bool:
+    """Clears the lease (an operator's decision that its holder is gone): a live holder notices within a second
+    and stops; the sweeper resumes a work order that was working. True if there was a lock."""
+    with transaction.atomic():
+        cleared = (
+            WorkOrder.objects.filter(id=work_order_id)
+            .exclude(lock_owner="")
+            .update(lock_owner="", lock_acquired_at=None, lock_expires_at=None)
+        )
+        workorder_broadcast(work_order_id=work_order_id)
+    return bool(cleared)
