@@ -201,7 +201,8 @@ def test_connection_refused_defers_the_send_and_counts_against_the_account(moto_
 @pytest.mark.django_db(transaction=True)  # the lease keeper's thread needs committed rows
 def test_a_work_order_mailing_sends_through_amazon_ses(moto_endpoint) -> None:
     from workorders.models import MailingSend
-    from workorders.services.steps import workorder_process, workorder_steps_create
+    from workorders.services.state import workorder_steps_create
+    from workorders.services.steps import workorder_run
     from workorders.tests.factories import ContactFactory, WorkOrderFactory
 
     contacts = [ContactFactory(language="en") for _ in range(2)]
@@ -214,7 +215,7 @@ def test_a_work_order_mailing_sends_through_amazon_ses(moto_endpoint) -> None:
     verify_sender(moto_endpoint, sender)
     workorder_steps_create(work_order=work_order)
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     sends = MailingSend.objects.filter(work_order=work_order, is_test=False)
     assert {send.email for send in sends} == {contact.email for contact in contacts}

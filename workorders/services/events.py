@@ -34,9 +34,9 @@ def workorder_resume(*, work_order_id: int) -> str:
 def workorder_event_handle(*, event) -> str:
     """EVENT_HANDLERS["workorder"]: "start", "restart" and "resume" all process the work order (restart reset its
     steps when it was requested); the lease makes a duplicate harmless. Other kinds are logged and ignored."""
-    from workorders.services.steps import workorder_process  # the pipeline emits events: imported when run
+    from workorders.services.steps import workorder_run  # the pipeline emits events: imported when run
 
     if event.kind not in ("start", "restart", "resume"):
         logger.warning("work order event %s: unknown kind %r ignored", event.id, event.kind)
         return "ignored"
-    return workorder_process(work_order_id=int(event.key))
+    return workorder_run(work_order_id=int(event.key))

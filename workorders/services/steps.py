@@ -1,6 +1,6 @@
 """A work order's step pipeline: Count → Prepare → Dry-Run → Test → Send [→ Send-Continuously].
 
-`workorder_process` is what a worker runs for a "start", "restart" or "resume" event. It takes the lease (or
+`workorder_run` is what a worker runs for a "start", "restart" or "resume" event. It takes the lease (or
 returns: another worker has it), then runs the steps in order from the first that is not complete. A step
 ends in one of:
 
@@ -128,7 +128,7 @@ def _step_set(step: WorkOrderStep, **values) -> None:
     WorkOrderStep.objects.filter(id=step.id).update(**values, updated_at=clock.now())
 
 
-def workorder_process(*, work_order_id: int, owner: str | None = None) -> str:
+def workorder_run(*, work_order_id: int, owner: str | None = None) -> str:
     """Runs the work order's steps while holding its lease; what happened, for logs and tests. Safe to run
     twice, concurrently too: a second caller finds the lease taken and returns "locked"."""
     owner = owner or lock_owner_new()

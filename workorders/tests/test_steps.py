@@ -20,7 +20,7 @@ from workorders.services.events import workorder_event_handle
 from workorders.services.lifecycle import workorder_restart, workorder_stop, workorder_unlock
 from workorders.services.locking import workorder_lock_acquire
 from workorders.services.state import workorder_steps_create
-from workorders.services.steps import workorder_process
+from workorders.services.steps import workorder_run
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,7 +57,7 @@ def test_the_pipeline_sends_one_email_per_contact_in_their_language_and_a_second
     contacts = audience(en=3, fr=2, de=1)
     work_order = make_work_order(smtp, testers=["tester@example.test"])
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     result = steps(work_order)
     assert {name: step.status for name, step in result.items()} == dict.fromkeys(
@@ -78,13 +78,13 @@ def test_the_pipeline_sends_one_email_per_contact_in_their_language_and_a_second
     assert MailingSend.objects.filter(is_test=False, state="sent").count() == 5
 
     workorder_restart(work_order_id=work_order.id, step="send")
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
     assert len(smtp.snapshot()) == 7  # 5 contacts + the tester in 2 languages, nothing more
     assert steps(work_order)["send"].message == "sent: nothing to send"  # none even tried
 
 
 class Background:
-    """`workorder_process` in a thread (its own database connection, closed at the end)."""
+    """`workorder_run` in a thread (its own database connection, closed at the end)."""
 
     def __init__(self, work_order_id: int, owner: str | None = None) -> None:
         self.result: str | None = None
@@ -94,7 +94,7 @@ class Background:
 
     def _run(self, work_order_id: int, owner: str | None) -> None:
         try:
-            self.result = workorder_process(work_order_id=work_order_id, owner=owner)
+            self.result = workorder_run(work_order_id=work_order_id, owner=owner)
         finally:
             self.ended_at = time.monotonic()
             connection.close()
@@ -118,8 +118,8 @@ def test_a_contact_sent_by_another_work_order_of_the_same_mailing_key_is_skipped
     )  # fmt: skip
     other_stage = make_work_order(smtp, event=work_order.event, stage="reminder", subjects={"en": ""})
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
-    assert workorder_process(work_order_id=other_stage.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=other_stage.id) == "complete"
 
     rcpts = [mail.rcpt_tos[0] for mail in smtp.snapshot()]
     assert sorted(rcpts) == sorted([second.email, first.email, second.email])  # the reminder is another key
@@ -130,7 +130,7 @@ def test_testers_test_emails_do_not_count_as_the_mailing(smtp):
     (tester,) = audience(en=1, fr=0)
     work_order = make_work_order(smtp, testers=[tester.email])
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     subjects = [email.message_from_bytes(mail.content)["Subject"] for mail in smtp.snapshot()]
     assert len(subjects) == 3  # the test in en and fr, then the mailing in en
@@ -148,7 +148,7 @@ def test_a_suppressed_or_unsubscribed_contact_gets_nothing(smtp, client):
     assert unsubscribing.subscribed is False
     work_order = make_work_order(smtp)
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     assert [mail.rcpt_tos[0] for mail in smtp.snapshot()] == [kept.email]
     assert MailingSend.objects.get(contact=suppressed).state == "skipped"
@@ -158,7 +158,7 @@ def test_bursts_pause_between_groups_of_emails(smtp):
     audience(en=5, fr=0)
     work_order = make_work_order(smtp, burst_size=2, burst_pause_seconds=1)
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     times = [mail.received_at for mail in smtp.snapshot()]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
@@ -184,7 +184,7 @@ def test_stop_during_a_burst_pause_interrupts_within_a_second_and_restart_sends_
 
     WorkOrder.objects.filter(id=work_order.id).update(burst_size=0)
     workorder_restart(work_order_id=work_order.id, step="send")
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
     assert sorted(mail.rcpt_tos[0] for mail in smtp.snapshot()) == sorted(c.email for c in contacts)
 
 
@@ -205,7 +205,7 @@ def test_stop_during_send_interrupts_after_the_message_in_flight_and_restart_sen
         assert send_step(work_order).status == Status.INTERRUPTED
 
         workorder_restart(work_order_id=work_order.id, step="send")
-        assert workorder_process(work_order_id=work_order.id) == "complete"
+        assert workorder_run(work_order_id=work_order.id) == "complete"
         rcpts = [mail.rcpt_tos[0] for mail in smtp.snapshot()]
         assert sorted(rcpts) == sorted(c.email for c in contacts)  # each exactly once
 
@@ -215,18 +215,18 @@ def test_a_second_worker_cannot_take_a_locked_work_order(smtp):
     work_order = make_work_order(smtp)
     assert workorder_lock_acquire(work_order_id=work_order.id, owner="worker-1")
 
-    assert workorder_process(work_order_id=work_order.id, owner="worker-2") == "locked"
+    assert workorder_run(work_order_id=work_order.id, owner="worker-2") == "locked"
     assert smtp.snapshot() == []
 
     assert workorder_unlock(work_order_id=work_order.id)
-    assert workorder_process(work_order_id=work_order.id, owner="worker-2") == "complete"
+    assert workorder_run(work_order_id=work_order.id, owner="worker-2") == "complete"
     assert len(smtp.snapshot()) == 2
 
 
 def test_an_expired_lease_is_taken_over_and_the_work_resumes_without_sending_twice(smtp):
     claimed, handed_over, sent, fresh = audience(en=4, fr=0)
     work_order = make_work_order(smtp)
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
     smtp.messages.clear()
     # A worker died during Send: its lease expired, one claim never reached SMTP, one message was handed over.
     MailingSend.objects.filter(contact__in=[claimed, handed_over, fresh]).delete()
@@ -246,7 +246,7 @@ def test_an_expired_lease_is_taken_over_and_the_work_resumes_without_sending_twi
         lock_expires_at=now - timedelta(seconds=1),
     )  # fmt: skip
 
-    assert workorder_process(work_order_id=work_order.id, owner="survivor") == "complete"
+    assert workorder_run(work_order_id=work_order.id, owner="survivor") == "complete"
 
     assert sorted(mail.rcpt_tos[0] for mail in smtp.snapshot()) == sorted([claimed.email, fresh.email])
     assert MailingSend.objects.get(contact=handed_over).state == "unknown"  # never resent automatically
@@ -264,7 +264,7 @@ def test_the_lease_is_renewed_during_a_long_pause(smtp, settings):
 
     wait_until(lambda: WorkOrder.objects.get(id=work_order.id).lock_expires_at > first_expiry + timedelta(seconds=1),
                timeout=5, what="two renewals")  # fmt: skip
-    assert workorder_process(work_order_id=work_order.id, owner="intruder") == "locked"
+    assert workorder_run(work_order_id=work_order.id, owner="intruder") == "locked"
     assert run.join() == "complete"
 
 
@@ -273,11 +273,11 @@ def test_send_continuously_sends_to_newly_eligible_contacts_and_sleeps_in_the_da
     work_order = make_work_order(smtp, send_continuously=True, send_until=clock.now() + timedelta(hours=1),
                                  send_interval_seconds=600)  # fmt: skip
 
-    assert workorder_process(work_order_id=work_order.id) == "sleeping"
+    assert workorder_run(work_order_id=work_order.id) == "sleeping"
     step = steps(work_order)["send_continuously"]
     assert step.status == Status.SLEEPING and "next round" in step.message
     (later,) = audience(en=1, fr=0)
-    assert workorder_process(work_order_id=work_order.id) == "sleeping"  # the sweeper's resume, early
+    assert workorder_run(work_order_id=work_order.id) == "sleeping"  # the sweeper's resume, early
     assert sorted(mail.rcpt_tos[0] for mail in smtp.snapshot()) == sorted([first.email, later.email])
 
     workorder_stop(work_order_id=work_order.id)
@@ -315,7 +315,7 @@ def test_the_event_handler_processes_start_restart_and_resume(smtp):
 def test_a_template_that_does_not_render_is_an_error_on_prepare(smtp):
     work_order = make_work_order(smtp, template__body_text="{{ event_name }", template__subject="x")
 
-    assert workorder_process(work_order_id=work_order.id) == "error"
+    assert workorder_run(work_order_id=work_order.id) == "error"
 
     prepare = steps(work_order)["prepare"]
     assert prepare.status == Status.ERROR and "does not render" in prepare.message
@@ -326,7 +326,7 @@ def test_a_contact_whose_address_no_message_can_carry_fails_alone_and_the_send_g
     contacts = audience(en=2, fr=0) + [ContactFactory(language="en", email="amélie@example.test")]
     work_order = make_work_order(smtp)
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     assert sorted(mail.rcpt_tos[0] for mail in smtp.snapshot()) == sorted(c.email for c in contacts[:2])
     failed = MailingSend.objects.get(contact=contacts[2])

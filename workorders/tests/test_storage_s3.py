@@ -7,7 +7,7 @@ import pytest
 
 from emailsys.testing import process_env
 from workorders.models import WorkOrderStep
-from workorders.services.steps import workorder_process
+from workorders.services.steps import workorder_run
 from workorders.tests.factories import ContactFactory
 from workorders.tests.test_steps import make_work_order
 
@@ -35,7 +35,7 @@ def test_prepare_and_dry_run_store_their_files_in_the_configured_bucket(smtp, s3
     ContactFactory(language="fr", name="Fleur")
     work_order = make_work_order(smtp)
 
-    assert workorder_process(work_order_id=work_order.id) == "complete"
+    assert workorder_run(work_order_id=work_order.id) == "complete"
 
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     keys = {item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])}

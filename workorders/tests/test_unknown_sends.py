@@ -7,7 +7,7 @@ from django.urls import reverse
 from emailsys.testing import RecordingSmtpServer
 from workorders.models import MailingSend
 from workorders.services.lifecycle import workorder_restart
-from workorders.services.steps import workorder_process
+from workorders.services.steps import workorder_run
 from workorders.tests.test_steps import audience, make_work_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,7 +20,7 @@ def unknown_sends(settings, smtp: RecordingSmtpServer, contacts: int) -> list[Ma
     smtp.data_delay = 1.5
     audience(en=contacts, fr=0)
     work_order = make_work_order(smtp)
-    workorder_process(work_order_id=work_order.id)
+    workorder_run(work_order_id=work_order.id)
     sends = list(MailingSend.objects.filter(work_order=work_order, is_test=False).order_by("id"))
     assert [send.state for send in sends] == ["unknown"] * contacts
     assert "after DATA" in sends[0].last_error
@@ -33,7 +33,7 @@ def test_unknown_mailing_sends_are_never_resent_until_an_operator_says_so(settin
         first, second, third = unknown_sends(settings, smtp, contacts=3)
         work_order_id = first.work_order_id
         workorder_restart(work_order_id=work_order_id, step="send")
-        workorder_process(work_order_id=work_order_id)
+        workorder_run(work_order_id=work_order_id)
         assert smtp.snapshot() == []  # a second Send run leaves unknown sends alone (the client hung up on them)
         assert MailingSend.objects.filter(work_order_id=work_order_id, state="unknown").count() == 3
 
@@ -46,7 +46,7 @@ def test_unknown_mailing_sends_are_never_resent_until_an_operator_says_so(settin
         assert resent.state == "deferred" and resent.resolved_by == "admin"
 
         workorder_restart(work_order_id=work_order_id, step="send")
-        workorder_process(work_order_id=work_order_id)
+        workorder_run(work_order_id=work_order_id)
         assert [mail.rcpt_tos[0] for mail in smtp.snapshot()] == [third.email]  # only the one to resend
         assert MailingSend.objects.get(id=third.id).state == "sent"
 
