@@ -9,7 +9,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Processes run as this user; the code stays root-owned, so the app can write only var/ (media, outbox).
+# Processes run as this user; the code stays root-owned, so the app can write only var/ (media, captured mail).
 RUN groupadd --system app \
     && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
@@ -22,7 +22,7 @@ COPY . .
 # Static files are baked into the image (whitenoise serves them). The settings need a SECRET_KEY to load, so a
 # throwaway one exists for this RUN only; it is not in the image's environment.
 RUN SECRET_KEY=collectstatic-build-only-not-a-secret python manage.py collectstatic --noinput \
-    && mkdir -p var/media var/outbox \
+    && mkdir -p var/media var/captured \
     && chown -R app:app var
 
 USER app

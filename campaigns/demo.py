@@ -1,4 +1,4 @@
-"""Demo data: a running two-step campaign whose mail lands in the local SMTP capture (see /outbox/)."""
+"""Demo data: a running two-step campaign whose mail lands in the local SMTP capture (see /captured/)."""
 
 import os
 

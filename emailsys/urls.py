@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -13,8 +14,14 @@ admin.site.site_title = "emailsys"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", ExportToDjangoView, name="metrics"),
-    path("outbox/", views.outbox_index, name="outbox"),
-    path("outbox/<str:name>", views.outbox_detail, name="outbox-detail"),
+    path("captured/", views.captured_mail_index, name="captured-mail"),
+    path("captured/<str:name>", views.captured_mail_detail, name="captured-mail-detail"),
+    # The captured mail's old address (/outbox/), kept for bookmarks.
+    path("outbox/", RedirectView.as_view(pattern_name="captured-mail", permanent=True, query_string=True)),
+    path(
+        "outbox/<str:name>",
+        RedirectView.as_view(pattern_name="captured-mail-detail", permanent=True, query_string=True),
+    ),
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("workorders.urls")),

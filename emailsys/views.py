@@ -6,7 +6,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from emailsys.health import system_health_check
-from emailsys.outbox import outbox_get, outbox_list
+from emailsys.mail_capture import captured_mail_get, captured_mail_list
 
 
 @never_cache
@@ -18,14 +18,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 @staff_member_required
-def outbox_index(request: HttpRequest) -> HttpResponse:
-    messages = outbox_list(directory=settings.OUTBOX_DIR)
-    return render(request, "outbox/list.html", {"messages": messages, "directory": settings.OUTBOX_DIR})
+def captured_mail_index(request: HttpRequest) -> HttpResponse:
+    messages = captured_mail_list(directory=settings.MAIL_CAPTURE_DIR)
+    return render(request, "captured_mail/list.html", {"messages": messages, "directory": settings.MAIL_CAPTURE_DIR})
 
 
 @staff_member_required
-def outbox_detail(request: HttpRequest, name: str) -> HttpResponse:
-    found = outbox_get(directory=settings.OUTBOX_DIR, name=name)
+def captured_mail_detail(request: HttpRequest, name: str) -> HttpResponse:
+    found = captured_mail_get(directory=settings.MAIL_CAPTURE_DIR, name=name)
     if found is None:
         raise Http404("No such captured message.")
     message, raw = found
@@ -41,4 +41,4 @@ def outbox_detail(request: HttpRequest, name: str) -> HttpResponse:
         "text": text.get_content() if text else "",
         "html": html.get_content() if html else "",
     }
-    return render(request, "outbox/detail.html", context)
+    return render(request, "captured_mail/detail.html", context)

@@ -163,8 +163,9 @@ EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("EMAIL_PORT", default=1025)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="emailsys@localhost")
-# Where `manage.py smtp_capture` (the local capture server) stores what it accepts, one .eml per message.
-OUTBOX_DIR = env.path("OUTBOX_DIR", default=BASE_DIR / "var" / "outbox")
+# Where `manage.py smtp_capture` (the local capture server) stores what it accepts, one .eml per message, shown at
+# /captured/. OUTBOX_DIR is its old name, still read when MAIL_CAPTURE_DIR is unset so existing .env files work.
+MAIL_CAPTURE_DIR = env.path("MAIL_CAPTURE_DIR", default=env("OUTBOX_DIR", default=str(BASE_DIR / "var" / "captured")))
 
 # --- API --------------------------------------------------------------------------------------------
 

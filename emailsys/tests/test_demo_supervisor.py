@@ -55,12 +55,12 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
     monkeypatch.setenv("SMTP_CAPTURE_PORT", str(ports["SMTP_CAPTURE_PORT"]))
     call_command("load_demo_data")  # as make demo does: the demo campaign sends to the capture server
     dispatch_tick_every(seconds=1)
-    outbox = tmp_path / "outbox"
+    captured_mail = tmp_path / "captured"
     marker = f"EMAILSYS_DEMO_RUN={unique_token()}"
     env = process_env(
         **{name: str(port) for name, port in ports.items()},
         FLOWER_BASIC_AUTH="ops:flower-secret",
-        OUTBOX_DIR=str(outbox),
+        MAIL_CAPTURE_DIR=str(captured_mail),
         EMAILSYS_DEMO_RUN=marker.partition("=")[2],
         # As make demo sets them: the bridge creates its queue on the Procfile's moto server.
         SQS_ENDPOINT_URL=f"http://127.0.0.1:{ports['MOTO_PORT']}",
@@ -92,7 +92,7 @@ def test_demo_processes_come_up_healthy_and_ctrl_c_stops_them_all(
     refused = admin_login(base_url, "demo-admin", "not-the-password")
     assert "Please enter the correct username and password" in refused.text
 
-    captured = wait_until(lambda: sorted(outbox.glob("*.eml")), timeout=60, what="demo campaign mail captured")
+    captured = wait_until(lambda: sorted(captured_mail.glob("*.eml")), timeout=60, what="demo campaign mail captured")
     assert b"Subject: Quick question" in captured[0].read_bytes()
 
     supervised = processes_marked(marker)

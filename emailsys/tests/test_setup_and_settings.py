@@ -44,6 +44,15 @@ def test_local_settings_work_without_any_environment() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_mail_capture_directory_falls_back_to_its_old_name_outbox_dir() -> None:
+    show = ("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.MAIL_CAPTURE_DIR)")
+
+    assert manage(*show).stdout.strip() == str(BASE_DIR / "var" / "captured")
+    assert manage(*show, OUTBOX_DIR="/tmp/old-outbox").stdout.strip() == "/tmp/old-outbox"
+    both = manage(*show, OUTBOX_DIR="/tmp/old-outbox", MAIL_CAPTURE_DIR="/tmp/captured")
+    assert both.stdout.strip() == "/tmp/captured"
+
+
 def test_unreachable_services_are_named_with_their_address(settings) -> None:
     port = free_port()
     settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"

@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 f"user {username!r} password {password!r}\n"
                 "  Flower     http://127.0.0.1:5555/         "
                 f"basic auth {os.environ.get('FLOWER_BASIC_AUTH', 'admin:emailsys-demo')!r}\n"
-                "  Mail       http://127.0.0.1:8000/outbox/  (SMTP capture on 127.0.0.1:1025)\n"
+                "  Mail       http://127.0.0.1:8000/captured/  (SMTP capture on 127.0.0.1:1025)\n"
                 "  Health     http://127.0.0.1:8000/healthz  Metrics http://127.0.0.1:8000/metrics\n"
                 "  API docs   http://127.0.0.1:8000/api/docs/\n"
             )

@@ -1,4 +1,4 @@
-"""Runs the local SMTP capture server: accepts every message and stores it as an .eml file (see /outbox/).
+"""Runs the local SMTP capture server: accepts every message and stores it as an .eml file (see /captured/).
 
 For development and the demo only; it never relays anything anywhere.
 """
@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from emailsys.outbox import OutboxHandler
+from emailsys.mail_capture import MailCaptureHandler
 
 
 class Command(BaseCommand):
@@ -21,13 +21,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=1025)
-        parser.add_argument("--directory", default=str(settings.OUTBOX_DIR), help="where .eml files are written")
+        parser.add_argument("--directory", default=str(settings.MAIL_CAPTURE_DIR), help="where .eml files are written")
 
     def handle(self, *args, host: str, port: int, directory: str, **options) -> None:
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        controller = Controller(OutboxHandler(Path(directory)), hostname=host, port=port)
+        controller = Controller(MailCaptureHandler(Path(directory)), hostname=host, port=port)
         controller.start()
         self.stdout.write(f"SMTP capture listening on {host}:{port}, writing to {directory}", ending="\n")
         self.stdout.flush()

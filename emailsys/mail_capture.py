@@ -1,4 +1,5 @@
-"""Local SMTP capture: what demo sender accounts send lands here as .eml files, viewable at /outbox/.
+"""Local SMTP capture: what demo sender accounts send lands here as .eml files, the captured mail viewable at
+/captured/.
 
 The capture server (`manage.py smtp_capture`, aiosmtpd on 127.0.0.1:1025) accepts everything and
 writes one file per message with the envelope prepended as X-Envelope-* headers.
@@ -16,7 +17,7 @@ from pathlib import Path
 MESSAGE_FILE = re.compile(r"^[0-9]{8}T[0-9]{12}-[0-9a-f]{12}\.eml$")
 
 
-class OutboxHandler:
+class MailCaptureHandler:
     """aiosmtpd handler: stores every accepted message under `directory`."""
 
     def __init__(self, directory: Path) -> None:
@@ -24,7 +25,7 @@ class OutboxHandler:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        outbox_store(
+        captured_mail_store(
             directory=self.directory,
             mail_from=envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
@@ -33,7 +34,7 @@ class OutboxHandler:
         return "250 Message accepted for delivery"
 
 
-def outbox_store(*, directory: Path, mail_from: str, rcpt_tos: list[str], content: bytes) -> Path:
+def captured_mail_store(*, directory: Path, mail_from: str, rcpt_tos: list[str], content: bytes) -> Path:
     """Writes atomically (temp file, then rename) so a reader never sees half a message."""
     name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.eml"
     envelope = f"X-Envelope-From: <{mail_from}>\r\nX-Envelope-To: {', '.join(f'<{r}>' for r in rcpt_tos)}\r\n"
@@ -58,7 +59,7 @@ def _parse(path: Path, *, headers_only: bool) -> EmailMessage:
         return BytesParser(policy=policy.default).parse(handle, headersonly=headers_only)
 
 
-def outbox_list(*, directory: Path, limit: int = 200) -> list[CapturedMessage]:
+def captured_mail_list(*, directory: Path, limit: int = 200) -> list[CapturedMessage]:
     """Newest first. File names sort by receive time, so only `limit` files are parsed."""
     if not directory.is_dir():
         return []
@@ -78,7 +79,7 @@ def outbox_list(*, directory: Path, limit: int = 200) -> list[CapturedMessage]:
     return messages
 
 
-def outbox_get(*, directory: Path, name: str) -> tuple[EmailMessage, bytes] | None:
+def captured_mail_get(*, directory: Path, name: str) -> tuple[EmailMessage, bytes] | None:
     """The parsed message and its raw bytes, or None for an unknown or malformed name."""
     if not MESSAGE_FILE.match(name) or not (directory / name).is_file():
         return None

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def capture(processes, tmp_path, settings):
     port = free_port()
-    settings.OUTBOX_DIR = tmp_path / "outbox"
-    argv = [sys.executable, "manage.py", "smtp_capture", "--port", str(port), "--directory", str(settings.OUTBOX_DIR)]
+    directory = settings.MAIL_CAPTURE_DIR = tmp_path / "captured"
+    argv = [sys.executable, "manage.py", "smtp_capture", "--port", str(port), "--directory", str(directory)]
     server = processes("smtp_capture", argv, env=process_env())
     wait_until(lambda: port_answers(port), timeout=30, what="smtp capture listening")
-    return server, port, settings.OUTBOX_DIR
+    return server, port, directory
 
 
 def send(port: int, subject: str) -> None:
@@ -43,15 +43,25 @@ def test_captured_mail_is_stored_listed_and_shown(capture, admin_client, client)
     assert b"X-Envelope-To: <lead@example.org>, <bcc@example.org>" in first
     assert b"Subject: First message" in first
 
-    listing = admin_client.get("/outbox/").content.decode()
+    listing = admin_client.get("/captured/").content.decode()
     assert listing.index("Second message") < listing.index("First message")  # newest first
-    detail = admin_client.get(f"/outbox/{files[0].name}").content.decode()
+    detail = admin_client.get(f"/captured/{files[0].name}").content.decode()
     assert "Hello in text" in detail and "First message" in detail
-    raw = admin_client.get(f"/outbox/{files[0].name}?raw=1")
+    raw = admin_client.get(f"/captured/{files[0].name}?raw=1")
     assert raw["Content-Type"] == "message/rfc822" and raw.content == first
 
-    assert client.get("/outbox/").status_code == 302  # anonymous: to the login page
-    assert admin_client.get("/outbox/..%2F..%2Fetc%2Fpasswd").status_code == 404
+    assert client.get("/captured/").status_code == 302  # anonymous: to the login page
+    assert admin_client.get("/captured/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_the_old_outbox_addresses_redirect_permanently_to_the_captured_mail(client) -> None:
+    name = "20260101T120000000000-0123456789ab.eml"
+
+    listing = client.get("/outbox/")
+    raw = client.get(f"/outbox/{name}?raw=1")
+
+    assert (listing.status_code, listing["Location"]) == (301, "/captured/")
+    assert (raw.status_code, raw["Location"]) == (301, f"/captured/{name}?raw=1")
 
 
 def test_capture_server_stops_on_sigterm_and_frees_its_port(capture) -> None:
