@@ -165,7 +165,10 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=1025)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="emailsys@localhost")
 # Where `manage.py smtp_capture` (the local capture server) stores what it accepts, one .eml per message, shown at
 # /captured/. OUTBOX_DIR is its old name, still read when MAIL_CAPTURE_DIR is unset so existing .env files work.
-MAIL_CAPTURE_DIR = env.path("MAIL_CAPTURE_DIR", default=env("OUTBOX_DIR", default=str(BASE_DIR / "var" / "captured")))
+# A pathlib.Path: the pages list it with .is_dir() and /, which env.path's own Path type does not have.
+MAIL_CAPTURE_DIR = Path(
+    env.path("MAIL_CAPTURE_DIR", default=env("OUTBOX_DIR", default=str(BASE_DIR / "var" / "captured")))
+)
 
 # --- API --------------------------------------------------------------------------------------------
 

@@ -54,6 +54,11 @@ def test_captured_mail_is_stored_listed_and_shown(capture, admin_client, client)
     assert admin_client.get("/captured/..%2F..%2Fetc%2Fpasswd").status_code == 404
 
 
+def test_the_pages_work_with_the_directory_as_the_settings_read_it(admin_client) -> None:
+    assert admin_client.get("/captured/").status_code == 200
+    assert admin_client.get("/captured/20260101T120000000000-0123456789ab.eml").status_code == 404
+
+
 def test_the_old_outbox_addresses_redirect_permanently_to_the_captured_mail(client) -> None:
     name = "20260101T120000000000-0123456789ab.eml"
 
