@@ -572,13 +572,14 @@ def pipeline_run(
 
 
 def batch_profile(*, sink, accounts: int, batch_size: int, leads: int = 200) -> dict:
-    """`send_batch`'s `leads_process` in this process, one thread, with every query captured: what one email costs the
+    """`send_batch`'s `lead_batch_send` in this process, one thread, with every query captured: what one email costs the
     pipeline in round trips and time, without Celery. Runs before beat starts (nothing else claims these)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from campaigns.models import Campaign, Lead
-    from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts
+    from campaigns.services.batches import lead_batch_send, outcome_counts
+    from campaigns.services.smtp import SmtpSessions
 
     campaign = scenario_build(
         smtp_port=sink.port, emails=leads, accounts=accounts, name="Bench profile", batch_size=batch_size
@@ -593,7 +594,7 @@ def batch_profile(*, sink, accounts: int, batch_size: int, leads: int = 200) -> 
         sessions = SmtpSessions()  # one worker thread's sessions, kept across its batches
         for start in range(0, len(lead_ids), batch_size):
             outcomes.update(
-                outcome_counts(leads_process(lead_ids=lead_ids[start : start + batch_size], sessions=sessions))
+                outcome_counts(lead_batch_send(lead_ids=lead_ids[start : start + batch_size], sessions=sessions))
             )
         sessions.close()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -654,7 +655,7 @@ def print_table(header: list[str], rows: list[list]) -> None:
 def print_profile(profile: dict) -> None:
     kinds = ", ".join(f"{kind} {count:.1f}" for kind, count in profile["kinds_per_email"].items())
     print(
-        f"\nleads_process in this process, 1 thread, batches of {profile['batch_size']}, {profile['emails']} emails "
+        f"\nlead_batch_send in this process, 1 thread, batches of {profile['batch_size']}, {profile['emails']} emails "
         f"(outcomes {profile['outcomes']}):\n"
         f"  {profile['ms_per_email']:.1f} ms/email wall ({profile['cpu_ms_per_email']:.1f} ms CPU of this process), "
         f"SQL {profile['sql_ms_per_email']:.1f} ms; {profile['queries_per_email']:.1f} queries/email "
@@ -805,7 +806,7 @@ def main() -> None:
         help=f"the campaign's batch size (default: {FAST_BATCH_SIZE} fast, as the recipe's claim; "
         f"{DEFAULT_BATCH_SIZE} slow, so every thread has a batch)",
     )
-    parser.add_argument("--no-profile", action="store_true", help="skip the in-process leads_process profile")
+    parser.add_argument("--no-profile", action="store_true", help="skip the in-process lead_batch_send profile")
     options = parser.parse_args()
     options.batch_size = options.batch_size or (DEFAULT_BATCH_SIZE if options.slow else FAST_BATCH_SIZE)
     options.emails = options.emails or (8000 if options.slow else 6000)

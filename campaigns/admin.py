@@ -54,7 +54,9 @@ from campaigns.models import (
     TestSend,
 )
 from campaigns.selectors import account_stats, campaign_progress
+from campaigns.services.delivery import account_check
 from campaigns.services.leads import leads_stop
+from campaigns.services.ledger import ResolveAction
 from campaigns.services.operations import (
     account_reset_limits,
     account_set_status,
@@ -65,8 +67,7 @@ from campaigns.services.operations import (
     suppression_parse,
 )
 from campaigns.services.previews import campaign_dry_run, step_send_test
-from campaigns.services.sending import ResolveAction, send_record_resolve
-from campaigns.services.smtp import account_test_smtp
+from campaigns.services.sends import send_record_resolve
 from campaigns.services.templating import TemplateRenderError, template_context, template_render
 from emailsys import clock
 
@@ -315,7 +316,7 @@ class SenderAccountAdmin(admin.ModelAdmin):
     @admin.action(description="Test SMTP login (or ESP credentials and sender) of selected accounts")
     def test_smtp(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         for account in queryset:
-            ok, detail = account_test_smtp(account=account)
+            ok, detail = account_check(account=account)
             level = messages.SUCCESS if ok else messages.ERROR
             self.message_user(request, f"{account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
 

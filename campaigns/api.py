@@ -35,8 +35,9 @@ from campaigns.serializers import (
     django_errors,
 )
 from campaigns.services.leads import leads_check_unique, leads_create
+from campaigns.services.ledger import ResolveAction
 from campaigns.services.operations import account_set_status, campaign_set_status
-from campaigns.services.sending import ResolveAction, send_record_resolve
+from campaigns.services.sends import send_record_resolve
 
 
 class Conflict(APIException):

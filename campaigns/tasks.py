@@ -7,8 +7,10 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
+from campaigns.services.batches import lead_batch_send, outcome_counts
 from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts, send_record_resend
+from campaigns.services.sends import send_record_resend
+from campaigns.services.smtp import SmtpSessions
 from emailsys import clock
 
 logger = logging.getLogger(__name__)
@@ -45,11 +47,13 @@ def _thread_sessions() -> SmtpSessions:
 
 @shared_task(name="campaigns.send_batch", ignore_result=True)
 def send_batch(lead_ids: list[int], account_filter: int | None = None) -> dict[str, int]:
-    """Processes the batch of claimed leads. Safe to run twice (acks_late). An unexpected error is logged; the
+    """Sends the batch of claimed leads. Safe to run twice (acks_late). An unexpected error is logged; the
     batch's leads are due again when their claim lease passes, and their claimed sends are recovered then."""
     sessions = _thread_sessions()
     try:
-        return dict(outcome_counts(leads_process(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter)))
+        return dict(
+            outcome_counts(lead_batch_send(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter))
+        )
     except Exception:
         logger.exception("batch of %s leads failed unexpectedly; they are retried after their lease", len(lead_ids))
         return {"error": len(lead_ids)}

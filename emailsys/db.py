@@ -68,3 +68,11 @@ def execute_prepared(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> int
         if connection.queries_logged and connection.queries_log and connection.queries_log[-1]["sql"] is None:
             connection.queries_log[-1]["sql"] = sql  # Django renders only client-side bound statements
         return cursor.rowcount
+
+
+def connection_release_while_waiting() -> None:
+    """With a connection pool, gives this thread's connection back while it waits on something slow (an SMTP
+    server, an ESP's API; the next query takes one again). Without a pool, or inside a transaction, it does
+    nothing: closing would mean a new connection per email."""
+    if settings.DB_POOL_MAX_SIZE and not connection.in_atomic_block:
+        connection.close()

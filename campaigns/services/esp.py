@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.policy import compat32
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anymail.exceptions import AnymailAPIError, AnymailConfigurationError, AnymailError, AnymailRecipientsRefused
 from botocore.exceptions import BotoCoreError
@@ -35,11 +35,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 
 from campaigns.models import SenderAccount
-from campaigns.services.smtp import DeliveryResult, Outcome, smtp_classify_connect_error, smtp_deliver
+from campaigns.services.outcomes import DeliveryResult, Outcome
 from campaigns.services.templating import HEADER_POLICY
-
-if TYPE_CHECKING:
-    from campaigns.services.sending import SmtpSessions
 
 Esp = SenderAccount.Esp
 
@@ -54,10 +51,6 @@ _THROTTLE_CODES = {"TooManyRequestsException", "Throttling", "ThrottlingExceptio
 _NOT_VERIFIED = ("not verified", "did not have authority to send")
 # Making the backend and its client (before anything is sent): unknown ESP, not installed, bad settings.
 _SETUP_ERRORS = (AnymailConfigurationError, ImproperlyConfigured, ImportError, ValueError, TypeError, BotoCoreError)
-
-
-def esp_account(account: SenderAccount) -> bool:
-    return account.transport == SenderAccount.Transport.ESP
 
 
 # --- one backend per account --------------------------------------------------------------------------------
@@ -222,27 +215,6 @@ def esp_send(
     )
 
 
-def deliver_one(
-    *,
-    account: SenderAccount,
-    sessions: SmtpSessions,
-    recipient: str,
-    message_bytes: bytes,
-    on_handover: Callable[[], bool],
-) -> DeliveryResult:
-    """One message, waiting for its verdict: through the account's ESP, or over one of its SMTP sessions."""
-    if esp_account(account):
-        return esp_send(account=account, message=message_bytes, on_handover=on_handover)
-    try:
-        connection = sessions.get(account)
-    except OSError as error:  # smtplib.SMTPException is an OSError
-        return smtp_classify_connect_error(error)
-    return smtp_deliver(
-        connection, envelope_from=account.email, recipient=recipient, message_bytes=message_bytes,
-        on_handover=on_handover,
-    )  # fmt: skip
-
-
 # --- what an error means ----------------------------------------------------------------------------------
 
 
@@ -321,7 +293,7 @@ def _rejection(account: SenderAccount, status: int | None, code: str, message: s
 # --- checking an account --------------------------------------------------------------------------------------
 
 
-def account_test_esp(*, account: SenderAccount) -> tuple[bool, str]:
+def esp_account_check(*, account: SenderAccount) -> tuple[bool, str]:
     """A cheap API call that proves the credentials and the sender: Amazon SES is asked whether the sender's
     address (or its domain) is a verified identity. Sends nothing. Never reveals the secret."""
     label = _label(account)

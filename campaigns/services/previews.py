@@ -1,14 +1,13 @@
 """Sends that are not the campaign's real sends: dry runs (rendered and stored, nothing sent) and test sends
 to an operator's address. Neither uses the arbiter, advances a lead or blocks the real send."""
 
-import smtplib
-
 from django.db import transaction
 
 from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SenderAccount, SequenceStep, TestSend
 from campaigns.selectors import lead_list_due
 from campaigns.services.activities import activity_record
-from campaigns.services.smtp import Outcome, smtp_classify_connect_error, smtp_connect, smtp_deliver
+from campaigns.services.delivery import deliver_once
+from campaigns.services.outcomes import Outcome
 from campaigns.services.templating import (
     RenderedEmail,
     TemplateRenderError,
@@ -18,6 +17,7 @@ from campaigns.services.templating import (
     template_context,
     template_render,
 )
+from campaigns.services.unsubscribes import recipient_unsubscribe_url
 from emailsys import clock
 
 
@@ -27,8 +27,6 @@ def _first_account(campaign: Campaign) -> SenderAccount | None:
 
 def lead_dry_run(*, lead: Lead, account: SenderAccount | None = None) -> list[DryRunRecord]:
     """Renders the lead's current step for each of its recipients and stores what would be sent."""
-    from campaigns.services.sending import unsubscribe_url
-
     campaign = lead.campaign
     step = campaign.steps.select_related("template").filter(order=lead.current_step).first()
     account = account or _first_account(campaign)
@@ -47,7 +45,7 @@ def lead_dry_run(*, lead: Lead, account: SenderAccount | None = None) -> list[Dr
                 to_name=recipient.name,
                 message_id=message_id_new(account=account),
                 date=now,
-                unsubscribe_url=unsubscribe_url(recipient),
+                unsubscribe_url=recipient_unsubscribe_url(recipient),
             )
             subject, message_text = rendered.subject, message.as_string()
         except (TemplateRenderError, ValueError) as failure:
@@ -121,25 +119,11 @@ def step_send_test(*, step: SequenceStep, to_email: str, account: SenderAccount,
         test.save()
         return test
     test.subject, test.message, test.message_id = rendered.subject, message.as_string(), message["Message-ID"]
-    try:
-        connection = smtp_connect(account)
-    except (smtplib.SMTPException, OSError) as error:
-        test.error = smtp_classify_connect_error(error).detail
-    else:
-        try:
-            result = smtp_deliver(
-                connection,
-                envelope_from=account.email,
-                recipient=to_email,
-                message_bytes=test.message.encode(),
-                on_handover=lambda: True,
-            )
-        finally:
-            connection.close()
-        if result.outcome is Outcome.SENT:
-            test.sent_at = clock.now()
-        else:
-            test.error = f"{result.outcome}: {result.detail}"
+    result = deliver_once(account=account, recipient=to_email, message_bytes=test.message.encode())
+    if result.outcome is Outcome.SENT:
+        test.sent_at = clock.now()
+    else:  # nothing is retried for a test: the server's or the ESP's words say why
+        test.error = result.detail
     test.save()
     activity_record(
         kind=Activity.Kind.TEST_SENT,

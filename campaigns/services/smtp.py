@@ -8,46 +8,22 @@ over and reading the verdict are separate calls, so one thread can have several 
 connection) waiting for their verdicts: a server that answers the final dot late does not idle the thread.
 """
 
-import enum
 import re
 import select
 import smtplib
 import ssl
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
 
 from campaigns.models import SenderAccount
+from campaigns.services.outcomes import DeliveryResult, Outcome
 
 _BOUNCE_CODES = {550, 551, 553}
 _DEFER_CODES = {421, 450, 451, 452}
-
-
-class Outcome(enum.StrEnum):
-    SENT = "sent"
-    DEFERRED = "deferred"  # transient, nothing delivered: retry later, preferably on another account
-    BOUNCED = "bounced"  # the recipient's address is rejected permanently
-    FAILED = "failed"  # permanent failure for this message, nothing delivered
-    ACCOUNT_ERROR = "account_error"  # the account cannot send (auth, sender rejected): nothing delivered
-    UNKNOWN = "unknown"  # the content went out, no verdict came back
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    outcome: Outcome
-    detail: str = ""
-    code: int | None = None
-    # The account's side failed (connection, login, MAIL FROM, 421), not this recipient: counts towards pausing
-    # the account. A recipient's greylisting (451 to RCPT) does not.
-    account_fault: bool = False
-    # The ESP's own id for an accepted message (an ESP assigns its own; SES rewrites the Message-ID header too).
-    provider_message_id: str = ""
-
-    @property
-    def delivered_nothing(self) -> bool:
-        return self.outcome is not Outcome.SENT and self.outcome is not Outcome.UNKNOWN
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -226,13 +202,8 @@ def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:
     return DeliveryResult(Outcome.DEFERRED, f"connect: {type(error).__name__}: {error}", account_fault=True)
 
 
-def account_test_smtp(*, account: SenderAccount, timeout: float = 10) -> tuple[bool, str]:
-    """Connects, secures and logs in, then quits: (ok, what happened). Never reveals the password. An ESP
-    account is checked with a cheap API call instead (`account_test_esp`)."""
-    if account.transport == SenderAccount.Transport.ESP:
-        from campaigns.services.esp import account_test_esp
-
-        return account_test_esp(account=account)
+def smtp_account_check(*, account: SenderAccount, timeout: float = 10) -> tuple[bool, str]:
+    """Connects, secures and logs in, then quits: (ok, what happened). Never reveals the password."""
     try:
         connection = smtp_connect(account, timeout=timeout)
     except (smtplib.SMTPException, OSError) as error:
@@ -243,3 +214,103 @@ def account_test_smtp(*, account: SenderAccount, timeout: float = 10) -> tuple[b
     except (smtplib.SMTPException, OSError) as error:
         return False, f"{type(error).__name__}: {error}"
     return code == 250, f"connected to {account.smtp_host}:{account.smtp_port} ({account.security}), NOOP {code}"
+
+
+# --- the connections a worker thread keeps -------------------------------------------------------------------
+
+
+@dataclass
+class SmtpSessions:
+    """Open SMTP connections per account, reused across leads and batches by one worker thread.
+
+    A thread may have several messages to one account awaiting their verdicts, each on its own connection:
+    `get()` returns one that awaits nothing, opening another if needed. A connection idle for a while is
+    checked with NOOP before reuse (servers drop idle clients); `close_idle()` hangs up on accounts not used
+    recently. Verdicts of handed-over messages are read through `verdict_read` (or given up on with
+    `verdict_given_up`), which frees their connections again.
+    """
+
+    connections: dict[int, list[smtplib.SMTP]] = field(default_factory=dict)
+    last_used: dict[int, float] = field(default_factory=dict)
+    awaiting: set[int] = field(default_factory=set)  # id() of connections whose verdict is not read yet
+    check_after_seconds: float = 5.0
+
+    def get(self, account: SenderAccount) -> smtplib.SMTP:
+        pool = self.connections.setdefault(account.id, [])
+        pool[:] = [connection for connection in pool if connection.sock is not None]
+        idle = time.monotonic() - self.last_used.get(account.id, 0.0)
+        self.last_used[account.id] = time.monotonic()
+        for connection in pool:
+            if id(connection) in self.awaiting:
+                continue
+            if idle > self.check_after_seconds and not _answers_noop(connection):
+                continue
+            return connection
+        connection = smtp_connect(account)
+        pool.append(connection)
+        return connection
+
+    def has_free(self, account: SenderAccount) -> bool:
+        """An open connection to the account that awaits no verdict."""
+        return any(
+            connection.sock is not None and id(connection) not in self.awaiting
+            for connection in self.connections.get(account.id, ())
+        )
+
+    def hand_over(
+        self, account: SenderAccount, *, recipient: str, message_bytes: bytes, on_handover: Callable[[], bool]
+    ) -> DeliveryResult | smtplib.SMTP:
+        """`smtp_hand_over` on a free connection: the connection now awaiting its verdict, or why nothing (or
+        no verdict) came."""
+        try:
+            connection = self.get(account)
+        except (smtplib.SMTPException, OSError) as error:
+            return smtp_classify_connect_error(error)
+        refused = smtp_hand_over(
+            connection, envelope_from=account.email, recipient=recipient, message_bytes=message_bytes,
+            on_handover=on_handover,
+        )  # fmt: skip
+        if refused is not None:
+            return refused
+        self.awaiting.add(id(connection))
+        return connection
+
+    def verdict_read(self, connection: smtplib.SMTP) -> DeliveryResult:
+        try:
+            return smtp_verdict(connection)
+        finally:
+            self.awaiting.discard(id(connection))
+
+    def verdict_given_up(self, connection: smtplib.SMTP, *, waited: float) -> DeliveryResult:
+        self.awaiting.discard(id(connection))
+        return smtp_no_verdict(connection, waited=waited)
+
+    def close_idle(self, *, max_idle_seconds: float) -> None:
+        now = time.monotonic()
+        for account_id in [a for a, used in self.last_used.items() if now - used > max_idle_seconds]:
+            for connection in self.connections.pop(account_id, ()):
+                _hang_up(connection)
+            self.last_used.pop(account_id, None)
+
+    def close(self) -> None:
+        for pool in self.connections.values():
+            for connection in pool:
+                _hang_up(connection)
+        self.connections.clear()
+        self.last_used.clear()
+        self.awaiting.clear()
+
+
+def _answers_noop(connection: smtplib.SMTP) -> bool:
+    try:
+        return connection.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+        return False
+
+
+def _hang_up(connection: smtplib.SMTP) -> None:
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()

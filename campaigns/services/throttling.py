@@ -26,7 +26,7 @@ from campaigns.services.activities import activity_record
 class Reservation:
     account: SenderAccount  # as read under its lock (no second read needed by the sender)
     account_id: int
-    campaign_account_id: int
+    campaign_account_id: int | None  # the campaign's setting for the account; None for an event mailing
     day: date
     wait_seconds: float
     previous_available_at: datetime | None
@@ -58,15 +58,15 @@ def _campaign_used_today(setting: CampaignAccount, day: date) -> int:
     return setting.usage_reserved if setting.usage_day == day else 0
 
 
-def _room(account: SenderAccount, setting: CampaignAccount, used_today: int, day: date) -> int:
+def _room(account: SenderAccount, setting: CampaignAccount | None, used_today: int, day: date) -> int:
     room = account.daily_limit - used_today
-    if setting.daily_limit is not None:
+    if setting is not None and setting.daily_limit is not None:
         room = min(room, setting.daily_limit - _campaign_used_today(setting, day))
     return room
 
 
-def _wait_seconds(account: SenderAccount, setting: CampaignAccount) -> float:
-    wait = float(max(account.min_wait_seconds, setting.min_wait_seconds or 0))
+def _wait_seconds(account: SenderAccount, setting: CampaignAccount | None) -> float:
+    wait = float(max(account.min_wait_seconds, (setting.min_wait_seconds if setting else 0) or 0))
     if wait and account.jitter_seconds:
         wait += random.uniform(0, account.jitter_seconds)
     return wait
@@ -139,25 +139,27 @@ def accounts_reserve(
     return accounts_next_opening(campaign_id=campaign_id, now=now, account_ids=list(setting_ids))
 
 
-def _reserve_on(*, account: SenderAccount, setting_id: int, count: int, now: datetime) -> list[Reservation]:
-    """Up to `count` sends on one locked account: as many as its room allows, or one if it has a min wait."""
+def _reserve_on(*, account: SenderAccount, setting_id: int | None, count: int, now: datetime) -> list[Reservation]:
+    """Up to `count` sends on one locked account: as many as its room allows, or one if it has a min wait. The
+    campaign's setting for the account (`setting_id`; None for an event mailing) narrows its limits."""
     day = account_local_day(account, now)
     AccountDailyUsage.objects.bulk_create([AccountDailyUsage(account=account, day=day)], ignore_conflicts=True)
     usage = AccountDailyUsage.objects.select_for_update().get(account=account, day=day)
-    setting = CampaignAccount.objects.select_for_update().get(id=setting_id)
+    setting = CampaignAccount.objects.select_for_update().get(id=setting_id) if setting_id is not None else None
     room = _room(account, setting, usage.reserved, day)
     if room <= 0:
         return []
     wait = _wait_seconds(account, setting)
     taken = 1 if wait else min(room, count)
     AccountDailyUsage.objects.filter(id=usage.id).update(reserved=F("reserved") + taken)
-    CampaignAccount.objects.filter(id=setting.id).update(
-        usage_day=day, usage_reserved=_campaign_used_today(setting, day) + taken
-    )
+    if setting is not None:
+        CampaignAccount.objects.filter(id=setting.id).update(
+            usage_day=day, usage_reserved=_campaign_used_today(setting, day) + taken
+        )
     SenderAccount.objects.filter(id=account.id).update(
         last_reserved_at=now, busy_until=now + send_lease() if wait else None
     )
-    reservation = Reservation(account, account.id, setting.id, day, wait, account.next_available_at)
+    reservation = Reservation(account, account.id, setting_id, day, wait, account.next_available_at)
     return [reservation] * taken  # frozen: one value per send
 
 
@@ -183,19 +185,24 @@ def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[
     }
     settings_by_account = {s.account_id: s for s in CampaignAccount.objects.filter(campaign_id=campaign_id)}
     for account in accounts:
-        if account.busy_until and account.busy_until > now:
-            at, reason = min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending"
-        elif account.next_available_at and account.next_available_at > now:
-            at, reason = account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}"
-        else:
-            day = account_local_day(account, now)
-            if _room(account, settings_by_account[account.id], usage.get((account.id, day), 0), day) <= 0:
-                at, reason = _next_local_midnight(account, now), f"{account.email} reached today's limit"
-            else:
-                at, reason = now + timedelta(seconds=1), f"{account.email} busy"
-        retry_at = min(filter(None, [retry_at, at]))
-        reasons.append(reason)
+        used_today = usage.get((account.id, account_local_day(account, now)), 0)
+        opening = _account_next_opening(account, settings_by_account[account.id], used_today=used_today, now=now)
+        retry_at = min(filter(None, [retry_at, opening.retry_at]))
+        reasons.append(opening.reason)
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
+
+
+def _account_next_opening(
+    account: SenderAccount, setting: CampaignAccount | None, *, used_today: int, now: datetime
+) -> NoAccount:
+    """When one account can send again and why not now: its lease, its wait or its day's limit."""
+    if account.busy_until and account.busy_until > now:
+        return NoAccount(min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending")
+    if account.next_available_at and account.next_available_at > now:
+        return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
+    if _room(account, setting, used_today, account_local_day(account, now)) <= 0:
+        return NoAccount(_next_local_midnight(account, now), f"{account.email} reached today's limit")
+    return NoAccount(now + timedelta(seconds=1), f"{account.email} busy")
 
 
 def reservation_commit_writes(reservation: Reservation, *, delivered: bool) -> bool:
@@ -224,15 +231,19 @@ def reservation_release(*, reservation: Reservation) -> None:
         AccountDailyUsage.objects.filter(account_id=reservation.account_id, day=reservation.day, reserved__gt=0).update(
             reserved=F("reserved") - 1
         )
-        CampaignAccount.objects.filter(
-            id=reservation.campaign_account_id, usage_day=reservation.day, usage_reserved__gt=0
-        ).update(usage_reserved=F("usage_reserved") - 1)
+        if reservation.campaign_account_id is not None:
+            CampaignAccount.objects.filter(
+                id=reservation.campaign_account_id, usage_day=reservation.day, usage_reserved__gt=0
+            ).update(usage_reserved=F("usage_reserved") - 1)
 
 
-def usage_give_back(*, account_id: int, campaign_id: int, day: date) -> None:
-    """A crashed worker's claim that never reached the server: its reservation is returned. The account's lease
-    (busy_until) is left to expire: by now it may belong to another worker's send."""
+def usage_give_back(*, account_id: int, campaign_id: int | None, day: date) -> None:
+    """A crashed worker's claim that never reached the server: its reservation is returned (`campaign_id` None:
+    an event mailing's, counted on the account only). The account's lease (busy_until) is left to expire: by
+    now it may belong to another worker's send."""
     AccountDailyUsage.objects.filter(account_id=account_id, day=day, reserved__gt=0).update(reserved=F("reserved") - 1)
+    if campaign_id is None:
+        return
     CampaignAccount.objects.filter(
         Q(campaign_id=campaign_id) & Q(account_id=account_id) & Q(usage_day=day) & Q(usage_reserved__gt=0)
     ).update(usage_reserved=F("usage_reserved") - 1)
@@ -266,32 +277,16 @@ def account_record_failure(*, account_id: int, reason: str, pause_now: bool) -> 
 
 def account_reserve_for_mailing(*, account_id: int, count: int, now: datetime) -> list[Reservation] | NoAccount:
     """Reserves up to `count` sends on one account for an event mailing (a work order has no campaign): the
-    account's own daily limit and min wait, checked and taken under its row lock exactly as `accounts_reserve`
-    does. Its reservations carry no campaign setting (`campaign_account_id` 0), so committing or releasing them
-    moves only the account's counters."""
+    account's own daily limit and min wait, checked and taken under its row lock by the same code as a
+    campaign's reservation, so the account's limits hold across campaigns and mailings."""
     with transaction.atomic():
         account = _lock_next_available(account_ids=[account_id], now=now, may_wait=True, avoid=())
-        if account is not None:
-            day = account_local_day(account, now)
-            AccountDailyUsage.objects.bulk_create([AccountDailyUsage(account=account, day=day)], ignore_conflicts=True)
-            usage = AccountDailyUsage.objects.select_for_update().get(account=account, day=day)
-            room = account.daily_limit - usage.reserved
-            if room > 0:
-                wait = float(account.min_wait_seconds)
-                if wait and account.jitter_seconds:
-                    wait += random.uniform(0, account.jitter_seconds)
-                taken = 1 if wait else min(room, count)
-                AccountDailyUsage.objects.filter(id=usage.id).update(reserved=F("reserved") + taken)
-                SenderAccount.objects.filter(id=account.id).update(
-                    last_reserved_at=now, busy_until=now + send_lease() if wait else None
-                )
-                return [Reservation(account, account.id, 0, day, wait, account.next_available_at)] * taken
+        reservations = _reserve_on(account=account, setting_id=None, count=count, now=now) if account else []
+    if reservations:
+        return reservations
     account = SenderAccount.objects.filter(id=account_id).first()
     if account is None or account.status != SenderAccount.Status.ACTIVE:
         reason = "the account does not exist" if account is None else f"{account.email} is {account.status}"
         return NoAccount(now + timedelta(minutes=5), reason)
-    if account.busy_until and account.busy_until > now:
-        return NoAccount(min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending")
-    if account.next_available_at and account.next_available_at > now:
-        return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
-    return NoAccount(_next_local_midnight(account, now), f"{account.email} reached today's limit")
+    usage = AccountDailyUsage.objects.filter(account=account, day=account_local_day(account, now)).first()
+    return _account_next_opening(account, None, used_today=usage.reserved if usage else 0, now=now)

@@ -2,11 +2,17 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import transaction
 
 from campaigns.models import Activity, Recipient
 from campaigns.services.activities import activity_record
 from campaigns.services.operations import suppression_add
+
+
+def recipient_unsubscribe_url(recipient: Recipient) -> str:
+    """The link every campaign email carries (and its List-Unsubscribe header)."""
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/{recipient.unsubscribe_token}/"
 
 
 def recipient_by_unsubscribe_token(*, token: uuid.UUID) -> Recipient | None:

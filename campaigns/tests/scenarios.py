@@ -12,8 +12,9 @@ from campaigns.models import (
     SendRecord,
     SequenceStep,
 )
+from campaigns.services.batches import lead_batch_send
 from campaigns.services.dispatch import dispatch_due
-from campaigns.services.sending import SmtpSessions, leads_process
+from campaigns.services.smtp import SmtpSessions
 from emailsys import clock
 
 SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
@@ -157,7 +158,7 @@ def run_until_idle(max_rounds: int = 100) -> None:
         sessions = SmtpSessions()
         try:
             for batch in result.batches:
-                leads_process(lead_ids=batch, sessions=sessions)
+                lead_batch_send(lead_ids=batch, sessions=sessions)
         finally:
             sessions.close()
     raise AssertionError("still dispatching after max_rounds")

@@ -6,9 +6,10 @@ import pytest
 from django.db import connection
 
 from campaigns.models import Lead, SendRecord
+from campaigns.services.batches import lead_batch_send
 from campaigns.services.dispatch import dispatch_due
 from campaigns.services.leads import leads_stop
-from campaigns.services.sending import SmtpSessions, leads_process
+from campaigns.services.smtp import SmtpSessions
 from campaigns.tests.scenarios import campaign_scenario
 from emailsys import clock
 from emailsys.testing import RecordingSmtpServer
@@ -20,7 +21,7 @@ def _send_one_batch(campaign) -> dict[int, list[str]]:
     ]
     sessions = SmtpSessions()
     try:
-        return leads_process(lead_ids=lead_ids, sessions=sessions)
+        return lead_batch_send(lead_ids=lead_ids, sessions=sessions)
     finally:
         sessions.close()
 

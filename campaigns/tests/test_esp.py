@@ -20,8 +20,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Activity, Lead, SenderAccount, SendRecord
+from campaigns.services.delivery import account_check
 from campaigns.services.esp import esp_backends_close
-from campaigns.services.smtp import account_test_smtp
 from campaigns.tests.scenarios import campaign_scenario, run_until_idle
 from emailsys import clock
 from emailsys.testing import free_port, unique_token
@@ -229,11 +229,11 @@ def test_a_work_order_mailing_sends_through_amazon_ses(moto_endpoint) -> None:
 
 def test_account_test_asks_ses_whether_the_sender_is_verified(moto_endpoint) -> None:
     _, account = ses_scenario(moto_endpoint, leads=0, verified=False)
-    ok, detail = account_test_smtp(account=account)
+    ok, detail = account_check(account=account)
     assert not ok and "neither" in detail and SECRET not in detail
 
     verify_sender(moto_endpoint, account.email)
-    ok, detail = account_test_smtp(account=account)
+    ok, detail = account_check(account=account)
     assert ok and f"{account.email} is verified for sending" in detail
 
     from io import StringIO

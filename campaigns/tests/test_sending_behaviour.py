@@ -18,9 +18,10 @@ from campaigns.models import (
     SenderAccount,
     SendRecord,
 )
+from campaigns.services.outcomes import Outcome
 from campaigns.services.previews import lead_dry_run, step_send_test
-from campaigns.services.sending import SmtpSessions, send_record_resend, send_record_resolve
-from campaigns.services.smtp import Outcome, smtp_connect, smtp_deliver
+from campaigns.services.sends import send_record_resend, send_record_resolve
+from campaigns.services.smtp import SmtpSessions, smtp_connect, smtp_deliver
 from campaigns.services.templating import TemplateRenderError, template_render
 from campaigns.services.windows import window_next_open
 from campaigns.tests.scenarios import campaign_scenario, run_until_idle
@@ -41,12 +42,12 @@ def test_one_click_unsubscribe_stops_every_later_email(client) -> None:
         recipient = Recipient.objects.get(lead=scenario.leads[0])
         Lead.objects.filter(id=scenario.leads[0].id).update(next_due_at=clock.now())
         # step 1 goes out, then the recipient clicks the one-click unsubscribe before step 2
+        from campaigns.services.batches import lead_batch_send
         from campaigns.services.dispatch import dispatch_due
-        from campaigns.services.sending import SmtpSessions, leads_process
 
         dispatch_due(now=clock.now())
         sessions = SmtpSessions()
-        leads_process(lead_ids=[scenario.leads[0].id], sessions=sessions)
+        lead_batch_send(lead_ids=[scenario.leads[0].id], sessions=sessions)
         assert len(smtp.snapshot()) == 1
         page = client.get(f"/u/{recipient.unsubscribe_token}/")
         assert page.status_code == 200 and recipient.email in page.content.decode()

@@ -1,9 +1,10 @@
-"""One event-mailing email, sent exactly once with the campaign engine's protocol and functions.
+"""One event-mailing email, sent exactly once with the campaign engine's protocol: its arbiter (`throttling`),
+its delivery (`delivery`, SMTP or an ESP) and its send-attempt ledger (`ledger`).
 
 `mailing_send` reserves the account (`account_reserve_for_mailing`: the account's limits hold across campaigns
 and mailings), builds the message (`message_build`, with List-Unsubscribe), commits the CLAIMED `MailingSend`
-before SMTP, commits HANDED_OVER after the 354 and before the content (`smtp_hand_over`'s hook), then records
-the verdict. No transaction is open during SMTP. A crash leaves the record saying what happened: CLAIMED →
+before anything is sent, commits HANDED_OVER at the point of no return (the delivery's `on_handover` hook),
+then records the verdict. No transaction is open during SMTP. A crash leaves the record saying what happened: CLAIMED →
 nothing left, retried; HANDED_OVER → UNKNOWN, never retried automatically (`mailing_sends_settle_stale`).
 """
 
@@ -17,19 +18,20 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from campaigns.models import SenderAccount
-from campaigns.services.esp import deliver_one
-from campaigns.services.sending import (
+from campaigns.services.delivery import deliver
+from campaigns.services.ledger import (
     MAX_DEFERRALS,
-    SmtpSessions,
     send_failure_settle,
     stale_claim_give_back,
     stale_hand_over_settle,
     unknown_send_resolve,
 )
-from campaigns.services.smtp import DeliveryResult, Outcome
+from campaigns.services.outcomes import DeliveryResult, Outcome, SendOutcome
+from campaigns.services.smtp import SmtpSessions
 from campaigns.services.templating import RenderedEmail, message_build, message_id_new
 from campaigns.services.throttling import (
     NoAccount,
+    Reservation,
     account_reserve_for_mailing,
     reservation_commit,
     reservation_release,
@@ -88,9 +90,9 @@ def _sender(work_order: WorkOrder, account: SenderAccount) -> SenderAccount:
 
 def mailing_send(
     *, work_order: WorkOrder, addressee: Addressee, prepared: RenderedEmail, sessions: SmtpSessions
-) -> str | NoAccount:
-    """Sends one email exactly once: the outcome ("sent", "unknown", "bounced", "failed", "deferred",
-    "claimed elsewhere"), or NoAccount when the account cannot send now (nothing was written)."""
+) -> SendOutcome | NoAccount:
+    """Sends one email exactly once: the outcome, or NoAccount when the account cannot send now (nothing was
+    written)."""
     now = clock.now()
     reserved = account_reserve_for_mailing(account_id=work_order.account_id, count=1, now=now)
     if isinstance(reserved, NoAccount):
@@ -116,7 +118,7 @@ def mailing_send(
         mailing_send_settle(
             work_order=work_order, addressee=addressee, state=State.FAILED, reason=f"cannot build the message: {error}"
         )
-        return "failed"
+        return SendOutcome.FAILED
     token = uuid.uuid4()
     claim = {
         "state": State.CLAIMED,
@@ -133,7 +135,7 @@ def mailing_send(
     record = _record_write(work_order, addressee, claim)
     if record is None:
         reservation_release(reservation=reservation)
-        return "claimed elsewhere"
+        return SendOutcome.CLAIMED_ELSEWHERE
 
     def hand_over() -> bool:
         return bool(
@@ -142,7 +144,7 @@ def mailing_send(
             )
         )
 
-    result = deliver_one(
+    result = deliver(
         account=account,
         sessions=sessions,
         recipient=addressee.email,
@@ -178,7 +180,9 @@ def _record_write(work_order: WorkOrder, addressee: Addressee, values: dict) -> 
         return None
 
 
-def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: DeliveryResult, addressee) -> str:
+def _record_result(
+    record: MailingSend, token: uuid.UUID, reservation: Reservation, result: DeliveryResult, addressee: Addressee
+) -> SendOutcome:
     """The verdict on the record; the account's slot committed (it may have been delivered) or given back. Every
     outcome but SENT is settled as for a campaign's send record (`send_failure_settle`)."""
     finished = clock.now()
@@ -190,15 +194,12 @@ def _record_result(record: MailingSend, token: uuid.UUID, reservation, result: D
                 claim_token=None, claimed_until=None, last_error="",
             )  # fmt: skip
             reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
-        return "sent"
-    retry_at = send_failure_settle(
+        return SendOutcome.SENT
+    send_failure_settle(
         mine=mine, reservation=reservation, result=result, email=addressee.email, attempts=record.attempts,
         finished=finished,
     )  # fmt: skip
-    if result.outcome in (Outcome.UNKNOWN, Outcome.BOUNCED, Outcome.FAILED):
-        return str(result.outcome)
-    assert retry_at is not None
-    return "deferred"
+    return SendOutcome.of(result.outcome)
 
 
 def mailing_send_settle(*, work_order: WorkOrder, addressee: Addressee, state: str, reason: str) -> None:
@@ -222,12 +223,8 @@ def mailing_sends_settle_stale(*, work_order: WorkOrder) -> tuple[int, int]:
         if record.state == State.HANDED_OVER:
             unknown += stale_hand_over_settle(record=record, reason=HANDED_OVER_BY_A_DEAD_RUN)
         else:
-            recovered += stale_claim_give_back(record=record, campaign_id=0, now=now)  # mailings use no campaign
+            recovered += stale_claim_give_back(record=record, campaign_id=None, now=now)
     return recovered, unknown
-
-
-def mailing_gave_up(record: MailingSend | None) -> bool:
-    return bool(record and record.state == State.DEFERRED and record.attempts >= MAX_DEFERRALS)
 
 
 def mailing_retry_due(*, now: datetime):

@@ -31,8 +31,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count
 
+from campaigns.services.ledger import attempts_exhausted
 from campaigns.services.operations import suppressed_among
-from campaigns.services.sending import SmtpSessions
+from campaigns.services.smtp import SmtpSessions
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
 from campaigns.services.throttling import NoAccount
 from emailsys import clock
@@ -43,7 +44,6 @@ from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_l
 from workorders.services.mailings import (
     NAME_MARKER,
     Addressee,
-    mailing_gave_up,
     mailing_key_sends,
     mailing_retry_due,
     mailing_send,
@@ -446,7 +446,7 @@ def _send_round(run: StepRun) -> tuple[StepEnd | None, list[str]]:
             addressee = Addressee(
                 email=contact.email, name=contact.name, language=contact.language, contact=contact, record=record
             )
-            if contact.email in suppressed or mailing_gave_up(record):
+            if contact.email in suppressed or attempts_exhausted(record):
                 reason = "suppressed" if contact.email in suppressed else f"gave up: {record.last_error}"
                 state = SendState.SKIPPED if contact.email in suppressed else SendState.FAILED
                 mailing_send_settle(work_order=work_order, addressee=addressee, state=state, reason=reason)

@@ -16,9 +16,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.models import Campaign, SenderAccount
+from campaigns.services.batches import lead_batch_send, outcome_counts
 from campaigns.services.dispatch import dispatch_due
 from campaigns.services.previews import campaign_dry_run
-from campaigns.services.sending import SmtpSessions, leads_process, outcome_counts
+from campaigns.services.smtp import SmtpSessions
 from emailsys import clock
 
 
@@ -68,7 +69,7 @@ class Command(BaseCommand):
             for batch in result.batches:
                 if stop.is_set():
                     return  # the rest stay claimed until the lease passes, then are due again
-                per_lead = leads_process(lead_ids=batch, sessions=sessions, account_filter=options["account_filter"])
+                per_lead = lead_batch_send(lead_ids=batch, sessions=sessions, account_filter=options["account_filter"])
                 outcomes.update(outcome_counts(per_lead))
                 if options["verbose"]:
                     for lead_id, lead_outcomes in per_lead.items():

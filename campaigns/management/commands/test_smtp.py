@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.management.tables import object_or_error
 from campaigns.models import SenderAccount
-from campaigns.services.smtp import account_test_smtp
+from campaigns.services.delivery import account_check
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, account_id: int, timeout: float, **options) -> None:
         account = object_or_error(SenderAccount, account_id, "account")
-        ok, detail = account_test_smtp(account=account, timeout=timeout)
+        ok, detail = account_check(account=account, timeout=timeout)
         if not ok:
             raise CommandError(f"{account.email}: {detail}")
         self.stdout.write(self.style.SUCCESS(f"{account.email}: {detail}"))
