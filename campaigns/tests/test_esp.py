@@ -243,6 +243,32 @@ def test_account_test_asks_ses_whether_the_sender_is_verified(moto_endpoint) -> 
     assert "verified for sending" in out.getvalue()
 
 
+def test_a_test_send_from_an_esp_account_goes_through_the_esp(moto_endpoint, admin_client) -> None:
+    """Defect: "Send test" (admin and `send_test`) on an ESP account went over SMTP to its empty host."""
+    scenario, account = ses_scenario(moto_endpoint, leads=0)
+    step = scenario.steps[0]
+    page_url = reverse("admin:campaigns_campaign_send_test", args=[scenario.campaign.pk])
+
+    response = admin_client.post(
+        page_url, {"step": step.pk, "to_email": "me@operator.test", "account": account.pk}, follow=True
+    )
+    assert response.status_code == 200
+    assert any("sent to me@operator.test" in str(message) for message in response.context["messages"])
+    from io import StringIO
+
+    out = StringIO()
+    call_command("send_test", str(scenario.campaign.pk), "--to", "you@operator.test", "--account-id",
+                 str(account.pk), stdout=out)  # fmt: skip
+    assert f"via {account.email}" in out.getvalue()
+
+    received = moto_received(moto_endpoint, source=account.email)
+    assert [message["destinations"][0] for message in received] == ["me@operator.test", "you@operator.test"]
+    for message in received:
+        mime = email.message_from_string(message["raw_data"])
+        assert mime["Subject"].startswith("[TEST] ") and mime["X-Emailsys-Test"]
+    assert not SendRecord.objects.exists()  # a test send is nobody's email
+
+
 def test_the_esp_secret_is_encrypted_at_rest_and_never_shown(moto_endpoint, admin_client, admin_user) -> None:
     _, account = ses_scenario(moto_endpoint, leads=0)
     raw = SenderAccount.objects.annotate(raw=Cast("esp_secret", output_field=TextField()))
