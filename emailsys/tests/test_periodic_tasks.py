@@ -1,6 +1,8 @@
 """Periodic tasks are declared once (emailsys/periodic.py) and ensured after migrate and flush; rows an operator
 edited in the admin keep the edit."""
 
+import re
+
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -85,3 +87,9 @@ def test_duplicate_interval_schedules_an_operator_made_do_not_break_the_ensure(s
 def test_after_a_flush_every_periodic_task_exists_again() -> None:
     call_command("flush", interactive=False, verbosity=0)
     assert set(PeriodicTask.objects.values_list("name", flat=True)) >= {spec.name for spec in PERIODIC_TASKS}
+
+
+def test_the_readme_table_lists_the_declared_periodic_tasks() -> None:
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    rows = set(re.findall(r"^\| \*(.+?)\* \| `(.+?)` \| `([A-Z_]+)` \| (\d+) s \| `(\w+)` \|$", readme, re.MULTILINE))
+    assert rows == {(s.name, s.task, s.interval_setting, str(s.interval_seconds()), s.queue) for s in PERIODIC_TASKS}
