@@ -1,22 +1,19 @@
-from importlib import import_module
-
 from django.apps import AppConfig
 from django.apps import apps as global_apps
 from django.db.models.signals import post_migrate
 
-# Data migrations that create periodic tasks (each defines `create_periodic_task(apps, schema_editor)`).
-PERIODIC_TASK_MIGRATIONS = (
-    "emailsys.migrations.0001_heartbeat_periodic_task",
-    "emailsys.migrations.0002_eventbus",
-    "campaigns.migrations.0002_dispatch_periodic_task",
-)
 
+def periodic_tasks_restore(sender, *, apps=global_apps, using: str = "default", **kwargs) -> None:
+    """After every migrate and every flush (test teardown), missing periodic tasks are created again from their
+    one declaration (emailsys.periodic); existing ones, as edited in the admin, are left alone. Skipped when the
+    migrated state has no periodic task table (e.g. `migrate django_celery_beat zero`). Flush sends no `apps`."""
+    try:
+        apps.get_model("django_celery_beat", "PeriodicTask")
+    except LookupError:
+        return
+    from emailsys.periodic import periodic_tasks_ensure
 
-def restore_periodic_tasks(sender, **kwargs) -> None:
-    """After every migrate and every flush (test teardown), missing periodic tasks are created again by their
-    own data migration's function; existing ones, as edited in the admin, are left alone."""
-    for module in PERIODIC_TASK_MIGRATIONS:
-        import_module(module).create_periodic_task(global_apps, None)
+    periodic_tasks_ensure(using=using)
 
 
 class EmailsysConfig(AppConfig):
@@ -31,4 +28,4 @@ class EmailsysConfig(AppConfig):
         register_collector()
         # Listen to the app that owns the periodic task table: its tables exist when the signal comes.
         beat_app = global_apps.get_app_config("django_celery_beat")
-        post_migrate.connect(restore_periodic_tasks, sender=beat_app, dispatch_uid="emailsys.restore_periodic_tasks")
+        post_migrate.connect(periodic_tasks_restore, sender=beat_app, dispatch_uid="emailsys.periodic_tasks_restore")

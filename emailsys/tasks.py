@@ -19,7 +19,8 @@ HEARTBEAT_KEY = "emailsys:heartbeat:last_run"
 
 @shared_task(name="emailsys.heartbeat", ignore_result=True)
 def heartbeat() -> None:
-    """Scheduled by beat (a periodic task row created by a migration); /healthz shows how long ago it ran."""
+    """Scheduled by beat (periodic task "emailsys: heartbeat", emailsys/periodic.py); /healthz shows how long ago
+    it ran."""
     ops_redis().set(HEARTBEAT_KEY, repr(time.time()))
 
 

@@ -8,5 +8,5 @@ from workorders.services.sweep import workorders_sweep
 
 @shared_task(name="workorders.sweep", ignore_result=True)
 def sweep() -> list[int]:
-    """Run by beat (periodic task created by migration 0003)."""
+    """Run by beat (periodic task "workorders: sweep", declared in emailsys/periodic.py)."""
     return workorders_sweep()

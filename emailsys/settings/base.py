@@ -243,9 +243,13 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
 
-# Beat: periodic tasks live in the database (created by migrations, editable in the admin).
+# Beat: periodic tasks live in the database, declared in emailsys/periodic.py, created after migrate when missing,
+# editable in the admin. The interval settings they name (HEARTBEAT_INTERVAL, CAMPAIGN_DISPATCH_INTERVAL,
+# EVENT_SWEEP_INTERVAL, WORKORDER_SWEEP_INTERVAL; seconds) give a newly created row its first interval only.
 CELERY_BEAT_SCHEDULER = "emailsys.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# Seconds between heartbeats (periodic task "emailsys: heartbeat": beat → broker → default pool).
+HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 
 # --- Campaigns --------------------------------------------------------------------------------------
 
@@ -276,6 +280,8 @@ CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
 WORKORDER_LEASE_SECONDS = env.int("WORKORDER_LEASE_SECONDS", default=30)
 # A run gives its lease up (and queues its own continuation) after this long: under the Celery time limit.
 WORKORDER_SLICE_SECONDS = env.int("WORKORDER_SLICE_SECONDS", default=120)
+# Seconds between work-order sweeps (periodic task "workorders: sweep"; editable in the admin afterwards).
+WORKORDER_SWEEP_INTERVAL = env.int("WORKORDER_SWEEP_INTERVAL", default=5)
 
 # --- Events: transactional outbox, SQS FIFO bridge (README "Events: outbox and SQS bridge") ---------------------
 

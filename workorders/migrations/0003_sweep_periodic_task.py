@@ -1,29 +1,8 @@
-"""Beat's periodic task that sweeps work orders: an expired lease while working, or a sleeping one due, is
-re-dispatched without operator action. Its interval is editable in the admin afterwards."""
+"""Once created beat's periodic task that sweeps work orders. Periodic tasks are now declared in
+emailsys/periodic.py and created after migrate (emailsys.apps); this migration stays, as a no-op, so the migration
+graph is unchanged."""
 
 from django.db import migrations
-
-SWEEP_NAME = "workorders: sweep"
-SWEEP_INTERVAL_SECONDS = 5
-
-
-def create_periodic_task(apps, schema_editor) -> None:
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=SWEEP_INTERVAL_SECONDS, period="seconds")
-    PeriodicTask.objects.get_or_create(
-        name=SWEEP_NAME,
-        defaults={
-            "task": "workorders.sweep",
-            "interval": interval,
-            "queue": "workorders",
-            "description": "Re-dispatches work orders whose lease expired while working, and sleeping ones now due.",
-        },
-    )
-
-
-def delete_periodic_task(apps, schema_editor) -> None:
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SWEEP_NAME).delete()
 
 
 class Migration(migrations.Migration):
@@ -32,4 +11,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_periodic_task, delete_periodic_task)]
+    operations = [migrations.RunPython(migrations.RunPython.noop, migrations.RunPython.noop)]
