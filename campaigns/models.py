@@ -11,8 +11,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from emailsys.crypto import EncryptedTextField
+from emailsys.fields import LowerCaseEmailField
 
 
 def validate_time_zone(value: str) -> None:
@@ -267,7 +269,7 @@ class Recipient(models.Model):
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="recipients")
     position = models.PositiveIntegerField(help_text="Order within the lead, from 0.")
-    email = models.EmailField()
+    email = LowerCaseEmailField(help_text="Stored lower-case.")
     name = models.CharField(max_length=200, blank=True)
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
@@ -284,6 +286,11 @@ class Recipient(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["lead", "position"], name="one_recipient_per_position"),
             models.UniqueConstraint(fields=["lead", "email"], name="one_recipient_per_email_per_lead"),
+            models.CheckConstraint(
+                condition=Q(email=Lower("email")),
+                name="recipient_email_lowercase",
+                violation_error_message="The email must be lower-case.",
+            ),
         ]
 
     def __str__(self) -> str:
