@@ -11,8 +11,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from emailsys.crypto import EncryptedTextField
+from emailsys.fields import LowerCaseEmailField
 
 
 def validate_time_zone(value: str) -> None:
@@ -267,7 +269,7 @@ class Recipient(models.Model):
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="recipients")
     position = models.PositiveIntegerField(help_text="Order within the lead, from 0.")
-    email = models.EmailField()
+    email = LowerCaseEmailField(help_text="Stored lower-case.")
     name = models.CharField(max_length=200, blank=True)
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
@@ -284,6 +286,11 @@ class Recipient(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["lead", "position"], name="one_recipient_per_position"),
             models.UniqueConstraint(fields=["lead", "email"], name="one_recipient_per_email_per_lead"),
+            models.CheckConstraint(
+                condition=Q(email=Lower("email")),
+                name="recipient_email_lowercase",
+                violation_error_message="The email must be lower-case.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -330,6 +337,25 @@ class SendAttempt(models.Model):
 
     class Meta:
         abstract = True
+        # A concrete model's own `constraints` replace these: it lists `*SendAttempt.Meta.constraints` first.
+        constraints = [
+            # A claim (token and lease) is held exactly while the record is in flight: a settled or deferred
+            # record holds none, so a lost worker's stale claim can never be taken for a live one.
+            models.CheckConstraint(
+                condition=(
+                    Q(state__in=["claimed", "handed_over"]) & Q(claim_token__isnull=False, claimed_until__isnull=False)
+                )
+                | (~Q(state__in=["claimed", "handed_over"]) & Q(claim_token__isnull=True, claimed_until__isnull=True)),
+                name="%(app_label)s_%(class)s_claimed_while_in_flight",
+                violation_error_message="A claimed or handed-over send has a claim token and lease; others have none.",
+            ),
+            # When the content may have left: what `mark sent` records as the time sent.
+            models.CheckConstraint(
+                condition=~Q(state="handed_over") | Q(handed_over_at__isnull=False),
+                name="%(app_label)s_%(class)s_handed_over_has_time",
+                violation_error_message="A handed-over send has the time it was handed over.",
+            ),
+        ]
 
 
 class SendRecord(SendAttempt):
@@ -345,8 +371,9 @@ class SendRecord(SendAttempt):
         SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
 
-    class Meta:
+    class Meta(SendAttempt.Meta):
         constraints = [
+            *SendAttempt.Meta.constraints,
             models.UniqueConstraint(fields=["recipient", "step"], name="one_send_per_recipient_step"),
             models.CheckConstraint(
                 condition=~Q(state="sent") | (Q(sent_at__isnull=False) & ~Q(message_id="")), name="sent_has_proof"

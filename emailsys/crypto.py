@@ -7,7 +7,9 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import models
+from django.dispatch import receiver
 
 
 @cache
@@ -21,6 +23,13 @@ def _fernet() -> MultiFernet:
         return MultiFernet([Fernet(key) for key in keys])
     except ValueError as error:
         raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS holds an invalid Fernet key: {error}") from None
+
+
+@receiver(setting_changed)
+def _keys_changed(*, setting: str, **kwargs) -> None:
+    """`override_settings` (tests) changes the keys at run time; the process never does otherwise."""
+    if setting in ("FIELD_ENCRYPTION_KEYS", "DEBUG", "SECRET_KEY"):
+        _fernet.cache_clear()
 
 
 def secret_encrypt(plaintext: str) -> str:

@@ -310,8 +310,9 @@ class MailingSend(SendAttempt):
     test_run = models.PositiveIntegerField(null=True, blank=True)
     account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
-    class Meta:
+    class Meta(SendAttempt.Meta):
         constraints = [
+            *SendAttempt.Meta.constraints,
             models.UniqueConstraint(
                 fields=["contact", "event_code", "sub_event", "stage"],
                 condition=Q(is_test=False),

@@ -35,8 +35,8 @@ def leads_check_unique(*, leads: list[dict | None]) -> dict[int, dict]:
 
 def leads_create(*, leads: list[dict]) -> list[Lead]:
     """Creates validated leads with their recipients in one transaction, two bulk inserts. New leads are in
-    progress at step 1 and due now, like imported ones. Holds the campaigns' row locks, as the CSV import
-    does, so the two never race on the same external id."""
+    progress at step 1 and due now, like imported ones, and emails are stored lower-case. Holds the campaigns'
+    row locks, as the CSV import does, so the two never race on the same external id."""
     now = clock.now()
     with transaction.atomic():
         campaign_ids = sorted({lead["campaign"].pk for lead in leads})
@@ -50,7 +50,7 @@ def leads_create(*, leads: list[dict]) -> list[Lead]:
             ]
         )  # fmt: skip
         recipients = [
-            Recipient(lead=lead, position=position, **values)
+            Recipient(lead=lead, position=position, **{**values, "email": values["email"].strip().lower()})
             for lead, data in zip(created, leads, strict=True)
             for position, values in enumerate(data["recipients"])
         ]

@@ -1,5 +1,5 @@
 """Operator actions: campaign and account status, progress resets, recipient status rebuilds, suppression,
-limit resets and key rotation. Management commands, admin actions and the API call these.
+limit resets and encryption key rotation. Management commands, admin actions and the API call these.
 
 Every status change is logged through `activity_record`. Rows that the dispatcher also moves (campaigns,
 accounts) are changed under their row lock, so an operator action never interleaves with an arbiter step.
@@ -8,10 +8,11 @@ accounts) are changed under their row lock, so an operator action never interlea
 import zoneinfo
 
 from cryptography.fernet import InvalidToken
+from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import DomainNameValidator, validate_email
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Subquery, TextField, Value
+from django.db.models import Exists, Model, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.functions import Cast
 
 from campaigns.models import (
@@ -28,7 +29,7 @@ from campaigns.models import (
 )
 from campaigns.services.activities import activity_record
 from emailsys import clock
-from emailsys.crypto import secret_rotate
+from emailsys.crypto import EncryptedTextField, secret_rotate
 
 # Recipient statuses an operator action or a rebuild never overwrites: mailing them again would be wrong.
 PROTECTED_RECIPIENT_STATUSES = (Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED)
@@ -318,28 +319,40 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
     return account
 
 
-def account_passwords_rotate() -> int:
-    """Re-encrypts every stored SMTP password with the newest key in FIELD_ENCRYPTION_KEYS.
+def encrypted_fields_rotate() -> dict[str, int]:
+    """Re-encrypts every stored value of every encrypted field (any model's `EncryptedTextField`: SMTP passwords,
+    ESP secrets, and whatever is added later) with the newest key in FIELD_ENCRYPTION_KEYS. Returns how many values
+    it re-encrypted, by field ("campaigns.SenderAccount.esp_secret").
 
-    Works on the ciphertext (never loads a plaintext into a model) and writes each row with a compare-and-set
-    on the old ciphertext, so a password changed meanwhile is not overwritten. Returns how many were
-    re-encrypted. Run it after putting a new key first; drop the old key only afterwards. Each row commits on
-    its own, so an interrupted run is simply run again.
+    Works on the ciphertext (never loads a plaintext into a model) and writes each value with a compare-and-set
+    on the old ciphertext, so a secret changed meanwhile is not overwritten. Run it after putting a new key first;
+    drop the old key only afterwards. Each value commits on its own, so an interrupted run is simply run again.
     """
-    raw = Cast("smtp_password", output_field=TextField())
-    rows = SenderAccount.objects.annotate(ciphertext=raw).exclude(ciphertext="").values_list("id", "ciphertext")
+    counts: dict[str, int] = {}
+    for model in apps.get_models():
+        if model._meta.proxy or not model._meta.managed:
+            continue  # a proxy's rows are its concrete model's
+        for field in model._meta.local_concrete_fields:
+            if isinstance(field, EncryptedTextField):
+                counts[f"{model._meta.label}.{field.name}"] = _encrypted_field_rotate(model=model, field=field)
+    return counts
+
+
+def _encrypted_field_rotate(*, model: type[Model], field: EncryptedTextField) -> int:
+    raw = Cast(field.name, output_field=TextField())  # the ciphertext, as stored
+    rows = model._base_manager.annotate(ciphertext=raw).exclude(ciphertext="").exclude(ciphertext__isnull=True)
     rotated = 0
-    for pk, ciphertext in rows.iterator():
+    for pk, ciphertext in rows.values_list("pk", "ciphertext").iterator():
         try:
             new_ciphertext = secret_rotate(ciphertext)
         except InvalidToken:
             raise ImproperlyConfigured(
-                f"The SMTP password of sender account {pk} cannot be decrypted with any key in "
+                f"The {field.verbose_name} of {model._meta.verbose_name} {pk} cannot be decrypted with any key in "
                 "FIELD_ENCRYPTION_KEYS; keep the old key in the list until rotation is done."
             ) from None
         rotated += (
-            SenderAccount.objects.annotate(ciphertext=raw)
+            model._base_manager.annotate(ciphertext=raw)
             .filter(pk=pk, ciphertext=ciphertext)
-            .update(smtp_password=Value(new_ciphertext, output_field=TextField()))
+            .update(**{field.name: Value(new_ciphertext, output_field=TextField())})
         )
     return rotated

@@ -1,7 +1,11 @@
 """factory_boy factories for every campaigns model. Defaults make a valid row with the fewest surprises:
 accounts send to a local relay with no wait and a roomy daily limit; leads are in progress and due now;
-a SendRecordFactory(state="sent") gets the sent_at the database requires.
+a SendRecordFactory(state="sent") gets the sent_at the database requires; a claimed or handed-over one a claim
+token and a lease that is already over (its worker is gone unless the test says otherwise), a handed-over one its
+handed_over_at.
 """
+
+import uuid
 
 import factory
 from django.db.models import Max
@@ -107,6 +111,9 @@ class RecipientFactory(factory.django.DjangoModelFactory):
     company_name = "Example Inc"
 
 
+IN_FLIGHT = (models.SendRecord.State.CLAIMED, models.SendRecord.State.HANDED_OVER)
+
+
 class SendRecordFactory(factory.django.DjangoModelFactory):
     """Lead and campaign follow the recipient; the step is a new step of that campaign unless given."""
 
@@ -119,6 +126,11 @@ class SendRecordFactory(factory.django.DjangoModelFactory):
     step = factory.SubFactory(SequenceStepFactory, campaign=factory.SelfAttribute("..campaign"))
     account = factory.SubFactory(SenderAccountFactory)
     state = models.SendRecord.State.CLAIMED
+    claim_token = factory.LazyAttribute(lambda o: uuid.uuid4() if o.state in IN_FLIGHT else None)
+    claimed_until = factory.LazyAttribute(lambda o: clock.now() if o.state in IN_FLIGHT else None)
+    handed_over_at = factory.LazyAttribute(
+        lambda o: clock.now() if o.state == models.SendRecord.State.HANDED_OVER else None
+    )
     message_id = factory.Sequence(lambda n: f"<{n}.factory@emailsys.test>")
     subject = "Hello"
     sent_at = factory.LazyAttribute(lambda o: clock.now() if o.state == models.SendRecord.State.SENT else None)

@@ -365,7 +365,8 @@ def test_rotate_encryption_keys_counts_reencrypted_passwords_and_never_prints_th
 
         output = run("rotate_encryption_keys")
 
-        assert output == "Re-encrypted 1 SMTP passwords with the newest key.\n"
+        assert "campaigns.SenderAccount.smtp_password: 1 re-encrypted\n" in output
+        assert "campaigns.SenderAccount.esp_secret: 0 re-encrypted\n" in output and "hunter2" not in output
         settings.FIELD_ENCRYPTION_KEYS = [new]
         crypto._fernet.cache_clear()
         assert SenderAccount.objects.get(pk=account.pk).smtp_password == "hunter2-secret"

@@ -8,11 +8,11 @@ from django.db.models.functions import Cast
 
 from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SenderAccount, SendRecord, Suppression
 from campaigns.services.operations import (
-    account_passwords_rotate,
     account_reset_limits,
     account_set_status,
     campaign_reset_progress,
     campaign_set_status,
+    encrypted_fields_rotate,
     lead_reset_progress,
     leads_bulk_update_status,
     recipients_update_statuses,
@@ -363,7 +363,7 @@ def test_rotation_reencrypts_passwords_with_the_newest_key(keys):
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
     crypto._fernet.cache_clear()
 
-    assert account_passwords_rotate() == 1
+    assert encrypted_fields_rotate()["campaigns.SenderAccount.smtp_password"] == 1
 
     assert Fernet(new.encode()).decrypt(stored_ciphertext(account).encode()) == b"s3cret"
     settings.FIELD_ENCRYPTION_KEYS = [new]
@@ -378,5 +378,5 @@ def test_rotation_without_the_old_key_says_which_account_it_cannot_read(keys):
     crypto._fernet.cache_clear()
 
     with pytest.raises(ImproperlyConfigured, match=f"sender account {account.pk} cannot be decrypted"):
-        account_passwords_rotate()
+        encrypted_fields_rotate()
     assert Fernet(old.encode()).decrypt(stored_ciphertext(account).encode()) == b"s3cret"

@@ -253,8 +253,9 @@ HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 
 # --- Campaigns --------------------------------------------------------------------------------------
 
-# Fernet keys (comma-separated, newest first) that encrypt SMTP passwords at rest. Add a new key in front,
-# run `manage.py rotate_encryption_keys`, then drop the old one. Generate: `manage.py generate_encryption_key`.
+# Fernet keys (comma-separated, newest first) that encrypt secrets at rest (SMTP passwords, ESP secrets). Add a
+# new key in front, run `manage.py rotate_encryption_keys` (every encrypted field), then drop the old one.
+# Generate: `manage.py generate_encryption_key`.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # Public address of this installation, for unsubscribe links in emails.
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")

@@ -238,7 +238,12 @@ def test_an_expired_lease_is_taken_over_and_the_work_resumes_without_sending_twi
         contact=claimed, email=claimed.email, state="claimed", claim_token=uuid.uuid4(), **common
     )
     MailingSend.objects.create(
-        contact=handed_over, email=handed_over.email, state="handed_over", claim_token=uuid.uuid4(), **common
+        contact=handed_over,
+        email=handed_over.email,
+        state="handed_over",
+        claim_token=uuid.uuid4(),
+        handed_over_at=now,
+        **common,
     )
     WorkOrderStep.objects.filter(work_order=work_order, name="send").update(status=Status.WORKING)
     WorkOrder.objects.filter(id=work_order.id).update(

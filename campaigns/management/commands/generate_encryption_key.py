@@ -1,4 +1,4 @@
-"""Prints a new Fernet key for FIELD_ENCRYPTION_KEYS (which encrypts SMTP passwords at rest).
+"""Prints a new Fernet key for FIELD_ENCRYPTION_KEYS (which encrypts secrets at rest: SMTP passwords, ESP secrets).
 
 To rotate: put the new key first in FIELD_ENCRYPTION_KEYS (comma-separated, newest first), restart, run
 rotate_encryption_keys, then remove the old key.

@@ -1,13 +1,14 @@
-"""Re-encrypts every stored SMTP password with the newest key in FIELD_ENCRYPTION_KEYS (the first one).
+"""Re-encrypts every encrypted field of every model (SMTP passwords, ESP secrets, ...) with the newest key in
+FIELD_ENCRYPTION_KEYS (the first one), and prints how many values of each field it re-encrypted.
 
 Run it after putting a new key first in FIELD_ENCRYPTION_KEYS; remove the old key only afterwards. Never
-prints a password.
+prints a secret.
 """
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.services.operations import account_passwords_rotate
+from campaigns.services.operations import encrypted_fields_rotate
 
 
 class Command(BaseCommand):
@@ -15,7 +16,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            count = account_passwords_rotate()
+            counts = encrypted_fields_rotate()
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from None
-        self.stdout.write(self.style.SUCCESS(f"Re-encrypted {count} SMTP passwords with the newest key."))
+        for field, count in counts.items():
+            self.stdout.write(f"{field}: {count} re-encrypted")
+        self.stdout.write(self.style.SUCCESS(f"Every encrypted field uses the newest key ({len(counts)} fields)."))
