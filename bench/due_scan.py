@@ -1,12 +1,13 @@
 """The dispatcher's claim of due leads on a big table: its plan and time, with and without the partial index.
 
-In a scratch database (same helpers as send_throughput.py: created, migrated, dropped at the end) it bulk-loads
-one active campaign's leads with `INSERT … SELECT generate_series`: 1,000 due (in progress, next_due_at in the
-past), 80% finished (next_due_at NULL) and the rest in progress but due in the future; then ANALYZE. It calls
-the dispatcher's own `leads_claim_due` (inside a transaction rolled back, so every variant sees the same due
-leads), captures the SQL it runs, and runs `EXPLAIN (ANALYZE, BUFFERS)` on its `SELECT … FOR UPDATE SKIP
-LOCKED`, each time in a rolled-back transaction. Then, for comparison, the same query with the partial index
-`lead_due_in_progress` replaced by a plain index on next_due_at, and with no index on next_due_at at all.
+In a scratch database (`bench.support.environment`, as send_throughput.py: created, migrated, dropped at the
+end) it bulk-loads one active campaign's leads with `INSERT … SELECT generate_series`: 1,000 due (in progress,
+next_due_at in the past), 80% finished (next_due_at NULL) and the rest in progress but due in the future; then
+ANALYZE. It calls the dispatcher's own `leads_claim_due` (inside a transaction rolled back, so every variant
+sees the same due leads), captures the SQL it runs, and runs `EXPLAIN (ANALYZE, BUFFERS)` on its `SELECT … FOR
+UPDATE SKIP LOCKED`, each time in a rolled-back transaction. Then, for comparison, the same query with the
+partial index `lead_due_in_progress` replaced by a plain index on next_due_at, and with no index on next_due_at
+at all.
 
     .venv/bin/python bench/due_scan.py [--leads 1000000] [--due 1000] [--repeat 7]
 """
@@ -23,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from send_throughput import bench_environment, scratch_database  # noqa: E402 - a sibling script, not a package
+from bench.support.environment import (  # noqa: E402 - after the repository root is on sys.path
+    bench_environment,
+    redis_start,
+    scratch_database,
+)
 
 TARGET_MS = 10.0
 PARTIAL_INDEX = "lead_due_in_progress"
@@ -142,7 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="EXPLAIN ANALYZE runs per variant (median reported)")
     options = parser.parse_args()
 
-    from emailsys.testing import free_port, port_answers, redis_server_argv, start_process, wait_until
+    from emailsys.testing import free_port
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-due-"))
     redis_port = free_port()
@@ -157,9 +162,8 @@ def main() -> None:
         from campaigns.models import Campaign
         from emailsys import clock
 
-        redis = start_process("redis", redis_server_argv(redis_port, scratch), env=dict(os.environ), log_dir=scratch)
+        redis = redis_start(redis_port, scratch)
         try:
-            wait_until(lambda: port_answers(redis_port), timeout=10, what="redis-server")
             now = clock.now()
             campaign = Campaign.objects.create(name="Due scan", status=Campaign.Status.ACTIVE, batch_size=100)
             started = time.perf_counter()

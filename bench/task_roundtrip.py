@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.support.environment import redis_start  # noqa: E402 - after the repository root is on sys.path
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 
 
@@ -25,7 +27,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50, help="sequential round trips per pool")
     options = parser.parse_args()
 
-    from emailsys.testing import free_port, port_answers, redis_server_argv, start_process, wait_until
+    from emailsys.testing import free_port, start_process, wait_until
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     redis_port = free_port()
@@ -41,9 +43,8 @@ def main() -> None:
     from emailsys.health import system_health_check
     from emailsys.testing import process_env, unique_token, worker_argv
 
-    processes = [start_process("redis", redis_server_argv(redis_port, scratch), env=dict(os.environ), log_dir=scratch)]
+    processes = [redis_start(redis_port, scratch)]
     try:
-        wait_until(lambda: port_answers(redis_port), timeout=10, what="redis-server")
         env = process_env(DJANGO_SETTINGS_MODULE="emailsys.settings.local", DATABASE_URL=os.environ.get(
             "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/emailsys"))  # fmt: skip
         token = unique_token()
