@@ -46,12 +46,12 @@ from campaigns.models import (
     DryRunRecord,
     EmailTemplate,
     Lead,
+    OperatorTestSend,
     Recipient,
     SenderAccount,
     SendRecord,
     SequenceStep,
     Suppression,
-    TestSend,
 )
 from campaigns.selectors import account_stats, campaign_progress
 from campaigns.services.delivery import account_check
@@ -788,8 +788,8 @@ class DryRunRecordAdmin(ReadOnlyAdmin):
         return preformatted(record.message)
 
 
-@admin.register(TestSend)
-class TestSendAdmin(ReadOnlyAdmin):
+@admin.register(OperatorTestSend)
+class OperatorTestSendAdmin(ReadOnlyAdmin):
     deletable = True
     list_display = ["id", "to_email", "campaign_name", "step_order", "account", "sent_at", "error", "created_at"]
     list_select_related = ["step__campaign", "account"]
@@ -800,15 +800,15 @@ class TestSendAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     @admin.display(description="Campaign", ordering="step__campaign__name")
-    def campaign_name(self, test: TestSend) -> str:
+    def campaign_name(self, test: OperatorTestSend) -> str:
         return test.step.campaign.name
 
     @admin.display(description="Step", ordering="step__order")
-    def step_order(self, test: TestSend) -> int:
+    def step_order(self, test: OperatorTestSend) -> int:
         return test.step.order
 
     @admin.display(description="Message")
-    def message_text(self, test: TestSend) -> SafeString:
+    def message_text(self, test: OperatorTestSend) -> SafeString:
         return preformatted(test.message)
 
 

@@ -406,10 +406,8 @@ class DryRunRecord(models.Model):
         return f"dry run {self.pk}"
 
 
-class TestSend(models.Model):
+class OperatorTestSend(models.Model):
     """A step sent to an operator's address; never counts as the recipient's email."""
-
-    __test__ = False  # not a pytest test class, despite the name
 
     step = models.ForeignKey(SequenceStep, on_delete=models.CASCADE, related_name="test_sends")
     account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="test_sends")

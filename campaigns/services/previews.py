@@ -3,7 +3,16 @@ to an operator's address. Neither uses the arbiter, advances a lead or blocks th
 
 from django.db import transaction
 
-from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SenderAccount, SequenceStep, TestSend
+from campaigns.models import (
+    Activity,
+    Campaign,
+    DryRunRecord,
+    Lead,
+    OperatorTestSend,
+    Recipient,
+    SenderAccount,
+    SequenceStep,
+)
 from campaigns.selectors import lead_list_due
 from campaigns.services.activities import activity_record
 from campaigns.services.delivery import deliver_once
@@ -89,12 +98,14 @@ def _sample_recipient(step: SequenceStep, lead: Lead | None) -> Recipient:
     return Recipient(lead=Lead(campaign=step.campaign, custom_fields={}), position=0, email="test@example.com")
 
 
-def step_send_test(*, step: SequenceStep, to_email: str, account: SenderAccount, lead: Lead | None = None) -> TestSend:
+def step_send_test(
+    *, step: SequenceStep, to_email: str, account: SenderAccount, lead: Lead | None = None
+) -> OperatorTestSend:
     """Sends the step, rendered for `lead`'s first recipient (or with defaults), to `to_email`, marked as a test:
     `[TEST]` in the subject and an X-Emailsys-Test header. It never counts as any recipient's email."""
     recipient = _sample_recipient(step, lead)
     now = clock.now()
-    test = TestSend(step=step, account=account, to_email=to_email, lead=lead)
+    test = OperatorTestSend(step=step, account=account, to_email=to_email, lead=lead)
     try:
         if recipient.pk:
             rendered = step_render(step=step, recipient=recipient, account=account)

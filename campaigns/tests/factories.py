@@ -147,11 +147,11 @@ class DryRunRecordFactory(factory.django.DjangoModelFactory):
     subject = "Hello"
 
 
-class TestSendFactory(factory.django.DjangoModelFactory):
+class OperatorTestSendFactory(factory.django.DjangoModelFactory):
     __test__ = False  # not a pytest test class
 
     class Meta:
-        model = models.TestSend
+        model = models.OperatorTestSend
 
     step = factory.SubFactory(SequenceStepFactory)
     account = factory.SubFactory(SenderAccountFactory)

@@ -14,13 +14,11 @@ from campaigns.models import (
     Campaign,
     DryRunRecord,
     Lead,
+    OperatorTestSend,
     Recipient,
     SenderAccount,
     SendRecord,
     Suppression,
-)
-from campaigns.models import (
-    TestSend as OperatorTestSend,
 )
 from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
@@ -31,12 +29,12 @@ from campaigns.tests.factories import (
     DryRunRecordFactory,
     EmailTemplateFactory,
     LeadFactory,
+    OperatorTestSendFactory,
     RecipientFactory,
     SenderAccountFactory,
     SendRecordFactory,
     SequenceStepFactory,
     SuppressionFactory,
-    TestSendFactory,
 )
 from emailsys import clock
 from emailsys.testing import RecordingSmtpServer, free_port
@@ -91,7 +89,7 @@ def world() -> dict:
         "record": record,
         "usage": AccountDailyUsageFactory(account=account, reserved=4),
         "dry_run": DryRunRecordFactory(recipient=recipient, step=step, account=account),
-        "test_send": TestSendFactory(step=step, account=account),
+        "test_send": OperatorTestSendFactory(step=step, account=account),
         "suppression": SuppressionFactory(value="blocked@example.test"),
         "activity": ActivityFactory(campaign=campaign, account=account, detail={"send_record": record.pk}),
         "template": step.template,

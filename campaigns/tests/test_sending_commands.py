@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from campaigns.models import DryRunRecord, SendRecord, TestSend
+from campaigns.models import DryRunRecord, OperatorTestSend, SendRecord
 from campaigns.tests.scenarios import campaign_scenario
 from emailsys.testing import BASE_DIR, RecordingSmtpServer, free_port
 
@@ -88,6 +88,6 @@ def test_send_test_sends_one_marked_message() -> None:
         (mail,) = smtp.snapshot()
     assert mail.rcpt_tos == ("me@team.test",) and b"Subject: [TEST] Hello there" in mail.content
     assert "sent step 2 to me@team.test" in output
-    assert TestSend.objects.get().to_email == "me@team.test"
+    assert OperatorTestSend.objects.get().to_email == "me@team.test"
     with pytest.raises(CommandError, match="not an email address"):
         run("send_test", str(scenario.campaign.id), "--to", "nobody")
