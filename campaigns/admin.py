@@ -54,20 +54,14 @@ from campaigns.models import (
     Suppression,
 )
 from campaigns.selectors import account_stats, campaign_progress
+from campaigns.services.accounts import account_reset_limits, account_set_status
 from campaigns.services.delivery import account_check
 from campaigns.services.leads import leads_stop
 from campaigns.services.ledger import ResolveAction
-from campaigns.services.operations import (
-    account_reset_limits,
-    account_set_status,
-    campaign_reset_progress,
-    campaign_set_status,
-    lead_reset_progress,
-    suppression_add,
-    suppression_parse,
-)
+from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status, lead_reset_progress
 from campaigns.services.previews import campaign_dry_run, step_send_test
 from campaigns.services.sends import send_record_resolve
+from campaigns.services.suppressions import suppression_add, suppression_parse
 from campaigns.services.templating import TemplateRenderError, template_context, template_render
 from emailsys import clock
 

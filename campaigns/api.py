@@ -34,9 +34,10 @@ from campaigns.serializers import (
     SendRecordSerializer,
     django_errors,
 )
+from campaigns.services.accounts import account_set_status
 from campaigns.services.leads import leads_check_unique, leads_create
 from campaigns.services.ledger import ResolveAction
-from campaigns.services.operations import account_set_status, campaign_set_status
+from campaigns.services.lifecycle import campaign_set_status
 from campaigns.services.sends import send_record_resolve
 
 

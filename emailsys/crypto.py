@@ -5,10 +5,13 @@ import hashlib
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import models
+from django.db.models import Model, TextField, Value
+from django.db.models.functions import Cast
 from django.dispatch import receiver
 
 
@@ -58,3 +61,42 @@ class EncryptedTextField(models.TextField):
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
         return "" if value in (None, "") else secret_encrypt(value)
+
+
+def encrypted_fields_rotate() -> dict[str, int]:
+    """Re-encrypts every stored value of every encrypted field (any model's `EncryptedTextField`: SMTP passwords,
+    ESP secrets, and whatever is added later) with the newest key in FIELD_ENCRYPTION_KEYS. Returns how many values
+    it re-encrypted, by field ("campaigns.SenderAccount.esp_secret").
+
+    Works on the ciphertext (never loads a plaintext into a model) and writes each value with a compare-and-set
+    on the old ciphertext, so a secret changed meanwhile is not overwritten. Run it after putting a new key first;
+    drop the old key only afterwards. Each value commits on its own, so an interrupted run is simply run again.
+    """
+    counts: dict[str, int] = {}
+    for model in apps.get_models():
+        if model._meta.proxy or not model._meta.managed:
+            continue  # a proxy's rows are its concrete model's
+        for field in model._meta.local_concrete_fields:
+            if isinstance(field, EncryptedTextField):
+                counts[f"{model._meta.label}.{field.name}"] = _encrypted_field_rotate(model=model, field=field)
+    return counts
+
+
+def _encrypted_field_rotate(*, model: type[Model], field: EncryptedTextField) -> int:
+    raw = Cast(field.name, output_field=TextField())  # the ciphertext, as stored
+    rows = model._base_manager.annotate(ciphertext=raw).exclude(ciphertext="").exclude(ciphertext__isnull=True)
+    rotated = 0
+    for pk, ciphertext in rows.values_list("pk", "ciphertext").iterator():
+        try:
+            new_ciphertext = secret_rotate(ciphertext)
+        except InvalidToken:
+            raise ImproperlyConfigured(
+                f"The {field.verbose_name} of {model._meta.verbose_name} {pk} cannot be decrypted with any key in "
+                "FIELD_ENCRYPTION_KEYS; keep the old key in the list until rotation is done."
+            ) from None
+        rotated += (
+            model._base_manager.annotate(ciphertext=raw)
+            .filter(pk=pk, ciphertext=ciphertext)
+            .update(**{field.name: Value(new_ciphertext, output_field=TextField())})
+        )
+    return rotated

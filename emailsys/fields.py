@@ -1,6 +1,7 @@
 """Model fields more than one app may use."""
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -23,3 +24,10 @@ class LowerCaseEmailField(models.EmailField):
 
     def formfield(self, **kwargs):
         return super().formfield(**{"form_class": LowerCaseEmailFormField, **kwargs})
+
+
+def choice_validate(*, value: str, choices: type, what: str) -> str:
+    """`value` if it is one of the TextChoices `choices`, else a ValidationError that lists them."""
+    if value not in choices.values:
+        raise ValidationError(f"{value!r} is not a {what}; use one of: {', '.join(choices.values)}.")
+    return value

@@ -9,5 +9,6 @@
   event mailings; outcomes: the verdicts (a leaf module);
 - templating: rendering and the MIME message;  windows: send days and hours;  unsubscribes;
 - previews: dry runs and operator test sends;  leads: create and stop;  imports: CSV leads, whole campaigns;
-- operations: operator actions (status, resets, suppression, accounts);  activities: the activity log.
+- lifecycle: a campaign's status and progress resets;  recipients: recipient statuses (bulk, rebuilt);
+- accounts: pause, resume, limit resets;  suppressions: the suppression list;  activities: the activity log.
 """

@@ -23,10 +23,10 @@ from django.db.models.functions import Lower
 from campaigns.models import Activity, Campaign, Lead, Recipient, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
 from campaigns.services.ledger import attempts_exhausted, stale_claim_give_back, stale_hand_over_settle
-from campaigns.services.operations import suppressed_among
 from campaigns.services.outcomes import SendOutcome
 from campaigns.services.sends import Send, send_record_activity, send_record_final, sends_deliver
 from campaigns.services.smtp import SmtpSessions
+from campaigns.services.suppressions import suppressed_among
 from campaigns.services.throttling import NoAccount, Reservation, accounts_next_opening, accounts_reserve
 from campaigns.services.windows import window_next_open
 from emailsys import clock

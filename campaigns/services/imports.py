@@ -74,7 +74,7 @@ from django.db import transaction
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
-from campaigns.services.operations import campaign_set_status
+from campaigns.services.lifecycle import campaign_set_status
 from emailsys import clock
 from emailsys.imports import csv_header_read
 

@@ -22,8 +22,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from campaigns.models import SendAttempt, SenderAccount
-from campaigns.services.operations import suppression_add
 from campaigns.services.outcomes import DeliveryResult, Outcome
+from campaigns.services.suppressions import suppression_add
 from campaigns.services.throttling import (
     Reservation,
     account_local_day,

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from campaigns.models import Activity, Recipient
 from campaigns.services.activities import activity_record
-from campaigns.services.operations import suppression_add
+from campaigns.services.suppressions import suppression_add
 
 
 def recipient_unsubscribe_url(recipient: Recipient) -> str:

@@ -7,18 +7,10 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 
 from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SenderAccount, SendRecord, Suppression
-from campaigns.services.operations import (
-    account_reset_limits,
-    account_set_status,
-    campaign_reset_progress,
-    campaign_set_status,
-    encrypted_fields_rotate,
-    lead_reset_progress,
-    leads_bulk_update_status,
-    recipients_update_statuses,
-    suppression_add,
-    suppression_matches,
-)
+from campaigns.services.accounts import account_reset_limits, account_set_status
+from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status, lead_reset_progress
+from campaigns.services.recipients import leads_bulk_update_status, recipients_update_statuses
+from campaigns.services.suppressions import suppression_add, suppression_matches
 from campaigns.tests.conftest import NOW
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
@@ -32,6 +24,7 @@ from campaigns.tests.factories import (
     SequenceStepFactory,
 )
 from emailsys import crypto
+from emailsys.crypto import encrypted_fields_rotate
 
 pytestmark = pytest.mark.django_db
 

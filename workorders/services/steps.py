@@ -32,8 +32,8 @@ from django.db import transaction
 from django.db.models import Count
 
 from campaigns.services.ledger import attempts_exhausted
-from campaigns.services.operations import suppressed_among
 from campaigns.services.smtp import SmtpSessions
+from campaigns.services.suppressions import suppressed_among
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
 from campaigns.services.throttling import NoAccount
 from emailsys import clock

@@ -4,7 +4,7 @@ import uuid
 
 from django.db import transaction
 
-from campaigns.services.operations import suppression_add
+from campaigns.services.suppressions import suppression_add
 from workorders.models import Contact
 
 

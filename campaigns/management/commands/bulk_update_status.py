@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.management.tables import object_or_error, validation_text
 from campaigns.models import Campaign
-from campaigns.services.operations import leads_bulk_update_status
+from campaigns.services.recipients import leads_bulk_update_status
 
 
 class Command(BaseCommand):

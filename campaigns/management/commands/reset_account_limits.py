@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error
 from campaigns.models import SenderAccount
-from campaigns.services.operations import account_reset_limits
+from campaigns.services.accounts import account_reset_limits
 
 
 class Command(BaseCommand):

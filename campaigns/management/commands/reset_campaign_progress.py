@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
-from campaigns.services.operations import campaign_reset_progress
+from campaigns.services.lifecycle import campaign_reset_progress
 
 
 class Command(BaseCommand):

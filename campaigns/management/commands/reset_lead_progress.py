@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error
 from campaigns.models import Lead
-from campaigns.services.operations import lead_reset_progress
+from campaigns.services.lifecycle import lead_reset_progress
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ prints a secret.
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.services.operations import encrypted_fields_rotate
+from emailsys.crypto import encrypted_fields_rotate
 
 
 class Command(BaseCommand):

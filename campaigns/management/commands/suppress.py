@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.management.tables import validation_text
-from campaigns.services.operations import suppression_add
+from campaigns.services.suppressions import suppression_add
 
 
 class Command(BaseCommand):

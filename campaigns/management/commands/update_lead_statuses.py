@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
-from campaigns.services.operations import recipients_update_statuses
+from campaigns.services.recipients import recipients_update_statuses
 
 
 class Command(BaseCommand):

@@ -1,0 +1,66 @@
+"""Operator actions on sender accounts: pause, resume or disable; reset today's limits. Held under the
+account's row lock, like the arbiter's decisions, and logged as activities."""
+
+from django.db import transaction
+
+from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
+from campaigns.services.activities import activity_record
+from campaigns.services.throttling import account_local_day
+from emailsys import clock
+from emailsys.fields import choice_validate
+
+
+def account_set_status(*, account: SenderAccount, status: str, reason: str = "") -> SenderAccount:
+    """Pauses, resumes or disables an account; the reason is stored on the account for the operator.
+
+    Resuming also clears the consecutive-failure count, so the next failure does not pause it again at once.
+    A change is logged as ACCOUNT_PAUSED when paused, STATUS_CHANGED otherwise; the same status only updates
+    the reason.
+    """
+    choice_validate(value=status, choices=SenderAccount.Status, what="sender account status")
+    with transaction.atomic():
+        locked = SenderAccount.objects.select_for_update().get(pk=account.pk)
+        previous = locked.status
+        locked.status = status
+        locked.status_reason = reason
+        if status == SenderAccount.Status.ACTIVE:
+            locked.consecutive_failures = 0
+        locked.save(update_fields=["status", "status_reason", "consecutive_failures"])
+        if previous != status:
+            paused = status == SenderAccount.Status.PAUSED
+            activity_record(
+                kind=Activity.Kind.ACCOUNT_PAUSED if paused else Activity.Kind.STATUS_CHANGED,
+                account=locked,
+                message=reason or f"Account {previous} → {status}",
+                detail={"from": previous, "to": status},
+            )
+    for field in ("status", "status_reason", "consecutive_failures"):
+        setattr(account, field, getattr(locked, field))
+    return account
+
+
+def account_reset_limits(*, account: SenderAccount) -> None:
+    """Makes the account available now: today's usage (in the account's time zone) and each campaign's
+    usage back to 0, waits and failure count cleared. Held under the account's row lock, like the arbiter.
+
+    Clearing busy_until releases an account a crashed send left held; do it while the account is really
+    idle, or a second send may start while the first is still talking to the server.
+    """
+    with transaction.atomic():
+        locked = SenderAccount.objects.select_for_update().get(pk=account.pk)
+        day = account_local_day(locked, clock.now())
+        usage = AccountDailyUsage.objects.filter(account=locked, day=day).values_list("reserved", flat=True).first()
+        AccountDailyUsage.objects.filter(account=locked, day=day).update(reserved=0)
+        CampaignAccount.objects.filter(account=locked).update(usage_reserved=0)
+        locked.next_available_at = None
+        locked.busy_until = None
+        locked.consecutive_failures = 0
+        locked.save(update_fields=["next_available_at", "busy_until", "consecutive_failures"])
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED,
+            account=locked,
+            message="Sending limits reset",
+            detail={"limits_reset": True, "day": day.isoformat(), "reserved_before": usage or 0},
+        )
+    for field in ("next_available_at", "busy_until", "consecutive_failures"):
+        setattr(account, field, getattr(locked, field))

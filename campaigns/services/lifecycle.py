@@ -1,0 +1,129 @@
+"""A campaign's life: its status (draft, active, paused, completed) and starting its progress over, for the
+campaign or one lead. Status changes are made under the campaign's row lock and logged as activities."""
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SendRecord
+from campaigns.services.activities import activity_record
+from campaigns.services.recipients import PROTECTED_RECIPIENT_STATUSES
+from emailsys import clock
+from emailsys.fields import choice_validate
+
+# Send records a reset may delete: each is known not to have delivered anything.
+RESETTABLE_SEND_STATES = (SendRecord.State.FAILED, SendRecord.State.SKIPPED, SendRecord.State.DEFERRED)
+
+
+def campaign_set_status(*, campaign: Campaign, status: str, reason: str = "") -> Campaign:
+    """Moves a campaign between draft, active, paused and completed.
+
+    Rules: nothing goes back to draft; a completed campaign is resumed only after `campaign_reset_progress`
+    (which leaves it paused); going active needs at least one step and one sender account. Setting the
+    current status again changes nothing and logs nothing. Activating makes in-progress leads without a due
+    time due now, so leads imported into a draft start with the first dispatcher run.
+    """
+    choice_validate(value=status, choices=Campaign.Status, what="campaign status")
+    with transaction.atomic():
+        locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        previous = locked.status
+        if status == previous:
+            campaign.status = previous
+            return campaign
+        if status == Campaign.Status.DRAFT:
+            raise ValidationError(f"Campaign {locked.pk} has left draft and cannot go back to it.")
+        if previous == Campaign.Status.COMPLETED:
+            raise ValidationError(
+                f"Campaign {locked.pk} is completed; reset its progress first (reset_campaign_progress), "
+                "then activate it."
+            )
+        if status == Campaign.Status.ACTIVE:
+            missing = []
+            if not locked.steps.exists():
+                missing.append("at least one sequence step")
+            if not locked.account_settings.exists():
+                missing.append("at least one sender account")
+            if missing:
+                raise ValidationError(f"Campaign {locked.pk} cannot be activated: it needs {' and '.join(missing)}.")
+            Lead.objects.filter(campaign=locked, state=Lead.State.IN_PROGRESS, next_due_at__isnull=True).update(
+                next_due_at=clock.now()
+            )
+        locked.status = status
+        locked.save(update_fields=["status", "updated_at"])
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED,
+            campaign=locked,
+            message=reason or f"Campaign {previous} → {status}",
+            detail={"from": previous, "to": status, **({"reason": reason} if reason else {})},
+        )
+    campaign.status = locked.status
+    campaign.updated_at = locked.updated_at
+    return campaign
+
+
+def campaign_reset_progress(*, campaign: Campaign) -> int:
+    """Starts every lead of the campaign over at step 1, due now. Returns the number of leads reset.
+
+    Recipients go back to not contacted, except bounced and unsubscribed ones. Dry runs are deleted, and so
+    are send records known not to have delivered (failed, skipped, deferred). Sent, handed-over, unknown and
+    claimed records stay: they are the proof of what went out (or may have), and because a send record is
+    unique per (recipient, step), a reset never makes an already-sent email go out twice — the dispatcher
+    finds the record and moves on. A completed campaign becomes paused, ready to be activated again.
+    """
+    with transaction.atomic():
+        locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        count = _leads_reset(leads=Lead.objects.filter(campaign=locked))
+        recipients = _recipients_reset(recipients=Recipient.objects.filter(lead__campaign=locked))
+        records, _ = SendRecord.objects.filter(campaign=locked, state__in=RESETTABLE_SEND_STATES).delete()
+        dry_runs, _ = DryRunRecord.objects.filter(campaign=locked).delete()
+        detail = {
+            "reset": True,
+            "leads": count,
+            "recipients": recipients,
+            "send_records_deleted": records,
+            "dry_runs_deleted": dry_runs,
+        }
+        if locked.status == Campaign.Status.COMPLETED:
+            detail.update({"from": locked.status, "to": Campaign.Status.PAUSED})
+            locked.status = Campaign.Status.PAUSED
+            locked.save(update_fields=["status", "updated_at"])
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED, campaign=locked, message=f"Progress reset: {count} leads", detail=detail
+        )
+    campaign.status = locked.status
+    return count
+
+
+def lead_reset_progress(*, lead: Lead) -> Lead:
+    """`campaign_reset_progress` for one lead: same rules, same guarantee that nothing sent goes out again."""
+    with transaction.atomic():
+        Lead.objects.select_for_update().filter(pk=lead.pk).get()
+        _leads_reset(leads=Lead.objects.filter(pk=lead.pk))
+        recipients = _recipients_reset(recipients=Recipient.objects.filter(lead_id=lead.pk))
+        records, _ = SendRecord.objects.filter(lead_id=lead.pk, state__in=RESETTABLE_SEND_STATES).delete()
+        dry_runs, _ = DryRunRecord.objects.filter(recipient__lead_id=lead.pk).delete()
+        activity_record(
+            kind=Activity.Kind.STATUS_CHANGED,
+            campaign=lead.campaign_id,
+            lead=lead,
+            message="Lead progress reset",
+            detail={
+                "reset": True,
+                "recipients": recipients,
+                "send_records_deleted": records,
+                "dry_runs_deleted": dry_runs,
+            },
+        )
+    lead.refresh_from_db()
+    return lead
+
+
+def _recipients_reset(*, recipients) -> int:
+    return recipients.exclude(status__in=PROTECTED_RECIPIENT_STATUSES).update(
+        status=Recipient.Status.NOT_CONTACTED, last_contacted_at=None, last_step=None
+    )
+
+
+def _leads_reset(*, leads) -> int:
+    return leads.update(
+        state=Lead.State.IN_PROGRESS, stop_reason="", current_step=1, next_due_at=clock.now(), last_sent_at=None
+    )
