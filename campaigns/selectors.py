@@ -1,13 +1,31 @@
 """Reads for operators and the dispatcher: querysets and small read models (plain dicts), each in few queries."""
 
 import zoneinfo
-from datetime import datetime, time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
-from django.db.models import Count, IntegerField, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    DateField,
+    DateTimeField,
+    Field,
+    IntegerField,
+    Max,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from campaigns.models import (
     AccountDailyUsage,
+    Activity,
     Campaign,
     CampaignAccount,
     Lead,
@@ -32,29 +50,79 @@ def _by_value(rows: QuerySet, field: str, choices: type) -> dict[str, int]:
     return counts
 
 
-def _local_day_start(*, now: datetime, time_zone: str) -> tuple[datetime, object]:
-    zone = zoneinfo.ZoneInfo(time_zone)
-    day = now.astimezone(zone).date()
-    return datetime.combine(day, time.min, tzinfo=zone), day
+def _per_time_zone(model: type[Model], value_for: Callable[[str], Any], output_field: Field) -> Case:
+    """A per-row value that depends on the row's `time_zone` (its local midnight, its local day), computed in
+    Python (`emailsys.clock`) for each distinct zone, exactly as the services compute it. Unknown zones fall
+    back to UTC."""
+    whens = []
+    for name in model.objects.order_by().values_list("time_zone", flat=True).distinct():
+        try:
+            value = value_for(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            continue
+        whens.append(When(time_zone=name, then=Value(value, output_field=output_field)))
+    return Case(*whens, default=Value(value_for("UTC"), output_field=output_field), output_field=output_field)
 
 
-def campaign_list() -> QuerySet[Campaign]:
-    """All campaigns, newest first, with step, account, lead and in-progress lead counts."""
+def campaign_list(*, now: datetime | None = None) -> QuerySet[Campaign]:
+    """All campaigns, newest first, with their counts: steps, accounts, leads (all, in progress, finished,
+    stopped), emails sent today (since midnight in the campaign's time zone) and sends whose outcome is unknown."""
+    now = now or clock.now()
+    leads = Lead.objects.filter(campaign=OuterRef("pk"))
     return Campaign.objects.annotate(
+        day_start=_per_time_zone(Campaign, lambda zone: clock.local_day_start(time_zone=zone, at=now), DateTimeField()),
         step_count=_count_of(SequenceStep.objects.filter(campaign=OuterRef("pk")).values("campaign")),
         account_count=_count_of(CampaignAccount.objects.filter(campaign=OuterRef("pk")).values("campaign")),
-        lead_count=_count_of(Lead.objects.filter(campaign=OuterRef("pk")).values("campaign")),
-        in_progress_count=_count_of(
-            Lead.objects.filter(campaign=OuterRef("pk"), state=Lead.State.IN_PROGRESS).values("campaign")
+        lead_count=_count_of(leads.values("campaign")),
+        leads_in_progress=_count_of(leads.filter(state=Lead.State.IN_PROGRESS).values("campaign")),
+        leads_finished=_count_of(leads.filter(state=Lead.State.FINISHED).values("campaign")),
+        leads_stopped=_count_of(leads.filter(state=Lead.State.STOPPED).values("campaign")),
+        sent_today=_count_of(
+            SendRecord.objects.filter(
+                campaign=OuterRef("pk"), state=SendRecord.State.SENT, sent_at__gte=OuterRef("day_start")
+            ).values("campaign")
+        ),
+        unknown_count=_count_of(
+            SendRecord.objects.filter(campaign=OuterRef("pk"), state=SendRecord.State.UNKNOWN).values("campaign")
         ),
     ).order_by("-created_at", "-id")
 
 
-def account_list() -> QuerySet[SenderAccount]:
-    """All sender accounts by email, with the number of campaigns using each."""
+def account_list(*, now: datetime | None = None) -> QuerySet[SenderAccount]:
+    """All sender accounts by email, with the number of campaigns using each and today's reservations (the day
+    in the account's time zone, as the arbiter counts it)."""
+    now = now or clock.now()
+    usage = AccountDailyUsage.objects.filter(account=OuterRef("pk"), day=OuterRef("usage_day"))
     return SenderAccount.objects.annotate(
-        campaign_count=_count_of(CampaignAccount.objects.filter(account=OuterRef("pk")).values("account"))
+        campaign_count=_count_of(CampaignAccount.objects.filter(account=OuterRef("pk")).values("account")),
+        usage_day=_per_time_zone(SenderAccount, lambda zone: clock.local_day(time_zone=zone, at=now), DateField()),
+        reserved_today=Coalesce(Subquery(usage.values("reserved")[:1], output_field=IntegerField()), 0),
     ).order_by("email")
+
+
+def lead_list() -> QuerySet[Lead]:
+    """Leads by id with their recipients (prefetched), recipient count and first recipient's address."""
+    recipients = Recipient.objects.filter(lead=OuterRef("pk"))
+    return (
+        Lead.objects.select_related("campaign")
+        .prefetch_related("recipients")
+        .annotate(
+            recipient_count=_count_of(recipients.values("lead")),
+            first_email=Subquery(recipients.order_by("position").values("email")[:1]),
+        )
+        .order_by("id")
+    )
+
+
+def send_record_list(*, with_message: bool = False) -> QuerySet[SendRecord]:
+    """Send records, newest first; the stored MIME message (large) only when asked for."""
+    records = SendRecord.objects.select_related("recipient", "step").order_by("-created_at", "-id")
+    return records if with_message else records.defer("message")
+
+
+def activity_list() -> QuerySet[Activity]:
+    """The activity log, newest first."""
+    return Activity.objects.order_by("-created_at", "-id")
 
 
 def campaign_progress(*, campaign: Campaign) -> dict:
@@ -68,7 +136,7 @@ def campaign_progress(*, campaign: Campaign) -> dict:
         stopped=Count("pk", filter=Q(state=Lead.State.STOPPED)),
     )
     by_step = leads.values("current_step").annotate(n=Count("pk")).order_by("current_step")
-    day_start, _ = _local_day_start(now=clock.now(), time_zone=campaign.time_zone)
+    day_start = clock.local_day_start(time_zone=campaign.time_zone, at=clock.now())
     records = SendRecord.objects.filter(campaign=campaign)
     return {
         "campaign": campaign,
@@ -99,7 +167,8 @@ def account_stats(*, account: SenderAccount, now: datetime) -> dict:
 
     Reserved counts what the arbiter granted today, which includes sends still in flight or that failed
     before delivering; sent_today counts only delivered ones."""
-    day_start, day = _local_day_start(now=now, time_zone=account.time_zone)
+    day_start = clock.local_day_start(time_zone=account.time_zone, at=now)
+    day = day_start.date()
     reserved = (
         AccountDailyUsage.objects.filter(account=account, day=day).values_list("reserved", flat=True).first() or 0
     )

@@ -54,7 +54,7 @@ class CampaignSerializer(ModelCleanMixin, serializers.ModelSerializer):
     step_count = serializers.IntegerField(read_only=True)
     account_count = serializers.IntegerField(read_only=True)
     lead_count = serializers.IntegerField(read_only=True)
-    in_progress_count = serializers.IntegerField(read_only=True)
+    in_progress_count = serializers.IntegerField(read_only=True, source="leads_in_progress")
 
     class Meta:
         model = Campaign

@@ -5,7 +5,8 @@ the real time, in every process that shares the file (workers and beat see a new
 """
 
 import os
-from datetime import UTC, datetime, timedelta
+import zoneinfo
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -32,6 +33,24 @@ def _offset_seconds() -> float:
 
 def now() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=_offset_seconds())
+
+
+def local_day(*, time_zone: str, at: datetime) -> date:
+    """The calendar day it is at `at` in `time_zone` (an account's "today" for its limits, a campaign's for its
+    counts): the one definition that the arbiter, selectors and operator actions share."""
+    return at.astimezone(zoneinfo.ZoneInfo(time_zone)).date()
+
+
+def local_day_start(*, time_zone: str, at: datetime) -> datetime:
+    """Local midnight that began `at`'s day in `time_zone`."""
+    zone = zoneinfo.ZoneInfo(time_zone)
+    return datetime.combine(at.astimezone(zone).date(), time.min, tzinfo=zone)
+
+
+def local_day_next_start(*, time_zone: str, at: datetime) -> datetime:
+    """Local midnight that ends `at`'s day in `time_zone` (when a day's limits open again)."""
+    zone = zoneinfo.ZoneInfo(time_zone)
+    return datetime.combine(at.astimezone(zone).date() + timedelta(days=1), time.min, tzinfo=zone)
 
 
 def clock_set_offset(*, path: Path, seconds: float) -> None:

@@ -10,7 +10,6 @@ a wait send concurrently. "Today" is the calendar day in the account's time zone
 """
 
 import random
-import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -20,6 +19,7 @@ from django.db.models import Case, F, Q, Value, When
 
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
 from campaigns.services.activities import activity_record
+from emailsys import clock
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,8 @@ def send_lease() -> timedelta:
 
 
 def account_local_day(account: SenderAccount, at: datetime) -> date:
-    return at.astimezone(zoneinfo.ZoneInfo(account.time_zone)).date()
-
-
-def _next_local_midnight(account: SenderAccount, at: datetime) -> datetime:
-    zone = zoneinfo.ZoneInfo(account.time_zone)
-    tomorrow = at.astimezone(zone).date() + timedelta(days=1)
-    return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=zone)
+    """The account's "today" for its limits: the calendar day in its time zone."""
+    return clock.local_day(time_zone=account.time_zone, at=at)
 
 
 def _campaign_used_today(setting: CampaignAccount, day: date) -> int:
@@ -201,7 +196,8 @@ def _account_next_opening(
     if account.next_available_at and account.next_available_at > now:
         return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
     if _room(account, setting, used_today, account_local_day(account, now)) <= 0:
-        return NoAccount(_next_local_midnight(account, now), f"{account.email} reached today's limit")
+        midnight = clock.local_day_next_start(time_zone=account.time_zone, at=now)
+        return NoAccount(midnight, f"{account.email} reached today's limit")
     return NoAccount(now + timedelta(seconds=1), f"{account.email} busy")
 
 

@@ -123,6 +123,6 @@ def test_campaign_list_counts_each_relation_without_multiplying_them():
     LeadFactory(campaign=campaign), LeadFactory(campaign=campaign, state=Lead.State.FINISHED)
     empty = CampaignFactory()
 
-    rows = {c.pk: (c.step_count, c.account_count, c.lead_count, c.in_progress_count) for c in campaign_list()}
+    rows = {c.pk: (c.step_count, c.account_count, c.lead_count, c.leads_in_progress) for c in campaign_list()}
 
     assert rows == {campaign.pk: (3, 2, 2, 1), empty.pk: (0, 0, 0, 0)}

@@ -15,7 +15,7 @@ class Command(BaseCommand):
             self.stdout.write("No campaigns yet (import_campaign creates one).")
             return
         rows = [
-            (c.pk, c.name, c.status, c.step_count, c.account_count, c.lead_count, c.in_progress_count, c.created_at)
+            (c.pk, c.name, c.status, c.step_count, c.account_count, c.lead_count, c.leads_in_progress, c.created_at)
             for c in campaigns
         ]
         self.stdout.write(table(["ID", "Name", "Status", "Steps", "Accounts", "Leads", "In progress", "Created"], rows))
