@@ -349,7 +349,7 @@ class SendTestForm(forms.Form):
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "leads_in_progress", "leads_finished", "leads_stopped", "sent_today",
-                    "time_zone", "starts_at", "created_at"]  # fmt: skip
+                    "unknown_sends", "time_zone", "starts_at", "created_at"]  # fmt: skip
     list_filter = ["status", "time_zone", "created_at"]
     search_fields = ["name"]
     ordering = ["-created_at", "-id"]
@@ -381,6 +381,10 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.display(description="Sent today", ordering="sent_today")
     def sent_today(self, campaign: Campaign) -> int:
         return campaign.sent_today
+
+    @admin.display(description="Unknown outcome", ordering="unknown_count")
+    def unknown_sends(self, campaign: Campaign) -> int:
+        return campaign.unknown_count
 
     @admin.display(description="Progress")
     def progress_panel(self, campaign: Campaign) -> SafeString | str:

@@ -55,13 +55,15 @@ class CampaignSerializer(ModelCleanMixin, serializers.ModelSerializer):
     account_count = serializers.IntegerField(read_only=True)
     lead_count = serializers.IntegerField(read_only=True)
     in_progress_count = serializers.IntegerField(read_only=True, source="leads_in_progress")
+    sent_today = serializers.IntegerField(read_only=True, help_text="since midnight in the campaign's time zone")
+    unknown_count = serializers.IntegerField(read_only=True, help_text="sends whose outcome an operator must decide")
 
     class Meta:
         model = Campaign
         fields = [
             "id", "name", "status", "starts_at", "ends_at", "batch_size", "time_zone", "send_days",
             "send_hour_start", "send_hour_end", "step_count", "account_count", "lead_count", "in_progress_count",
-            "created_at", "updated_at",
+            "sent_today", "unknown_count", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["status", "created_at", "updated_at"]
 
