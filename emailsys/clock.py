@@ -5,7 +5,8 @@ the real time, in every process that shares the file (workers and beat see a new
 """
 
 import os
-from datetime import UTC, datetime, timedelta
+import zoneinfo
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -32,6 +33,26 @@ def _offset_seconds() -> float:
 
 def now() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=_offset_seconds())
+
+
+def local_day(*, time_zone: str, at: datetime) -> date:
+    """The calendar day it is at `at` in `time_zone` (an IANA name): the day daily limits and "sent today"
+    count in. Raises zoneinfo.ZoneInfoNotFoundError (or ValueError) for a name that is no zone."""
+    return at.astimezone(zoneinfo.ZoneInfo(time_zone)).date()
+
+
+def local_day_start(*, time_zone: str, at: datetime) -> datetime:
+    """The local midnight that began that day, as an aware datetime in `time_zone`."""
+    return _local_midnight(local_day(time_zone=time_zone, at=at), time_zone)
+
+
+def local_midnight_next(*, time_zone: str, at: datetime) -> datetime:
+    """The local midnight that ends that day (when a daily limit starts over), aware in `time_zone`."""
+    return _local_midnight(local_day(time_zone=time_zone, at=at) + timedelta(days=1), time_zone)
+
+
+def _local_midnight(day: date, time_zone: str) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=zoneinfo.ZoneInfo(time_zone))
 
 
 def clock_set_offset(*, path: Path, seconds: float) -> None:

@@ -5,8 +5,6 @@ Every status change is logged through `activity_record`. Rows that the dispatche
 accounts) are changed under their row lock, so an operator action never interleaves with an arbiter step.
 """
 
-import zoneinfo
-
 from cryptography.fernet import InvalidToken
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import DomainNameValidator, validate_email
@@ -271,7 +269,7 @@ def account_reset_limits(*, account: SenderAccount) -> None:
     """
     with transaction.atomic():
         locked = SenderAccount.objects.select_for_update().get(pk=account.pk)
-        day = clock.now().astimezone(zoneinfo.ZoneInfo(locked.time_zone)).date()
+        day = clock.local_day(time_zone=locked.time_zone, at=clock.now())
         usage = AccountDailyUsage.objects.filter(account=locked, day=day).values_list("reserved", flat=True).first()
         AccountDailyUsage.objects.filter(account=locked, day=day).update(reserved=0)
         CampaignAccount.objects.filter(account=locked).update(usage_reserved=0)
