@@ -1,10 +1,10 @@
 """Campaigns JSON API (staff only, token or session auth): views validate, then call services and selectors.
 
 Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
-create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only, filterable).
+create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only, filterable). A service
+refusing (a Django ValidationError) is a 400 through the project's exception handler.
 """
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -32,7 +32,6 @@ from campaigns.serializers import (
     SendRecordDetailSerializer,
     SendRecordResolveSerializer,
     SendRecordSerializer,
-    django_errors,
 )
 from campaigns.services.leads import leads_check_unique, leads_create
 from campaigns.services.operations import account_set_status, campaign_set_status
@@ -87,13 +86,6 @@ def _choice_filter(request: Request, name: str, choices: type) -> str | None:
     return value
 
 
-def _status_change(apply, **kwargs) -> None:
-    try:
-        apply(**kwargs)
-    except DjangoValidationError as error:
-        raise ValidationError(django_errors(error)) from None
-
-
 ID_PARAMETER = {"type": int, "location": OpenApiParameter.QUERY}
 
 
@@ -128,7 +120,7 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
         body = CampaignStatusSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         reason = body.validated_data["reason"] or f"{new_status} by {request.user.get_username()} via the API"
-        _status_change(campaign_set_status, campaign=campaign, status=new_status, reason=reason)
+        campaign_set_status(campaign=campaign, status=new_status, reason=reason)
         return Response(self.get_serializer(self._annotated(campaign)).data)
 
     @extend_schema(request=CampaignStatusSerializer, responses={200: CampaignSerializer, 400: OpenApiResponse()})
@@ -252,7 +244,7 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
         reason = body.validated_data["reason"]
         if new_status != SenderAccount.Status.ACTIVE and not reason:
             reason = f"{new_status} by {request.user.get_username()} via the API"
-        _status_change(account_set_status, account=account, status=new_status, reason=reason)
+        account_set_status(account=account, status=new_status, reason=reason)
         return Response(self.get_serializer(account).data)
 
     @extend_schema(request=AccountStatusSerializer, responses={200: SenderAccountSerializer})

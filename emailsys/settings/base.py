@@ -177,6 +177,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
+    # A Django ValidationError raised by a service is a 400 with the errors by field, like a serializer's.
+    # https://www.django-rest-framework.org/api-guide/exceptions/#custom-exception-handling
+    "EXCEPTION_HANDLER": "emailsys.api.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "emailsys API",
