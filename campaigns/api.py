@@ -1,13 +1,14 @@
 """Campaigns JSON API (staff only, token or session auth): views validate, then call services and selectors.
 
 Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
-create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only, filterable). A service
-refusing (a Django ValidationError) is a 400 through the project's exception handler.
+create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only). Lists read the
+selectors and filter with `campaigns.filters`; a service refusing (a Django ValidationError) is a 400 through
+the project's exception handler.
 """
 
 from django.db import IntegrityError
 from django.db.models import ProtectedError, QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
@@ -17,8 +18,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from campaigns import tasks
+from campaigns.filters import ActivityFilter, LeadFilter, SendRecordFilter
 from campaigns.models import Activity, Campaign, Lead, SenderAccount, SendRecord
-from campaigns.selectors import account_list, campaign_list, campaign_progress
+from campaigns.selectors import (
+    account_list,
+    activity_list,
+    campaign_list,
+    campaign_progress,
+    lead_list,
+    send_record_list,
+)
 from campaigns.serializers import (
     MAX_BULK_LEADS,
     AccountStatusSerializer,
@@ -67,33 +76,12 @@ class _JsonWhateverTheAcceptHeader(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-def _id_filter(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError({name: [f"{value!r} is not an id (a whole number)."]}) from None
-
-
-def _choice_filter(request: Request, name: str, choices: type) -> str | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
-    if value not in choices.values:
-        raise ValidationError({name: [f"{value!r} is not one of: {', '.join(choices.values)}."]})
-    return value
-
-
-ID_PARAMETER = {"type": int, "location": OpenApiParameter.QUERY}
-
-
 # --- campaigns ---------------------------------------------------------------------------------------------
 
 
 class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     serializer_class = CampaignSerializer
+    queryset = Campaign.objects.none()  # the model, for the schema: `campaign_list` queries the zones at once
     protected_hint = "Pause it instead."
 
     def get_queryset(self) -> QuerySet[Campaign]:
@@ -139,27 +127,14 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- leads -------------------------------------------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("campaign", **ID_PARAMETER),
-            OpenApiParameter("state", enum=Lead.State.values, location=OpenApiParameter.QUERY),
-        ]
-    )
-)
 class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     """Leads with their recipients. Create one (POST /leads/) or up to 1000 at once (POST /leads/bulk/)."""
 
     serializer_class = LeadSerializer
+    filterset_class = LeadFilter
 
     def get_queryset(self) -> QuerySet[Lead]:
-        leads = Lead.objects.prefetch_related("recipients").order_by("id")
-        if self.action == "list":
-            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
-                leads = leads.filter(campaign_id=campaign_id)
-            if (state := _choice_filter(self.request, "state", Lead.State)) is not None:
-                leads = leads.filter(state=state)
-        return leads
+        return lead_list().prefetch_related("recipients")
 
     def perform_create(self, serializer: LeadSerializer) -> None:
         errors = leads_check_unique(leads=[serializer.validated_data])
@@ -206,7 +181,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             created = leads_create(leads=validated)
         except IntegrityError:
             raise Conflict("Another request created a lead with one of these external ids meanwhile; retry.") from None
-        leads = Lead.objects.filter(pk__in=[lead.pk for lead in created]).prefetch_related("recipients").order_by("id")
+        leads = lead_list().filter(pk__in=[lead.pk for lead in created]).prefetch_related("recipients")
         return Response(LeadSerializer(leads, many=True).data, status=status.HTTP_201_CREATED)
 
     @staticmethod
@@ -230,6 +205,7 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     submitted secret back into its form after a validation error."""
 
     serializer_class = SenderAccountSerializer
+    queryset = SenderAccount.objects.none()  # the model, for the schema: `account_list` queries the zones at once
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JsonWhateverTheAcceptHeader
     protected_hint = "Pause or disable it instead."
@@ -263,60 +239,26 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- activity and sends ------------------------------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("campaign", **ID_PARAMETER),
-            OpenApiParameter("account", **ID_PARAMETER),
-            OpenApiParameter("kind", enum=Activity.Kind.values, location=OpenApiParameter.QUERY),
-        ]
-    )
-)
 class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
     """The activity log, newest first."""
 
     serializer_class = ActivitySerializer
+    filterset_class = ActivityFilter
 
     def get_queryset(self) -> QuerySet[Activity]:
-        activities = Activity.objects.order_by("-created_at", "-id")
-        if self.action == "list":
-            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
-                activities = activities.filter(campaign_id=campaign_id)
-            if (account_id := _id_filter(self.request, "account")) is not None:
-                activities = activities.filter(account_id=account_id)
-            if (kind := _choice_filter(self.request, "kind", Activity.Kind)) is not None:
-                activities = activities.filter(kind=kind)
-        return activities
+        return activity_list()
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("state", enum=SendRecord.State.values, location=OpenApiParameter.QUERY,
-                             description="e.g. unknown: sends whose outcome an operator must decide"),
-            OpenApiParameter("campaign", **ID_PARAMETER),
-            OpenApiParameter("account", **ID_PARAMETER),
-        ]
-    )
-)  # fmt: skip
 class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
     """Send records (one per recipient and step), newest first; the detail includes the stored MIME message."""
+
+    filterset_class = SendRecordFilter
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
         return SendRecordDetailSerializer if self.action == "retrieve" else SendRecordSerializer
 
     def get_queryset(self) -> QuerySet[SendRecord]:
-        records = SendRecord.objects.select_related("recipient", "step").order_by("-created_at", "-id")
-        if self.action != "retrieve":
-            records = records.defer("message")
-        if self.action == "list":
-            if (state := _choice_filter(self.request, "state", SendRecord.State)) is not None:
-                records = records.filter(state=state)
-            if (campaign_id := _id_filter(self.request, "campaign")) is not None:
-                records = records.filter(campaign_id=campaign_id)
-            if (account_id := _id_filter(self.request, "account")) is not None:
-                records = records.filter(account_id=account_id)
-        return records
+        return send_record_list(with_message=self.action == "retrieve")
 
     @extend_schema(request=SendRecordResolveSerializer, responses={200: SendRecordSerializer, 409: OpenApiResponse()})
     @action(detail=True, methods=["post"])

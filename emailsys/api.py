@@ -2,7 +2,7 @@
 
 Errors: a Django `ValidationError` raised by a service becomes a 400 with the errors by field
 (`api_exception_handler`, REST_FRAMEWORK["EXCEPTION_HANDLER"]), so views call services without catching it;
-serializers check the model's own rules with `ModelCleanMixin`.
+serializers check the model's own rules with `ModelCleanMixin`. List filters: `emailsys.filters`.
 """
 
 import copy
