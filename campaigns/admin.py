@@ -1,5 +1,5 @@
-"""Operator console for campaigns. Actions and the send-test page call services; lists read annotated
-querysets (one query for the rows, whatever the page size).
+"""Operator console for campaigns. Actions and the send-test page call services; lists and panels read the
+selectors (one query for the rows, whatever the page size).
 
 Secrets: an account's SMTP password and ESP secret are write-only here. The form fields never render a value,
 an empty submission keeps the stored secret, and secrets are in no list, read-only field or log message.
@@ -8,28 +8,12 @@ what happened, changed only by services (e.g. "mark sent" on an unknown send).
 """
 
 import json
-import zoneinfo
-from collections.abc import Callable, Iterable
-from datetime import date, datetime, time
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import (
-    Case,
-    Count,
-    DateField,
-    DateTimeField,
-    Field,
-    IntegerField,
-    OuterRef,
-    QuerySet,
-    Subquery,
-    Value,
-    When,
-)
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template import engines
 from django.template.response import TemplateResponse
@@ -53,7 +37,7 @@ from campaigns.models import (
     Suppression,
     TestSend,
 )
-from campaigns.selectors import account_stats, campaign_progress
+from campaigns.selectors import account_list, account_stats, campaign_list, campaign_progress, lead_list
 from campaigns.services.leads import leads_stop
 from campaigns.services.operations import (
     account_reset_limits,
@@ -71,34 +55,6 @@ from campaigns.services.templating import TemplateRenderError, template_context,
 from emailsys import clock
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def _count(related: QuerySet, group_by: str) -> Coalesce:
-    """A correlated COUNT subquery (already filtered on OuterRef): joins would multiply rows across relations."""
-    counts = related.order_by().values(group_by).annotate(n=Count("pk")).values("n")[:1]
-    return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
-
-
-def _per_time_zone(zones: Iterable[str], value_for: Callable[[zoneinfo.ZoneInfo], Any], output_field: Field) -> Case:
-    """A per-row value that depends on the row's `time_zone` (local midnight, local day), computed in Python
-    with zoneinfo for each distinct zone, exactly as the services compute it. Unknown zones fall back to UTC."""
-    whens = []
-    for name in sorted(set(zones)):
-        try:
-            zone = zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            continue
-        whens.append(When(time_zone=name, then=Value(value_for(zone), output_field=output_field)))
-    fallback = Value(value_for(zoneinfo.ZoneInfo("UTC")), output_field=output_field)
-    return Case(*whens, default=fallback, output_field=output_field)
-
-
-def _local_midnight(now: datetime) -> Callable[[zoneinfo.ZoneInfo], datetime]:
-    return lambda zone: datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
-
-
-def _local_day(now: datetime) -> Callable[[zoneinfo.ZoneInfo], date]:
-    return lambda zone: now.astimezone(zone).date()
 
 
 def preformatted(text: str) -> SafeString:
@@ -275,16 +231,7 @@ class SenderAccountAdmin(admin.ModelAdmin):
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SenderAccount]:
-        zones = SenderAccount.objects.order_by().values_list("time_zone", flat=True).distinct()
-        usage = AccountDailyUsage.objects.filter(account=OuterRef("pk"), day=OuterRef("usage_day"))
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                usage_day=_per_time_zone(zones, _local_day(clock.now()), DateField()),
-                reserved_today=Coalesce(Subquery(usage.values("reserved")[:1], output_field=IntegerField()), 0),
-            )
-        )
+        return account_list()
 
     @admin.display(description="Reserved today / limit", ordering="reserved_today")
     def usage_today(self, account: SenderAccount) -> str:
@@ -420,22 +367,7 @@ class CampaignAdmin(admin.ModelAdmin):
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
-        zones = Campaign.objects.order_by().values_list("time_zone", flat=True).distinct()
-        leads = Lead.objects.filter(campaign=OuterRef("pk"))
-        sent = SendRecord.objects.filter(
-            campaign=OuterRef("pk"), state=SendRecord.State.SENT, sent_at__gte=OuterRef("day_start")
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                day_start=_per_time_zone(zones, _local_midnight(clock.now()), DateTimeField()),
-                leads_in_progress=_count(leads.filter(state=Lead.State.IN_PROGRESS), "campaign"),
-                leads_finished=_count(leads.filter(state=Lead.State.FINISHED), "campaign"),
-                leads_stopped=_count(leads.filter(state=Lead.State.STOPPED), "campaign"),
-                sent_today=_count(sent, "campaign"),
-            )
-        )
+        return campaign_list()
 
     @admin.display(description="In progress", ordering="leads_in_progress")
     def leads_in_progress(self, campaign: Campaign) -> int:
@@ -612,15 +544,7 @@ class LeadAdmin(admin.ModelAdmin):
     fields = ["campaign", "external_id", "custom_fields", *readonly_fields]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
-        recipients = Recipient.objects.filter(lead=OuterRef("pk"))
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                recipient_count=_count(recipients, "lead"),
-                first_email=Subquery(recipients.order_by("position").values("email")[:1]),
-            )
-        )
+        return lead_list()
 
     def get_readonly_fields(self, request: HttpRequest, obj: Lead | None = None) -> list[str]:
         # Moving a lead to another campaign would orphan its send records' meaning.
