@@ -15,7 +15,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -68,43 +67,6 @@ def _counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString |
 
 def _actor(request: HttpRequest) -> str:
     return request.user.get_username() or f"user {request.user.pk}"
-
-
-def _inline_template(source: str):
-    return engines["django"].from_string(source)
-
-
-RESET_CONFIRMATION = """{% extends "admin/base_site.html" %}{% load admin_urls %}
-{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; Reset progress</div>{% endblock %}
-{% block content %}
-<p>Reset the progress of {{ campaigns|length }} campaign{{ campaigns|length|pluralize }}? Every lead starts over at
-step 1, due now. Recipients go back to "not contacted" (bounced and unsubscribed ones stay). Failed, skipped and
-deferred send records and all dry runs are deleted. Sent, unknown and in-flight sends stay, so nobody gets the
-same email twice. A completed campaign becomes paused.</p>
-<ul>{% for campaign in campaigns %}<li>{{ campaign.name }} ({{ campaign.get_status_display }},
-{{ campaign.leads_in_progress }} in progress, {{ campaign.leads_finished }} finished,
-{{ campaign.leads_stopped }} stopped)</li>{% endfor %}</ul>
-<form method="post">{% csrf_token %}
-{% for campaign in campaigns %}<input type="hidden" name="_selected_action" value="{{ campaign.pk }}">{% endfor %}
-<input type="hidden" name="action" value="reset_progress"><input type="hidden" name="confirm" value="yes">
-<input type="submit" value="Yes, reset progress">
-<a href="{% url opts|admin_urlname:'changelist' %}" class="button cancel-link">No, take me back</a>
-</form>{% endblock %}"""
-
-SEND_TEST_PAGE = """{% extends "admin/base_site.html" %}{% load admin_urls %}
-{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'change' campaign.pk %}">{{ campaign.name }}</a>
-&rsaquo; Send test</div>{% endblock %}
-{% block content %}
-<p>Sends one step to an address of yours, now, through the chosen account: "[TEST]" in the subject, no
-unsubscribe link, not counted as any recipient's email and not against the account's limits.</p>
-{% if not form.fields.step.queryset.exists %}<p class="errornote">This campaign has no steps yet.</p>{% endif %}
-<form method="post">{% csrf_token %}{{ form.as_div }}
-<div class="submit-row"><input type="submit" value="Send test" class="default"></div></form>
-{% endblock %}"""
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -434,7 +396,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 "opts": self.model._meta,
                 "campaigns": list(queryset),
             }
-            return TemplateResponse(request, _inline_template(RESET_CONFIRMATION), context)
+            return TemplateResponse(request, "admin/campaigns/campaign/reset_progress.html", context)
         for campaign in queryset:
             count = campaign_reset_progress(campaign=campaign)
             self.message_user(request, f"{campaign.name}: {count} lead(s) start over at step 1.", messages.SUCCESS)
@@ -495,7 +457,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "campaign": campaign,
             "form": form,
         }
-        return TemplateResponse(request, _inline_template(SEND_TEST_PAGE), context)
+        return TemplateResponse(request, "admin/campaigns/campaign/send_test.html", context)
 
 
 @admin.register(CampaignAccount)
