@@ -48,40 +48,18 @@ from campaigns.services.operations import (
     suppression_parse,
 )
 from campaigns.services.previews import campaign_dry_run, step_send_test
-from campaigns.services.sending import ResolveAction, send_record_resolve
+from campaigns.services.sending import send_record_resolve
 from campaigns.services.smtp import account_test_smtp
 from campaigns.services.templating import TemplateRenderError, template_context, template_render
 from emailsys import clock
+from emailsys.admin import ReadOnlyAdmin, SendAttemptAdmin, preformatted, request_actor
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def preformatted(text: str) -> SafeString:
-    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
 
 
 def _counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | str:
     shown = [(str(key), value) for key, value in counts.items() if value or not skip_zero]
     return format_html_join(", ", "{}: {}", shown) or "—"
-
-
-def _actor(request: HttpRequest) -> str:
-    return request.user.get_username() or f"user {request.user.pk}"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by services: viewable (and deletable where `deletable`), never added or edited."""
-
-    deletable = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.deletable and super().has_delete_permission(request, obj)
 
 
 # --- templates ---------------------------------------------------------------------------------------------
@@ -229,7 +207,7 @@ class SenderAccountAdmin(admin.ModelAdmin):
             self.message_user(request, f"{account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[SenderAccount], status: str) -> None:
-        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {_actor(request)} in the admin"
+        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {request_actor(request)} in the admin"
         for account in queryset:
             account_set_status(account=account, status=status, reason=reason)
         self.message_user(request, f"{queryset.count()} account(s) now {status}.", messages.SUCCESS)
@@ -371,7 +349,8 @@ class CampaignAdmin(admin.ModelAdmin):
         changed = 0
         for campaign in queryset:
             try:
-                campaign_set_status(campaign=campaign, status=status, reason=f"{status} by {_actor(request)} (admin)")
+                reason = f"{status} by {request_actor(request)} (admin)"
+                campaign_set_status(campaign=campaign, status=status, reason=reason)
             except ValidationError as error:
                 self.message_user(request, f"{campaign.name}: {' '.join(error.messages)}", messages.ERROR)
             else:
@@ -533,7 +512,7 @@ class LeadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop selected leads (no more emails)")
     def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
-        stopped = leads_stop(leads=queryset, reason=f"stopped by {_actor(request)} in the admin")
+        stopped = leads_stop(leads=queryset, reason=f"stopped by {request_actor(request)} in the admin")
         self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
 
 
@@ -559,69 +538,6 @@ class RecipientAdmin(admin.ModelAdmin):
 
 
 # --- what was sent -----------------------------------------------------------------------------------------
-
-
-class SendAttemptAdmin(ReadOnlyAdmin):
-    """Send records of any kind (campaign sends, mailing sends): the message exactly as handed over (MIME bodies
-    loaded on the detail page only), and the actions on sends whose outcome is unknown — mark sent, mark
-    failed, resend anyway. A subclass names the service that resolves one (`resolve`) and what follows a resend."""
-
-    actions = ["mark_sent", "mark_failed", "resend"]
-    ordering = ["-id"]
-    show_full_result_count = False
-    resent_note = "queued to be sent again"
-
-    def resolve(self, *, record_id: int, action: str, actor: str) -> None:
-        raise NotImplementedError
-
-    def after_resend(self, record_id: int) -> None:
-        pass
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        records = super().get_queryset(request)
-        match = request.resolver_match
-        detail = match is not None and (match.url_name or "").endswith("_change")
-        return records if detail else records.defer("message")
-
-    @admin.display(description="Message (exactly as handed over)")
-    def message_text(self, record: Any) -> SafeString:
-        return preformatted(record.message)
-
-    def has_resolve_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
-
-    def _resolve(self, request: HttpRequest, queryset: QuerySet, verdict: str, done: str) -> None:
-        resolved, refused = [], []
-        for record_id in queryset.order_by("pk").values_list("pk", flat=True):
-            try:
-                self.resolve(record_id=record_id, action=verdict, actor=_actor(request))
-            except ValueError as error:
-                refused.append(str(error))
-                continue
-            if verdict == ResolveAction.RESEND:
-                self.after_resend(record_id)
-            resolved.append(f"#{record_id}")
-        if resolved:
-            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)
-        if refused:
-            self.message_user(
-                request,
-                f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
-                messages.ERROR,
-            )
-
-    @admin.action(description="Unknown outcome: mark as sent (it arrived)", permissions=["resolve"])
-    def mark_sent(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_SENT, "marked sent")
-
-    @admin.action(description="Unknown outcome: mark as failed (it did not arrive)", permissions=["resolve"])
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_FAILED, "marked failed")
-
-    @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
-    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.RESEND, self.resent_note)
 
 
 @admin.register(SendRecord)
