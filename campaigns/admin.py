@@ -1,5 +1,5 @@
-"""Operator console for campaigns. Actions and the send-test page call services; lists and panels read the
-selectors (one query for the rows, whatever the page size).
+"""Operator console for campaigns. Actions, the send-test page and adding a lead or a suppression call services;
+lists and panels read the selectors (one query for the rows, whatever the page size).
 
 Secrets: an account's SMTP password and ESP secret are write-only here. The form fields never render a value,
 an empty submission keeps the stored secret, and secrets are in no list, read-only field or log message.
@@ -37,7 +37,7 @@ from campaigns.models import (
     TestSend,
 )
 from campaigns.selectors import account_list, account_stats, campaign_list, campaign_progress, lead_list
-from campaigns.services.leads import leads_stop
+from campaigns.services.leads import lead_create, leads_stop
 from campaigns.services.operations import (
     account_reset_limits,
     account_set_status,
@@ -52,7 +52,7 @@ from campaigns.services.sending import send_record_resolve
 from campaigns.services.smtp import account_test_smtp
 from campaigns.services.templating import TemplateRenderError, template_context, template_render
 from emailsys import clock
-from emailsys.admin import ReadOnlyAdmin, SendAttemptAdmin, preformatted, request_actor
+from emailsys.admin import ReadOnlyAdmin, SendAttemptAdmin, instance_adopt, preformatted, request_actor
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
@@ -492,9 +492,13 @@ class LeadAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "campaign"] if obj else list(self.readonly_fields)
 
     def save_model(self, request: HttpRequest, obj: Lead, form: forms.ModelForm, change: bool) -> None:
-        if not change:
-            obj.next_due_at = clock.now()  # like imported leads: due now (the dispatcher skips undated ones)
-        super().save_model(request, obj, form, change)
+        """A new lead is created by the service, due now like imported ones; its recipients (the inline) are
+        saved right after. Editing external id or custom fields saves the row."""
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = lead_create(campaign=obj.campaign, external_id=obj.external_id, custom_fields=obj.custom_fields)
+        instance_adopt(obj, created)
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipient_count(self, lead: Lead) -> int:
@@ -651,9 +655,7 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Suppression, form: forms.ModelForm, change: bool) -> None:
         saved = suppression_add(value=form.cleaned_data["value"], reason=form.cleaned_data.get("reason", ""))
-        obj.pk, obj.kind, obj.value, obj.reason, obj.created_at = (
-            saved.pk, saved.kind, saved.value, saved.reason, saved.created_at
-        )  # fmt: skip
+        instance_adopt(obj, saved)
 
 
 @admin.register(Activity)

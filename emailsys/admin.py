@@ -7,7 +7,7 @@ Nothing is registered here; each app registers its own models.
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,6 +22,14 @@ def preformatted(text: str) -> SafeString:
 def request_actor(request: HttpRequest) -> str:
     """Who did it, as activity logs and resolved sends record it."""
     return request.user.get_username() or f"user {request.user.pk}"
+
+
+def instance_adopt(instance: Model, saved: Model) -> None:
+    """Makes the admin's form instance the row a create service saved (`save_model` calls the service): the
+    admin then logs, redirects to and saves inlines against the saved row."""
+    for field in saved._meta.concrete_fields:
+        setattr(instance, field.attname, getattr(saved, field.attname))
+    instance._state.adding, instance._state.db = False, saved._state.db
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
