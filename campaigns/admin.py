@@ -1,5 +1,5 @@
-"""Operator console for campaigns. Actions and the send-test page call services; lists read annotated
-querysets (one query for the rows, whatever the page size).
+"""Operator console for campaigns. Actions, the send-test page and adding a lead or a suppression call services;
+lists and panels read the selectors (one query for the rows, whatever the page size).
 
 Secrets: an account's SMTP password and ESP secret are write-only here. The form fields never render a value,
 an empty submission keeps the stored secret, and secrets are in no list, read-only field or log message.
@@ -13,11 +13,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import (
-    QuerySet,
-)
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -42,81 +39,21 @@ from campaigns.models import (
 from campaigns.selectors import account_list, account_stats, campaign_list, campaign_progress, lead_list
 from campaigns.services.accounts import account_reset_limits, account_set_status
 from campaigns.services.delivery import account_check
-from campaigns.services.leads import leads_stop
-from campaigns.services.ledger import ResolveAction
+from campaigns.services.leads import lead_create, leads_stop
 from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status, lead_reset_progress
 from campaigns.services.previews import campaign_dry_run, step_send_test
 from campaigns.services.sends import send_record_resolve
 from campaigns.services.suppressions import suppression_add, suppression_parse
 from campaigns.services.templating import TemplateRenderError, template_context, template_render
 from emailsys import clock
+from emailsys.admin import ReadOnlyAdmin, SendAttemptAdmin, instance_adopt, preformatted, request_actor
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def preformatted(text: str) -> SafeString:
-    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
 
 
 def _counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | str:
     shown = [(str(key), value) for key, value in counts.items() if value or not skip_zero]
     return format_html_join(", ", "{}: {}", shown) or "—"
-
-
-def _actor(request: HttpRequest) -> str:
-    return request.user.get_username() or f"user {request.user.pk}"
-
-
-def _inline_template(source: str):
-    return engines["django"].from_string(source)
-
-
-RESET_CONFIRMATION = """{% extends "admin/base_site.html" %}{% load admin_urls %}
-{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; Reset progress</div>{% endblock %}
-{% block content %}
-<p>Reset the progress of {{ campaigns|length }} campaign{{ campaigns|length|pluralize }}? Every lead starts over at
-step 1, due now. Recipients go back to "not contacted" (bounced and unsubscribed ones stay). Failed, skipped and
-deferred send records and all dry runs are deleted. Sent, unknown and in-flight sends stay, so nobody gets the
-same email twice. A completed campaign becomes paused.</p>
-<ul>{% for campaign in campaigns %}<li>{{ campaign.name }} ({{ campaign.get_status_display }},
-{{ campaign.leads_in_progress }} in progress, {{ campaign.leads_finished }} finished,
-{{ campaign.leads_stopped }} stopped)</li>{% endfor %}</ul>
-<form method="post">{% csrf_token %}
-{% for campaign in campaigns %}<input type="hidden" name="_selected_action" value="{{ campaign.pk }}">{% endfor %}
-<input type="hidden" name="action" value="reset_progress"><input type="hidden" name="confirm" value="yes">
-<input type="submit" value="Yes, reset progress">
-<a href="{% url opts|admin_urlname:'changelist' %}" class="button cancel-link">No, take me back</a>
-</form>{% endblock %}"""
-
-SEND_TEST_PAGE = """{% extends "admin/base_site.html" %}{% load admin_urls %}
-{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; <a href="{% url opts|admin_urlname:'change' campaign.pk %}">{{ campaign.name }}</a>
-&rsaquo; Send test</div>{% endblock %}
-{% block content %}
-<p>Sends one step to an address of yours, now, through the chosen account: "[TEST]" in the subject, no
-unsubscribe link, not counted as any recipient's email and not against the account's limits.</p>
-{% if not form.fields.step.queryset.exists %}<p class="errornote">This campaign has no steps yet.</p>{% endif %}
-<form method="post">{% csrf_token %}{{ form.as_div }}
-<div class="submit-row"><input type="submit" value="Send test" class="default"></div></form>
-{% endblock %}"""
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written only by services: viewable (and deletable where `deletable`), never added or edited."""
-
-    deletable = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.deletable and super().has_delete_permission(request, obj)
 
 
 # --- templates ---------------------------------------------------------------------------------------------
@@ -264,7 +201,7 @@ class SenderAccountAdmin(admin.ModelAdmin):
             self.message_user(request, f"{account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[SenderAccount], status: str) -> None:
-        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {_actor(request)} in the admin"
+        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {request_actor(request)} in the admin"
         for account in queryset:
             account_set_status(account=account, status=status, reason=reason)
         self.message_user(request, f"{queryset.count()} account(s) now {status}.", messages.SUCCESS)
@@ -410,7 +347,8 @@ class CampaignAdmin(admin.ModelAdmin):
         changed = 0
         for campaign in queryset:
             try:
-                campaign_set_status(campaign=campaign, status=status, reason=f"{status} by {_actor(request)} (admin)")
+                reason = f"{status} by {request_actor(request)} (admin)"
+                campaign_set_status(campaign=campaign, status=status, reason=reason)
             except ValidationError as error:
                 self.message_user(request, f"{campaign.name}: {' '.join(error.messages)}", messages.ERROR)
             else:
@@ -435,7 +373,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 "opts": self.model._meta,
                 "campaigns": list(queryset),
             }
-            return TemplateResponse(request, _inline_template(RESET_CONFIRMATION), context)
+            return TemplateResponse(request, "admin/campaigns/campaign/reset_progress.html", context)
         for campaign in queryset:
             count = campaign_reset_progress(campaign=campaign)
             self.message_user(request, f"{campaign.name}: {count} lead(s) start over at step 1.", messages.SUCCESS)
@@ -496,7 +434,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "campaign": campaign,
             "form": form,
         }
-        return TemplateResponse(request, _inline_template(SEND_TEST_PAGE), context)
+        return TemplateResponse(request, "admin/campaigns/campaign/send_test.html", context)
 
 
 @admin.register(CampaignAccount)
@@ -552,9 +490,13 @@ class LeadAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "campaign"] if obj else list(self.readonly_fields)
 
     def save_model(self, request: HttpRequest, obj: Lead, form: forms.ModelForm, change: bool) -> None:
-        if not change:
-            obj.next_due_at = clock.now()  # like imported leads: due now (the dispatcher skips undated ones)
-        super().save_model(request, obj, form, change)
+        """A new lead is created by the service, due now like imported ones; its recipients (the inline) are
+        saved right after. Editing external id or custom fields saves the row."""
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = lead_create(campaign=obj.campaign, external_id=obj.external_id, custom_fields=obj.custom_fields)
+        instance_adopt(obj, created)
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipient_count(self, lead: Lead) -> int:
@@ -572,7 +514,7 @@ class LeadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop selected leads (no more emails)")
     def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
-        stopped = leads_stop(leads=queryset, reason=f"stopped by {_actor(request)} in the admin")
+        stopped = leads_stop(leads=queryset, reason=f"stopped by {request_actor(request)} in the admin")
         self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
 
 
@@ -598,69 +540,6 @@ class RecipientAdmin(admin.ModelAdmin):
 
 
 # --- what was sent -----------------------------------------------------------------------------------------
-
-
-class SendAttemptAdmin(ReadOnlyAdmin):
-    """Send records of any kind (campaign sends, mailing sends): the message exactly as handed over (MIME bodies
-    loaded on the detail page only), and the actions on sends whose outcome is unknown — mark sent, mark
-    failed, resend anyway. A subclass names the service that resolves one (`resolve`) and what follows a resend."""
-
-    actions = ["mark_sent", "mark_failed", "resend"]
-    ordering = ["-id"]
-    show_full_result_count = False
-    resent_note = "queued to be sent again"
-
-    def resolve(self, *, record_id: int, action: str, actor: str) -> None:
-        raise NotImplementedError
-
-    def after_resend(self, record_id: int) -> None:
-        pass
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        records = super().get_queryset(request)
-        match = request.resolver_match
-        detail = match is not None and (match.url_name or "").endswith("_change")
-        return records if detail else records.defer("message")
-
-    @admin.display(description="Message (exactly as handed over)")
-    def message_text(self, record: Any) -> SafeString:
-        return preformatted(record.message)
-
-    def has_resolve_permission(self, request: HttpRequest) -> bool:
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
-
-    def _resolve(self, request: HttpRequest, queryset: QuerySet, verdict: str, done: str) -> None:
-        resolved, refused = [], []
-        for record_id in queryset.order_by("pk").values_list("pk", flat=True):
-            try:
-                self.resolve(record_id=record_id, action=verdict, actor=_actor(request))
-            except ValueError as error:
-                refused.append(str(error))
-                continue
-            if verdict == ResolveAction.RESEND:
-                self.after_resend(record_id)
-            resolved.append(f"#{record_id}")
-        if resolved:
-            self.message_user(request, f"{len(resolved)} send(s) {done}: {', '.join(resolved)}.", messages.SUCCESS)
-        if refused:
-            self.message_user(
-                request,
-                f"Not changed (only sends with an unknown outcome can be resolved): {'; '.join(refused)}.",
-                messages.ERROR,
-            )
-
-    @admin.action(description="Unknown outcome: mark as sent (it arrived)", permissions=["resolve"])
-    def mark_sent(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_SENT, "marked sent")
-
-    @admin.action(description="Unknown outcome: mark as failed (it did not arrive)", permissions=["resolve"])
-    def mark_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.MARK_FAILED, "marked failed")
-
-    @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
-    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._resolve(request, queryset, ResolveAction.RESEND, self.resent_note)
 
 
 @admin.register(SendRecord)
@@ -774,9 +653,7 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Suppression, form: forms.ModelForm, change: bool) -> None:
         saved = suppression_add(value=form.cleaned_data["value"], reason=form.cleaned_data.get("reason", ""))
-        obj.pk, obj.kind, obj.value, obj.reason, obj.created_at = (
-            saved.pk, saved.kind, saved.value, saved.reason, saved.created_at
-        )  # fmt: skip
+        instance_adopt(obj, saved)
 
 
 @admin.register(Activity)

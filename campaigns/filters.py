@@ -1,24 +1,15 @@
-"""The API's list filters (django-filter): query parameters by name, validated (a bad value is a 400 naming the
-parameter), and described in the OpenAPI schema. The lists themselves come from `campaigns.selectors`."""
+"""Query parameters of the campaigns API's lists (django-filter), applied to the selectors' lists by
+`emailsys.filters.ListFilterBackend`. Every parameter is optional; an empty one filters nothing."""
 
 import django_filters
-from django import forms
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 
 from campaigns.models import Activity, Lead, SendRecord
-
-
-@extend_schema_field(OpenApiTypes.INT)
-class IdFilter(django_filters.NumberFilter):
-    """An object's id: a whole number ("abc" or "1.5" is a 400)."""
-
-    field_class = forms.IntegerField
+from emailsys.filters import IdFilter, choice_filter
 
 
 class LeadFilter(django_filters.FilterSet):
-    campaign = IdFilter(field_name="campaign_id")
-    state = django_filters.ChoiceFilter(choices=Lead.State.choices)
+    campaign = IdFilter(field_name="campaign")
+    state = choice_filter(Lead.State)
 
     class Meta:
         model = Lead
@@ -26,9 +17,9 @@ class LeadFilter(django_filters.FilterSet):
 
 
 class ActivityFilter(django_filters.FilterSet):
-    campaign = IdFilter(field_name="campaign_id")
-    account = IdFilter(field_name="account_id")
-    kind = django_filters.ChoiceFilter(choices=Activity.Kind.choices)
+    campaign = IdFilter(field_name="campaign")
+    account = IdFilter(field_name="account")
+    kind = choice_filter(Activity.Kind)
 
     class Meta:
         model = Activity
@@ -36,11 +27,9 @@ class ActivityFilter(django_filters.FilterSet):
 
 
 class SendRecordFilter(django_filters.FilterSet):
-    state = django_filters.ChoiceFilter(
-        choices=SendRecord.State.choices, help_text="e.g. unknown: sends whose outcome an operator must decide"
-    )
-    campaign = IdFilter(field_name="campaign_id")
-    account = IdFilter(field_name="account_id")
+    state = choice_filter(SendRecord.State, help_text="e.g. unknown: sends whose outcome an operator must decide")
+    campaign = IdFilter(field_name="campaign")
+    account = IdFilter(field_name="account")
 
     class Meta:
         model = SendRecord

@@ -1,7 +1,12 @@
-"""Reads for operators and the dispatcher: querysets and small read models (plain dicts), each in few queries."""
+"""Reads for operators and the dispatcher: querysets and small read models (plain dicts), each in few queries.
+
+The one read model of campaigns: the admin's lists and panels, the API's viewsets and the management commands
+all read through these (the API filters their lists with `campaigns.filters`). "Today" is always the local
+day of the campaign or account (`emailsys.clock.local_day`).
+"""
 
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +18,6 @@ from django.db.models import (
     Field,
     IntegerField,
     Max,
-    Model,
     OuterRef,
     Q,
     QuerySet,
@@ -50,12 +54,11 @@ def _by_value(rows: QuerySet, field: str, choices: type) -> dict[str, int]:
     return counts
 
 
-def _per_time_zone(model: type[Model], value_for: Callable[[str], Any], output_field: Field) -> Case:
-    """A per-row value that depends on the row's `time_zone` (its local midnight, its local day), computed in
-    Python (`emailsys.clock`) for each distinct zone, exactly as the services compute it. Unknown zones fall
-    back to UTC."""
+def _per_time_zone(zones: Iterable[str], value_for: Callable[[str], Any], output_field: Field) -> Case:
+    """A per-row value that depends on the row's `time_zone` (its local day, its local midnight), computed in
+    Python for each distinct zone, exactly as the services compute it. Unknown zones fall back to UTC."""
     whens = []
-    for name in model.objects.order_by().values_list("time_zone", flat=True).distinct():
+    for name in sorted(set(zones)):
         try:
             value = value_for(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -64,65 +67,46 @@ def _per_time_zone(model: type[Model], value_for: Callable[[str], Any], output_f
     return Case(*whens, default=Value(value_for("UTC"), output_field=output_field), output_field=output_field)
 
 
-def campaign_list(*, now: datetime | None = None) -> QuerySet[Campaign]:
-    """All campaigns, newest first, with their counts: steps, accounts, leads (all, in progress, finished,
-    stopped), emails sent today (since midnight in the campaign's time zone) and sends whose outcome is unknown."""
-    now = now or clock.now()
-    leads = Lead.objects.filter(campaign=OuterRef("pk"))
+def _sent_since(day_start: datetime | OuterRef) -> Q:
+    return Q(state=SendRecord.State.SENT, sent_at__gte=day_start)
+
+
+def campaign_list() -> QuerySet[Campaign]:
+    """All campaigns, newest first, with step, account and lead counts, leads by state (`leads_in_progress`,
+    `leads_finished`, `leads_stopped`), `sent_today` (sent since midnight in the campaign's time zone) and
+    `unknown_count` (sends whose outcome an operator must decide). One query for the rows, whatever their number; the
+    time zones in use are read at once, when this is called."""
+    now = clock.now()
+    zones = Campaign.objects.order_by().values_list("time_zone", flat=True).distinct()
+    leads = Lead.objects.filter(campaign=OuterRef("pk")).values("campaign")
+    sent = SendRecord.objects.filter(_sent_since(OuterRef("day_start")), campaign=OuterRef("pk"))
     return Campaign.objects.annotate(
-        day_start=_per_time_zone(Campaign, lambda zone: clock.local_day_start(time_zone=zone, at=now), DateTimeField()),
+        day_start=_per_time_zone(zones, lambda zone: clock.local_day_start(time_zone=zone, at=now), DateTimeField()),
         step_count=_count_of(SequenceStep.objects.filter(campaign=OuterRef("pk")).values("campaign")),
         account_count=_count_of(CampaignAccount.objects.filter(campaign=OuterRef("pk")).values("campaign")),
-        lead_count=_count_of(leads.values("campaign")),
-        leads_in_progress=_count_of(leads.filter(state=Lead.State.IN_PROGRESS).values("campaign")),
-        leads_finished=_count_of(leads.filter(state=Lead.State.FINISHED).values("campaign")),
-        leads_stopped=_count_of(leads.filter(state=Lead.State.STOPPED).values("campaign")),
-        sent_today=_count_of(
-            SendRecord.objects.filter(
-                campaign=OuterRef("pk"), state=SendRecord.State.SENT, sent_at__gte=OuterRef("day_start")
-            ).values("campaign")
-        ),
+        lead_count=_count_of(leads),
+        leads_in_progress=_count_of(leads.filter(state=Lead.State.IN_PROGRESS)),
+        leads_finished=_count_of(leads.filter(state=Lead.State.FINISHED)),
+        leads_stopped=_count_of(leads.filter(state=Lead.State.STOPPED)),
+        sent_today=_count_of(sent.values("campaign")),
         unknown_count=_count_of(
             SendRecord.objects.filter(campaign=OuterRef("pk"), state=SendRecord.State.UNKNOWN).values("campaign")
         ),
     ).order_by("-created_at", "-id")
 
 
-def account_list(*, now: datetime | None = None) -> QuerySet[SenderAccount]:
-    """All sender accounts by email, with the number of campaigns using each and today's reservations (the day
-    in the account's time zone, as the arbiter counts it)."""
-    now = now or clock.now()
+def account_list() -> QuerySet[SenderAccount]:
+    """All sender accounts by email, with the number of campaigns using each and `reserved_today`: what the
+    arbiter granted on the account's local day (`usage_day`). The time zones in use are read at once, when
+    this is called."""
+    now = clock.now()
+    zones = SenderAccount.objects.order_by().values_list("time_zone", flat=True).distinct()
     usage = AccountDailyUsage.objects.filter(account=OuterRef("pk"), day=OuterRef("usage_day"))
     return SenderAccount.objects.annotate(
         campaign_count=_count_of(CampaignAccount.objects.filter(account=OuterRef("pk")).values("account")),
-        usage_day=_per_time_zone(SenderAccount, lambda zone: clock.local_day(time_zone=zone, at=now), DateField()),
+        usage_day=_per_time_zone(zones, lambda zone: clock.local_day(time_zone=zone, at=now), DateField()),
         reserved_today=Coalesce(Subquery(usage.values("reserved")[:1], output_field=IntegerField()), 0),
     ).order_by("email")
-
-
-def lead_list() -> QuerySet[Lead]:
-    """Leads by id with their recipients (prefetched), recipient count and first recipient's address."""
-    recipients = Recipient.objects.filter(lead=OuterRef("pk"))
-    return (
-        Lead.objects.select_related("campaign")
-        .prefetch_related("recipients")
-        .annotate(
-            recipient_count=_count_of(recipients.values("lead")),
-            first_email=Subquery(recipients.order_by("position").values("email")[:1]),
-        )
-        .order_by("id")
-    )
-
-
-def send_record_list(*, with_message: bool = False) -> QuerySet[SendRecord]:
-    """Send records, newest first; the stored MIME message (large) only when asked for."""
-    records = SendRecord.objects.select_related("recipient", "step").order_by("-created_at", "-id")
-    return records if with_message else records.defer("message")
-
-
-def activity_list() -> QuerySet[Activity]:
-    """The activity log, newest first."""
-    return Activity.objects.order_by("-created_at", "-id")
 
 
 def campaign_progress(*, campaign: Campaign) -> dict:
@@ -144,8 +128,27 @@ def campaign_progress(*, campaign: Campaign) -> dict:
         "leads_by_step": {row["current_step"]: row["n"] for row in by_step},
         "recipients": _by_value(Recipient.objects.filter(lead__campaign=campaign), "status", Recipient.Status),
         "send_records": _by_value(records, "state", SendRecord.State),
-        "sent_today": records.filter(state=SendRecord.State.SENT, sent_at__gte=day_start).count(),
+        "sent_today": records.filter(_sent_since(day_start)).count(),
     }
+
+
+def campaign_details(*, campaign: Campaign) -> dict:
+    """A campaign's sequence steps (with their templates) and its sender accounts with this campaign's own
+    limits (`account_settings`, CampaignAccount rows with their account). Two queries."""
+    return {
+        "campaign": campaign,
+        "steps": list(campaign.steps.select_related("template").order_by("order")),
+        "account_settings": list(campaign.account_settings.select_related("account").order_by("account__email")),
+    }
+
+
+def lead_list() -> QuerySet[Lead]:
+    """Leads by id, each with `recipient_count` and `first_email` (its first recipient by position)."""
+    recipients = Recipient.objects.filter(lead=OuterRef("pk"))
+    return Lead.objects.annotate(
+        recipient_count=_count_of(recipients.values("lead")),
+        first_email=Subquery(recipients.order_by("position").values("email")[:1]),
+    ).order_by("id")
 
 
 def lead_list_due(*, now: datetime, campaign_id: int | None = None, limit: int = 100) -> QuerySet[Lead]:
@@ -167,8 +170,8 @@ def account_stats(*, account: SenderAccount, now: datetime) -> dict:
 
     Reserved counts what the arbiter granted today, which includes sends still in flight or that failed
     before delivering; sent_today counts only delivered ones."""
+    day = clock.local_day(time_zone=account.time_zone, at=now)
     day_start = clock.local_day_start(time_zone=account.time_zone, at=now)
-    day = day_start.date()
     reserved = (
         AccountDailyUsage.objects.filter(account=account, day=day).values_list("reserved", flat=True).first() or 0
     )
@@ -181,7 +184,7 @@ def account_stats(*, account: SenderAccount, now: datetime) -> dict:
         "remaining_today": max(account.daily_limit - reserved, 0),
         "next_available_at": account.next_available_at,
         "sends": _by_value(records, "state", SendRecord.State),
-        "sent_today": records.filter(state=SendRecord.State.SENT, sent_at__gte=day_start).count(),
+        "sent_today": records.filter(_sent_since(day_start)).count(),
         "last_sent_at": records.filter(state=SendRecord.State.SENT).aggregate(last=Max("sent_at"))["last"],
     }
 
@@ -203,3 +206,15 @@ def lead_details(*, lead: Lead) -> dict:
             for recipient in lead.recipients.order_by("position")
         ],
     }
+
+
+def activity_list() -> QuerySet[Activity]:
+    """The activity log, newest first."""
+    return Activity.objects.order_by("-created_at", "-id")
+
+
+def send_record_list(*, with_message: bool = False) -> QuerySet[SendRecord]:
+    """Send records, newest first, with recipient and step. The stored MIME message is large: loaded only
+    `with_message`."""
+    records = SendRecord.objects.select_related("recipient", "step").order_by("-created_at", "-id")
+    return records if with_message else records.defer("message")

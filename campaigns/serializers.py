@@ -5,44 +5,16 @@ field named, never an IntegrityError. SMTP passwords and ESP secrets go in and n
 and `esp_secret` are write-only and responses only say `has_password` / `has_esp_secret`.
 """
 
-import copy
 from typing import Any
 
-from django.core.exceptions import NON_FIELD_ERRORS
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.settings import api_settings
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
 from campaigns.services.leads import leads_create
+from emailsys.api import ModelCleanMixin
 
 MAX_BULK_LEADS = 1000
-
-
-def django_errors(error: DjangoValidationError) -> dict[str, list[str]]:
-    """A Django ValidationError as DRF's error body ("__all__" becomes "non_field_errors")."""
-    messages = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
-    non_field = api_settings.NON_FIELD_ERRORS_KEY
-    return {non_field if key == NON_FIELD_ERRORS else key: value for key, value in messages.items()}
-
-
-class ModelCleanMixin:
-    """Runs the model's `full_clean` (field validators, unique fields, check constraints) on the would-be row."""
-
-    clean_skip: tuple[str, ...] = ()
-
-    def validate(self, attrs: dict) -> dict:
-        attrs = super().validate(attrs)
-        instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
-        for name, value in attrs.items():
-            if name not in self.clean_skip:
-                setattr(instance, name, value)
-        try:
-            instance.full_clean(exclude=list(self.clean_skip))
-        except DjangoValidationError as error:
-            raise serializers.ValidationError(django_errors(error)) from None
-        return attrs
 
 
 # --- campaigns ---------------------------------------------------------------------------------------------

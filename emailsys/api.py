@@ -1,11 +1,60 @@
-"""Operations endpoints of the JSON API."""
+"""What every JSON API of the project shares, and the operations endpoints.
 
+Errors: a Django `ValidationError` raised by a service becomes a 400 with the errors by field
+(`api_exception_handler`, REST_FRAMEWORK["EXCEPTION_HANDLER"]), so views call services without catching it;
+serializers check the model's own rules with `ModelCleanMixin`. List filters: `emailsys.filters`.
+"""
+
+import copy
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView, exception_handler
 
 from emailsys.health import system_health_check
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+def django_errors(error: DjangoValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as DRF's error body ("__all__" becomes "non_field_errors")."""
+    messages = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
+    non_field = api_settings.NON_FIELD_ERRORS_KEY
+    return {non_field if key == NON_FIELD_ERRORS else key: value for key, value in messages.items()}
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, plus: a Django ValidationError (a service refusing) is a 400 with `django_errors`,
+    never a 500."""
+    if isinstance(exc, DjangoValidationError):
+        exc = serializers.ValidationError(django_errors(exc))
+    return exception_handler(exc, context)
+
+
+class ModelCleanMixin:
+    """Runs the model's `full_clean` (field validators, unique fields, check constraints) on the would-be row."""
+
+    clean_skip: tuple[str, ...] = ()
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        for name, value in attrs.items():
+            if name not in self.clean_skip:
+                setattr(instance, name, value)
+        try:
+            instance.full_clean(exclude=list(self.clean_skip))
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(django_errors(error)) from None
+        return attrs
+
+
+# --- operations endpoints ----------------------------------------------------------------------------------
 
 
 class SystemHealthView(APIView):

@@ -36,21 +36,23 @@ def now() -> datetime:
 
 
 def local_day(*, time_zone: str, at: datetime) -> date:
-    """The calendar day it is at `at` in `time_zone` (an account's "today" for its limits, a campaign's for its
-    counts): the one definition that the arbiter, selectors and operator actions share."""
+    """The calendar day it is at `at` in `time_zone` (an IANA name): the day daily limits and "sent today"
+    count in. Raises zoneinfo.ZoneInfoNotFoundError (or ValueError) for a name that is no zone."""
     return at.astimezone(zoneinfo.ZoneInfo(time_zone)).date()
 
 
 def local_day_start(*, time_zone: str, at: datetime) -> datetime:
-    """Local midnight that began `at`'s day in `time_zone`."""
-    zone = zoneinfo.ZoneInfo(time_zone)
-    return datetime.combine(at.astimezone(zone).date(), time.min, tzinfo=zone)
+    """The local midnight that began that day, as an aware datetime in `time_zone`."""
+    return _local_midnight(local_day(time_zone=time_zone, at=at), time_zone)
 
 
-def local_day_next_start(*, time_zone: str, at: datetime) -> datetime:
-    """Local midnight that ends `at`'s day in `time_zone` (when a day's limits open again)."""
-    zone = zoneinfo.ZoneInfo(time_zone)
-    return datetime.combine(at.astimezone(zone).date() + timedelta(days=1), time.min, tzinfo=zone)
+def local_midnight_next(*, time_zone: str, at: datetime) -> datetime:
+    """The local midnight that ends that day (when a daily limit starts over), aware in `time_zone`."""
+    return _local_midnight(local_day(time_zone=time_zone, at=at) + timedelta(days=1), time_zone)
+
+
+def _local_midnight(day: date, time_zone: str) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=zoneinfo.ZoneInfo(time_zone))
 
 
 def clock_set_offset(*, path: Path, seconds: float) -> None:

@@ -1,8 +1,19 @@
-"""What every CSV import shares: reading and checking its header."""
+"""What every CSV import shares: reading and checking its header, and the report it returns."""
 
 import csv
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
+
+
+@dataclass
+class ImportReport:
+    """created/updated count recipients (one per CSV row); errors are (line number, reason), header = line 1."""
+
+    created: int = 0
+    updated: int = 0
+    leads_created: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 def csv_header_read(reader: csv.DictReader, *, required: tuple[str, ...], example: str) -> list[str]:

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from campaigns.admin import SendAttemptAdmin
+from emailsys.admin import SendAttemptAdmin
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import lifecycle

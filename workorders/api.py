@@ -13,7 +13,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from campaigns.serializers import ModelCleanMixin, django_errors
+from emailsys.api import ModelCleanMixin, django_errors
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_list
 from workorders.services import lifecycle

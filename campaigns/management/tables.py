@@ -1,14 +1,11 @@
-"""Helpers shared by management commands: plain-text tables, times, lookups, errors, CSV imports."""
+"""Helpers shared by the campaigns management commands: plain-text tables, times, lookups."""
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO, TypeVar
+from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db.models import Model
-
-Report = TypeVar("Report")
 
 
 def when(value: datetime | None) -> str:
@@ -53,10 +50,6 @@ def object_or_error(model: type[Model], pk: int, label: str, queryset=None) -> M
     return found
 
 
-def validation_text(error: ValidationError) -> str:
-    return "\n".join(error.messages)
-
-
 def duration(seconds: int) -> str:
     """2d 4h, 30m, 0s: delays read the way they are written in a campaign file."""
     parts = []
@@ -65,24 +58,3 @@ def duration(seconds: int) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return " ".join(parts) or "0s"
-
-
-def csv_file_import(path: str, importer: Callable[[TextIO], Report]) -> Report:
-    """Runs a CSV import service on a UTF-8 file; what is wrong with the file as a whole is a CommandError."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            return importer(handle)
-    except OSError as error:
-        raise CommandError(f"Cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise CommandError(f"{path} is not UTF-8 text; save it as CSV UTF-8.") from None
-    except ValidationError as error:
-        raise CommandError(validation_text(error)) from None
-
-
-def import_errors_write(stdout, errors: list[tuple[int, str]]) -> None:
-    """The rows an import skipped, by line; then exit status 1 if there were any."""
-    for line, reason in errors:
-        stdout.write(f"line {line}: {reason}")
-    if errors:
-        raise CommandError(f"{len(errors)} rows were not imported (listed above).", returncode=1)

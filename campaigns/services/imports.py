@@ -61,7 +61,7 @@ import csv
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -76,22 +76,12 @@ from jinja2.sandbox import SandboxedEnvironment
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
 from campaigns.services.lifecycle import campaign_set_status
 from emailsys import clock
-from emailsys.imports import csv_header_read
+from emailsys.imports import ImportReport, csv_header_read
 
 LEAD_COLUMNS = ("lead_id", "email", "name", "first_name", "last_name", "company_name", "website", "provider")
 REQUIRED_COLUMNS = ("lead_id", "email")
 RECIPIENT_FIELDS = ("name", "first_name", "last_name", "company_name", "website", "provider")
 BATCH_SIZE = 1000
-
-
-@dataclass
-class ImportReport:
-    """created/updated count recipients (one per CSV row); errors are (line number, reason), header = line 1."""
-
-    created: int = 0
-    updated: int = 0
-    leads_created: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Creating and stopping leads outside imports (the API's create and bulk create, the admin's stop)."""
+"""Creating and stopping leads outside imports (the API's create and bulk create, the admin's add and stop)."""
 
 from django.db import transaction
 
@@ -56,6 +56,13 @@ def leads_create(*, leads: list[dict]) -> list[Lead]:
         ]
         Recipient.objects.bulk_create(recipients)
     return created
+
+
+def lead_create(*, campaign: Campaign, external_id: str = "", custom_fields: dict | None = None) -> Lead:
+    """One lead without recipients yet (the admin saves those from its inline right after), created as
+    `leads_create` creates every lead: in progress at step 1, due now, under the campaign's row lock."""
+    lead = {"campaign": campaign, "external_id": external_id, "custom_fields": custom_fields, "recipients": []}
+    return leads_create(leads=[lead])[0]
 
 
 def leads_stop(*, leads, reason: str) -> int:

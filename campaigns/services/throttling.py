@@ -196,7 +196,7 @@ def _account_next_opening(
     if account.next_available_at and account.next_available_at > now:
         return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
     if _room(account, setting, used_today, account_local_day(account, now)) <= 0:
-        midnight = clock.local_day_next_start(time_zone=account.time_zone, at=now)
+        midnight = clock.local_midnight_next(time_zone=account.time_zone, at=now)
         return NoAccount(midnight, f"{account.email} reached today's limit")
     return NoAccount(now + timedelta(seconds=1), f"{account.email} busy")
 

@@ -450,3 +450,17 @@ def test_suppression_add_normalizes_through_the_service_and_rejects_garbage(admi
     assert Suppression.objects.get().kind == Suppression.Kind.DOMAIN
     bad = admin_client.post(url(Suppression, "add"), {"value": "not a domain!", "reason": ""})
     assert bad.status_code == 200 and "neither an email address nor a domain" in bad.content.decode()
+
+
+def test_adding_a_lead_creates_it_through_the_service_due_now_with_its_recipients(now, admin_client) -> None:
+    campaign = CampaignFactory()
+    inline = {"recipients-TOTAL_FORMS": "1", "recipients-INITIAL_FORMS": "0", "recipients-MIN_NUM_FORMS": "0",
+              "recipients-MAX_NUM_FORMS": "1000", "recipients-0-position": "0", "recipients-0-email": "ann@x.example",
+              "recipients-0-status": "not_contacted"}  # fmt: skip
+    data = {"campaign": campaign.pk, "external_id": "added", "custom_fields": '{"tier": "gold"}', **inline}
+    assert admin_client.post(url(Lead, "add"), data).status_code == 302
+    lead = Lead.objects.get()
+    assert (lead.external_id, lead.custom_fields, lead.state, lead.current_step, lead.next_due_at) == (
+        "added", {"tier": "gold"}, Lead.State.IN_PROGRESS, 1, NOW,
+    )  # fmt: skip
+    assert list(lead.recipients.values_list("email", flat=True)) == ["ann@x.example"]

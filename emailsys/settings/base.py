@@ -182,6 +182,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
+    # List endpoints filter with their view's django-filter `filterset_class`; details ignore the query string.
+    # https://django-filter.readthedocs.io/en/stable/guide/rest_framework.html
+    "DEFAULT_FILTER_BACKENDS": ["emailsys.filters.ListFilterBackend"],
+    # A Django ValidationError raised by a service is a 400 with the errors by field, like a serializer's.
+    # https://www.django-rest-framework.org/api-guide/exceptions/#custom-exception-handling
+    "EXCEPTION_HANDLER": "emailsys.api.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "emailsys API",

@@ -31,9 +31,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 
-from campaigns.services.imports import ImportReport
 from emailsys import clock
-from emailsys.imports import csv_header_read
+from emailsys.imports import ImportReport, csv_header_read
 from workorders.models import Contact, validate_language
 
 CONTACT_COLUMNS = ("email", "name", "language", "subscribed", "attributes")

@@ -4,9 +4,10 @@ recipients keep their status."""
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.management.tables import object_or_error, validation_text
+from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
 from campaigns.services.recipients import leads_bulk_update_status
+from emailsys.management.imports import validation_text
 
 
 class Command(BaseCommand):

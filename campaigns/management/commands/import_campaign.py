@@ -8,8 +8,8 @@ unless the whole file is valid.
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.management.tables import validation_text
 from campaigns.services.imports import campaign_data_parse, campaign_import
+from emailsys.management.imports import validation_text
 
 
 class Command(BaseCommand):

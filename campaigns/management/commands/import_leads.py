@@ -8,9 +8,10 @@ skipped; the good rows are imported, and the command then exits with status 1.
 
 from django.core.management.base import BaseCommand
 
-from campaigns.management.tables import csv_file_import, import_errors_write, object_or_error
+from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
 from campaigns.services.imports import leads_import_csv
+from emailsys.management.imports import csv_file_import, import_errors_write
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error, table
 from campaigns.models import SenderAccount
-from campaigns.selectors import account_stats
+from campaigns.selectors import account_list, account_stats
 from emailsys import clock
 
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         if account_id is not None:
             accounts = [object_or_error(SenderAccount, account_id, "sender account")]
         else:
-            accounts = list(SenderAccount.objects.order_by("email"))
+            accounts = list(account_list())
         if not accounts:
             self.stdout.write("No sender accounts yet.")
             return

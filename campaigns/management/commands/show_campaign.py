@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import duration, fields, object_or_error, table, when
 from campaigns.models import Campaign
+from campaigns.selectors import campaign_details
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -15,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("campaign_id", type=int)
 
     def handle(self, *args, campaign_id: int, **options) -> None:
-        campaign = object_or_error(Campaign, campaign_id, "campaign")
+        details = campaign_details(campaign=object_or_error(Campaign, campaign_id, "campaign"))
+        campaign, steps, settings = details["campaign"], details["steps"], details["account_settings"]
         days = ", ".join(WEEKDAYS[day] for day in sorted(campaign.send_days)) or "every day"
         hours = (
             f"{campaign.send_hour_start:02d}:00-{campaign.send_hour_end:02d}:00"
@@ -36,7 +38,6 @@ class Command(BaseCommand):
                 ]
             )
         )
-        steps = campaign.steps.select_related("template").order_by("order")
         self.stdout.write(f"\nSteps ({len(steps)})")
         self.stdout.write(
             table(
@@ -44,7 +45,6 @@ class Command(BaseCommand):
                 [(s.order, duration(s.delay_seconds), s.threaded, s.template.name, s.template.subject) for s in steps],
             )
         )
-        settings = campaign.account_settings.select_related("account").order_by("account__email")
         self.stdout.write(f"\nAccounts ({len(settings)})")
         self.stdout.write(
             table(

@@ -4,8 +4,8 @@ Adding the same value again changes nothing."""
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.management.tables import validation_text
 from campaigns.services.suppressions import suppression_add
+from emailsys.management.imports import validation_text
 
 
 class Command(BaseCommand):

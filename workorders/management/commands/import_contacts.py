@@ -10,7 +10,7 @@ with their line number and skipped; the good rows are imported, and the command 
 
 from django.core.management.base import BaseCommand
 
-from campaigns.management.tables import csv_file_import, import_errors_write
+from emailsys.management.imports import csv_file_import, import_errors_write
 from workorders.services.contacts import contacts_import_csv
 
 

@@ -1,0 +1,52 @@
+"""List filters of every JSON API: django-filter FilterSets, applied to list endpoints only
+(`ListFilterBackend`, REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"]). `IdFilter` and `choice_filter` give query
+parameters the same error texts everywhere.
+
+DRF imports this module while it defines its generic views: it must not import views (emailsys.api does).
+"""
+
+from typing import Any
+
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework.request import Request
+
+
+class ListFilterBackend(DjangoFilterBackend):
+    """The view's `filterset_class` applies to its list only: a detail URL or an action on one row ignores the
+    query string, as it always did. A bad value is a 400 naming the parameter."""
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
+        if getattr(view, "action", None) != "list":
+            return queryset
+        return super().filter_queryset(request, queryset, view)
+
+
+class _IdField(forms.Field):
+    def to_python(self, value: Any) -> int | None:
+        if value in self.empty_values:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an id (a whole number).", code="invalid") from None
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(django_filters.Filter):
+    """Rows whose `field_name` (a foreign key) is this id; an id that names no row matches nothing."""
+
+    field_class = _IdField
+
+
+def choice_filter(choices: type, **kwargs: Any) -> django_filters.ChoiceFilter:
+    """One value of a TextChoices; another value is a 400 listing the allowed ones."""
+    allowed = ", ".join(choices.values)
+    return django_filters.ChoiceFilter(
+        choices=choices.choices, error_messages={"invalid_choice": f"%(value)r is not one of: {allowed}."}, **kwargs
+    )
