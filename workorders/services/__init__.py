@@ -11,6 +11,8 @@
 - locking: the work-order lease;
 - steps: the step pipeline a worker runs;
 - mailings: one event-mailing email, sent exactly once;
-- unsubscribes: the unsubscribe link and one-click POST;
-- operations: only `workorder_validate` for models.py's import, until that import names lifecycle.
+- unsubscribes: the unsubscribe link and one-click POST.
+
+What models' `clean()` checks (languages, subjects, testers, segment rules) is in `workorders.validators`, which
+imports no module of ours: models never import services.
 """
