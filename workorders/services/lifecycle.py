@@ -9,10 +9,10 @@ from django.db import transaction
 
 from emailsys import clock
 from workorders.models import WorkOrder, WorkOrderStep
-from workorders.services.events import workorder_event_emit
 from workorders.services.live import workorder_broadcast
 from workorders.services.locking import workorder_lock_is_live
 from workorders.services.state import workorder_interrupt, workorder_steps_create
+from workorders.services.stream import workorder_event_emit
 
 Status = WorkOrder.Status
 RUNNING = (Status.QUEUED, Status.WORKING)
