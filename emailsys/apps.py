@@ -23,6 +23,8 @@ class EmailsysConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
+        # Importing metrics connects its Celery signal handlers (per-task counts and latency, in every worker);
+        # the collector serves them on /metrics.
         from emailsys.metrics import register_collector
 
         register_collector()

@@ -1,6 +1,10 @@
 """The Celery application: configured from Django settings (CELERY_*), tasks autodiscovered per app.
 
 Workers: one pool per queue, e.g. `celery -A emailsys worker -Q sending -n sending@%h --pool threads`.
+
+A leaf among our modules: everything that builds on Celery imports this app, never the other way round. Per-task
+metrics (`emailsys.metrics`) connect to Celery's signals from `EmailsysConfig.ready`, which runs in a worker too:
+Celery's Django fix-up calls `django.setup()` before the worker imports task modules.
 """
 
 import os
@@ -12,6 +16,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 app = Celery("emailsys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-# Per-task counts, failures and latency for /metrics, recorded by the worker processes.
-import emailsys.metrics  # noqa: E402,F401

@@ -9,7 +9,8 @@ Life of an event:
   event_dispatch_next under the key's lock: if nothing of the key is in flight and every earlier outbox row of
                       the key was received, the oldest received event becomes `dispatched` and its task is sent
                       (after commit) to the stream's queue
-  event_run           (the task) dispatched → started, handler(event=...), → done | failed, dispatch the next one
+  event_run           (the task, `emailsys.run_event`, sent by name) dispatched → started, handler(event=...),
+                      → done | failed, dispatch the next one
   event_sweep         (beat) publishes what a crash left unpublished, re-sends tasks a broker lost
 
 Ordering rests on two things in PostgreSQL, not on the broker: a transaction-level advisory lock per key, taken
@@ -35,12 +36,15 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from emailsys.celery import app as celery_app
 from emailsys.models import OutboxEvent, ReceivedEvent
 from emailsys.sqs import sqs_client, sqs_configured, sqs_message_send, sqs_queue_url
 
 logger = logging.getLogger(__name__)
 State = ReceivedEvent.State
 SWEEP_BATCH = 500
+# emailsys.tasks.run_event, which calls event_run: sent by name, so the bus does not import the tasks built on it.
+RUN_EVENT_TASK = "emailsys.run_event"
 T = TypeVar("T")
 
 
@@ -196,10 +200,8 @@ def _dispatch_next_locked(*, stream: str, key: str) -> int | None:
 
 
 def _send_run_task(event_id: int, queue: str) -> None:
-    from emailsys.tasks import run_event
-
     try:
-        run_event.apply_async(args=[event_id], queue=queue)
+        celery_app.send_task(RUN_EVENT_TASK, args=[event_id], queue=queue, ignore_result=True)
     except Exception:  # noqa: BLE001 - the row says dispatched; the sweeper sends the task again
         logger.exception("event %s: sending its task to %s failed; the sweeper sends it again", event_id, queue)
 

@@ -9,7 +9,7 @@ import time
 from celery import shared_task
 from django.conf import settings
 
-from emailsys.eventbus import event_run, event_sweep
+from emailsys.eventbus import RUN_EVENT_TASK, event_run, event_sweep
 from emailsys.ops_clients import ops_redis
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def report_worker(self) -> dict:
 
 
 @shared_task(
-    name="emailsys.run_event",
+    name=RUN_EVENT_TASK,
     ignore_result=True,
     soft_time_limit=settings.EVENT_HANDLER_TIME_LIMIT,
     time_limit=settings.EVENT_HANDLER_TIME_LIMIT + 60,

@@ -1,5 +1,5 @@
-"""Admin for contacts, segments and events. Segment rules are validated by the model's `clean` (the service
-`segment_rule_validate`), so a bad rule is a form error on the field, never a server error; counts come from the
+"""Admin for contacts, segments and events. Segment rules are validated by the model's `clean` (the checks in
+`workorders.validators`), so a bad rule is a form error on the field, never a server error; counts come from the
 selector `segment_count`, one COUNT query per segment shown, and a rule that went bad (a segment it names was
 renamed away or deleted outside the admin) shows its error instead of a count."""
 
@@ -136,7 +136,8 @@ def _each(request: HttpRequest, queryset: QuerySet[WorkOrder], apply, done: str,
 
 @admin.register(WorkOrder)
 class WorkOrderAdmin(admin.ModelAdmin):
-    """Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle services."""
+    """Adding one, Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle
+    services."""
 
     list_display = ("id", "event", "sub_event", "stage", "status", "stop_requested", "lock", "created_at")
     list_filter = ("status",)
@@ -158,13 +159,17 @@ class WorkOrderAdmin(admin.ModelAdmin):
             return "-"
         return f"{work_order.lock_owner} until {work_order.lock_expires_at:%Y-%m-%d %H:%M:%S}"
 
-    def save_model(self, request: HttpRequest, obj: WorkOrder, form, change: bool) -> None:
-        if not change:
-            obj.created_by = request.user
-            if not obj.sub_event:
-                obj.sub_event = obj.event.sub_event
-        super().save_model(request, obj, form, change)
-        workorder_steps_create(work_order=obj)
+    def save_model(self, request: HttpRequest, obj: WorkOrder, form: forms.ModelForm, change: bool) -> None:
+        """A new work order is made by `workorder_create` (its creator, the event's sub-event, its steps, the
+        broadcast) from the form's fields, and `obj` becomes that row: the admin goes on with it (log entry,
+        redirect). A change is saved in place, with any step it needs (Send-Continuously)."""
+        if change:
+            super().save_model(request, obj, form, change)
+            workorder_steps_create(work_order=obj)
+            return
+        fields = {name: getattr(obj, name) for name in form.cleaned_data}  # as the form set them, defaults kept
+        obj.pk = lifecycle.workorder_create(created_by=request.user, **fields).pk
+        obj.refresh_from_db()
 
     @admin.action(description="Start")
     def start(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:

@@ -10,17 +10,19 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 
 from campaigns.models import EmailTemplate, SendAttempt, SenderAccount
-
-LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$"
-validate_language = RegexValidator(
-    LANGUAGE_PATTERN, "A language is a lower-case code such as en, fr or pt-br (ISO 639, optional region)."
+from workorders.validators import (
+    LANGUAGE_PATTERN,
+    segment_rule_errors,
+    subjects_errors,
+    testers_errors,
+    validate_language,
 )
 
 
@@ -75,8 +77,8 @@ class Contact(models.Model):
 
 class Segment(models.Model):
     """A named eligibility rule over contacts ("pool" in the system we replace). The rule is data, validated
-    by `segment_rule_validate` (called from `clean`, so the admin shows errors on the field) and compiled to
-    SQL by `segment_contacts`; other segments refer to this one by its slug."""
+    by `clean` (so the admin shows errors on the field) and compiled to SQL by `segment_contacts`; other segments
+    refer to this one by its slug."""
 
     slug = models.SlugField(max_length=100, unique=True, help_text="How other segments' rules refer to this one.")
     name = models.CharField(max_length=200)
@@ -105,9 +107,14 @@ class Segment(models.Model):
         return self.name or self.slug
 
     def clean(self) -> None:
-        from workorders.services.segments import segment_rule_validate  # services import models
-
-        segment_rule_validate(rule=self.rule, segment=self)
+        """The rule against the saved segments (`segment_rule_errors`): its shape, the segments it names, a cycle
+        through this one, and renaming a segment others refer to; every problem at once."""
+        stored = list(Segment.objects.values_list("pk", "slug", "rule"))
+        stored_slug = next((slug for pk, slug, _ in stored if pk == self.pk), None) if self.pk is not None else None
+        errors = segment_rule_errors(rule=self.rule, slug=self.slug, stored_slug=stored_slug,
+                                     stored_rules={slug: rule for _, slug, rule in stored})  # fmt: skip
+        if errors:
+            raise ValidationError(errors)
 
 
 class Event(models.Model):
@@ -237,9 +244,15 @@ class WorkOrder(models.Model):
         return sorted(self.subjects or {}) if isinstance(self.subjects, dict) else []
 
     def clean(self) -> None:
-        from workorders.services.operations import workorder_validate  # services import models
-
-        workorder_validate(work_order=self)
+        """By field: languages and subjects, testers' addresses, and the settings that only go together (the check
+        constraints refuse the same rows; this says why, on the form's fields)."""
+        errors = {"subjects": subjects_errors(self.subjects), "testers": testers_errors(self.testers)}
+        if self.send_continuously and not self.send_until:
+            errors["send_until"] = ["Sending continuously needs a 'send until' time."]
+        if self.burst_size and not self.burst_pause_seconds:
+            errors["burst_pause_seconds"] = ["A burst size needs a pause of at least 1 s."]
+        if any(errors.values()):
+            raise ValidationError({field: messages for field, messages in errors.items() if messages})
 
 
 class WorkOrderStep(models.Model):

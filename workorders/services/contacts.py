@@ -33,7 +33,8 @@ from django.db import connection, transaction
 
 from emailsys import clock
 from emailsys.imports import ImportReport, csv_header_read
-from workorders.models import Contact, validate_language
+from workorders.models import Contact
+from workorders.validators import validate_language
 
 CONTACT_COLUMNS = ("email", "name", "language", "subscribed", "attributes")
 BATCH_SIZE = 1000

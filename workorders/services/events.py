@@ -1,41 +1,16 @@
-"""Work-order events on the event bus: emitted through the transactional outbox (`emailsys.eventbus`), stream
-"workorder", key = the work order's id, so a work order's events run one at a time, in order, on the
-`workorders` pool; and the stream's handler (settings.EVENT_HANDLERS["workorder"])."""
+"""The handler of the work-order stream (settings.EVENT_HANDLERS["workorder"]): what a `workorders` worker runs for
+each event of a work order. It sits above the pipeline (`steps`); emitting is `workorders.services.stream`."""
 
 import logging
 
-from emailsys.eventbus import event_emit, event_redispatch
-from emailsys.models import ReceivedEvent
+from workorders.services.steps import workorder_run
 
-STREAM = "workorder"
 logger = logging.getLogger(__name__)
-
-
-def workorder_event_emit(*, work_order_id: int, kind: str, payload: dict | None = None) -> None:
-    """Call inside the transaction that made the change: the event exists if and only if the change does."""
-    event_emit(stream=STREAM, key=str(work_order_id), kind=kind, payload=payload or {})
-
-
-def workorder_resume(*, work_order_id: int) -> str:
-    """Gets a stalled work order going again. A dead worker's event is still in flight and holds back every later
-    event of the work order, so that one is re-dispatched; with none in flight a "resume" event is emitted."""
-    in_flight = (
-        ReceivedEvent.objects.filter(stream=STREAM, key=str(work_order_id), state__in=ReceivedEvent.IN_FLIGHT)
-        .order_by("id")
-        .values_list("id", flat=True)
-        .first()
-    )
-    if in_flight is not None and event_redispatch(event_id=in_flight):
-        return "redispatched"
-    workorder_event_emit(work_order_id=work_order_id, kind="resume")
-    return "resume emitted"
 
 
 def workorder_event_handle(*, event) -> str:
     """EVENT_HANDLERS["workorder"]: "start", "restart" and "resume" all process the work order (restart reset its
     steps when it was requested); the lease makes a duplicate harmless. Other kinds are logged and ignored."""
-    from workorders.services.steps import workorder_run  # the pipeline emits events: imported when run
-
     if event.kind not in ("start", "restart", "resume"):
         logger.warning("work order event %s: unknown kind %r ignored", event.id, event.kind)
         return "ignored"

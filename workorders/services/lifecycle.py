@@ -1,58 +1,21 @@
-"""A work order's lifecycle, as operators drive it (admin, API): validate and create, start, stop, restart from a
-step, unlock. Each change is committed with the event it triggers and broadcast after commit; the pipeline itself
-(`steps`) runs from those events on a worker."""
+"""A work order's lifecycle, as operators drive it (admin, API): create (validated by `WorkOrder.clean`), start,
+stop, restart from a step, unlock. Each change is committed with the event it triggers and broadcast after commit;
+the pipeline itself (`steps`) runs from those events on a worker."""
 
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import transaction
 
 from emailsys import clock
-from workorders.models import LANGUAGE_PATTERN, WorkOrder, WorkOrderStep
-from workorders.services.events import workorder_event_emit
+from workorders.models import WorkOrder, WorkOrderStep
 from workorders.services.live import workorder_broadcast
 from workorders.services.locking import workorder_lock_is_live
 from workorders.services.state import workorder_interrupt, workorder_steps_create
+from workorders.services.stream import workorder_event_emit
 
 Status = WorkOrder.Status
 RUNNING = (Status.QUEUED, Status.WORKING)
-
-
-def workorder_validate(*, work_order: WorkOrder) -> None:
-    """Raises ValidationError by field: languages and subjects, testers' addresses."""
-    import re
-
-    errors: dict[str, list[str]] = {}
-    subjects = work_order.subjects
-    if not isinstance(subjects, dict) or not subjects:
-        errors["subjects"] = ['Enable at least one language, e.g. {"en": "Join us", "fr": ""} (empty: the '
-                              "template's subject)."]  # fmt: skip
-    else:
-        bad = [str(code) for code in subjects if not re.match(LANGUAGE_PATTERN, str(code))]
-        bad += [
-            f"{code}: the subject must be text" for code, subject in subjects.items() if not isinstance(subject, str)
-        ]
-        if bad:
-            errors["subjects"] = [f"Not a language code such as en or pt-br, or not text: {', '.join(bad)}."]
-    testers = work_order.testers
-    if not isinstance(testers, list):
-        errors["testers"] = ['Testers are a JSON list of addresses, e.g. ["ana@example.org"].']
-    else:
-        invalid = []
-        for tester in testers:
-            try:
-                validate_email(tester)
-            except (ValidationError, TypeError):
-                invalid.append(repr(tester))
-        if invalid:
-            errors["testers"] = [f"Not email addresses: {', '.join(invalid)}."]
-    if work_order.send_continuously and not work_order.send_until:
-        errors["send_until"] = ["Sending continuously needs a 'send until' time."]
-    if work_order.burst_size and not work_order.burst_pause_seconds:
-        errors["burst_pause_seconds"] = ["A burst size needs a pause of at least 1 s."]
-    if errors:
-        raise ValidationError(errors)
 
 
 def workorder_create(*, created_by=None, **fields: Any) -> WorkOrder:

@@ -1,4 +1,5 @@
-"""Segments: eligibility rules stored as JSON, validated on save and compiled to one SQL query.
+"""Segments: eligibility rules stored as JSON, validated on save (`workorders.validators`, run by `Segment.clean`)
+and compiled to one SQL query.
 
 A rule is a JSON object with exactly one key, its kind:
 
@@ -22,9 +23,8 @@ Rules compile to a `Q` with each `in_segment` inlined and each `difference` as `
 as a plain negation: a JSON key that is absent reads as NULL and ``NOT NULL`` would drop that contact.
 """
 
+import copy
 import json
-import re
-from collections.abc import Iterable
 from functools import reduce
 from typing import Any
 
@@ -34,134 +34,25 @@ from django.db.models.fields.json import HasKey, KeyTransform
 from django.db.models.functions import Cast
 from django.db.models.lookups import Exact
 
-from workorders.models import LANGUAGE_PATTERN, Contact, Segment
+from workorders.models import Contact, Segment
+from workorders.validators import rule_path_parts, rule_shape_errors, slugs_referring_to
 
-RULE_KINDS = ("always", "language", "attribute_equals", "attribute_exists", "attribute_contains", "in_segment",
-              "and", "or", "difference")  # fmt: skip
-MAX_DEPTH = 32
-_LANGUAGE = re.compile(LANGUAGE_PATTERN)
-
-
-# --- validation -------------------------------------------------------------------------------------------
-
-
-def _path_parts(value: Any) -> list[str]:
-    """The dotted attribute path split into keys, or ValueError with the reason."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError('expected a dotted attribute path such as "registered" or "registrations.VT25"')
-    parts = value.strip().split(".")
-    for part in parts:
-        if not part:
-            raise ValueError(f"{value!r} has an empty part")
-        if "__" in part:
-            raise ValueError(f"{value!r}: a key must not contain '__'")
-        if part.isdigit():
-            raise ValueError(f"{value!r}: a key must not be only digits")
-    return parts
-
-
-def _structure_errors(rule: Any, where: str, depth: int = 0) -> list[str]:
-    """Every problem of one rule tree's shape, each as "where: message" (references are not followed)."""
-    if depth > MAX_DEPTH:
-        return [f"{where}: rules nest deeper than {MAX_DEPTH} levels"]
-    if not isinstance(rule, dict) or len(rule) != 1:
-        return [f"{where}: a rule is a JSON object with exactly one key, one of: {', '.join(RULE_KINDS)}"]
-    kind, argument = next(iter(rule.items()))
-    here = f"{where}.{kind}"
-    if kind not in RULE_KINDS:
-        return [f"{where}: unknown rule kind {kind!r} (expected one of: {', '.join(RULE_KINDS)})"]
-    if kind == "always":
-        return [] if argument is True else [f'{here}: write {{"always": true}}']
-    if kind == "language":
-        codes = [argument] if isinstance(argument, str) else argument
-        if not isinstance(codes, list) or not codes:
-            return [f'{here}: expected a language code or a non-empty list of them, e.g. ["en", "fr"]']
-        return [f"{here}: {code!r} is not a lower-case language code such as en, fr or pt-br"
-                for code in codes if not isinstance(code, str) or not _LANGUAGE.match(code)]  # fmt: skip
-    if kind.startswith("attribute_"):
-        expected = {"path"} if kind == "attribute_exists" else {"path", "value"}
-        if not isinstance(argument, dict) or set(argument) != expected:
-            keys = " and ".join(f'"{key}"' for key in sorted(expected))
-            return [f"{here}: expected an object with exactly the keys {keys}"]
-        try:
-            _path_parts(argument["path"])
-        except ValueError as error:
-            return [f"{here}.path: {error}"]
-        return []
-    if kind == "in_segment":
-        return [] if isinstance(argument, str) and argument else [f"{here}: expected a segment's slug"]
-    if kind in ("and", "or"):
-        if not isinstance(argument, list) or not argument:
-            return [f"{here}: expected a non-empty list of rules"]
-        return [error for index, item in enumerate(argument)
-                for error in _structure_errors(item, f"{here}[{index}]", depth + 1)]  # fmt: skip
-    if not isinstance(argument, dict) or set(argument) != {"from", "minus"}:
-        return [f'{here}: expected {{"from": rule, "minus": rule}}']
-    return [*_structure_errors(argument["from"], f"{here}.from", depth + 1),
-            *_structure_errors(argument["minus"], f"{here}.minus", depth + 1)]  # fmt: skip
-
-
-def _references(rule: Any) -> Iterable[str]:
-    """Slugs named by `in_segment` anywhere in the tree; lenient, so it also walks a broken stored rule."""
-    if isinstance(rule, dict):
-        for kind, argument in rule.items():
-            if kind == "in_segment" and isinstance(argument, str):
-                yield argument
-            else:
-                yield from _references(argument)
-    elif isinstance(rule, list):
-        for item in rule:
-            yield from _references(item)
-
-
-def _cycle_from(start: str, rules_by_slug: dict[str, Any]) -> list[str] | None:
-    """A chain of slugs start → … → start through in_segment references, or None."""
-    stack: list[tuple[str, list[str]]] = [(start, [start])]
-    seen: set[str] = set()
-    while stack:
-        slug, chain = stack.pop()
-        for target in _references(rules_by_slug.get(slug)):
-            if target == start:
-                return [*chain, start]
-            if target not in seen:
-                seen.add(target)
-                stack.append((target, [*chain, target]))
-    return None
+# --- validation (the checks are in workorders.validators, run by Segment.clean) ------------------------------
 
 
 def segment_rule_validate(*, rule: Any, segment: Segment | None = None) -> None:
     """Raises ValidationError({"rule": [...], "slug": [...]}) listing every problem at once, each rule problem
     with its place ("rule.and[1].in_segment: …"): the rule's shape, references to segments that do not exist,
-    cycles through `segment` (the one being saved, if any), and renaming a segment that others refer to."""
-    rule_errors = _structure_errors(rule, "rule")
-    slug_errors = []
-    rules_by_slug = dict(Segment.objects.values_list("slug", "rule"))
-    slug = segment.slug if segment is not None else ""
-    if segment is not None and segment.pk is not None:
-        old_slug = Segment.objects.filter(pk=segment.pk).values_list("slug", flat=True).first()
-        if old_slug and old_slug != slug:
-            users = segment_referenced_by(slug=old_slug)
-            if users:
-                slug_errors.append(f"segments {', '.join(users)} refer to {old_slug!r}; change their rules first")
-            rules_by_slug.pop(old_slug, None)
-    for target in dict.fromkeys(_references(rule)):
-        if target != slug and target not in rules_by_slug:
-            rule_errors.append(f"rule: in_segment {target!r}: no segment has this slug")
-    if slug:
-        rules_by_slug[slug] = rule
-        cycle = _cycle_from(slug, rules_by_slug)
-        if cycle:
-            rule_errors.append(f"rule: in_segment makes a cycle ({' → '.join(cycle)}); a segment cannot contain "
-                               "itself")  # fmt: skip
-    errors = {name: messages for name, messages in (("rule", rule_errors), ("slug", slug_errors)) if messages}
-    if errors:
-        raise ValidationError(errors)
+    cycles through `segment` (the one being saved, if any), and renaming a segment that others refer to. The
+    checks are `Segment.clean`'s, so the admin form, `segment_save` and this say the same."""
+    candidate = copy.copy(segment) if segment is not None else Segment()
+    candidate.rule = rule
+    candidate.clean()
 
 
 def segment_referenced_by(*, slug: str) -> list[str]:
     """Slugs of the other segments whose rules name `slug` (they would break if it were renamed or deleted)."""
-    return sorted(other for other, rule in Segment.objects.values_list("slug", "rule")
-                  if other != slug and slug in set(_references(rule)))  # fmt: skip
+    return slugs_referring_to(slug, dict(Segment.objects.values_list("slug", "rule")))
 
 
 # --- compilation -------------------------------------------------------------------------------------------
@@ -186,13 +77,13 @@ def _compile(rule: Any, rules_by_slug: dict[str, Any], chain: tuple[str, ...]) -
         # jsonb = jsonb, so true and "true" differ; built from expressions, not "attributes__a__b" keyword
         # lookups, where a key named like a lookup ("contains", "exact") would be read as one.
         value = Cast(Value(json.dumps(argument["value"])), output_field=JSONField())
-        return Q(Exact(_attribute(_path_parts(argument["path"])), value))
+        return Q(Exact(_attribute(rule_path_parts(argument["path"])), value))
     if kind == "attribute_exists":
-        *parents, key = _path_parts(argument["path"])
+        *parents, key = rule_path_parts(argument["path"])
         return Q(HasKey(_attribute(parents), key))
     if kind == "attribute_contains":
         # Containment on the column itself, so the GIN index on attributes serves it.
-        return Q(attributes__contains=_nested(_path_parts(argument["path"]), [argument["value"]]))
+        return Q(attributes__contains=_nested(rule_path_parts(argument["path"]), [argument["value"]]))
     if kind == "in_segment":
         return _compile_segment(argument, rules_by_slug, chain)
     if kind in ("and", "or"):
@@ -209,7 +100,7 @@ def _compile_segment(slug: str, rules_by_slug: dict[str, Any], chain: tuple[str,
     if slug not in rules_by_slug:
         raise ValidationError(f"in_segment {slug!r}: no segment has this slug")
     rule = rules_by_slug[slug]
-    errors = _structure_errors(rule, "rule")
+    errors = rule_shape_errors(rule, "rule")
     if errors:
         raise ValidationError([f"segment {slug!r}: {error}" for error in errors])
     return _compile(rule, rules_by_slug, (*chain, slug))
@@ -219,7 +110,7 @@ def segment_rule_contacts(*, rule: Any, slug: str = "") -> QuerySet[Contact]:
     """Subscribed contacts matching `rule`, as one lazy query (no contact is loaded here). `slug` names the
     segment the rule belongs to, so a reference back to it is caught. Raises ValidationError for a rule that
     is malformed or names a missing segment or a cycle (a stored rule can go bad when another is deleted)."""
-    errors = _structure_errors(rule, "rule")
+    errors = rule_shape_errors(rule, "rule")
     if errors:
         raise ValidationError(errors)
     rules_by_slug = dict(Segment.objects.values_list("slug", "rule"))

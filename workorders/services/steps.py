@@ -38,7 +38,6 @@ from campaigns.services.templating import RenderedEmail, TemplateRenderError, te
 from campaigns.services.throttling import NoAccount
 from emailsys import clock
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.services.events import workorder_event_emit
 from workorders.services.live import workorder_broadcast
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
 from workorders.services.mailings import (
@@ -52,6 +51,7 @@ from workorders.services.mailings import (
 )
 from workorders.services.segments import segment_contacts
 from workorders.services.state import workorder_interrupt, workorder_steps_create, workorder_update
+from workorders.services.stream import workorder_event_emit
 from workorders.services.templating import event_template_context
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from django.db.models import Q
 
 from emailsys import clock
 from workorders.models import WorkOrder
-from workorders.services.events import workorder_resume
 from workorders.services.locking import lease_seconds
+from workorders.services.stream import workorder_resume
 
 Status = WorkOrder.Status
 

@@ -29,9 +29,9 @@ from emailsys.testing import (
     worker_argv,
 )
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.services.events import STREAM, workorder_event_emit
 from workorders.services.lifecycle import workorder_restart, workorder_start, workorder_stop
 from workorders.services.state import workorder_steps_create
+from workorders.services.stream import STREAM, workorder_event_emit
 from workorders.tests.factories import WorkOrderFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ from emailsys.models import OutboxEvent, ReceivedEvent
 from workorders.demo import demo_workorder_create
 from workorders.models import WorkOrder
 from workorders.selectors import segment_count
-from workorders.services.events import STREAM, workorder_resume
+from workorders.services.stream import STREAM, workorder_resume
 from workorders.tests.factories import WorkOrderFactory
 
 pytestmark = pytest.mark.django_db

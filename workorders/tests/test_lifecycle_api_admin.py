@@ -108,6 +108,39 @@ def test_admin_pages_show_steps_and_lock(admin_client):
     assert admin_client.get(admin_url("add")).status_code == 200
 
 
+def test_admin_add_creates_the_work_order_with_its_creator_the_events_sub_event_and_its_steps(admin_client):
+    form = {**work_order_payload(), "subjects": '{"en": "", "fr": "Bonjour"}', "testers": '["t@example.test"]',
+            "salutation_by_name": "on", "send_interval_seconds": 3600, "burst_size": 0, "burst_pause_seconds": 0,
+            "steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0}  # fmt: skip
+
+    response = admin_client.post(admin_url("add"), form)
+
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    assert response["Location"] == admin_url("changelist")
+    work_order = WorkOrder.objects.get()
+    assert work_order.created_by.username == "admin" and work_order.sub_event == "w1"
+    assert work_order.subjects == {"en": "", "fr": "Bonjour"} and work_order.status == Status.READY
+    assert list(work_order.steps.values_list("name", flat=True)) == ["count", "prepare", "dry_run", "test", "send"]
+
+
+def test_admin_change_saves_in_place_and_adds_a_step_the_change_needs(admin_client):
+    work_order = WorkOrderFactory(stage="invitation")
+    workorder_steps_create(work_order=work_order)
+    form = {field: getattr(work_order, f"{field}_id") for field in ("event", "audience", "account", "template")}
+    form |= {"sub_event": work_order.sub_event, "stage": "reminder", "subjects": '{"en": ""}', "testers": "[]",
+             "send_continuously": "on", "send_until_0": "2999-01-01", "send_until_1": "00:00:00",
+             "send_interval_seconds": 60, "burst_size": 0, "burst_pause_seconds": 0,
+             "steps-TOTAL_FORMS": 0, "steps-INITIAL_FORMS": 0}  # fmt: skip
+
+    response = admin_client.post(admin_url("change", work_order.id), form)
+
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    changed = WorkOrder.objects.get()
+    assert changed.id == work_order.id and changed.stage == "reminder"
+    assert changed.created_by is None and changed.sub_event == ""  # a change sets neither
+    assert list(changed.steps.values_list("name", flat=True))[-1] == "send_continuously"
+
+
 def test_admin_actions_start_stop_unlock_and_restart_after_a_confirmation_page(admin_client):
     work_order = WorkOrderFactory()
     workorder_steps_create(work_order=work_order)
