@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from campaigns.services.ledger import ResolveAction
@@ -108,3 +108,12 @@ class SendAttemptAdmin(ReadOnlyAdmin):
     @admin.action(description="Unknown outcome: resend anyway", permissions=["resolve"])
     def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._resolve(request, queryset, ResolveAction.RESEND, self.resent_note)
+
+
+def counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | str:
+    """ "state: n, …" for a panel; zeros left out unless `skip_zero` is False."""
+    shown = [(str(key), value) for key, value in counts.items() if value or not skip_zero]
+    return format_html_join(", ", "{}: {}", shown) or "—"
+
+
+# --- templates ---------------------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""Sender accounts in the admin: secrets write-only, today's usage from the selectors, pause/resume/test/reset."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from campaigns.models import AccountDailyUsage, SenderAccount
+from campaigns.selectors import account_list, account_stats
+from campaigns.services.accounts import account_reset_limits, account_set_status
+from campaigns.services.delivery import account_check
+from emailsys import clock
+from emailsys.admin import ReadOnlyAdmin, counts_html, request_actor
+
+
+class SenderAccountForm(forms.ModelForm):
+    """The SMTP password and the ESP secret are write-only: never rendered back; empty on edit keeps the stored
+    one."""
+
+    smtp_password = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
+        label="SMTP password",
+        help_text="Write-only. Leave empty to keep the stored password.",
+    )
+    esp_secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
+        label="ESP secret",
+        help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Leave empty to keep it.",
+    )
+
+    esp_endpoint_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        label="ESP endpoint URL",
+        help_text=SenderAccount._meta.get_field("esp_endpoint_url").help_text,
+    )
+
+    class Meta:
+        model = SenderAccount
+        fields = ["email", "from_name", "first_name", "last_name", "provider", "signature", "transport", "smtp_host",
+                  "smtp_port", "security", "smtp_username", "smtp_password", "esp_name", "esp_key_id", "esp_secret",
+                  "esp_region", "esp_endpoint_url", "esp_configuration_set", "time_zone", "daily_limit",
+                  "min_wait_seconds", "jitter_seconds"]  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.pop("smtp_password", None)  # the plaintext never reaches the page, not even hidden
+        self.initial.pop("esp_secret", None)
+        if "transport" in self.fields:
+            self.fields["transport"].required = False
+
+    def clean_smtp_password(self) -> str:
+        password = self.cleaned_data.get("smtp_password", "")
+        if not password and self.instance.pk:
+            return self.instance.smtp_password
+        return password
+
+    def clean_transport(self) -> str:
+        """Optional in a submission (forms written before ESP accounts existed): SMTP."""
+        return self.cleaned_data.get("transport") or SenderAccount.Transport.SMTP
+
+    def clean_esp_secret(self) -> str:
+        secret = self.cleaned_data.get("esp_secret", "")
+        if not secret and self.instance.pk:
+            return self.instance.esp_secret
+        return secret
+
+
+@admin.register(SenderAccount)
+class SenderAccountAdmin(admin.ModelAdmin):
+    form = SenderAccountForm
+    list_display = ["email", "status", "status_reason", "usage_today", "daily_limit", "transport", "smtp_host",
+                    "esp_name", "provider"]  # fmt: skip
+    list_filter = ["status", "transport", "esp_name", "security", "provider"]
+    search_fields = ["email", "from_name", "smtp_host", "provider"]
+    ordering = ["email"]
+    actions = ["test_smtp", "pause", "resume", "disable", "reset_limits"]
+    readonly_fields = ["status", "status_reason", "has_password", "has_esp_secret", "consecutive_failures",
+                       "last_reserved_at", "next_available_at", "busy_until", "stats_panel", "created_at"]  # fmt: skip
+    fieldsets = [
+        (None, {"fields": ["email", "from_name", "first_name", "last_name", "provider", "signature", "transport"]}),
+        ("SMTP", {"fields": ["smtp_host", "smtp_port", "security", "smtp_username", "smtp_password", "has_password"]}),
+        ("ESP (django-anymail)", {"fields": ["esp_name", "esp_key_id", "esp_secret", "has_esp_secret", "esp_region",
+                                             "esp_endpoint_url", "esp_configuration_set"]}),
+        ("Limits", {"fields": ["time_zone", "daily_limit", "min_wait_seconds", "jitter_seconds"]}),
+        ("State", {"fields": ["status", "status_reason", "consecutive_failures", "last_reserved_at",
+                              "next_available_at", "busy_until", "stats_panel", "created_at"]}),
+    ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SenderAccount]:
+        return account_list()
+
+    @admin.display(description="Reserved today / limit", ordering="reserved_today")
+    def usage_today(self, account: SenderAccount) -> str:
+        return f"{account.reserved_today} / {account.daily_limit}"
+
+    @admin.display(description="Password stored", boolean=True)
+    def has_password(self, account: SenderAccount) -> bool:
+        return bool(account.smtp_password)
+
+    @admin.display(description="ESP secret stored", boolean=True)
+    def has_esp_secret(self, account: SenderAccount) -> bool:
+        return bool(account.esp_secret)
+
+    @admin.display(description="Today")
+    def stats_panel(self, account: SenderAccount) -> SafeString | str:
+        if not account.pk:
+            return "—"
+        stats = account_stats(account=account, now=clock.now())
+        rows = [
+            ("Day (account time)", stats["day"].isoformat()),
+            ("Reserved / limit", f"{stats['reserved_today']} / {stats['daily_limit']}"),
+            ("Sent today", stats["sent_today"]),
+            ("Last sent", stats["last_sent_at"] or "—"),
+            ("Sends by state", counts_html(stats["sends"])),
+        ]
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @admin.action(description="Test SMTP login (or ESP credentials and sender) of selected accounts")
+    def test_smtp(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        for account in queryset:
+            ok, detail = account_check(account=account)
+            level = messages.SUCCESS if ok else messages.ERROR
+            self.message_user(request, f"{account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[SenderAccount], status: str) -> None:
+        reason = "" if status == SenderAccount.Status.ACTIVE else f"{status} by {request_actor(request)} in the admin"
+        for account in queryset:
+            account_set_status(account=account, status=status, reason=reason)
+        self.message_user(request, f"{queryset.count()} account(s) now {status}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected accounts")
+    def pause(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.PAUSED)
+
+    @admin.action(description="Resume selected accounts")
+    def resume(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.ACTIVE)
+
+    @admin.action(description="Disable selected accounts")
+    def disable(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        self._set_status(request, queryset, SenderAccount.Status.DISABLED)
+
+    @admin.action(description="Reset today's limits of selected accounts")
+    def reset_limits(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
+        for account in queryset:
+            account_reset_limits(account=account)
+        self.message_user(request, f"Limits reset for {queryset.count()} account(s).", messages.SUCCESS)
+
+
+@admin.register(AccountDailyUsage)
+class AccountDailyUsageAdmin(ReadOnlyAdmin):
+    list_display = ["account", "day", "reserved"]
+    list_select_related = ["account"]
+    list_filter = ["day", "account"]
+    search_fields = ["account__email"]
+    date_hierarchy = "day"
+    ordering = ["-day", "account__email"]
+
+
+# --- campaigns ---------------------------------------------------------------------------------------------

@@ -1,0 +1,276 @@
+"""Campaigns, their steps and templates in the admin: progress from the selectors, the send-test page, resets."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from campaigns.models import (
+    Campaign,
+    CampaignAccount,
+    EmailTemplate,
+    Lead,
+    Recipient,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+)
+from campaigns.selectors import campaign_list, campaign_progress
+from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status
+from campaigns.services.previews import campaign_dry_run, step_send_test
+from campaigns.services.templating import TemplateRenderError, template_context, template_render
+from emailsys.admin import counts_html, preformatted, request_actor
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "subject", "updated_at"]
+    search_fields = ["name", "subject"]
+    readonly_fields = ["preview", "created_at", "updated_at"]
+    fields = ["name", "subject", "body_text", "body_html", "preview", "created_at", "updated_at"]
+
+    @admin.display(description="Preview (sample recipient Jane Doe)")
+    def preview(self, template: EmailTemplate) -> SafeString | str:
+        if not template.pk:
+            return "Save to see a preview."
+        context = template_context(
+            recipient=Recipient(email="jane@example.com", first_name="Jane", last_name="Doe",
+                                company_name="Example Inc", website="example.com"),
+            account=SenderAccount(email="sender@example.com", first_name="Sam", last_name="Sender"),
+            campaign=Campaign(), step_order=1, custom_fields={},
+        )  # fmt: skip
+        try:
+            rendered = template_render(template=template, context=context, signature="")
+        except TemplateRenderError as error:
+            return format_html('<p class="errornote">{}</p>', str(error))
+        return preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+
+
+# --- sender accounts ---------------------------------------------------------------------------------------
+
+
+class CampaignAccountInline(admin.TabularInline):
+    model = CampaignAccount
+    extra = 0
+    fields = ["account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
+    readonly_fields = ["usage_day", "usage_reserved"]
+    autocomplete_fields = ["account"]
+    verbose_name = "sender account (with this campaign's limits)"
+    verbose_name_plural = "sender accounts (with this campaign's limits)"
+
+
+class SequenceStepInline(admin.TabularInline):
+    model = SequenceStep
+    extra = 0
+    fields = ["order", "delay_seconds", "template", "threaded"]
+    autocomplete_fields = ["template"]
+    ordering = ["order"]
+
+
+class SendTestForm(forms.Form):
+    step = forms.ModelChoiceField(queryset=SequenceStep.objects.none())
+    to_email = forms.EmailField(label="Send to", help_text="Your address; the campaign's recipients get nothing.")
+    account = forms.ModelChoiceField(queryset=SenderAccount.objects.order_by("email"), label="Through account")
+    lead = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Render for lead (id)",
+        help_text="Optional: render with this lead's first recipient; empty: sample values.",
+    )
+
+    def __init__(self, *args, campaign: Campaign, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.campaign = campaign
+        self.fields["step"].queryset = campaign.steps.select_related("template").order_by("order")
+        self.fields["step"].label_from_instance = lambda step: f"Step {step.order}: {step.template.name}"
+
+    def clean_lead(self) -> Lead | None:
+        lead_id = self.cleaned_data.get("lead")
+        if lead_id is None:
+            return None
+        lead = Lead.objects.filter(campaign=self.campaign, pk=lead_id).first()
+        if lead is None:
+            raise ValidationError(f"Campaign {self.campaign.pk} has no lead {lead_id}.")
+        return lead
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "leads_in_progress", "leads_finished", "leads_stopped", "sent_today",
+                    "unknown_sends", "time_zone", "starts_at", "created_at"]  # fmt: skip
+    list_filter = ["status", "time_zone", "created_at"]
+    search_fields = ["name"]
+    ordering = ["-created_at", "-id"]
+    inlines = [CampaignAccountInline, SequenceStepInline]
+    actions = ["pause", "resume", "reset_progress", "dry_run"]
+    readonly_fields = ["status", "progress_panel", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "status", "progress_panel"]}),
+        ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
+                                 "send_hour_end", "batch_size"]}),
+        ("Record", {"fields": ["created_at", "updated_at"]}),
+    ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
+        return campaign_list()
+
+    @admin.display(description="In progress", ordering="leads_in_progress")
+    def leads_in_progress(self, campaign: Campaign) -> int:
+        return campaign.leads_in_progress
+
+    @admin.display(description="Finished", ordering="leads_finished")
+    def leads_finished(self, campaign: Campaign) -> int:
+        return campaign.leads_finished
+
+    @admin.display(description="Stopped", ordering="leads_stopped")
+    def leads_stopped(self, campaign: Campaign) -> int:
+        return campaign.leads_stopped
+
+    @admin.display(description="Sent today", ordering="sent_today")
+    def sent_today(self, campaign: Campaign) -> int:
+        return campaign.sent_today
+
+    @admin.display(description="Unknown outcome", ordering="unknown_count")
+    def unknown_sends(self, campaign: Campaign) -> int:
+        return campaign.unknown_count
+
+    @admin.display(description="Progress")
+    def progress_panel(self, campaign: Campaign) -> SafeString | str:
+        if not campaign.pk:
+            return "—"
+        progress = campaign_progress(campaign=campaign)
+        unknown = progress["send_records"].get(SendRecord.State.UNKNOWN, 0)
+        unknown_url = reverse("admin:campaigns_sendrecord_changelist")
+        unknown_link = format_html(
+            '<a href="{}?campaign__id__exact={}&amp;state__exact=unknown">{} with unknown outcome</a>',
+            unknown_url, campaign.pk, unknown,
+        ) if unknown else "none with unknown outcome"  # fmt: skip
+        rows = [
+            ("Leads", counts_html(progress["leads"], skip_zero=False)),
+            ("Leads by current step", counts_html({f"step {k}": v for k, v in progress["leads_by_step"].items()})),
+            ("Recipients", counts_html(progress["recipients"])),
+            ("Send records", format_html("{} ({})", counts_html(progress["send_records"]), unknown_link)),
+            ("Sent today", progress["sent_today"]),
+        ]
+        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:
+        changed = 0
+        for campaign in queryset:
+            try:
+                reason = f"{status} by {request_actor(request)} (admin)"
+                campaign_set_status(campaign=campaign, status=status, reason=reason)
+            except ValidationError as error:
+                self.message_user(request, f"{campaign.name}: {' '.join(error.messages)}", messages.ERROR)
+            else:
+                changed += 1
+        if changed:
+            self.message_user(request, f"{changed} campaign(s) now {status}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected campaigns")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._set_status(request, queryset, Campaign.Status.PAUSED)
+
+    @admin.action(description="Resume (activate) selected campaigns")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._set_status(request, queryset, Campaign.Status.ACTIVE)
+
+    @admin.action(description="Reset progress of selected campaigns…")
+    def reset_progress(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Reset campaign progress?",
+                "opts": self.model._meta,
+                "campaigns": list(queryset),
+            }
+            return TemplateResponse(request, "admin/campaigns/campaign/reset_progress.html", context)
+        for campaign in queryset:
+            count = campaign_reset_progress(campaign=campaign)
+            self.message_user(request, f"{campaign.name}: {count} lead(s) start over at step 1.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Dry run selected campaigns (due leads, nothing sent)")
+    def dry_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            records = campaign_dry_run(campaign_id=campaign.pk)
+            errors = sum(1 for record in records if record.error)
+            if not records:
+                note = "nothing due (only due leads of active campaigns with an active account are dry-run)"
+                self.message_user(request, f"{campaign.name}: {note}.", messages.WARNING)
+                continue
+            level = messages.WARNING if errors else messages.SUCCESS
+            self.message_user(
+                request,
+                f"{campaign.name}: {len(records)} message(s) rendered as dry runs, {errors} with errors.",
+                level,
+            )
+
+    # The send-test page: /admin/campaigns/campaign/<id>/send-test/, linked from the change page.
+
+    def get_urls(self) -> list:
+        info = (self.opts.app_label, self.opts.model_name)
+        return [
+            path(
+                "<path:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="{}_{}_send_test".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def send_test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self.get_object(request, object_id)
+        if campaign is None:
+            raise Http404(f"No campaign with id {object_id!r}.")
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        initial = {"to_email": request.user.email, "account": campaign.accounts.order_by("id").first()}
+        form = SendTestForm(request.POST or None, campaign=campaign, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            step, account = form.cleaned_data["step"], form.cleaned_data["account"]
+            to_email = form.cleaned_data["to_email"]
+            test = step_send_test(step=step, to_email=to_email, account=account, lead=form.cleaned_data["lead"])
+            if test.sent_at:
+                text = f"Test of step {step.order} sent to {to_email} through {account.email} ({test.message_id})."
+                self.message_user(request, text, messages.SUCCESS)
+            else:
+                self.message_user(request, f"Test of step {step.order} to {to_email} failed: {test.error}",
+                                  messages.ERROR)  # fmt: skip
+            return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Send a test of {campaign.name}",
+            "opts": self.opts,
+            "campaign": campaign,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/campaigns/campaign/send_test.html", context)
+
+
+@admin.register(CampaignAccount)
+class CampaignAccountAdmin(admin.ModelAdmin):
+    list_display = ["campaign", "account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
+    list_select_related = ["campaign", "account"]
+    list_filter = ["campaign"]
+    search_fields = ["campaign__name", "account__email"]
+    autocomplete_fields = ["campaign", "account"]
+    readonly_fields = ["usage_day", "usage_reserved"]
+
+
+@admin.register(SequenceStep)
+class SequenceStepAdmin(admin.ModelAdmin):
+    list_display = ["campaign", "order", "template", "delay_seconds", "threaded"]
+    list_select_related = ["campaign", "template"]
+    list_filter = ["campaign", "threaded"]
+    search_fields = ["campaign__name", "template__name"]
+    autocomplete_fields = ["campaign", "template"]
+    ordering = ["campaign", "order"]
+
+
+# --- leads and recipients ----------------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Leads and their recipients in the admin; adding a lead goes through the create service."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from campaigns.models import Lead, Recipient
+from campaigns.selectors import lead_list
+from campaigns.services.leads import lead_create, leads_stop
+from campaigns.services.lifecycle import lead_reset_progress
+from emailsys.admin import instance_adopt, request_actor
+
+
+class RecipientInline(admin.TabularInline):
+    model = Recipient
+    extra = 0
+    fields = ["position", "email", "name", "first_name", "last_name", "company_name", "website", "provider",
+              "status", "last_contacted_at", "last_step"]  # fmt: skip
+    readonly_fields = ["last_contacted_at", "last_step"]
+    ordering = ["position"]
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin):
+    list_display = ["id", "external_id", "campaign", "state", "current_step", "recipient_count", "first_email",
+                    "next_due_at", "last_sent_at"]  # fmt: skip
+    list_select_related = ["campaign"]
+    list_filter = ["campaign", "state", "current_step"]
+    search_fields = ["external_id", "recipients__email"]
+    ordering = ["-id"]
+    inlines = [RecipientInline]
+    actions = ["reset_progress", "stop"]
+    readonly_fields = ["state", "stop_reason", "current_step", "last_sent_at", "next_due_at", "created_at"]
+    fields = ["campaign", "external_id", "custom_fields", *readonly_fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
+        return lead_list()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Lead | None = None) -> list[str]:
+        # Moving a lead to another campaign would orphan its send records' meaning.
+        return [*self.readonly_fields, "campaign"] if obj else list(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Lead, form: forms.ModelForm, change: bool) -> None:
+        """A new lead is created by the service, due now like imported ones; its recipients (the inline) are
+        saved right after. Editing external id or custom fields saves the row."""
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = lead_create(campaign=obj.campaign, external_id=obj.external_id, custom_fields=obj.custom_fields)
+        instance_adopt(obj, created)
+
+    @admin.display(description="Recipients", ordering="recipient_count")
+    def recipient_count(self, lead: Lead) -> int:
+        return lead.recipient_count
+
+    @admin.display(description="First recipient", ordering="first_email")
+    def first_email(self, lead: Lead) -> str:
+        return lead.first_email or "—"
+
+    @admin.action(description="Reset progress of selected leads (start over at step 1)")
+    def reset_progress(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        for lead in queryset:
+            lead_reset_progress(lead=lead)
+        self.message_user(request, f"{queryset.count()} lead(s) start over at step 1, due now.", messages.SUCCESS)
+
+    @admin.action(description="Stop selected leads (no more emails)")
+    def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        stopped = leads_stop(leads=queryset, reason=f"stopped by {request_actor(request)} in the admin")
+        self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
+
+
+@admin.register(Recipient)
+class RecipientAdmin(admin.ModelAdmin):
+    list_display = ["email", "name", "company_name", "lead_link", "campaign_name", "status", "last_contacted_at",
+                    "last_step"]  # fmt: skip
+    list_select_related = ["lead__campaign"]
+    list_filter = ["status", "lead__campaign"]
+    search_fields = ["email", "name", "company_name"]
+    raw_id_fields = ["lead"]
+    readonly_fields = ["last_contacted_at", "last_step", "unsubscribe_token"]
+    ordering = ["-id"]
+
+    @admin.display(description="Lead", ordering="lead_id")
+    def lead_link(self, recipient: Recipient) -> SafeString:
+        url = reverse("admin:campaigns_lead_change", args=[recipient.lead_id])
+        return format_html('<a href="{}">{}</a>', url, recipient.lead.external_id or f"lead {recipient.lead_id}")
+
+    @admin.display(description="Campaign", ordering="lead__campaign__name")
+    def campaign_name(self, recipient: Recipient) -> str:
+        return recipient.lead.campaign.name
+
+
+# --- what was sent -----------------------------------------------------------------------------------------
