@@ -4,16 +4,14 @@ Views validate input, then call services (`workorders.services.lifecycle`) and s
 Bad input, an unknown step or an operation the current state refuses is a 400 with the reason, never a 500.
 """
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from emailsys.api import ModelCleanMixin, django_errors
+from emailsys.api import ModelCleanMixin
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_list
 from workorders.services import lifecycle
@@ -44,21 +42,11 @@ class WorkOrderSerializer(ModelCleanMixin, serializers.ModelSerializer):
                             "lock_expires_at", "created_at")  # fmt: skip
 
     def create(self, validated_data: dict) -> WorkOrder:
-        try:
-            return lifecycle.workorder_create(**validated_data)
-        except DjangoValidationError as error:
-            raise ValidationError(django_errors(error)) from None
+        return lifecycle.workorder_create(**validated_data)  # a refusal is a 400 by field (api_exception_handler)
 
 
 class RestartSerializer(serializers.Serializer):
     step = serializers.ChoiceField(choices=WorkOrderStep.Name.choices)
-
-
-def _operation(apply, **kwargs) -> None:
-    try:
-        apply(**kwargs)
-    except DjangoValidationError as error:
-        raise ValidationError(django_errors(error)) from None
 
 
 class WorkOrderViewSet(
@@ -78,13 +66,13 @@ class WorkOrderViewSet(
     @extend_schema(request=None, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")})
     @action(detail=True, methods=["post"])
     def start(self, request: Request, pk: str | None = None) -> Response:
-        _operation(lifecycle.workorder_start, work_order_id=self.get_object().id)
+        lifecycle.workorder_start(work_order_id=self.get_object().id)
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str | None = None) -> Response:
-        _operation(lifecycle.workorder_stop, work_order_id=self.get_object().id)
+        lifecycle.workorder_stop(work_order_id=self.get_object().id)
         return self._fresh(pk)
 
     @extend_schema(
@@ -95,7 +83,7 @@ class WorkOrderViewSet(
         work_order = self.get_object()
         serializer = RestartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        _operation(lifecycle.workorder_restart, work_order_id=work_order.id, step=serializer.validated_data["step"])
+        lifecycle.workorder_restart(work_order_id=work_order.id, step=serializer.validated_data["step"])
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
