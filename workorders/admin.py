@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from emailsys.admin import SendAttemptAdmin
+from emailsys.admin import SendAttemptAdmin, instance_adopt
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import lifecycle
@@ -168,8 +168,7 @@ class WorkOrderAdmin(admin.ModelAdmin):
             workorder_steps_create(work_order=obj)
             return
         fields = {name: getattr(obj, name) for name in form.cleaned_data}  # as the form set them, defaults kept
-        obj.pk = lifecycle.workorder_create(created_by=request.user, **fields).pk
-        obj.refresh_from_db()
+        instance_adopt(obj, lifecycle.workorder_create(created_by=request.user, **fields))
 
     @admin.action(description="Start")
     def start(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
