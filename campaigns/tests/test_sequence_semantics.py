@@ -139,6 +139,22 @@ def test_every_email_of_a_lead_comes_from_the_account_that_sent_its_first(moving
         assert {lead.sender_account.email} == senders[f"lead{lead.external_id[1:]}"]
 
 
+def test_the_lead_s_sender_is_shown_in_the_admin_the_api_and_show_lead_details(client, admin_user, capsys) -> None:
+    from django.core.management import call_command
+
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=2, daily_limit=50,
+                                     step_delay_seconds=600)  # fmt: skip
+        run_until_idle()
+        (mail,) = smtp.snapshot()
+    lead = scenario.leads[0]
+    client.force_login(admin_user)
+    assert client.get(f"/api/v1/leads/{lead.id}/").json()["sender_email"] == mail.mail_from
+    assert mail.mail_from in client.get(f"/admin/campaigns/lead/{lead.id}/change/").content.decode()
+    call_command("show_lead_details", str(lead.id))
+    assert any(line.split() == ["Sender:", mail.mail_from] for line in capsys.readouterr().out.splitlines())
+
+
 def test_a_lead_waits_for_its_sender_when_it_has_no_room_and_moves_only_when_it_is_disabled(moving_clock) -> None:
     with RecordingSmtpServer() as smtp:
         scenario = campaign_scenario(smtp_port=smtp.port, accounts=2, leads=2, recipients_per_lead=1, steps=2,
