@@ -113,7 +113,7 @@ def main() -> None:
         rows.append([name, f"{first_median:.2f}", f"{again_median:.2f}", f"{again_median / first_median:.2f}×",
                      report_text(first), report_text(again)])  # fmt: skip
     print_table(["import", "first s", "unchanged re-import s", "ratio", "first reports", "re-import reports"], rows)
-    print(f"target: an unchanged re-import takes at most {TARGET_RATIO}× the first import and reports its rows unchanged")
+    print(f"target: an unchanged re-import takes at most {TARGET_RATIO}× the first import, its rows reported unchanged")
 
 
 if __name__ == "__main__":
