@@ -16,11 +16,16 @@ recipient; rows with the same `lead_id` form one lead whose recipients are email
     acme,joe@acme.example,Joe,Acme Inc,logistics
     globex,hank@globex.example,Hank,Globex,energy
 
-Bad rows (invalid email, empty lead_id, a value longer than its field, the same email twice for one lead)
-are reported with their line number (the header is line 1) and skipped; the good rows are imported.
-Importing the same file again creates nothing: leads match on (campaign, lead_id), recipients on (lead,
-email), and matching rows update names and custom fields. New recipients of an existing lead are added
-after its current ones. New leads start in progress at step 1, due now.
+Names are stored as given (trimmed): a file with first_name and last_name but no name column leaves `name`
+empty, and the To: header is built from first and last name at send time.
+
+Bad rows (invalid email, empty lead_id, a value longer than its field, the same email twice for one lead; a
+line that is not UTF-8, holds a NUL byte or a value over 128 KiB) are reported with their line number (the
+header is line 1) and skipped; the good rows are imported. Importing the same file again creates nothing:
+leads match on (campaign, lead_id), recipients on (lead, email); matching rows update the recipient fields
+the file has columns for (a column the file lacks is left alone) and fill custom fields. The report counts
+rows created, updated and unchanged (nothing differed, nothing written). New recipients of an existing lead
+are added after its current ones. New leads start in progress at step 1, due now.
 
 Campaign JSON / YAML
 --------------------
@@ -57,13 +62,12 @@ validated (errors name their place, e.g. ``steps[1].template.subject: This field
 The same document as JSON works too. Unknown keys are errors (they are usually typos).
 """
 
-import csv
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -76,7 +80,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
 from campaigns.services.lifecycle import campaign_set_status
 from emailsys import clock
-from emailsys.imports import ImportReport, csv_header_read
+from emailsys.imports import CsvRecord, CsvRecords, ImportReport
 
 LEAD_COLUMNS = ("lead_id", "email", "name", "first_name", "last_name", "company_name", "website", "provider")
 REQUIRED_COLUMNS = ("lead_id", "email")
@@ -89,7 +93,7 @@ class _Row:
     line: int
     lead_id: str
     email: str
-    values: dict[str, str]
+    values: dict[str, str]  # the recipient fields the header has
     custom: dict[str, str]
 
 
@@ -97,11 +101,11 @@ def _max_length(model: type, name: str) -> int:
     return model._meta.get_field(name).max_length
 
 
-def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
+def _csv_row_parse(*, record: CsvRecord, fields: list[str], custom_columns: list[str]) -> _Row:
     """One validated row, or ValueError with the reason shown to the user."""
-    if row.get(None):
-        raise ValueError(f"{len(row[None])} more value(s) than the header has columns")
-    values = {name: (row.get(name) or "").strip() for name in LEAD_COLUMNS}
+    if record.surplus:
+        raise ValueError(f"{record.surplus} more value(s) than the header has columns")
+    values = {name: record.values.get(name, "").strip() for name in LEAD_COLUMNS}
     if not values["lead_id"]:
         raise ValueError("lead_id is empty")
     if len(values["lead_id"]) > _max_length(Lead, "external_id"):
@@ -115,38 +119,38 @@ def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
         raise ValueError(f"invalid email {values['email']!r}") from None
     if len(email) > _max_length(Recipient, "email"):
         raise ValueError(f"email is longer than {_max_length(Recipient, 'email')} characters")
-    for name in RECIPIENT_FIELDS:
+    for name in fields:
         limit = _max_length(Recipient, name)
         if len(values[name]) > limit:
             raise ValueError(f"{name} is longer than {limit} characters ({len(values[name])})")
-    custom = {name: (row.get(name) or "").strip() for name in custom_columns}
-    return _Row(line, values["lead_id"], email, {name: values[name] for name in RECIPIENT_FIELDS}, custom)
+    custom = {name: record.values[name].strip() for name in custom_columns}
+    return _Row(record.line, values["lead_id"], email, {name: values[name] for name in fields}, custom)
 
 
-def _csv_rows(*, file: TextIO, report: ImportReport) -> dict[str, list[_Row]]:
-    """Good rows grouped by lead_id, in file order; bad rows go into the report."""
-    reader = csv.DictReader(file)
-    header = csv_header_read(reader, required=REQUIRED_COLUMNS, example="lead_id,email,...")
-    custom_columns = [name for name in header if name and name not in LEAD_COLUMNS]
+def _csv_rows(*, file: IO[bytes] | IO[str], report: ImportReport) -> tuple[list[str], dict[str, list[_Row]]]:
+    """The recipient fields the header has, and the good rows grouped by lead_id, in file order; bad rows go
+    into the report."""
+    records = CsvRecords(file, required=REQUIRED_COLUMNS, example="lead_id,email,...", errors=report.errors)
+    fields = [name for name in RECIPIENT_FIELDS if name in records.header]
+    custom_columns = [name for name in records.header if name and name not in LEAD_COLUMNS]
     leads: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            try:
-                parsed = _csv_row_parse(line=line, row=row, custom_columns=custom_columns)
-            except ValueError as error:
-                report.errors.append((line, str(error)))
-                continue
-            first = seen.setdefault((parsed.lead_id, parsed.email), line)
-            if first != line:
-                report.errors.append((line, f"email {parsed.email!r} is already listed for lead "
-                                            f"{parsed.lead_id!r} on line {first}"))  # fmt: skip
-                continue
-            leads.setdefault(parsed.lead_id, []).append(parsed)
-    except csv.Error as error:
-        raise ValidationError(f"Line {reader.line_num}: the file is not valid CSV ({error}).") from None
-    return leads
+    for record in records:
+        try:
+            parsed = _csv_row_parse(record=record, fields=fields, custom_columns=custom_columns)
+        except ValueError as error:
+            report.errors.append((record.line, str(error)))
+            continue
+        except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
+            report.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
+            continue
+        first = seen.setdefault((parsed.lead_id, parsed.email), record.line)
+        if first != record.line:
+            report.errors.append((record.line, f"email {parsed.email!r} is already listed for lead "
+                                               f"{parsed.lead_id!r} on line {first}"))  # fmt: skip
+            continue
+        leads.setdefault(parsed.lead_id, []).append(parsed)
+    return fields, leads
 
 
 def _custom_fields_merge(existing: dict, rows: Iterable[_Row]) -> dict:
@@ -161,19 +165,23 @@ def _custom_fields_merge(existing: dict, rows: Iterable[_Row]) -> dict:
     return merged
 
 
-def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
+def leads_import_csv(*, campaign: Campaign, file: IO[bytes] | IO[str]) -> ImportReport:
     """Imports leads and recipients from CSV (format in the module docstring); idempotent per file.
 
-    Bad rows are reported, not fatal; a file without a lead_id or email column raises ValidationError. Runs
-    in one transaction with bulk writes (fine for 100k rows) and holds the campaign's row lock, so two imports
-    into the same campaign never race on the same lead_id.
+    Bad rows are reported, not fatal; a file without a lead_id or email column raises ValidationError. Compares
+    before it writes: the campaign's leads and recipients are loaded in two queries and only new or changed
+    rows are written, in bulk, so an unchanged re-import writes nothing and reports its rows `unchanged`. Runs
+    in one transaction (fine for 100k rows) and holds the campaign's row lock, so two imports into the same
+    campaign never race on the same lead_id.
     """
     report = ImportReport()
-    rows_by_lead = _csv_rows(file=file, report=report)
+    fields, rows_by_lead = _csv_rows(file=file, report=report)
     now = clock.now()
     with transaction.atomic():
         Campaign.objects.select_for_update().filter(pk=campaign.pk).get()
-        found = Lead.objects.filter(campaign=campaign, external_id__in=list(rows_by_lead))
+        found = Lead.objects.filter(campaign=campaign, external_id__in=list(rows_by_lead)).only(
+            "pk", "external_id", "custom_fields"
+        )
         leads = {lead.external_id: lead for lead in found}
         changed_leads = []
         for lead_id, lead in leads.items():
@@ -190,14 +198,17 @@ def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
         ]  # fmt: skip
         for lead in Lead.objects.bulk_create(new_leads, batch_size=BATCH_SIZE):
             leads[lead.external_id] = lead
-        report.leads_created = len(new_leads)
+        report.leads_created, report.leads_updated = len(new_leads), len(changed_leads)
 
         existing: dict[tuple[int, str], Recipient] = {}
         next_position: dict[int, int] = {}
-        for recipient in Recipient.objects.filter(lead__in=[lead.pk for lead in leads.values()]):
+        found_recipients = Recipient.objects.filter(lead__in=[lead.pk for lead in leads.values()]).only(
+            "pk", "lead_id", "email", "position", *fields
+        )
+        for recipient in found_recipients:
             existing[(recipient.lead_id, recipient.email.lower())] = recipient
             next_position[recipient.lead_id] = max(next_position.get(recipient.lead_id, 0), recipient.position + 1)
-        to_create, to_update = [], []
+        to_create, to_update, changed_fields = [], [], set()
         for lead_id, rows in rows_by_lead.items():
             lead = leads[lead_id]
             for row in rows:
@@ -207,12 +218,17 @@ def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
                     next_position[lead.pk] = position + 1
                     to_create.append(Recipient(lead=lead, position=position, email=row.email, **row.values))
                     continue
-                for name, value in row.values.items():
-                    setattr(recipient, name, value)
-                to_update.append(recipient)
+                differing = [name for name, value in row.values.items() if getattr(recipient, name) != value]
+                for name in differing:
+                    setattr(recipient, name, row.values[name])
+                if differing:
+                    changed_fields.update(differing)
+                    to_update.append(recipient)
         Recipient.objects.bulk_create(to_create, batch_size=BATCH_SIZE)
-        Recipient.objects.bulk_update(to_update, list(RECIPIENT_FIELDS), batch_size=BATCH_SIZE)
+        if to_update:
+            Recipient.objects.bulk_update(to_update, sorted(changed_fields), batch_size=BATCH_SIZE)
     report.created, report.updated = len(to_create), len(to_update)
+    report.unchanged = sum(len(rows) for rows in rows_by_lead.values()) - report.created - report.updated
     return report
 
 

@@ -167,7 +167,7 @@ def test_command_imports_good_rows_lists_bad_ones_by_line_and_exits_with_status_
 
     assert raised.value.returncode == 1
     output = capsys.readouterr().out
-    assert "Contacts: created 1, updated 0, unchanged 0." in output
+    assert "Contacts: created 1, updated 0, unchanged 0, skipped 1." in output
     assert "line 3: invalid email 'broken'" in output
     assert list(Contact.objects.values_list("email", flat=True)) == ["ok@example.org"]
 
