@@ -3,6 +3,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from campaigns.models import Activity, Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SequenceStep
 from campaigns.services.imports import campaign_data_parse, campaign_import, leads_import_csv
@@ -111,6 +113,130 @@ def test_bad_rows_are_reported_with_line_numbers_and_good_rows_imported():
     ]
     assert sorted(Recipient.objects.values_list("email", flat=True)) == ["f@example.com", "ok@example.com"]
     assert report.created == 2
+
+
+def import_bytes(campaign: Campaign, data: bytes):
+    return leads_import_csv(campaign=campaign, file=io.BytesIO(data))
+
+
+def test_a_nul_byte_a_byte_that_is_not_utf8_and_a_huge_value_are_each_their_rows_error_by_real_line():
+    campaign = CampaignFactory()
+    data = (
+        b"lead_id,email,first_name,notes\r\n"
+        b'a,a@example.com,Ann,"two\r\nlines"\r\n'  # lines 2-3: one record
+        b"b,b@example.com,B\x00b,\r\n"  # line 4: NUL
+        b"c,c@example.com,Jos\xe9,\r\n"  # line 5: Latin-1, not UTF-8
+        b"d,d@example.com,Dee," + b"x" * 140_000 + b"\r\n"  # line 6: over 128 KiB
+        b"e,e@example.com,Jos\xc3\xa9,ok\r\n"  # line 7: UTF-8
+    )
+
+    report = import_bytes(campaign, data)
+
+    assert report.errors == [
+        (4, "contains a NUL byte (at character 18)"),
+        (5, "not UTF-8 text (byte 0xe9 at character 20); save the file as CSV UTF-8"),
+        (6, "notes is longer than 131,072 characters (140,000)"),
+    ]
+    assert (report.created, report.skipped) == (2, 3)
+    assert dict(Recipient.objects.values_list("email", "first_name")) == {
+        "a@example.com": "Ann",
+        "e@example.com": "José",
+    }
+    assert Lead.objects.get(external_id="a").custom_fields == {"notes": "two\r\nlines"}
+
+
+def test_a_bad_byte_inside_a_quoted_value_skips_that_record_and_the_rows_after_it_import():
+    campaign = CampaignFactory()
+    data = (
+        b"lead_id,email,notes\n"
+        b'a,a@example.com,"first\nsec\xffond\nthird"\n'  # lines 2-4, the bad byte on line 3
+        b"b,b@example.com,fine\n"  # line 5
+        b'c,c@example.com,"' + b"y\n" * 70_000 + b'"\n'  # lines 6-70006: 140,000 characters
+        b"d,d@example.com,last\n"  # line 70007
+    )
+
+    report = import_bytes(campaign, data)
+
+    assert report.errors == [
+        (3, "not UTF-8 text (byte 0xff at character 4); save the file as CSV UTF-8"),
+        (6, "notes is longer than 131,072 characters (140,000); the record runs from line 6 to line 70006 "
+            "(a quote not closed?)"),
+    ]  # fmt: skip
+    assert sorted(Recipient.objects.values_list("email", flat=True)) == ["b@example.com", "d@example.com"]
+
+
+def test_line_numbers_count_lone_cr_and_blank_lines_and_a_bom_is_not_part_of_the_header():
+    campaign = CampaignFactory()
+
+    report = import_bytes(campaign, b"\xef\xbb\xbflead_id,email\ra,a@example.com\r\rb,x@\rc,c@example.com")
+
+    assert report.errors == [(4, "invalid email 'x@'")]
+    assert sorted(Recipient.objects.values_list("email", flat=True)) == ["a@example.com", "c@example.com"]
+
+
+def test_a_header_that_is_not_utf8_refuses_the_file_with_its_reason():
+    with pytest.raises(ValidationError, match=r"Line 1 \(the header\): not UTF-8 text \(byte 0xe9 at character 21\)"):
+        import_bytes(CampaignFactory(), b"lead_id,email,soci\xc3\xa9t\xe9\na,a@example.com,x\n")
+    assert not Lead.objects.exists()
+
+
+def test_first_and_last_names_without_a_name_column_are_stored_as_given():
+    campaign = CampaignFactory()
+
+    report = import_csv(
+        campaign, "lead_id,email,first_name,last_name\nx,ana@example.com, Ana María ,de la Cruz-Núñez\n"
+    )
+
+    assert (report.created, report.errors) == (1, [])
+    recipient = Recipient.objects.get()
+    assert (recipient.name, recipient.first_name, recipient.last_name) == ("", "Ana María", "de la Cruz-Núñez")
+
+
+def test_a_reimport_counts_changed_rows_updated_and_leaves_columns_the_file_lacks_alone():
+    campaign = CampaignFactory()
+    import_csv(campaign, CSV)
+    changed = CSV.replace("Joe Roe,Joe,", "Joseph Roe,Joseph,")
+    without_company = "\n".join(",".join(line.split(",")[:5]) for line in changed.splitlines()) + "\n"
+
+    report = import_csv(campaign, without_company)
+
+    assert (report.created, report.updated, report.unchanged, report.leads_updated) == (0, 1, 2, 0)
+    assert list(Recipient.objects.order_by("email").values_list("email", "first_name", "company_name")) == [
+        ("hank@globex.example", "Hank", "Globex"),
+        ("jane@acme.example", "Jane", "Acme Inc"),
+        ("joe@acme.example", "Joseph", "Acme Inc"),
+    ]
+
+
+def test_an_unchanged_reimport_of_ten_thousand_rows_writes_nothing(django_assert_max_num_queries):
+    campaign = CampaignFactory()
+    text = "lead_id,email,first_name,industry\n" + "".join(
+        f"lead-{n // 2},person{n}@example.com,P{n},x\n" for n in range(10_000)
+    )
+    import_csv(campaign, text)
+
+    # savepoint, campaign lock, leads, recipients, release: no INSERT or UPDATE
+    with django_assert_max_num_queries(5):
+        report = import_csv(campaign, text)
+
+    assert (report.created, report.updated, report.unchanged, report.leads_updated) == (0, 0, 10_000, 0)
+
+
+def test_the_command_lists_each_bad_line_and_imports_the_rest(tmp_path):
+    campaign = CampaignFactory()
+    path = tmp_path / "leads.csv"
+    path.write_bytes(b"lead_id,email,first_name\na,a@example.com,A\x00\nb,b@example.com,Jos\xe9\nc,c@example.com,C\n")
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="2 rows were not imported") as caught:
+        call_command("import_leads", str(campaign.pk), str(path), stdout=out)
+
+    assert caught.value.returncode == 1
+    assert out.getvalue().splitlines()[1:] == [
+        "line 2: contains a NUL byte (at character 18)",
+        "line 3: not UTF-8 text (byte 0xe9 at character 20); save the file as CSV UTF-8",
+    ]
+    assert list(Recipient.objects.values_list("email", flat=True)) == ["c@example.com"]
 
 
 @pytest.mark.parametrize(
