@@ -97,8 +97,9 @@ class CsvRecords:
                     try:
                         text = raw.decode("utf-8")
                     except UnicodeDecodeError as error:
+                        column = len(raw[: error.start].decode("utf-8", errors="replace")) + 1
                         self._bad_lines[self._lines] = (
-                            f"not UTF-8 text (byte 0x{raw[error.start]:02x} at character {error.start + 1}); "
+                            f"not UTF-8 text (byte 0x{raw[error.start]:02x} at character {column}); "
                             "save the file as CSV UTF-8"
                         )
                         text = raw.decode("utf-8", errors="replace")

@@ -272,16 +272,22 @@ def campaign_data_parse(*, text: str, file_name: str) -> dict:
 class _Errors:
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.paths: set[str] = set()
 
     def add(self, path: str, message: str) -> None:
         self.messages.append(f"{path}: {message}" if path else message)
+        self.paths.add(path)
 
     def add_model(self, path: str, error: ValidationError, names: dict[str, str] | None = None) -> None:
-        """A model's full_clean errors, each under `path` plus the field's place in the file."""
+        """A model's full_clean errors, each under `path` plus the field's place in the file; none for a place
+        that already has an error (a wrong type was reported, the model saw a placeholder)."""
         for name, messages in error.message_dict.items():
             where = "" if name == NON_FIELD_ERRORS else (names or {}).get(name, name)
+            place = ".".join(part for part in (path, where) if part)
+            if where and any(known == place or known.startswith((f"{place}.", f"{place}[")) for known in self.paths):
+                continue
             for message in messages:
-                self.add(".".join(part for part in (path, where) if part), message)
+                self.add(place, message)
 
     def unknown_keys(self, path: str, data: dict, allowed: set[str]) -> None:
         for key in sorted(set(data) - allowed, key=str):
@@ -289,14 +295,48 @@ class _Errors:
             self.add(f"{path}.{key}" if path else str(key), f"unknown key (expected one of: {expected})")
 
 
-def _delay_seconds(value: Any) -> int:
+def _shown(value: Any) -> str:
+    """A value as the file spells it, for error messages."""
     if isinstance(value, bool):
-        raise ValueError("expected seconds or a duration like 2d, 4h, 30m")
-    if isinstance(value, int):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return f"{type(value).__name__} {value}"
+
+
+def _text(errors: _Errors, path: str, value: Any) -> str:
+    """A text value ("" when absent or null); anything else is an error under `path`."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    hint = " (quote it if you mean the text)" if isinstance(value, bool | int | float) else ""
+    errors.add(path, f"must be text, got {_shown(value)}{hint}")
+    return ""
+
+
+def _whole_number(errors: _Errors, path: str, value: Any) -> int | None:
+    """A whole number (None when absent or null). true/false and 1.7 are errors, not 1 — never truncated."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    errors.add(path, f"must be a whole number, got {_shown(value)}")
+    return None
+
+
+def _delay_seconds(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("must not be negative")
         return value
-    text = str(value).strip().lower().replace(" ", "")
+    if not isinstance(value, str):
+        raise ValueError(f'must be a whole number or a duration like "2d", got {_shown(value)}')
+    text = value.strip().lower().replace(" ", "")
     if text.isdigit():
         return int(text)
     if not DELAY_PATTERN.fullmatch(text):
@@ -326,7 +366,7 @@ def _datetime(value: Any, time_zone: str) -> datetime | None:
 
 def _mapping(errors: _Errors, path: str, value: Any, allowed: set[str]) -> dict | None:
     if not isinstance(value, dict):
-        errors.add(path, "expected a mapping")
+        errors.add(path, f"expected a mapping, got {_shown(value)}")
         return None
     errors.unknown_keys(path, value, allowed)
     return value
@@ -345,6 +385,9 @@ def _template_resolve(
     errors: _Errors, path: str, value: Any, defined: dict[str, EmailTemplate]
 ) -> EmailTemplate | None:
     """An existing template (by name, or an identical definition) or a new, validated, unsaved one."""
+    if not isinstance(value, str | dict):
+        errors.add(path, f"expected a template mapping or an existing template's name, got {_shown(value)}")
+        return None
     if isinstance(value, str):
         template = defined.get(value) or EmailTemplate.objects.filter(name=value).first()
         if template is None:
@@ -353,7 +396,7 @@ def _template_resolve(
     data = _mapping(errors, path, value, TEMPLATE_KEYS)
     if data is None:
         return None
-    template = EmailTemplate(**{key: data.get(key) if data.get(key) is not None else "" for key in TEMPLATE_KEYS})
+    template = EmailTemplate(**{key: _text(errors, f"{path}.{key}", data.get(key)) for key in sorted(TEMPLATE_KEYS)})
     if not template.body_text and not template.body_html:
         errors.add(path, "needs body_text or body_html")
     same = defined.get(template.name) or EmailTemplate.objects.filter(name=template.name).first()
@@ -376,15 +419,16 @@ def _template_resolve(
 
 def _campaign_build(errors: _Errors, data: dict) -> Campaign:
     errors.unknown_keys("", data, CAMPAIGN_KEYS)
-    name = "" if data.get("name") is None else str(data["name"]).strip()
+    name = _text(errors, "name", data.get("name")).strip()
     if name and Campaign.objects.filter(name=name).exists():
         errors.add("name", f"a campaign named {name!r} exists; choose another name")
     status = data.get("status") or Campaign.Status.DRAFT
-    if status not in IMPORT_STATUSES:
-        errors.add("status", f"{status!r} is not one of: {', '.join(IMPORT_STATUSES)}")
-    campaign = Campaign(name=name, time_zone=data.get("time_zone") or "UTC")
-    if data.get("batch_size") is not None:
-        campaign.batch_size = data["batch_size"]
+    if not isinstance(status, str) or status not in IMPORT_STATUSES:
+        errors.add("status", f"{_shown(status)} is not one of: {', '.join(IMPORT_STATUSES)}")
+    campaign = Campaign(name=name, time_zone=_text(errors, "time_zone", data.get("time_zone")) or "UTC")
+    batch_size = _whole_number(errors, "batch_size", data.get("batch_size"))
+    if batch_size is not None:
+        campaign.batch_size = batch_size
     for key in ("starts_at", "ends_at"):
         try:
             setattr(campaign, key, _datetime(data.get(key), campaign.time_zone))
@@ -394,7 +438,7 @@ def _campaign_build(errors: _Errors, data: dict) -> Campaign:
         errors.add("ends_at", "must be after starts_at")
     window = data.get("send_window")
     if window is not None and _mapping(errors, "send_window", window, WINDOW_KEYS) is not None:
-        campaign.send_days = window.get("days") or []
+        campaign.send_days = _weekdays(errors, "send_window.days", window.get("days"))
         start, end = window.get("hour_start"), window.get("hour_end")
         if (start is None) != (end is None):
             errors.add("send_window", "give both hour_start and hour_end, or neither")
@@ -412,6 +456,17 @@ def _campaign_build(errors: _Errors, data: dict) -> Campaign:
     return campaign
 
 
+def _weekdays(errors: _Errors, path: str, value: Any) -> list[int]:
+    """A list of whole numbers (the model checks they are distinct weekdays 0-6); [] when absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(path, f"must be a list of weekdays (0 = Monday … 6 = Sunday), got {_shown(value)}")
+        return []
+    days = [_whole_number(errors, f"{path}[{index}]", day) for index, day in enumerate(value)]
+    return [day for day in days if day is not None]
+
+
 def _steps_build(errors: _Errors, value: Any) -> list[tuple[SequenceStep, EmailTemplate | None]]:
     if value is None:
         return []
@@ -424,9 +479,10 @@ def _steps_build(errors: _Errors, value: Any) -> list[tuple[SequenceStep, EmailT
         data = _mapping(errors, path, item, STEP_KEYS)
         if data is None:
             continue
-        step = SequenceStep(order=data.get("order", index + 1), threaded=data.get("threaded", False))
+        order = _whole_number(errors, f"{path}.order", data.get("order", index + 1))
+        step = SequenceStep(order=index + 1 if order is None else order, threaded=data.get("threaded", False))
         if not isinstance(step.threaded, bool):
-            errors.add(f"{path}.threaded", "must be true or false")
+            errors.add(f"{path}.threaded", f"must be true or false, got {_shown(step.threaded)}")
             step.threaded = False
         if "delay" in data and "delay_seconds" in data:
             errors.add(path, "give delay or delay_seconds, not both")
@@ -464,7 +520,10 @@ def _accounts_build(errors: _Errors, value: Any) -> list[CampaignAccount]:
         data = _mapping(errors, path, item, ACCOUNT_KEYS)
         if data is None:
             continue
-        email = str(data.get("email") or "").strip()
+        if not isinstance(data.get("email"), str | None):
+            _text(errors, f"{path}.email", data["email"])
+            continue
+        email = (data.get("email") or "").strip()
         account = SenderAccount.objects.filter(email__iexact=email).first() if email else None
         if not email:
             errors.add(f"{path}.email", "required: the sender account's email")
@@ -477,7 +536,9 @@ def _accounts_build(errors: _Errors, value: Any) -> list[CampaignAccount]:
             continue
         seen.add(account.pk)
         setting = CampaignAccount(
-            account=account, daily_limit=data.get("daily_limit"), min_wait_seconds=data.get("min_wait_seconds")
+            account=account,
+            daily_limit=_whole_number(errors, f"{path}.daily_limit", data.get("daily_limit")),
+            min_wait_seconds=_whole_number(errors, f"{path}.min_wait_seconds", data.get("min_wait_seconds")),
         )
         try:
             setting.full_clean(exclude=["campaign"], validate_constraints=False)
