@@ -397,7 +397,8 @@ def _template_resolve(
     if data is None:
         return None
     template = EmailTemplate(**{key: _text(errors, f"{path}.{key}", data.get(key)) for key in sorted(TEMPLATE_KEYS)})
-    if not template.body_text and not template.body_html:
+    bodies_wrong = {f"{path}.body_text", f"{path}.body_html"} & errors.paths
+    if not template.body_text and not template.body_html and not bodies_wrong:
         errors.add(path, "needs body_text or body_html")
     same = defined.get(template.name) or EmailTemplate.objects.filter(name=template.name).first()
     if same is not None:

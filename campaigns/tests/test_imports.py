@@ -1,4 +1,5 @@
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -418,3 +419,88 @@ def test_a_campaign_file_is_parsed_as_json_or_yaml_by_its_extension():
 def test_a_malformed_campaign_file_is_refused_with_the_parsers_position(text, file_name, message):
     with pytest.raises(ValidationError, match=message.replace(".", r"\.").replace("[", r"\[")):
         campaign_data_parse(text=text, file_name=file_name)
+
+
+WRONG_TYPES_YAML = """\
+name: [not, a, string]
+status: [active]
+time_zone: 1
+batch_size: true
+send_window: {days: [0, true, 2.5]}
+steps:
+  - order: 1.5
+    template: {name: t1, subject: [Hi], body_text: 7}
+  - delay: 1.7
+    threaded: "yes"
+    template: 12
+accounts:
+  - {email: sales@example.com, daily_limit: true, min_wait_seconds: 1.7}
+  - {email: [sales@example.com]}
+"""
+
+
+def test_wrong_types_in_a_campaign_file_are_refused_with_the_fields_path_never_converted():
+    SenderAccountFactory(email="sales@example.com")
+    data = campaign_data_parse(text=WRONG_TYPES_YAML, file_name="c.yaml")
+
+    with pytest.raises(ValidationError) as caught:
+        campaign_import(data=data)
+
+    assert caught.value.messages == [
+        "name: must be text, got a list",
+        "status: a list is not one of: draft, active, paused",
+        "time_zone: must be text, got 1 (quote it if you mean the text)",
+        "batch_size: must be a whole number, got true",
+        "send_window.days[1]: must be a whole number, got true",
+        "send_window.days[2]: must be a whole number, got 2.5",
+        "steps[0].order: must be a whole number, got 1.5",
+        "steps[0].template.body_text: must be text, got 7 (quote it if you mean the text)",
+        "steps[0].template.subject: must be text, got a list",
+        "steps[1].threaded: must be true or false, got 'yes'",
+        'steps[1].delay: must be a whole number or a duration like "2d", got 1.7',
+        "steps[1].template: expected a template mapping or an existing template's name, got 12",
+        "accounts[0].daily_limit: must be a whole number, got true",
+        "accounts[0].min_wait_seconds: must be a whole number, got 1.7",
+        "accounts[1].email: must be text, got a list",
+    ]
+    assert not Campaign.objects.exists() and not EmailTemplate.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"name": ["not", "a", "string"]}, "name: must be text, got a list"),
+        ({"accounts": [{"email": "sales@example.com", "daily_limit": True}]},
+         "accounts[0].daily_limit: must be a whole number, got true"),
+        ({"accounts": [{"email": "sales@example.com", "daily_limit": 1.7}]},
+         "accounts[0].daily_limit: must be a whole number, got 1.7"),
+        ({"batch_size": 1.7}, "batch_size: must be a whole number, got 1.7"),
+    ],
+)  # fmt: skip
+def test_a_json_campaign_with_one_wrong_type_is_refused_with_just_that_message(override, message):
+    SenderAccountFactory(email="sales@example.com")
+    text = json.dumps(campaign_data(accounts=[]) | override)
+
+    with pytest.raises(ValidationError) as caught:
+        campaign_import(data=campaign_data_parse(text=text, file_name="c.json"))
+
+    assert caught.value.messages == [message]
+    assert not Campaign.objects.exists()
+
+
+def test_the_import_campaign_command_lists_wrong_types_by_path(tmp_path):
+    SenderAccountFactory(email="sales@example.com")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: Typed\nsteps:\n  - template: {name: t, subject: S, body_text: B}\n    delay: 1.7\n"
+        "accounts:\n  - {email: sales@example.com, daily_limit: true}\n"
+    )
+
+    with pytest.raises(CommandError) as caught:
+        call_command("import_campaign", str(path))
+
+    assert str(caught.value).splitlines()[1:] == [
+        'steps[0].delay: must be a whole number or a duration like "2d", got 1.7',
+        "accounts[0].daily_limit: must be a whole number, got true",
+    ]
+    assert not Campaign.objects.exists()
