@@ -87,8 +87,7 @@ class CsvRecords:
         `_bad_lines` and handed on with the offending characters replaced, so the parser's quoting stays in
         step and the record it belongs to can be skipped."""
         for chunk in file:
-            pattern = _LINE_BYTES if isinstance(chunk, bytes) else _LINE_TEXT
-            for raw in pattern.findall(chunk):
+            for raw in _lines_split(chunk):
                 self._lines += 1
                 if self._lines == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf" if isinstance(raw, bytes) else BOM)
@@ -127,9 +126,11 @@ class CsvRecords:
 
     def _record_problem(self, start: int, values: list[str]) -> tuple[int, str] | None:
         end = self._lines
-        bad = [line for line in range(start, end + 1) if line in self._bad_lines]
+        bad = [line for line in range(start, end + 1) if line in self._bad_lines] if self._bad_lines else []
         if bad:
             return bad[0], self._bad_lines[bad[0]]
+        if max(map(len, values)) <= FIELD_LIMIT:
+            return None
         for index, value in enumerate(values):
             if len(value) > FIELD_LIMIT:
                 column = self.header[index] if index < len(self.header) else f"value {index + 1}"
@@ -150,6 +151,15 @@ class CsvRecords:
             line, reason = next(iter(self._bad_lines.items()))
             raise ValidationError(f"Line {line} (the header): {reason}.")
         return csv_header_check([name.strip() for name in values], required=required, example=example)
+
+
+def _lines_split(chunk: bytes | str) -> Iterable[bytes | str]:
+    """A chunk of the file (what iterating it gives: up to a \n) as physical lines; a lone \r ends one too."""
+    carriage = "\r" if isinstance(chunk, str) else b"\r"
+    found = chunk.find(carriage)
+    if found == -1 or found == len(chunk) - 1 or (found == len(chunk) - 2 and chunk[-1:] in ("\n", b"\n")):
+        return (chunk,)  # the usual case, one line, spared the regular expression
+    return (_LINE_BYTES if isinstance(chunk, bytes) else _LINE_TEXT).findall(chunk)
 
 
 def csv_header_check(header: list[str], *, required: tuple[str, ...], example: str) -> list[str]:
