@@ -59,7 +59,9 @@ validated (errors name their place, e.g. ``steps[1].template.subject: This field
         daily_limit: 30                # optional: this campaign's (tighter) limit
         min_wait_seconds: 300          # optional: this campaign's wait between sends
 
-The same document as JSON works too. Unknown keys are errors (they are usually typos).
+The same document as JSON works too. Unknown keys are errors (they are usually typos). Types are checked,
+never converted: text must be text (``name: [a, b]`` is an error, not "['a', 'b']"), a whole number is
+never ``true`` or ``1.7`` (``accounts[0].daily_limit: must be a whole number, got true``).
 """
 
 import json
