@@ -237,7 +237,7 @@ def leads_import_csv(*, campaign: Campaign, file: IO[bytes] | IO[str]) -> Import
 # --- campaigns from JSON / YAML ---------------------------------------------------------------------------
 
 CAMPAIGN_KEYS = {"name", "status", "time_zone", "batch_size", "starts_at", "ends_at", "send_window", "steps",
-                 "accounts"}  # fmt: skip
+                 "accounts", "sender_policy", "stop_on_reply"}  # fmt: skip
 WINDOW_KEYS = {"days", "hour_start", "hour_end"}
 STEP_KEYS = {"order", "delay_seconds", "delay", "threaded", "template"}
 TEMPLATE_KEYS = {"name", "subject", "body_text", "body_html"}
@@ -432,6 +432,16 @@ def _campaign_build(errors: _Errors, data: dict) -> Campaign:
     batch_size = _whole_number(errors, "batch_size", data.get("batch_size"))
     if batch_size is not None:
         campaign.batch_size = batch_size
+    policy = data.get("sender_policy", Campaign.SenderPolicy.STICKY)
+    if policy not in Campaign.SenderPolicy.values:
+        errors.add("sender_policy", f"{_shown(policy)} is not one of: {', '.join(Campaign.SenderPolicy.values)}")
+    else:
+        campaign.sender_policy = policy
+    stop_on_reply = data.get("stop_on_reply", True)
+    if not isinstance(stop_on_reply, bool):
+        errors.add("stop_on_reply", f"must be true or false, got {_shown(stop_on_reply)}")
+    else:
+        campaign.stop_on_reply = stop_on_reply
     for key in ("starts_at", "ends_at"):
         try:
             setattr(campaign, key, _datetime(data.get(key), campaign.time_zone))
