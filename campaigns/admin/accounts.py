@@ -1,5 +1,7 @@
 """Sender accounts in the admin: secrets write-only, today's usage from the selectors, pause/resume/test/reset."""
 
+import zoneinfo
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -117,13 +119,15 @@ class SenderAccountAdmin(admin.ModelAdmin):
         if not account.pk:
             return "—"
         stats = account_stats(account=account, now=clock.now())
-        next_at = stats["next_available_at"]
+        next_at = stats["next_available_at"]  # shown in the account's time zone, where its day's limit starts over
+        if next_at:
+            next_at = f"{next_at.astimezone(zoneinfo.ZoneInfo(account.time_zone)):%Y-%m-%d %H:%M} ({account.time_zone})"
         rows = [
             ("Day (account time)", stats["day"].isoformat()),
             ("Reserved / limit", f"{stats['reserved_today']} / {stats['daily_limit']}"),
             ("Sent today", stats["sent_today"]),
             ("Remaining today", stats["remaining_today"]),
-            ("Next available", f"{next_at:%Y-%m-%d %H:%M %Z}" if next_at else "now"),
+            ("Next available", next_at or "now"),
             ("Last sent", stats["last_sent_at"] or "—"),
             ("Sends by state", counts_html(stats["sends"])),
         ]

@@ -3,7 +3,7 @@ resetting the limits wakes a work order sleeping on the account: judged by the c
 pages and the mail a real SMTP server receives (a real `workorders` worker sends the rest)."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 from io import StringIO
 
 import pytest
@@ -47,11 +47,22 @@ def stats_row(output: str, email: str) -> list[str]:
     return dict(zip(headers, row, strict=True))
 
 
+def zone_at_midday() -> str:
+    """A time zone where it is about noon now, so no local midnight resets the limit while a test runs."""
+    offset = (12 - clock.now().hour + 12) % 24 - 12  # UTC+offset, -12..11
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT-3 is UTC+3
+
+
 def mailing_that_uses_up_its_account(smtp: RecordingSmtpServer, *, daily_limit: int, contacts: int) -> WorkOrder:
     """An English-only work order whose account's limit ends the Send step early: it sleeps until midnight."""
     for _ in range(contacts):
         ContactFactory(language="en")
-    work_order = WorkOrderFactory(account__smtp_port=smtp.port, account__daily_limit=daily_limit, subjects={"en": ""})
+    work_order = WorkOrderFactory(
+        account__smtp_port=smtp.port,
+        account__daily_limit=daily_limit,
+        account__time_zone=zone_at_midday(),
+        subjects={"en": ""},
+    )
     workorder_steps_create(work_order=work_order)
     assert workorder_run(work_order_id=work_order.id) == "sleeping"
     return work_order
@@ -67,12 +78,13 @@ def test_event_mailing_sends_count_as_sent_today_and_a_used_up_limit_is_not_avai
     row = stats_row(run("show_account_stats"), account.email)
 
     assert (row["Today"], row["Remaining"], row["Sent today"], row["Sent"]) == ("2/2", "0", "3", "3")
-    assert row["Next available"] == f"{midnight:%Y-%m-%d %H:%M:%S} UTC"
+    assert row["Next available"] == f"{midnight.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"  # the account's midnight
     changelist = admin_client.get("/admin/campaigns/senderaccount/").content.decode()
     assert re.search(r'<td class="field-sent_today">3</td>', changelist), changelist
     panel = admin_client.get(f"/admin/campaigns/senderaccount/{account.pk}/change/").content.decode()
     assert "<th>Sent today</th><td>3</td>" in panel
-    assert f"<th>Next available</th><td>{midnight:%Y-%m-%d %H:%M} UTC</td>" in panel
+    local_midnight = f"{midnight:%Y-%m-%d} 00:00 ({account.time_zone})"
+    assert f"<th>Next available</th><td>{local_midnight}</td>" in panel
 
 
 @pytest.mark.timeout(120)
