@@ -8,6 +8,7 @@ from campaigns.services.activities import activity_record
 from campaigns.services.throttling import account_local_day
 from emailsys import clock
 from emailsys.fields import choice_validate
+from workorders.services.sweep import workorders_wake_for_account
 
 
 def account_set_status(*, account: SenderAccount, status: str, reason: str = "") -> SenderAccount:
@@ -39,9 +40,11 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
     return account
 
 
-def account_reset_limits(*, account: SenderAccount) -> None:
+def account_reset_limits(*, account: SenderAccount) -> list[int]:
     """Makes the account available now: today's usage (in the account's time zone) and each campaign's
     usage back to 0, waits and failure count cleared. Held under the account's row lock, like the arbiter.
+    Work orders sleeping because the account could not send are resumed in the same transaction; their ids
+    are returned. (Campaigns need no wake: the dispatcher's next tick reserves again.)
 
     Clearing busy_until releases an account a crashed send left held; do it while the account is really
     idle, or a second send may start while the first is still talking to the server.
@@ -62,5 +65,7 @@ def account_reset_limits(*, account: SenderAccount) -> None:
             message="Sending limits reset",
             detail={"limits_reset": True, "day": day.isoformat(), "reserved_before": usage or 0},
         )
+        woken = workorders_wake_for_account(account_id=locked.pk)
     for field in ("next_available_at", "busy_until", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
+    return woken
