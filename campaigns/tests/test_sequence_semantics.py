@@ -395,3 +395,16 @@ def test_to_carries_the_name_built_from_first_and_last_when_the_csv_has_no_name_
         (mail,) = smtp.snapshot()
     to = parsed(mail)["To"].addresses[0]
     assert (to.display_name, to.addr_spec) == ("Maria Garcia", "maria@acme.test")
+
+
+def test_reset_account_limits_lets_a_lead_waiting_for_its_sender_go_now(moving_clock) -> None:
+    from django.core.management import call_command
+
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, accounts=1, leads=1, recipients_per_lead=1, steps=2,
+                                     daily_limit=1)  # fmt: skip
+        run_until_idle()
+        assert len(smtp.snapshot()) == 1  # step 2 waits for tomorrow's room
+        call_command("reset_account_limits", str(scenario.accounts[0].id))
+        run_until_idle()
+        assert len(smtp.snapshot()) == 2
