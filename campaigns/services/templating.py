@@ -377,6 +377,8 @@ class SampleValue:
     def __str__(self) -> str:
         return f"[{self.name}]"
 
+    __repr__ = __str__
+
     def __format__(self, spec: str) -> str:
         return str(self)
 
@@ -483,14 +485,20 @@ def sample_recipient(*, campaign: Campaign, templates: list[EmailTemplate]) -> R
     return Recipient(lead=Lead(campaign=campaign, custom_fields=custom_fields), position=0, **SAMPLE_RECIPIENT)
 
 
+def template_sample_context(template: EmailTemplate) -> dict:
+    """What a template renders with when there is no campaign, lead or account: sample values for every variable
+    (`template_check`, the admin's preview; the account's signature is SAMPLE_ACCOUNT's)."""
+    account, campaign = sample_account(), Campaign(pk=1)
+    recipient = sample_recipient(campaign=campaign, templates=[template])
+    return template_context(recipient=recipient, account=account, campaign=campaign, step_order=1,
+                            custom_fields=recipient.lead.custom_fields)  # fmt: skip
+
+
 def template_check(template: EmailTemplate) -> dict[str, str]:
     """What keeps a template from rendering, by field (empty: nothing): syntax, unknown filters and tests, and a
     render of each part with sample values within the render budget. The admin form, the API and the YAML import
     check with this before saving, so the operator sees the error on the field, not in failed sends."""
-    account, campaign = sample_account(), Campaign(pk=1)
-    recipient = sample_recipient(campaign=campaign, templates=[template])
-    context = template_context(recipient=recipient, account=account, campaign=campaign, step_order=1,
-                               custom_fields=recipient.lead.custom_fields)  # fmt: skip
+    context = template_sample_context(template)
     errors = {}
     for field in PARTS:
         source = getattr(template, field) or ""
