@@ -413,9 +413,14 @@ class SampleValue:
     def _same(self, *other: Any) -> "SampleValue":
         return self
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _same
-    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = _same
-    __round__ = _same
+    def _divided(self, other: Any) -> "SampleValue":
+        if isinstance(other, int | float | Decimal) and other == 0:  # whatever the value, this always fails
+            raise ZeroDivisionError("division by zero")
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __rtruediv__ = __rfloordiv__ = __rmod__ = _same
+    __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = __round__ = _same
+    __truediv__ = __floordiv__ = __mod__ = _divided
 
     def __lt__(self, other: Any) -> bool:
         return False
