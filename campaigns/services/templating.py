@@ -99,11 +99,13 @@ def _time_check() -> None:
         raise _Refused(f"the template took longer than {settings.TEMPLATE_RENDER_TIMEOUT_SECONDS:g} s to render")
 
 
+def _over_budget(what: str) -> _Refused:
+    return _Refused(f"{what} would be longer than the output budget of {settings.TEMPLATE_RENDER_MAX_BYTES} characters")
+
+
 def _size_check(size: int, what: str) -> None:
     if size > _budget.left:
-        raise _Refused(
-            f"{what} would be longer than the output budget of {settings.TEMPLATE_RENDER_MAX_BYTES} characters"
-        )
+        raise _over_budget(what)
 
 
 def _budgeted_iter(iterable: Any):
@@ -164,7 +166,7 @@ def _arguments_check(name: str, target: Any, args: tuple, kwargs: dict) -> None:
         _format_check(target, kwargs or (first if name == "format_map" else args))
 
 
-def _join_check(separator: str, items: list) -> None:
+def _join_check(separator: str, items: list | tuple) -> None:
     _size_check(len(separator) * len(items) + sum(_text_len(item) for item in items), "join()")
 
 
@@ -177,9 +179,9 @@ def _guarded_filter(name: str, function: Any) -> Any:
         offset = 1 if passes_argument else 0
         value, rest = args[offset], args[offset + 1 :]
         if name == "join":
-            items = list(value) if not isinstance(value, list | tuple | str) else value
+            items = value if isinstance(value, list | tuple) else list(value)  # a generator is read once, here
             separator = kwargs.get("d", rest[0] if rest else "")
-            _join_check(separator if isinstance(separator, str) else "", list(items))
+            _join_check(separator if isinstance(separator, str) else "", items)
             args = (*args[:offset], items, *rest)
         else:
             _arguments_check(name, value, rest, kwargs)
@@ -326,7 +328,7 @@ def _render_part(field: str, source: str, context: dict) -> str:
         for chunk in template.root_render_func(template.new_context(context)):
             budget.left -= len(chunk)
             if budget.left < 0:
-                _size_check(len(chunk), f"the {PARTS[field]}")
+                raise _over_budget(f"the {PARTS[field]}")
             chunks.append(chunk)
         return "".join(chunks)
     except Exception as error:  # noqa: BLE001 - whatever the template did, it fails this render only
