@@ -251,7 +251,7 @@ _STATES = {
 _HAND_OVER_SQL = """
     UPDATE campaigns_sendrecord SET state = %(handed_over)s, handed_over_at = %(at)s
      WHERE id = %(record)s AND claim_token = %(token)s AND state = %(claimed)s"""
-_SENT_SQL = """
+_SENT_SQL_SHAPE = """
     WITH record AS (
         UPDATE campaigns_sendrecord
            SET state = %(sent)s, sent_at = %(at)s, claim_token = NULL, claimed_until = NULL, last_error = '',
@@ -263,12 +263,18 @@ _SENT_SQL = """
            SET status = CASE WHEN status = %(not_contacted)s THEN %(contacted)s ELSE status END,
                last_contacted_at = %(at)s, last_step = %(step_order)s
          WHERE id = %(recipient)s AND EXISTS (SELECT FROM record)
-    )
+    ){first_send}
     INSERT INTO campaigns_activity
            (created_at, kind, campaign_id, lead_id, recipient_id, account_id, step_order, message, detail)
     SELECT %(at)s, %(kind)s, %(campaign)s, %(lead)s, %(recipient)s, %(account)s, %(step_order)s, %(message)s,
            %(detail)s
       FROM record"""
+_SENT_SQL = _SENT_SQL_SHAPE.format(first_send="")
+# The lead's first email: its account becomes the lead's sender (`Lead.sender_account`), in the same statement.
+_SENT_FIRST_SQL = _SENT_SQL_SHAPE.format(first_send=""", lead AS (
+        UPDATE campaigns_lead SET sender_account_id = %(account)s
+         WHERE id = %(lead)s AND sender_account_id IS NULL AND EXISTS (SELECT FROM record)
+    )""")
 
 
 def _hand_over_hook(send: Send) -> Callable[[], bool]:
@@ -351,8 +357,9 @@ def _send_record_result(send: Send, result: DeliveryResult) -> SendOutcome:
     if result.outcome is Outcome.SENT:
         # One statement; in a transaction with the account's slot only when that needs a write.
         with transaction.atomic() if reservation_commit_writes(reservation, delivered=True) else nullcontext():
+            first_send = send.lead.sender_account_id is None
             execute_prepared(
-                _SENT_SQL,
+                _SENT_FIRST_SQL if first_send else _SENT_SQL,
                 {
                     "record": record.id, "token": send.token, "at": finished, "recipient": recipient.id,
                     "step_order": send.step.order, "campaign": send.lead.campaign_id, "lead": send.lead.id,
@@ -361,6 +368,8 @@ def _send_record_result(send: Send, result: DeliveryResult) -> SendOutcome:
                 },
             )  # fmt: skip
             reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
+        if first_send:
+            send.lead.sender_account_id = account.id
         record.state, record.sent_at = State.SENT, finished
         record.provider_message_id = result.provider_message_id
         return SendOutcome.SENT
