@@ -8,15 +8,16 @@ records after it are read as usual.
 
 import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TypeVar
 
 from django.core.exceptions import ValidationError
 
 # The longest value a CSV cell may hold (the csv module's default limit, 128 KiB). We check it per record
 # ourselves, with the csv module's own limit raised, so that one long cell does not end the whole file.
 FIELD_LIMIT = 131_072
+T = TypeVar("T")
 BOM = "\ufeff"
 # One physical line and its ending: \r\n, \n or a lone \r (as text files opened with newline="" split them).
 _LINE_TEXT = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
@@ -81,6 +82,17 @@ class CsvRecords:
             width = len(self.header)
             padded = values[:width] + [""] * (width - len(values))
             yield CsvRecord(start, dict(zip(self.header, padded, strict=True)), max(0, len(values) - width))
+
+    def parsed(self, parse: Callable[[CsvRecord], T]) -> Iterator[tuple[CsvRecord, T]]:
+        """Each good record with what `parse` made of it. A record `parse` refuses (ValueError: its reason) or
+        fails on in any other way is that line's error, and the rest go on."""
+        for record in self:
+            try:
+                yield record, parse(record)
+            except ValueError as error:
+                self.errors.append((record.line, str(error)))
+            except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
+                self.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
 
     def _physical_lines(self, file: Iterable) -> Iterator[str]:
         """Physical lines as text, counted; a line that is not UTF-8 or holds a NUL byte is noted in

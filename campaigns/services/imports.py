@@ -136,15 +136,9 @@ def _csv_rows(*, file: IO[bytes] | IO[str], report: ImportReport) -> tuple[list[
     custom_columns = [name for name in records.header if name and name not in LEAD_COLUMNS]
     leads: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}
-    for record in records:
-        try:
-            parsed = _csv_row_parse(record=record, fields=fields, custom_columns=custom_columns)
-        except ValueError as error:
-            report.errors.append((record.line, str(error)))
-            continue
-        except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
-            report.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
-            continue
+    for record, parsed in records.parsed(
+        lambda record: _csv_row_parse(record=record, fields=fields, custom_columns=custom_columns)
+    ):
         first = seen.setdefault((parsed.lead_id, parsed.email), record.line)
         if first != record.line:
             report.errors.append((record.line, f"email {parsed.email!r} is already listed for lead "

@@ -103,15 +103,7 @@ def _csv_rows(*, file: IO[bytes] | IO[str], report: ImportReport) -> dict[str, _
     records = CsvRecords(file, required=("email",), example="email,name,language,...", errors=report.errors)
     extra_columns = [name for name in records.header if name and name not in CONTACT_COLUMNS]
     rows: dict[str, _ContactRow] = {}
-    for record in records:
-        try:
-            parsed = _csv_row_parse(record=record, extra_columns=extra_columns)
-        except ValueError as error:
-            report.errors.append((record.line, str(error)))
-            continue
-        except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
-            report.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
-            continue
+    for record, parsed in records.parsed(lambda record: _csv_row_parse(record=record, extra_columns=extra_columns)):
         if parsed.email in rows:
             report.errors.append((record.line, f"email {parsed.email!r} is already on line {rows[parsed.email].line}"))
             continue
