@@ -91,7 +91,9 @@ def claim_capture(*, campaign_id: int, now, limit: int) -> tuple[str, list[dict]
 
     with transaction.atomic(), CaptureQueriesContext(connection) as captured:
         started = time.perf_counter()
-        claimed = leads_claim_due(now=now, campaign_batch_sizes={campaign_id: 100}, limit=limit)
+        claimed = leads_claim_due(
+            now=now, campaign_batch_sizes={campaign_id: 100}, limit=limit, claim="00000000-0000-4000-8000-000000000000"
+        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         transaction.set_rollback(True)
     selects = [query["sql"] for query in captured.captured_queries if "FOR UPDATE SKIP LOCKED" in query["sql"]]

@@ -3,9 +3,9 @@
 A scan claims due leads with `SELECT … FOR UPDATE SKIP LOCKED` on the partial index of in-progress leads
 (finished and stopped leads are not in it), so its cost follows the number of due leads, not the total.
 Claiming pushes a lead's next_due_at out by the send lease and gives it a claim token that its batch carries:
-a worker that dies with a batch leaves its leads due again after the lease, and the next scan's new token
-makes any old copy of that batch (a backlog that outlived the lease, a broker's redelivery, a duplicate
-publish) a no-op.
+a worker that dies with a batch leaves its leads due again after the lease. The batch that starts first swaps
+the token for its own, so any other copy (published twice, redelivered by the broker, or re-published after
+the lease passed) finds the claim taken and does nothing.
 
 Order: the lead that has waited longest for its current step goes first (`step_due_at`, kept while the lead
 waits for an account or a window), across all campaigns; ties by lead id, so the order is total and stable.
@@ -20,7 +20,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, UUIDField, Value
 from django.db.models.functions import Coalesce
 
 from campaigns.models import Campaign, Lead
@@ -74,22 +74,29 @@ def campaigns_end_expired(*, now: datetime) -> list[int]:
 
 def leads_claim_due(
     *, now: datetime, campaign_batch_sizes: dict[int, int], limit: int, claim: str
-) -> list[tuple[int, int]]:
-    """Claims up to `limit` due leads with the token `claim`: [(lead id, campaign id)], longest waiting first.
-    Commits before returning."""
+) -> list[tuple[int, int, str]]:
+    """Claims up to `limit` due leads: [(lead id, campaign id, claim token)], longest waiting first. Commits
+    before returning.
+
+    A lead without a claim gets `claim`; one whose lease passed keeps its token, so the batch published
+    before (still queued behind a backlog, or redelivered) stays as valid as the new one: whichever starts
+    first acts and the other does nothing. A new token would void the queued copy, and under a backlog that
+    always outlasts the lease every copy would be void by the time it ran.
+    """
     if not campaign_batch_sizes:
         return []
     with transaction.atomic():
-        claimed = list(
-            Lead.objects.select_for_update(skip_locked=True)
+        claimed = [
+            (lead_id, campaign_id, str(token or claim))
+            for lead_id, campaign_id, token in Lead.objects.select_for_update(skip_locked=True)
             .filter(state=Lead.State.IN_PROGRESS, next_due_at__lte=now, campaign_id__in=list(campaign_batch_sizes))
             .order_by(Coalesce("step_due_at", "next_due_at"), "id")
-            .values_list("id", "campaign_id")[:limit]
-        )
+            .values_list("id", "campaign_id", "claim_token")[:limit]
+        ]
         if claimed:
-            Lead.objects.filter(id__in=[lead_id for lead_id, _ in claimed]).update(
+            Lead.objects.filter(id__in=[lead_id for lead_id, _, _ in claimed]).update(
                 next_due_at=now + send_lease(),
-                claim_token=claim,
+                claim_token=Coalesce("claim_token", Value(uuid.UUID(claim), output_field=UUIDField())),
                 step_due_at=Coalesce("step_due_at", F("next_due_at")),
             )
     return claimed
@@ -106,12 +113,12 @@ def dispatch_due(
     claimed = leads_claim_due(
         now=now, campaign_batch_sizes=sizes, limit=limit or settings.CAMPAIGN_DISPATCH_SCAN_LIMIT, claim=claim
     )
-    per_campaign: dict[int, list[int]] = defaultdict(list)
-    for lead_id, lead_campaign in claimed:
-        per_campaign[lead_campaign].append(lead_id)
-    for lead_campaign, lead_ids in per_campaign.items():
+    per_claim: dict[tuple[int, str], list[int]] = defaultdict(list)  # in claim order within each
+    for lead_id, lead_campaign, token in claimed:
+        per_claim[lead_campaign, token].append(lead_id)
+    for (lead_campaign, token), lead_ids in per_claim.items():
         size = max(1, batch_size or sizes[lead_campaign])
         result.batches.extend(
-            Batch(lead_ids=lead_ids[start : start + size], claim=claim) for start in range(0, len(lead_ids), size)
+            Batch(lead_ids=lead_ids[start : start + size], claim=token) for start in range(0, len(lead_ids), size)
         )
     return result

@@ -70,19 +70,39 @@ def test_a_second_copy_of_a_batch_sends_nothing_and_no_step_goes_before_its_dela
         assert set(Lead.objects.filter(campaign=scenario.campaign).values_list("current_step", flat=True)) == {2}
 
 
-def test_a_copy_whose_lead_was_claimed_again_does_nothing_and_is_counted_in_metrics(moving_clock, client) -> None:
+def test_of_a_batch_republished_after_its_lease_the_first_copy_to_run_acts_and_the_other_does_nothing(
+    moving_clock, client
+) -> None:
     with RecordingSmtpServer() as smtp:
-        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=1, daily_limit=50)
-        (old,) = dispatch_due(now=clock.now()).batches
-        moving_clock.advance(minutes=10)  # the batch waited in a backlog longer than its lease
-        (new,) = dispatch_due(now=clock.now()).batches
-        assert new.claim != old.claim
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=2, daily_limit=50,
+                                     step_delay_seconds=86400)  # fmt: skip
+        (queued,) = dispatch_due(now=clock.now()).batches
+        moving_clock.advance(minutes=10)  # the batch waited in a backlog longer than its lease: published again
+        (republished,) = dispatch_due(now=clock.now()).batches
+        assert republished.claim == queued.claim  # the queued copy stays valid: a backlog cannot starve a lead
         before = _metric(client, 'emailsys_events_total{event="stale_batch_leads"}')
-        assert send(old) == {scenario.leads[0].id: ["stale claim: another copy or a newer claim holds the lead"]}
-        assert smtp.snapshot() == []
-        send(new)
+        send(queued)
+        assert len(smtp.snapshot()) == 1
+        assert send(republished) == {
+            scenario.leads[0].id: ["stale claim: another copy or a newer claim holds the lead"]
+        }
         assert len(smtp.snapshot()) == 1
         assert _metric(client, 'emailsys_events_total{event="stale_batch_leads"}') == before + 1
+
+
+def test_a_lead_whose_batch_died_is_sent_by_the_next_claim_and_the_redelivered_copy_does_nothing(moving_clock) -> None:
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=1, daily_limit=50)
+        (dead,) = dispatch_due(now=clock.now()).batches
+        lead = scenario.leads[0]
+        # its worker took the claim (a batch swaps the token for its own at once), then was killed -9
+        Lead.objects.filter(id=lead.id).update(claim_token="11111111-1111-4111-8111-111111111111")
+        moving_clock.advance(minutes=10)
+        (next_claim,) = dispatch_due(now=clock.now()).batches
+        assert send(dead) == {lead.id: ["stale claim: another copy or a newer claim holds the lead"]}  # redelivered
+        assert smtp.snapshot() == []
+        send(next_claim)
+        assert len(smtp.snapshot()) == 1
 
 
 def _metric(client, name: str) -> float:
