@@ -186,7 +186,7 @@ class CapturedMail:
     received_at: float  # time.time() when the final "." arrived
     mail_from: str
     rcpt_tos: tuple[str, ...]
-    content: bytes
+    content: bytes = field(repr=False)
 
     @cached_property
     def parsed(self) -> EmailMessage:
