@@ -154,6 +154,10 @@ class Campaign(models.Model):
         PAUSED = "paused", "Paused"
         COMPLETED = "completed", "Completed"
 
+    class SenderPolicy(models.TextChoices):
+        STICKY = "sticky", "Sticky: a lead's first sender sends all its steps"
+        ROTATE = "rotate", "Rotate: each unthreaded step goes to the next account with room"
+
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     starts_at = models.DateTimeField(null=True, blank=True)
@@ -165,11 +169,23 @@ class Campaign(models.Model):
     send_hour_start = models.PositiveSmallIntegerField(null=True, blank=True)
     send_hour_end = models.PositiveSmallIntegerField(null=True, blank=True)
     accounts = models.ManyToManyField(SenderAccount, through="CampaignAccount", related_name="campaigns")
+    sender_policy = models.CharField(
+        max_length=10,
+        choices=SenderPolicy.choices,
+        default=SenderPolicy.STICKY,
+        help_text="Sticky: one conversation per lead, from one mailbox. A threaded step never rotates.",
+    )
+    stop_on_reply = models.BooleanField(
+        default=True, help_text="A reply from any recipient of a lead stops the whole lead."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(sender_policy__in=["sticky", "rotate"]), name="campaign_sender_policy_known"
+            ),
             models.CheckConstraint(
                 condition=Q(ends_at__isnull=True) | Q(starts_at__isnull=True) | Q(ends_at__gt=models.F("starts_at")),
                 name="campaign_ends_after_it_starts",
@@ -242,6 +258,19 @@ class Lead(models.Model):
     current_step = models.PositiveIntegerField(default=1)
     last_sent_at = models.DateTimeField(null=True, blank=True)
     next_due_at = models.DateTimeField(null=True, blank=True)
+    # When the current step first became due: the dispatcher's order (a lead that waited keeps its place) and the
+    # batch's guard (no step before its delay, whatever the broker redelivers). Empty: due since next_due_at.
+    step_due_at = models.DateTimeField(null=True, blank=True)
+    # The dispatcher's current claim: only a batch carrying this token may act on the lead; it clears it.
+    claim_token = models.UUIDField(null=True, blank=True)
+    sender_account = models.ForeignKey(
+        SenderAccount,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The account that sent the lead's first email; it sends the lead's later steps.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -295,6 +324,11 @@ class Recipient(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+    @property
+    def display_name(self) -> str:
+        """The name on the To: line: the one given, or the first and last names."""
+        return self.name or " ".join(filter(None, [self.first_name, self.last_name]))
 
 
 class SendAttempt(models.Model):
@@ -463,6 +497,8 @@ class Activity(models.Model):
         DRY_RUN = "dry_run", "Dry run"
         TEST_SENT = "test_sent", "Test sent"
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        REPLIED = "replied", "Replied"
+        SENDER_CHANGED = "sender_changed", "Sender changed"
 
     created_at = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)

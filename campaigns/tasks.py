@@ -27,7 +27,7 @@ def dispatch_due_task() -> int:
     for _ in range(MAX_SCANS_PER_TICK):
         result = dispatch_due(now=clock.now())
         for batch in result.batches:
-            transaction.on_commit(lambda batch=batch: send_batch.delay(batch))
+            transaction.on_commit(lambda batch=batch: send_batch.delay(batch.lead_ids, claim=batch.claim))
         dispatched += result.lead_count
         if result.lead_count < settings.CAMPAIGN_DISPATCH_SCAN_LIMIT:
             break
@@ -46,14 +46,14 @@ def _thread_sessions() -> SmtpSessions:
 
 
 @shared_task(name="campaigns.send_batch", ignore_result=True)
-def send_batch(lead_ids: list[int], account_filter: int | None = None) -> dict[str, int]:
-    """Sends the batch of claimed leads. Safe to run twice (acks_late). An unexpected error is logged; the
+def send_batch(lead_ids: list[int], account_filter: int | None = None, claim: str | None = None) -> dict[str, int]:
+    """Sends the batch of leads the dispatcher claimed with `claim`. A copy whose claim is no longer current
+    (redelivered, published twice, or outlived by its lease) does nothing. An unexpected error is logged; the
     batch's leads are due again when their claim lease passes, and their claimed sends are recovered then."""
     sessions = _thread_sessions()
     try:
-        return dict(
-            outcome_counts(lead_batch_send(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter))
-        )
+        per_lead = lead_batch_send(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter, claim=claim)
+        return dict(outcome_counts(per_lead))
     except Exception:
         logger.exception("batch of %s leads failed unexpectedly; they are retried after their lease", len(lead_ids))
         return {"error": len(lead_ids)}

@@ -19,6 +19,11 @@ from emailsys.ops_clients import ops_broker_connection, ops_redis
 logger = logging.getLogger(__name__)
 
 TASK_METRICS_KEY = "emailsys:metrics:tasks"
+EVENT_METRICS_KEY = "emailsys:metrics:events"
+# Things that happen inside tasks and that an operator should see counted: emailsys_events_total{event=…}.
+EVENTS = {
+    "stale_batch_leads": "leads in a send batch whose claim was no longer current: that copy did nothing for them",
+}
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATE_NAMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected"}
 _SEP = "\x1f"
@@ -41,6 +46,15 @@ def task_record_finished(*, task_name: str, state: str, runtime_seconds: float |
         pipe.execute()
     except Exception as error:  # noqa: BLE001
         logger.warning("could not record metrics for %s: %s", task_name, type(error).__name__)
+
+
+def event_count(event: str, amount: int = 1) -> None:
+    """Adds to a shared event counter; never raises (a metrics outage must not fail the work it counts)."""
+    assert event in EVENTS, event
+    try:
+        ops_redis().hincrby(EVENT_METRICS_KEY, event, amount)
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not count %s: %s", event, type(error).__name__)
 
 
 @signals.task_prerun.connect
@@ -76,10 +90,12 @@ class CeleryCollector(Collector):
             CounterMetricFamily("emailsys_celery_tasks", "", labels=["task", "state"]),
             HistogramMetricFamily("emailsys_celery_task_runtime_seconds", "", labels=["task"]),
             GaugeMetricFamily("emailsys_celery_queue_depth", "", labels=["queue"]),
+            CounterMetricFamily("emailsys_events", "", labels=["event"]),
         ]
 
     def collect(self) -> Iterator:
         yield from self._task_metrics()
+        yield self._event_metrics()
         depth = GaugeMetricFamily("emailsys_celery_queue_depth", "Messages waiting in each queue.", labels=["queue"])
         try:
             for queue, count in queue_depths().items():
@@ -114,6 +130,18 @@ class CeleryCollector(Collector):
             runtime.add_metric([task_name], buckets=buckets, sum_value=values.get("sum", 0.0))
         yield tasks
         yield runtime
+
+    def _event_metrics(self) -> CounterMetricFamily:
+        events = CounterMetricFamily("emailsys_events", "Counted events: " + "; ".join(
+            f"{name}: {meaning}" for name, meaning in EVENTS.items()), labels=["event"])  # fmt: skip
+        try:
+            raw = {key.decode(): int(value) for key, value in ops_redis().hgetall(EVENT_METRICS_KEY).items()}
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not read event metrics: %s", type(error).__name__)
+            raw = {}
+        for name in EVENTS:
+            events.add_metric([name], float(raw.get(name, 0)))
+        return events
 
 
 _collector: CeleryCollector | None = None

@@ -1,6 +1,11 @@
 """A batch of claimed leads: load, plan, send, advance, finish.
 
-A batch loads its leads, their campaign's steps, recipients and send records once, plans each lead's next
+A batch acts only on the leads whose claim it carries: it swaps the dispatcher's claim token for its own at
+once (so of two copies of one batch only one acts, and a copy whose claim the dispatcher has since renewed
+does nothing), renews it each round, and clears it when it writes where the leads go next. It never sends a
+step before the step is due (`Lead.step_due_at`), whatever the broker delivered late.
+
+It loads its leads, their campaign's steps, recipients and send records once, plans each lead's next
 recipient, reserves accounts for all of a campaign's sends in one arbiter transaction and hands them to `sends`
 (render, claim, deliver, record). Each send tells its lead how it ended (`_lead_after_settled`); where the
 leads go next is written once, at the end of the batch. A lead's claim lease (the dispatcher's) covers it
@@ -12,36 +17,60 @@ caller ever hands a message over; a dead worker's records are settled by the led
 
 import enum
 import logging
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
+from django.db import connection
 from django.db.models.functions import Lower
 
-from campaigns.models import Activity, Campaign, Lead, Recipient, SendRecord, SequenceStep
+from campaigns.models import (
+    Activity,
+    Campaign,
+    CampaignAccount,
+    Lead,
+    Recipient,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+)
 from campaigns.services.activities import activity_record
 from campaigns.services.ledger import attempts_exhausted, stale_claim_give_back, stale_hand_over_settle
 from campaigns.services.outcomes import SendOutcome
 from campaigns.services.sends import Send, send_record_activity, send_record_final, sends_deliver
 from campaigns.services.smtp import SmtpSessions
 from campaigns.services.suppressions import suppressed_among
-from campaigns.services.throttling import NoAccount, Reservation, accounts_next_opening, accounts_reserve
+from campaigns.services.throttling import (
+    NoAccount,
+    Reservation,
+    accounts_next_opening,
+    accounts_reserve,
+    send_lease,
+)
 from campaigns.services.windows import window_next_open
 from emailsys import clock
 from emailsys.db import rows_update
+from emailsys.metrics import event_count
 
 logger = logging.getLogger(__name__)
 
 MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
 State = SendRecord.State
+MAYBE_DELIVERED = (State.SENT, State.UNKNOWN)  # the recipient may have it: later steps thread on it
+# A recipient with one of these statuses gets no further step.
+FINISHED_RECIPIENT_STATUSES = (Recipient.Status.REPLIED, Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED)
 
 
 class LeadOutcome(enum.StrEnum):
     """Why a lead sent nothing (more) in this batch; its sends' outcomes are `SendOutcome`s."""
 
     NOT_IN_PROGRESS = "not in progress"
+    STALE_CLAIM = "stale claim: another copy or a newer claim holds the lead"
+    NOT_DUE = "step not due yet"
+    REPLIED = "a recipient replied: lead stopped"
     CAMPAIGN_NOT_ACTIVE = "campaign not active"
     CAMPAIGN_ENDED = "campaign ended"
     FINISHED = "no such step: finished"
@@ -68,7 +97,7 @@ class LeadWork:
     lead: Lead
     steps: list[SequenceStep]
     state: StepState | None
-    earlier: dict[int, list[SendRecord]]  # recipient id → its SENT records of earlier steps (threading)
+    earlier: dict[int, list[SendRecord]]  # recipient id → its sent (or maybe sent) earlier steps (threading)
     changes: dict = field(default_factory=dict)  # Lead fields to write at the end of the batch
     activities: list[Activity] = field(default_factory=list)  # step completed, written with the changes
     outcomes: list[str] = field(default_factory=list)  # SendOutcome and LeadOutcome members
@@ -86,23 +115,26 @@ class LeadWork:
 
 
 def lead_batch_send(
-    *, lead_ids: list[int], sessions: SmtpSessions, account_filter: int | None = None
+    *, lead_ids: list[int], sessions: SmtpSessions, account_filter: int | None = None, claim: str | None = None
 ) -> dict[int, list[str]]:
     """Sends what each claimed lead can send now and sets when to look at it again: {lead id: outcomes}.
 
-    A lead's recipients go one after another within its step; with no min wait to honour, the next one goes
-    in the same batch.
+    `claim` is the dispatcher's token for these leads; without one, only leads nobody has claimed are taken
+    (an operator's or a test's direct call). A lead's recipients go one after another within its step; with no
+    min wait to honour, the next one goes in the same batch.
     """
-    works = _batch_load(lead_ids)
-    pending = [work for work in works if work.lead.state == Lead.State.IN_PROGRESS]
-    for work in works:
-        if work.lead.state != Lead.State.IN_PROGRESS:
-            work.outcomes.append(LeadOutcome.NOT_IN_PROGRESS)
+    token = uuid.uuid4()
+    held = _claim_take(lead_ids, claim=claim, token=token, now=clock.now())
+    works = _batch_load([lead_id for lead_id in lead_ids if lead_id in held])
+    outcomes = _not_held_outcomes([lead_id for lead_id in dict.fromkeys(lead_ids) if lead_id not in held])
+    pending = list(works)
     try:
-        for _ in range(MAX_ROUNDS):
+        for round_number in range(MAX_ROUNDS):
             if not pending:
                 break
             now = clock.now()
+            if round_number:  # the first round's claim was just taken
+                pending = _claim_keep(pending, token=token, now=now)
             sending = _sends_plan(pending, now)
             for campaign_id, campaign_works in _by_campaign(sending).items():
                 reserved = _sends_reserve(
@@ -113,12 +145,70 @@ def lead_batch_send(
         for work in pending:
             work.done(LeadOutcome.TOO_MANY_SETTLED)
     finally:  # what was settled stands even if something unexpected stopped the batch
-        _batch_finish(works)
-    return {work.lead.id: work.outcomes for work in works}
+        _batch_finish(works, token=token)
+    return {**outcomes, **{work.lead.id: work.outcomes for work in works}}
 
 
 def outcome_counts(per_lead: dict[int, list[str]]) -> Counter[str]:
     return Counter(str(outcome) for outcomes in per_lead.values() for outcome in outcomes)
+
+
+# --- claim -----------------------------------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+    UPDATE campaigns_lead SET claim_token = %s, next_due_at = %s
+     WHERE id = ANY(%s) AND state = %s AND {claimed}
+ RETURNING id"""
+
+
+def _claim_swap(lead_ids: list[int], *, current: uuid.UUID | str | None, token: uuid.UUID, now: datetime) -> set[int]:
+    """Swaps the claim `current` (None: no claim) for `token` and renews the lease, in one conditional UPDATE:
+    the in-progress leads this batch now holds."""
+    if not lead_ids:
+        return set()
+    claimed = "claim_token IS NULL" if current is None else "claim_token = %s"
+    params: list = [token, now + send_lease(), list(lead_ids), Lead.State.IN_PROGRESS]
+    if current is not None:
+        params.append(uuid.UUID(str(current)))
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL.format(claimed=claimed), params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _claim_take(lead_ids: list[int], *, claim: str | None, token: uuid.UUID, now: datetime) -> set[int]:
+    try:
+        return _claim_swap(lead_ids, current=claim, token=token, now=now)
+    except ValueError:  # not a token at all: holds nothing
+        logger.warning("send batch with a malformed claim %r ignored", claim)
+        return set()
+
+
+def _claim_keep(works: list[LeadWork], *, token: uuid.UUID, now: datetime) -> list[LeadWork]:
+    """Before each round: renews the lease of the leads still ours and still in progress; drops the others (an
+    operator stopped the lead, or the dispatcher re-claimed it after the lease passed: its new batch acts)."""
+    held = _claim_swap([work.lead.id for work in works], current=token, token=token, now=now)
+    for work in works:
+        if work.lead.id not in held:
+            work.done(LeadOutcome.STALE_CLAIM)
+            work.changes.clear()  # not ours to write
+    return [work for work in works if work.lead.id in held]
+
+
+def _not_held_outcomes(lead_ids: list[int]) -> dict[int, list[str]]:
+    """Why a lead of the batch was not taken: it left progress, or its claim is not this batch's (logged and
+    counted: a redelivered, duplicated or outlived copy)."""
+    if not lead_ids:
+        return {}
+    states = dict(Lead.objects.filter(id__in=lead_ids).values_list("id", "state"))
+    stale = [lead_id for lead_id, state in states.items() if state == Lead.State.IN_PROGRESS]
+    if stale:
+        logger.info("send batch: %s lead(s) skipped, their claim is not this batch's: %s", len(stale), stale[:20])
+        event_count("stale_batch_leads", len(stale))
+    return {
+        lead_id: [LeadOutcome.STALE_CLAIM if lead_id in stale else LeadOutcome.NOT_IN_PROGRESS]
+        for lead_id in lead_ids
+        if lead_id in states
+    }
 
 
 # --- load ------------------------------------------------------------------------------------------------------
@@ -149,8 +239,13 @@ def _batch_load(lead_ids: list[int]) -> list[LeadWork]:
         orders = {step.id: step.order for step in work.steps}
         current = work.step
         for record in sorted(records[lead_id], key=lambda r: orders.get(r.step_id, 0)):
-            if current and record.state == State.SENT and orders.get(record.step_id, 0) < current.order:
+            if current and record.state in MAYBE_DELIVERED and orders.get(record.step_id, 0) < current.order:
                 work.earlier[record.recipient_id].append(record)
+        if lead.sender_account_id is None:  # a crash between the first send and its pin: the records know
+            first = min((r for r in records[lead_id] if r.state in MAYBE_DELIVERED and r.account_id),
+                        key=lambda r: (r.sent_at or r.updated_at, r.id), default=None)  # fmt: skip
+            if first is not None:
+                _sender_pin(work, first.account_id)
         if current is not None:
             work.state = StepState(
                 recipients=recipients[lead_id],
@@ -180,6 +275,7 @@ def _sends_plan(works: list[LeadWork], now: datetime) -> list[LeadWork]:
     fresh = Campaign.objects.filter(id__in=campaigns).values_list("id", "status", "ends_at")
     for campaign_id, status, ends_at in fresh:  # an operator may have paused it since the batch began
         campaigns[campaign_id].status, campaigns[campaign_id].ends_at = status, ends_at
+    _recipients_refresh(works)
     opens = {campaign_id: window_next_open(at=now, campaign=campaign) for campaign_id, campaign in campaigns.items()}
     emails_by_campaign: dict[int, list[str]] = defaultdict(list)
     for work in works:
@@ -201,6 +297,16 @@ def _sends_plan(works: list[LeadWork], now: datetime) -> list[LeadWork]:
             work.done(LeadOutcome.CAMPAIGN_ENDED)
         elif work.step is None:
             work.done(LeadOutcome.FINISHED, state=Lead.State.FINISHED, next_due_at=None)
+        elif work.lead.step_due_at and work.lead.step_due_at > now:  # a late copy of an old claim, or a clock
+            work.done(LeadOutcome.NOT_DUE, next_due_at=work.lead.step_due_at)
+        elif campaign.stop_on_reply and (replied := _replied(work)):
+            reason = f"{replied.email} replied"
+            work.activities.append(
+                Activity(created_at=now, kind=Activity.Kind.STATUS_CHANGED, campaign_id=campaign.id, lead=work.lead,
+                         recipient=replied, message=f"Lead stopped: {reason}",
+                         detail={"from": Lead.State.IN_PROGRESS, "to": Lead.State.STOPPED})
+            )  # fmt: skip
+            work.done(LeadOutcome.REPLIED, state=Lead.State.STOPPED, stop_reason=reason, next_due_at=None)
         elif opens[campaign.id] > now:
             work.done(LeadOutcome.OUTSIDE_WINDOW, next_due_at=opens[campaign.id])
         else:
@@ -208,6 +314,20 @@ def _sends_plan(works: list[LeadWork], now: datetime) -> list[LeadWork]:
             if work.send is not None:
                 sending.append(work)
     return sending
+
+
+def _recipients_refresh(works: list[LeadWork]) -> None:
+    """Recipients' statuses as they are now, one query a round: a reply, bounce or unsubscribe recorded while the
+    batch runs counts before its next send to that lead."""
+    recipients = {recipient.id: recipient for work in works if work.state for recipient in work.state.recipients}
+    if recipients:
+        for recipient_id, status in Recipient.objects.filter(id__in=recipients).values_list("id", "status"):
+            recipients[recipient_id].status = status
+
+
+def _replied(work: LeadWork) -> Recipient | None:
+    recipients = work.state.recipients if work.state else []
+    return next((r for r in recipients if r.status == Recipient.Status.REPLIED), None)
 
 
 def _contacted_elsewhere(emails: list[str], campaign: Campaign, now: datetime) -> set[str]:
@@ -305,7 +425,7 @@ def _settled_without_smtp(
     if attempts_exhausted(record):
         assert record is not None
         return State.FAILED, f"gave up after {record.attempts} attempts: {record.last_error}", Activity.Kind.FAILED
-    if recipient.status in (Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED):
+    if recipient.status in FINISHED_RECIPIENT_STATUSES:
         return State.SKIPPED, f"recipient is {recipient.status}", Activity.Kind.SKIPPED
     if recipient.email.strip().lower() in suppressed:
         return State.SKIPPED, "address or domain is on the suppression list", Activity.Kind.SKIPPED
@@ -326,8 +446,71 @@ def _by_campaign(works: list[LeadWork]) -> dict[int, list[LeadWork]]:
 
 
 def _sends_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, account_filter: int | None) -> list[Send]:
-    """Reserves accounts for one campaign's sends of a round in one arbiter transaction: the reserved sends.
-    A lead whose send got no room waits until an account opens."""
+    """Reserves accounts for one campaign's sends of a round: the reserved sends. A lead's sends go through the
+    account its conversation is with (`_sender_required`), the others round robin; a lead whose account has
+    no room waits for it."""
+    usable = _campaign_accounts_usable(campaign_id)
+    groups: dict[int | None, list[LeadWork]] = defaultdict(list)
+    for work in works:
+        groups[_sender_required(work, usable)].append(work)
+    reserved: list[Send] = []
+    for account_id, group in groups.items():
+        if account_id is None:
+            reserved += _group_reserve(group, campaign_id=campaign_id, now=now, account_filter=account_filter)
+        elif usable[account_id] != SenderAccount.Status.ACTIVE or account_filter not in (None, account_id):
+            for work in group:  # paused (or not the operator's chosen account): the lead waits for its sender
+                work.done(LeadOutcome.NO_ACCOUNT, next_due_at=now + SENDER_PAUSED_RETRY)
+        else:
+            reserved += _group_reserve(group, campaign_id=campaign_id, now=now, account_filter=account_id)
+    return reserved
+
+
+SENDER_PAUSED_RETRY = timedelta(minutes=1)
+
+
+def _campaign_accounts_usable(campaign_id: int) -> dict[int, str]:
+    """The campaign's accounts a lead may keep (not disabled): {account id: status}."""
+    return dict(
+        CampaignAccount.objects.filter(campaign_id=campaign_id)
+        .exclude(account__status=SenderAccount.Status.DISABLED)
+        .values_list("account_id", "account__status")
+    )
+
+
+def _sender_required(work: LeadWork, usable: dict[int, str]) -> int | None:
+    """The account this lead's send must go from, or None (any). Sticky: the lead's first sender, for every step
+    and recipient. Rotate: a threaded step still replies from the account of the recipient's previous email.
+    An account disabled or removed from the campaign lets the lead go on from another (said in its activities)."""
+    send = work.send
+    assert send is not None
+    if work.lead.campaign.sender_policy == Campaign.SenderPolicy.STICKY:
+        wanted = work.lead.sender_account_id
+    elif send.step.threaded and send.earlier:
+        wanted = send.earlier[-1].account_id
+    else:
+        return None
+    if wanted is None or wanted in usable:
+        return wanted
+    why = "is disabled" if SenderAccount.objects.filter(id=wanted, status=SenderAccount.Status.DISABLED).exists() else (
+        "is no longer one of the campaign's accounts")  # fmt: skip
+    if Lead.objects.filter(id=work.lead.id, sender_account_id=wanted).update(sender_account=None):
+        activity_record(
+            kind=Activity.Kind.SENDER_CHANGED, campaign=work.lead.campaign_id, lead=work.lead, account=wanted,
+            message=f"the lead's sender (account {wanted}) {why}: its next email goes from another account",
+        )  # fmt: skip
+    work.lead.sender_account_id = None
+    return None
+
+
+def _sender_pin(work: LeadWork, account_id: int) -> None:
+    """The account of the lead's first email becomes its sender (set once)."""
+    Lead.objects.filter(id=work.lead.id, sender_account__isnull=True).update(sender_account_id=account_id)
+    work.lead.sender_account_id = account_id
+
+
+def _group_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, account_filter: int | None) -> list[Send]:
+    """Reserves accounts for sends in one arbiter transaction: the reserved sends. A lead whose send got no room
+    waits until an account opens."""
     sends = [work.send for work in works if work.send is not None]
     avoid = tuple({send.record.account_id for send in sends if _retry_elsewhere(send)})
     reserved = accounts_reserve(
@@ -374,6 +557,8 @@ def _lead_after_settled(work: LeadWork, send: Send, outcome: SendOutcome) -> Non
         work.done(outcome, next_due_at=send.claimed.next_attempt_at)
     elif outcome is SendOutcome.CLAIMED_ELSEWHERE:
         work.done(outcome)
+    elif outcome is SendOutcome.WITHDRAWN:  # look again at once: the next plan sees the change
+        work.done(outcome, next_due_at=clock.now())
     else:  # bounced, failed or not buildable: the next recipient may go now
         work.outcomes.append(outcome)
         _step_state_reload(work)
@@ -383,6 +568,8 @@ def _lead_after_settled(work: LeadWork, send: Send, outcome: SendOutcome) -> Non
 def _lead_after_send(work: LeadWork, send: Send, outcome: str) -> None:
     """The send counts as attempted: the step's next recipient after the min wait, or the next step."""
     assert send.claimed is not None and send.reservation is not None and work.state is not None
+    if work.lead.sender_account_id is None:
+        _sender_pin(work, send.reservation.account_id)
     finished = send.claimed.sent_at or clock.now()
     work.state.records[send.recipient.id] = send.claimed
     pending = _next_recipient(send.step, finished, work.state)
@@ -417,17 +604,19 @@ def _lead_advance(
         return
     base = last_sent_at or lead.last_sent_at or now
     due = window_next_open(at=base + timedelta(seconds=next_step.delay_seconds), campaign=lead.campaign)
-    work.done(outcome, current_step=next_step.order, next_due_at=due, **sent)
+    work.done(outcome, current_step=next_step.order, next_due_at=due, step_due_at=due, **sent)
 
 
 # --- finish ----------------------------------------------------------------------------------------------------
 
 
-def _batch_finish(works: list[LeadWork]) -> None:
-    """Where every lead goes next, in one round trip (a lead an operator stopped meanwhile stays stopped); the
-    batch's step-completed activities; campaigns whose last lead finished are completed."""
+def _batch_finish(works: list[LeadWork], *, token: uuid.UUID) -> None:
+    """Where every lead still ours goes next, its claim cleared, in one round trip (a lead an operator stopped
+    meanwhile stays stopped); the batch's activities; campaigns whose last lead finished are completed."""
     rows_update(
-        Lead, {work.lead.id: work.changes for work in works if work.changes}, only_if={"state": Lead.State.IN_PROGRESS}
+        Lead,
+        {work.lead.id: {**work.changes, "claim_token": None} for work in works},
+        only_if={"state": Lead.State.IN_PROGRESS, "claim_token": token},
     )
     activities = [activity for work in works for activity in work.activities]
     if activities:

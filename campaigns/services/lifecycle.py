@@ -125,5 +125,6 @@ def _recipients_reset(*, recipients) -> int:
 
 def _leads_reset(*, leads) -> int:
     return leads.update(
-        state=Lead.State.IN_PROGRESS, stop_reason="", current_step=1, next_due_at=clock.now(), last_sent_at=None
-    )
+        state=Lead.State.IN_PROGRESS, stop_reason="", current_step=1, next_due_at=clock.now(), last_sent_at=None,
+        step_due_at=None, claim_token=None,  # a batch in flight must not write over the reset
+    )  # fmt: skip

@@ -56,7 +56,7 @@ class Send:
     step: SequenceStep
     recipient: Recipient
     record: SendRecord | None  # an earlier attempt (DEFERRED), if any
-    earlier: list[SendRecord]  # the recipient's SENT records of earlier steps (threading)
+    earlier: list[SendRecord]  # the recipient's sent (or maybe sent) records of earlier steps (threading)
     on_settled: Callable[["Send", SendOutcome], None] | None = None  # told once, however the send ended
     reservation: Reservation | None = None
     claimed: SendRecord | None = None
@@ -130,7 +130,7 @@ def send_prepare(send: Send, now: datetime) -> bool:
             rendered=rendered,
             account=account,
             to_email=send.recipient.email,
-            to_name=send.recipient.name,
+            to_name=send.recipient.display_name,
             message_id=message_id,
             date=now,
             unsubscribe_url=recipient_unsubscribe_url(send.recipient),
@@ -175,7 +175,9 @@ _CLAIM_FIELDS = ("state", "claim_token", "claimed_until", "account", "message_id
 def sends_claim(sends: list[Send], now: datetime) -> list[Send]:
     """Commits the claims (state CLAIMED, our token, the Message-ID and the message) in one transaction; a send
     another worker claimed first is dropped and its reservation given back: a new record loses on the unique
-    constraint, a DEFERRED one on the conditional update."""
+    constraint, a DEFERRED one on the conditional update. A send whose recipient replied, bounced or
+    unsubscribed, or whose lead stopped, since it was planned is withdrawn the same way."""
+    sends = _sends_still_wanted(sends)
     fresh = [send for send in sends if send.record is None]
     try:
         with transaction.atomic():
@@ -190,6 +192,28 @@ def sends_claim(sends: list[Send], now: datetime) -> list[Send]:
             reservation_release(reservation=send.reservation)
             send.settled(SendOutcome.CLAIMED_ELSEWHERE)
     return [send for send in sends if id(send) in won_ids]
+
+
+_RECIPIENT_MAILABLE = (Recipient.Status.NOT_CONTACTED, Recipient.Status.CONTACTED)
+
+
+def _sends_still_wanted(sends: list[Send]) -> list[Send]:
+    """One query per chunk: what an operator, a reply or an unsubscribe changed meanwhile counts before the email."""
+    if not sends:
+        return sends
+    wanted = set(
+        Recipient.objects.filter(
+            id__in=[send.recipient.id for send in sends],
+            status__in=_RECIPIENT_MAILABLE,
+            lead__state=Lead.State.IN_PROGRESS,
+        ).values_list("id", flat=True)
+    )
+    for send in sends:
+        if send.recipient.id not in wanted:
+            assert send.reservation is not None
+            reservation_release(reservation=send.reservation)
+            send.settled(SendOutcome.WITHDRAWN)
+    return [send for send in sends if send.recipient.id in wanted]
 
 
 def _claim_retry(send: Send) -> bool:
@@ -435,7 +459,9 @@ def send_record_resend(*, record_id: int, sessions: SmtpSessions) -> str:
     if isinstance(reserved, NoAccount):
         SendRecord.objects.filter(id=record.id, state=State.DEFERRED).update(next_attempt_at=reserved.retry_at)
         return f"no account: {reserved.reason}"
-    earlier = SendRecord.objects.filter(recipient=record.recipient, step__order__lt=record.step.order, state=State.SENT)
+    earlier = SendRecord.objects.filter(
+        recipient=record.recipient, step__order__lt=record.step.order, state__in=(State.SENT, State.UNKNOWN)
+    )
     send = Send(
         record.lead,
         record.step,

@@ -113,10 +113,18 @@ def template_render(*, template: EmailTemplate, context: dict, signature: str) -
     return RenderedEmail(subject=subject, text=text, html=body_html)
 
 
+def subject_is_placeholder(subject: str) -> bool:
+    """A subject with no letter or digit ("-", "…", empty) stands in for "Re: the previous email"; it must never
+    reach a recipient as such."""
+    return not any(character.isalnum() for character in subject)
+
+
 def step_render(
     *, step: SequenceStep, recipient: Recipient, account: SenderAccount, previous_subject: str | None = None
 ) -> RenderedEmail:
-    """A threaded follow-up replies to the recipient's previous email: `Re:` its subject."""
+    """A threaded follow-up replies to the recipient's previous email (`previous_subject`, sent or maybe sent):
+    `Re:` its subject. Without one (it failed or was skipped) the email starts afresh, and a placeholder subject
+    gives way to the nearest earlier step's own subject."""
     lead = recipient.lead
     context = template_context(
         recipient=recipient,
@@ -126,10 +134,24 @@ def step_render(
         custom_fields=lead.custom_fields,
     )
     rendered = template_render(template=step.template, context=context, signature=account.signature)
-    if step.threaded and previous_subject:
+    subject = rendered.subject
+    if step.threaded and previous_subject and not subject_is_placeholder(previous_subject):
         subject = previous_subject if previous_subject.lower().startswith("re:") else f"Re: {previous_subject}"
+    elif subject_is_placeholder(subject):
+        subject = _earlier_step_subject(step, context=context, signature=account.signature)
+    if subject != rendered.subject:
         rendered = RenderedEmail(subject=subject, text=rendered.text, html=rendered.html)
     return rendered
+
+
+def _earlier_step_subject(step: SequenceStep, *, context: dict, signature: str) -> str:
+    """The nearest earlier step's subject that is a real one (a rare path: one query)."""
+    earlier = SequenceStep.objects.filter(campaign_id=step.campaign_id, order__lt=step.order).select_related("template")
+    for candidate in earlier.order_by("-order"):
+        subject = template_render(template=candidate.template, context=context, signature=signature).subject
+        if not subject_is_placeholder(subject):
+            return subject
+    raise TemplateRenderError(f"step {step.order}'s subject is a placeholder and no earlier step has a real one")
 
 
 def message_id_new(*, account: SenderAccount) -> str:

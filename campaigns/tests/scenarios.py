@@ -163,7 +163,7 @@ def run_until_idle(max_rounds: int = 100) -> None:
         sessions = SmtpSessions()
         try:
             for batch in result.batches:
-                lead_batch_send(lead_ids=batch, sessions=sessions)
+                lead_batch_send(lead_ids=batch.lead_ids, sessions=sessions, claim=batch.claim)
         finally:
             sessions.close()
     raise AssertionError("still dispatching after max_rounds")

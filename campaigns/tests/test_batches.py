@@ -16,12 +16,12 @@ from emailsys.testing import RecordingSmtpServer
 
 
 def _send_one_batch(campaign) -> dict[int, list[str]]:
-    lead_ids = [
-        lead_id for batch in dispatch_due(now=clock.now(), campaign_id=campaign.id).batches for lead_id in batch
-    ]
+    batches = dispatch_due(now=clock.now(), campaign_id=campaign.id).batches
+    (claim,) = {batch.claim for batch in batches}  # one scan, one claim
     sessions = SmtpSessions()
     try:
-        return lead_batch_send(lead_ids=lead_ids, sessions=sessions)
+        lead_ids = [lead_id for batch in batches for lead_id in batch.lead_ids]
+        return lead_batch_send(lead_ids=lead_ids, sessions=sessions, claim=claim)
     finally:
         sessions.close()
 

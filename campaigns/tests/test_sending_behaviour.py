@@ -45,9 +45,9 @@ def test_one_click_unsubscribe_stops_every_later_email(client) -> None:
         from campaigns.services.batches import lead_batch_send
         from campaigns.services.dispatch import dispatch_due
 
-        dispatch_due(now=clock.now())
+        (batch,) = dispatch_due(now=clock.now()).batches
         sessions = SmtpSessions()
-        lead_batch_send(lead_ids=[scenario.leads[0].id], sessions=sessions)
+        lead_batch_send(lead_ids=[scenario.leads[0].id], sessions=sessions, claim=batch.claim)
         assert len(smtp.snapshot()) == 1
         page = client.get(f"/u/{recipient.unsubscribe_token}/")
         assert page.status_code == 200 and recipient.email in page.content.decode()

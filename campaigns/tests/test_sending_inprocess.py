@@ -13,6 +13,8 @@ pytestmark = pytest.mark.django_db
 def test_daily_limits_cap_the_day_and_each_message_is_the_stored_rendering() -> None:
     with RecordingSmtpServer() as smtp:
         scenario = campaign_scenario(smtp_port=smtp.port, leads=4, recipients_per_lead=2, steps=2)
+        scenario.campaign.sender_policy = "rotate"  # any account with room may send any lead's next email
+        scenario.campaign.save()
         run_until_idle()
         mails = smtp.snapshot()
 

@@ -69,7 +69,10 @@ class Command(BaseCommand):
             for batch in result.batches:
                 if stop.is_set():
                     return  # the rest stay claimed until the lease passes, then are due again
-                per_lead = lead_batch_send(lead_ids=batch, sessions=sessions, account_filter=options["account_filter"])
+                per_lead = lead_batch_send(
+                    lead_ids=batch.lead_ids, sessions=sessions, account_filter=options["account_filter"],
+                    claim=batch.claim,
+                )  # fmt: skip
                 outcomes.update(outcome_counts(per_lead))
                 if options["verbose"]:
                     for lead_id, lead_outcomes in per_lead.items():
