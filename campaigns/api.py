@@ -36,6 +36,7 @@ from campaigns.serializers import (
     CampaignSerializer,
     CampaignStatusSerializer,
     LeadBulkErrorsSerializer,
+    LeadRepliedSerializer,
     LeadSerializer,
     SenderAccountSerializer,
     SendRecordDetailSerializer,
@@ -46,6 +47,7 @@ from campaigns.services.accounts import account_set_status
 from campaigns.services.leads import leads_check_unique, leads_create
 from campaigns.services.ledger import ResolveAction
 from campaigns.services.lifecycle import campaign_set_status
+from campaigns.services.recipients import recipient_mark_replied
 from campaigns.services.sends import send_record_resolve
 
 
@@ -136,7 +138,24 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     filterset_class = LeadFilter
 
     def get_queryset(self) -> QuerySet[Lead]:
-        return lead_list().prefetch_related("recipients")
+        return lead_list().select_related("sender_account").prefetch_related("recipients")
+
+    @extend_schema(request=LeadRepliedSerializer, responses={200: LeadSerializer, 400: OpenApiResponse()})
+    @action(detail=True, methods=["post"])
+    def replied(self, request: Request, pk: str | None = None) -> Response:
+        """Records that a recipient of the lead replied: no more emails to them, and with the campaign's
+        stop_on_reply the lead stops (its stop_reason names who replied and when)."""
+        lead = self.get_object()
+        body = LeadRepliedSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        recipient = lead.recipients.filter(email=body.validated_data["email"].strip().lower()).first()
+        if recipient is None:
+            raise ValidationError({"email": [f"Lead {lead.pk} has no recipient with this address."]})
+        recipient_mark_replied(
+            recipient=recipient, at=body.validated_data.get("replied_at"),
+            source=f"marked by {request.user.get_username()} via the API",
+        )  # fmt: skip
+        return Response(self.get_serializer(self.get_queryset().get(pk=lead.pk)).data)
 
     def perform_create(self, serializer: LeadSerializer) -> None:
         errors = leads_check_unique(leads=[serializer.validated_data])

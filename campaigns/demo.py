@@ -22,7 +22,7 @@ FIRST = EmailTemplate(
 )
 FOLLOW_UP = EmailTemplate(
     name="Demo: follow-up",
-    subject="(threaded follow-up)",
+    subject="-",  # a threaded step: "Re:" the previous subject (or, after a failed email, the first step's)
     body_text="Hi {{ first_name | default('there') }}, just bringing this back to the top of your inbox.\n",
 )
 LEADS = [

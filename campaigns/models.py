@@ -241,6 +241,18 @@ class SequenceStep(models.Model):
     def __str__(self) -> str:
         return f"{self.campaign} step {self.order}"
 
+    def clean(self) -> None:
+        """A placeholder subject ("-") means "Re: the previous email": only a threaded step after the first has one."""
+        cached = SequenceStep.template.is_cached(self)  # an import's template may not be saved yet
+        template = self.template if cached else EmailTemplate.objects.filter(id=self.template_id).first()
+        if template is None or any(character.isalnum() for character in template.subject):
+            return
+        if not self.threaded or (self.order or 0) <= 1:
+            raise ValidationError(
+                {"template": f"Its subject {template.subject!r} is a placeholder: only a threaded step after the "
+                             "first may have one (it replies with “Re:” the previous subject). Give it a real subject."}
+            )  # fmt: skip
+
 
 class Lead(models.Model):
     """A company or person we write to, with one or more recipients and its progress through the steps."""

@@ -192,7 +192,7 @@ def account_stats(*, account: SenderAccount, now: datetime) -> dict:
 def lead_details(*, lead: Lead) -> dict:
     """A lead with its campaign's steps and each recipient's send records keyed by step order (at most one
     per step: the (recipient, step) constraint). Three queries."""
-    lead = Lead.objects.select_related("campaign").get(pk=lead.pk)
+    lead = Lead.objects.select_related("campaign", "sender_account").get(pk=lead.pk)
     steps = list(SequenceStep.objects.filter(campaign_id=lead.campaign_id).select_related("template"))
     records: dict[int, dict[int, SendRecord]] = {}
     for record in SendRecord.objects.filter(lead=lead).select_related("step", "account").order_by("step__order"):

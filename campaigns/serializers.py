@@ -34,7 +34,8 @@ class CampaignSerializer(ModelCleanMixin, serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "name", "status", "starts_at", "ends_at", "batch_size", "time_zone", "send_days",
-            "send_hour_start", "send_hour_end", "step_count", "account_count", "lead_count", "in_progress_count",
+            "send_hour_start", "send_hour_end", "sender_policy", "stop_on_reply",
+            "step_count", "account_count", "lead_count", "in_progress_count",
             "sent_today", "unknown_count", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["status", "created_at", "updated_at"]
@@ -103,14 +104,19 @@ class _CampaignField(serializers.PrimaryKeyRelatedField):
 class LeadSerializer(serializers.ModelSerializer):
     campaign = _CampaignField(queryset=Campaign.objects.all())
     recipients = RecipientSerializer(many=True, allow_empty=False)
+    sender_email = serializers.EmailField(
+        source="sender_account.email", read_only=True, allow_null=True,
+        help_text="The account that sent the lead's first email; with the sticky policy it sends all its steps.",
+    )  # fmt: skip
 
     class Meta:
         model = Lead
         fields = [
             "id", "campaign", "external_id", "custom_fields", "recipients", "state", "stop_reason", "current_step",
-            "last_sent_at", "next_due_at", "created_at",
+            "sender_account", "sender_email", "last_sent_at", "next_due_at", "created_at",
         ]  # fmt: skip
-        read_only_fields = ["state", "stop_reason", "current_step", "last_sent_at", "next_due_at", "created_at"]
+        read_only_fields = ["state", "stop_reason", "current_step", "sender_account", "last_sent_at", "next_due_at",
+                            "created_at"]  # fmt: skip
         validators = []  # (campaign, external_id) is checked for a whole batch at once: `leads_check_unique`
 
     def validate_custom_fields(self, value: Any) -> dict:
@@ -132,6 +138,11 @@ class LeadSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data: dict) -> Lead:
         return leads_create(leads=[validated_data])[0]
+
+
+class LeadRepliedSerializer(serializers.Serializer):
+    email = serializers.EmailField(help_text="The recipient of this lead who replied.")
+    replied_at = serializers.DateTimeField(required=False, help_text="When; default now.")
 
 
 class LeadBulkErrorSerializer(serializers.Serializer):

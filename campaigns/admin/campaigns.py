@@ -113,6 +113,7 @@ class CampaignAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "status", "progress_panel"]}),
         ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
                                  "send_hour_end", "batch_size"]}),
+        ("Conversations", {"fields": ["sender_policy", "stop_on_reply"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]  # fmt: skip
 

@@ -12,6 +12,7 @@ from campaigns.models import Lead, Recipient
 from campaigns.selectors import lead_list
 from campaigns.services.leads import lead_create, leads_stop
 from campaigns.services.lifecycle import lead_reset_progress
+from campaigns.services.recipients import recipient_mark_replied
 from emailsys.admin import instance_adopt, request_actor
 
 
@@ -27,14 +28,15 @@ class RecipientInline(admin.TabularInline):
 @admin.register(Lead)
 class LeadAdmin(admin.ModelAdmin):
     list_display = ["id", "external_id", "campaign", "state", "current_step", "recipient_count", "first_email",
-                    "next_due_at", "last_sent_at"]  # fmt: skip
-    list_select_related = ["campaign"]
+                    "sender_account", "next_due_at", "last_sent_at"]  # fmt: skip
+    list_select_related = ["campaign", "sender_account"]
     list_filter = ["campaign", "state", "current_step"]
     search_fields = ["external_id", "recipients__email"]
     ordering = ["-id"]
     inlines = [RecipientInline]
     actions = ["reset_progress", "stop"]
-    readonly_fields = ["state", "stop_reason", "current_step", "last_sent_at", "next_due_at", "created_at"]
+    readonly_fields = ["state", "stop_reason", "current_step", "sender_account", "last_sent_at", "next_due_at",
+                       "step_due_at", "created_at"]  # fmt: skip
     fields = ["campaign", "external_id", "custom_fields", *readonly_fields]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Lead]:
@@ -52,6 +54,20 @@ class LeadAdmin(admin.ModelAdmin):
             return
         created = lead_create(campaign=obj.campaign, external_id=obj.external_id, custom_fields=obj.custom_fields)
         instance_adopt(obj, created)
+
+    def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset, change: bool) -> None:
+        """A recipient set to replied in the inline is recorded as a reply (it may stop the lead)."""
+        replied = [
+            recipient_form.instance
+            for recipient_form in formset.forms
+            if recipient_form.instance.pk and "status" in recipient_form.changed_data
+            and recipient_form.instance.status == Recipient.Status.REPLIED
+        ]  # fmt: skip
+        for recipient in replied:  # saved with its other changes first; the service then records the reply
+            recipient.status = Recipient.objects.get(pk=recipient.pk).status
+        super().save_formset(request, form, formset, change)
+        for recipient in replied:
+            recipient_mark_replied(recipient=recipient, source=f"marked by {request_actor(request)} in the admin")
 
     @admin.display(description="Recipients", ordering="recipient_count")
     def recipient_count(self, lead: Lead) -> int:
@@ -83,6 +99,22 @@ class RecipientAdmin(admin.ModelAdmin):
     raw_id_fields = ["lead"]
     readonly_fields = ["last_contacted_at", "last_step", "unsubscribe_token"]
     ordering = ["-id"]
+    actions = ["mark_replied"]
+
+    def save_model(self, request: HttpRequest, obj: Recipient, form: forms.ModelForm, change: bool) -> None:
+        """Setting the status to replied records a reply (it may stop the lead)."""
+        replied = change and "status" in form.changed_data and obj.status == Recipient.Status.REPLIED
+        if replied:
+            obj.status = Recipient.objects.get(pk=obj.pk).status
+        super().save_model(request, obj, form, change)
+        if replied:
+            recipient_mark_replied(recipient=obj, source=f"marked by {request_actor(request)} in the admin")
+
+    @admin.action(description="Mark selected recipients as replied (no more emails; stops the lead)")
+    def mark_replied(self, request: HttpRequest, queryset: QuerySet[Recipient]) -> None:
+        source = f"marked by {request_actor(request)} in the admin"
+        marked = sum(recipient_mark_replied(recipient=recipient, source=source) for recipient in queryset)
+        self.message_user(request, f"{marked} recipient(s) marked as replied.", messages.SUCCESS)
 
     @admin.display(description="Lead", ordering="lead_id")
     def lead_link(self, recipient: Recipient) -> SafeString:

@@ -5,45 +5,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0007_operator_test_send'),
+        ("campaigns", "0007_operator_test_send"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='campaign',
-            name='sender_policy',
-            field=models.CharField(choices=[('sticky', "Sticky: a lead's first sender sends all its steps"), ('rotate', 'Rotate: each unthreaded step goes to the next account with room')], default='sticky', help_text='Sticky: one conversation per lead, from one mailbox. A threaded step never rotates.', max_length=10),
+            model_name="campaign",
+            name="sender_policy",
+            field=models.CharField(
+                choices=[
+                    ("sticky", "Sticky: a lead's first sender sends all its steps"),
+                    ("rotate", "Rotate: each unthreaded step goes to the next account with room"),
+                ],
+                default="sticky",
+                help_text="Sticky: one conversation per lead, from one mailbox. A threaded step never rotates.",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='campaign',
-            name='stop_on_reply',
-            field=models.BooleanField(default=True, help_text='A reply from any recipient of a lead stops the whole lead.'),
+            model_name="campaign",
+            name="stop_on_reply",
+            field=models.BooleanField(
+                default=True, help_text="A reply from any recipient of a lead stops the whole lead."
+            ),
         ),
         migrations.AddField(
-            model_name='lead',
-            name='claim_token',
+            model_name="lead",
+            name="claim_token",
             field=models.UUIDField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='lead',
-            name='sender_account',
-            field=models.ForeignKey(blank=True, help_text="The account that sent the lead's first email; it sends the lead's later steps.", null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='campaigns.senderaccount'),
+            model_name="lead",
+            name="sender_account",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The account that sent the lead's first email; it sends the lead's later steps.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="campaigns.senderaccount",
+            ),
         ),
         migrations.AddField(
-            model_name='lead',
-            name='step_due_at',
+            model_name="lead",
+            name="step_due_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='activity',
-            name='kind',
-            field=models.CharField(choices=[('sent', 'Sent'), ('skipped', 'Skipped'), ('deferred', 'Deferred'), ('failed', 'Failed'), ('bounced', 'Bounced'), ('unknown', 'Unknown outcome'), ('template_error', 'Template error'), ('status_changed', 'Status changed'), ('account_paused', 'Account paused'), ('step_completed', 'Step completed'), ('dry_run', 'Dry run'), ('test_sent', 'Test sent'), ('unsubscribed', 'Unsubscribed'), ('replied', 'Replied'), ('sender_changed', 'Sender changed')], max_length=20),
+            model_name="activity",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("sent", "Sent"),
+                    ("skipped", "Skipped"),
+                    ("deferred", "Deferred"),
+                    ("failed", "Failed"),
+                    ("bounced", "Bounced"),
+                    ("unknown", "Unknown outcome"),
+                    ("template_error", "Template error"),
+                    ("status_changed", "Status changed"),
+                    ("account_paused", "Account paused"),
+                    ("step_completed", "Step completed"),
+                    ("dry_run", "Dry run"),
+                    ("test_sent", "Test sent"),
+                    ("unsubscribed", "Unsubscribed"),
+                    ("replied", "Replied"),
+                    ("sender_changed", "Sender changed"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='campaign',
-            constraint=models.CheckConstraint(condition=models.Q(('sender_policy__in', ['sticky', 'rotate'])), name='campaign_sender_policy_known'),
+            model_name="campaign",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("sender_policy__in", ["sticky", "rotate"])), name="campaign_sender_policy_known"
+            ),
         ),
         migrations.RunSQL(
             # A lead that already wrote keeps the account of its first email; a waiting lead keeps its place.

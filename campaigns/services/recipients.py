@@ -1,14 +1,47 @@
-"""Recipients' statuses: set in bulk by an operator, or rebuilt from their send records (the truth)."""
+"""Recipients' statuses: a reply recorded (the one way, for every entry point), set in bulk by an operator, or
+rebuilt from their send records (the truth)."""
+
+from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 
-from campaigns.models import Activity, Campaign, Recipient, SendRecord
+from campaigns.models import Activity, Campaign, Lead, Recipient, SendRecord
 from campaigns.services.activities import activity_record
+from campaigns.services.leads import leads_stop
+from emailsys import clock
 from emailsys.fields import choice_validate
 
 # Recipient statuses an operator action or a rebuild never overwrites: mailing them again would be wrong.
 PROTECTED_RECIPIENT_STATUSES = (Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED)
+
+
+def recipient_mark_replied(*, recipient: Recipient, at: datetime | None = None, source: str = "") -> bool:
+    """Records that the recipient replied (the admin, the API, the command and inbound mail all come here): they
+    get no further step, and with the campaign's `stop_on_reply` the whole lead stops, its reason naming who
+    replied and when. A batch in flight sees it before its next send to the lead. False: already replied."""
+    at = at or clock.now()
+    when = f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    with transaction.atomic():
+        if (
+            not Recipient.objects.filter(id=recipient.id)
+            .exclude(status=Recipient.Status.REPLIED)
+            .update(status=Recipient.Status.REPLIED)
+        ):
+            return False
+        recipient.status = Recipient.Status.REPLIED
+        lead = Lead.objects.select_related("campaign").get(id=recipient.lead_id)
+        activity_record(
+            kind=Activity.Kind.REPLIED,
+            campaign=lead.campaign_id,
+            lead=lead,
+            recipient=recipient,
+            message=f"{recipient.email} replied on {when}" + (f" ({source})" if source else ""),
+            detail={"replied_at": at.isoformat(), "source": source},
+        )
+        if lead.campaign.stop_on_reply:
+            leads_stop(leads=Lead.objects.filter(id=lead.id), reason=f"{recipient.email} replied on {when}")
+    return True
 
 
 def leads_bulk_update_status(*, campaign: Campaign, status: str) -> int:
@@ -19,6 +52,9 @@ def leads_bulk_update_status(*, campaign: Campaign, status: str) -> int:
     really mean it). One activity row for the whole change.
     """
     choice_validate(value=status, choices=Recipient.Status, what="recipient status")
+    if status == Recipient.Status.REPLIED:  # each reply stops its lead, as one reply does
+        recipients = Recipient.objects.filter(lead__campaign=campaign).exclude(status__in=PROTECTED_RECIPIENT_STATUSES)
+        return sum(recipient_mark_replied(recipient=recipient, source="bulk status change") for recipient in recipients)
     with transaction.atomic():
         recipients = Recipient.objects.filter(lead__campaign=campaign).exclude(status=status)
         count = recipients.exclude(status__in=PROTECTED_RECIPIENT_STATUSES).update(status=status)

@@ -25,6 +25,7 @@ class Command(BaseCommand):
                     ("State", lead.state),
                     ("Stop reason", lead.stop_reason),
                     ("Current step", f"{lead.current_step} of {len(details['steps'])}"),
+                    ("Sender", lead.sender_account.email if lead.sender_account else "not chosen yet (first email)"),
                     ("Last sent", when(lead.last_sent_at)),
                     ("Next due", when(lead.next_due_at)),
                 ]
