@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from django.apps import apps
 from django.db.models import (
     Case,
     Count,
@@ -34,6 +35,7 @@ from campaigns.models import (
     CampaignAccount,
     Lead,
     Recipient,
+    SendAttempt,
     SenderAccount,
     SendRecord,
     SequenceStep,
@@ -96,17 +98,31 @@ def campaign_list() -> QuerySet[Campaign]:
 
 
 def account_list() -> QuerySet[SenderAccount]:
-    """All sender accounts by email, with the number of campaigns using each and `reserved_today`: what the
-    arbiter granted on the account's local day (`usage_day`). The time zones in use are read at once, when
-    this is called."""
+    """All sender accounts by email, with the number of campaigns using each, `reserved_today`: what the
+    arbiter granted on the account's local day (`usage_day`), and `sent_today`: what it delivered since that
+    day's local midnight, for campaigns and event mailings alike (every send ledger, `_send_ledgers`). The time
+    zones in use are read at once, when this is called."""
     now = clock.now()
     zones = SenderAccount.objects.order_by().values_list("time_zone", flat=True).distinct()
     usage = AccountDailyUsage.objects.filter(account=OuterRef("pk"), day=OuterRef("usage_day"))
+    sent_today = [
+        _count_of(ledger.objects.filter(_sent_since(OuterRef("day_start")), account=OuterRef("pk")).values("account"))
+        for ledger in _send_ledgers()
+    ]
     return SenderAccount.objects.annotate(
         campaign_count=_count_of(CampaignAccount.objects.filter(account=OuterRef("pk")).values("account")),
         usage_day=_per_time_zone(zones, lambda zone: clock.local_day(time_zone=zone, at=now), DateField()),
+        day_start=_per_time_zone(zones, lambda zone: clock.local_day_start(time_zone=zone, at=now), DateTimeField()),
         reserved_today=Coalesce(Subquery(usage.values("reserved")[:1], output_field=IntegerField()), 0),
+        sent_today=sum(sent_today[1:], start=sent_today[0]),
     ).order_by("email")
+
+
+def _send_ledgers() -> list[type[SendAttempt]]:
+    """Every model that records an account's sends: campaigns' SendRecord and event mailings' MailingSend (test
+    sends included: the account reserved and sent them). Read from the app registry, so campaigns imports
+    nothing of workorders."""
+    return [model for model in apps.get_models() if issubclass(model, SendAttempt)]
 
 
 def campaign_progress(*, campaign: Campaign) -> dict:
@@ -166,26 +182,41 @@ def lead_list_due(*, now: datetime, campaign_id: int | None = None, limit: int =
 
 
 def account_stats(*, account: SenderAccount, now: datetime) -> dict:
-    """Today's reservations (the day in the account's time zone) against the daily limit, and sends by state.
+    """Today's reservations (the day in the account's time zone) against the daily limit, and sends by state,
+    counting campaign sends and event-mailing sends alike (`_send_ledgers`).
 
     Reserved counts what the arbiter granted today, which includes sends still in flight or that failed
-    before delivering; sent_today counts only delivered ones."""
+    before delivering; sent_today counts only delivered ones. `next_available_at` is when the arbiter would
+    let the account send again on its own limits (None: now): its min wait, or the next local midnight once
+    the day's limit is used up (the rule of `throttling._account_next_opening`)."""
     day = clock.local_day(time_zone=account.time_zone, at=now)
     day_start = clock.local_day_start(time_zone=account.time_zone, at=now)
     reserved = (
         AccountDailyUsage.objects.filter(account=account, day=day).values_list("reserved", flat=True).first() or 0
     )
-    records = SendRecord.objects.filter(account=account)
+    sends = dict.fromkeys(SendRecord.State.values, 0)
+    sent_today = 0
+    last_sent_at: datetime | None = None
+    for ledger in _send_ledgers():
+        records = ledger.objects.filter(account=account)
+        for state, n in _by_value(records, "state", SendRecord.State).items():
+            sends[state] += n
+        sent_today += records.filter(_sent_since(day_start)).count()
+        last = records.filter(state=SendRecord.State.SENT).aggregate(last=Max("sent_at"))["last"]
+        last_sent_at = max(filter(None, [last_sent_at, last]), default=None)
+    openings = [account.next_available_at] if account.next_available_at and account.next_available_at > now else []
+    if reserved >= account.daily_limit:
+        openings.append(clock.local_midnight_next(time_zone=account.time_zone, at=now))
     return {
         "account": account,
         "day": day,
         "reserved_today": reserved,
         "daily_limit": account.daily_limit,
         "remaining_today": max(account.daily_limit - reserved, 0),
-        "next_available_at": account.next_available_at,
-        "sends": _by_value(records, "state", SendRecord.State),
-        "sent_today": records.filter(_sent_since(day_start)).count(),
-        "last_sent_at": records.filter(state=SendRecord.State.SENT).aggregate(last=Max("sent_at"))["last"],
+        "next_available_at": max(openings, default=None),
+        "sends": sends,
+        "sent_today": sent_today,
+        "last_sent_at": last_sent_at,
     }
 
 

@@ -1,5 +1,7 @@
 """Sender accounts in the admin: secrets write-only, today's usage from the selectors, pause/resume/test/reset."""
 
+import zoneinfo
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -75,8 +77,8 @@ class SenderAccountForm(forms.ModelForm):
 @admin.register(SenderAccount)
 class SenderAccountAdmin(admin.ModelAdmin):
     form = SenderAccountForm
-    list_display = ["email", "status", "status_reason", "usage_today", "daily_limit", "transport", "smtp_host",
-                    "esp_name", "provider"]  # fmt: skip
+    list_display = ["email", "status", "status_reason", "usage_today", "sent_today", "daily_limit", "transport",
+                    "smtp_host", "esp_name", "provider"]  # fmt: skip
     list_filter = ["status", "transport", "esp_name", "security", "provider"]
     search_fields = ["email", "from_name", "smtp_host", "provider"]
     ordering = ["email"]
@@ -100,6 +102,10 @@ class SenderAccountAdmin(admin.ModelAdmin):
     def usage_today(self, account: SenderAccount) -> str:
         return f"{account.reserved_today} / {account.daily_limit}"
 
+    @admin.display(description="Sent today", ordering="sent_today")
+    def sent_today(self, account: SenderAccount) -> int:
+        return account.sent_today
+
     @admin.display(description="Password stored", boolean=True)
     def has_password(self, account: SenderAccount) -> bool:
         return bool(account.smtp_password)
@@ -113,10 +119,15 @@ class SenderAccountAdmin(admin.ModelAdmin):
         if not account.pk:
             return "—"
         stats = account_stats(account=account, now=clock.now())
+        next_at = stats["next_available_at"]  # shown in the account's time zone, where its day's limit starts over
+        if next_at:
+            next_at = f"{next_at.astimezone(zoneinfo.ZoneInfo(account.time_zone)):%Y-%m-%d %H:%M} ({account.time_zone})"
         rows = [
             ("Day (account time)", stats["day"].isoformat()),
             ("Reserved / limit", f"{stats['reserved_today']} / {stats['daily_limit']}"),
             ("Sent today", stats["sent_today"]),
+            ("Remaining today", stats["remaining_today"]),
+            ("Next available", next_at or "now"),
             ("Last sent", stats["last_sent_at"] or "—"),
             ("Sends by state", counts_html(stats["sends"])),
         ]
@@ -149,9 +160,10 @@ class SenderAccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset today's limits of selected accounts")
     def reset_limits(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
-        for account in queryset:
-            account_reset_limits(account=account)
+        woken = [work_order_id for account in queryset for work_order_id in account_reset_limits(account=account)]
         self.message_user(request, f"Limits reset for {queryset.count()} account(s).", messages.SUCCESS)
+        if woken:
+            self.message_user(request, f"Woke work order(s) {', '.join(map(str, woken))}, waiting on them.")
 
 
 @admin.register(AccountDailyUsage)

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -79,9 +80,15 @@ class LeadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset progress of selected leads (start over at step 1)")
     def reset_progress(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
+        reset = 0
         for lead in queryset:
-            lead_reset_progress(lead=lead)
-        self.message_user(request, f"{queryset.count()} lead(s) start over at step 1, due now.", messages.SUCCESS)
+            try:
+                lead_reset_progress(lead=lead)
+                reset += 1
+            except ValidationError as error:  # e.g. its campaign is completed: that lead only, the rest go on
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+        if reset:
+            self.message_user(request, f"{reset} lead(s) start over at step 1, due now.", messages.SUCCESS)
 
     @admin.action(description="Stop selected leads (no more emails)")
     def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:

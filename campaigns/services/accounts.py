@@ -2,12 +2,17 @@
 account's row lock, like the arbiter's decisions, and logged as activities."""
 
 from django.db import transaction
+from django.dispatch import Signal
 
-from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
+from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, Lead, SenderAccount
 from campaigns.services.activities import activity_record
 from campaigns.services.throttling import account_local_day
 from emailsys import clock
 from emailsys.fields import choice_validate
+
+# Sent inside the reset's transaction with `account_id`; a receiver wakes what slept on the account (the work
+# orders app connects one) and returns the ids it woke. Campaigns do not import the apps that send through them.
+account_limits_reset = Signal()
 
 
 def account_set_status(*, account: SenderAccount, status: str, reason: str = "") -> SenderAccount:
@@ -39,9 +44,12 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
     return account
 
 
-def account_reset_limits(*, account: SenderAccount) -> None:
+def account_reset_limits(*, account: SenderAccount) -> list[int]:
     """Makes the account available now: today's usage (in the account's time zone) and each campaign's
     usage back to 0, waits and failure count cleared. Held under the account's row lock, like the arbiter.
+    Campaign leads whose step is due but that wait (for this account's room) are due again now; work orders
+    sleeping because the account could not send are resumed (`account_limits_reset`), in the same transaction;
+    their ids are returned.
 
     Clearing busy_until releases an account a crashed send left held; do it while the account is really
     idle, or a second send may start while the first is still talking to the server.
@@ -62,5 +70,13 @@ def account_reset_limits(*, account: SenderAccount) -> None:
             message="Sending limits reset",
             detail={"limits_reset": True, "day": day.isoformat(), "reserved_before": usage or 0},
         )
+        now = clock.now()
+        Lead.objects.filter(
+            state=Lead.State.IN_PROGRESS, campaign__account_settings__account=locked, claim_token__isnull=True,
+            step_due_at__lte=now, next_due_at__gt=now,
+        ).update(next_due_at=now)  # fmt: skip
+        answers = account_limits_reset.send(sender=SenderAccount, account_id=locked.pk)
+        woken = sorted(work_order_id for _, ids in answers for work_order_id in ids)
     for field in ("next_available_at", "busy_until", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
+    return woken

@@ -16,11 +16,16 @@ recipient; rows with the same `lead_id` form one lead whose recipients are email
     acme,joe@acme.example,Joe,Acme Inc,logistics
     globex,hank@globex.example,Hank,Globex,energy
 
-Bad rows (invalid email, empty lead_id, a value longer than its field, the same email twice for one lead)
-are reported with their line number (the header is line 1) and skipped; the good rows are imported.
-Importing the same file again creates nothing: leads match on (campaign, lead_id), recipients on (lead,
-email), and matching rows update names and custom fields. New recipients of an existing lead are added
-after its current ones. New leads start in progress at step 1, due now.
+Names are stored as given (trimmed): a file with first_name and last_name but no name column leaves `name`
+empty, and the To: header is built from first and last name at send time.
+
+Bad rows (invalid email, empty lead_id, a value longer than its field, the same email twice for one lead; a
+line that is not UTF-8, holds a NUL byte or a value over 128 KiB) are reported with their line number (the
+header is line 1) and skipped; the good rows are imported. Importing the same file again creates nothing:
+leads match on (campaign, lead_id), recipients on (lead, email); matching rows update the recipient fields
+the file has columns for (a column the file lacks is left alone) and fill custom fields. The report counts
+rows created, updated and unchanged (nothing differed, nothing written). New recipients of an existing lead
+are added after its current ones. New leads start in progress at step 1, due now.
 
 Campaign JSON / YAML
 --------------------
@@ -54,16 +59,17 @@ validated (errors name their place, e.g. ``steps[1].template.subject: This field
         daily_limit: 30                # optional: this campaign's (tighter) limit
         min_wait_seconds: 300          # optional: this campaign's wait between sends
 
-The same document as JSON works too. Unknown keys are errors (they are usually typos).
+The same document as JSON works too. Unknown keys are errors (they are usually typos). Types are checked,
+never converted: text must be text (``name: [a, b]`` is an error, not "['a', 'b']"), a whole number is
+never ``true`` or ``1.7`` (``accounts[0].daily_limit: must be a whole number, got true``).
 """
 
-import csv
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -76,7 +82,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
 from campaigns.services.lifecycle import campaign_set_status
 from emailsys import clock
-from emailsys.imports import ImportReport, csv_header_read
+from emailsys.imports import CsvRecord, CsvRecords, ImportReport
 
 LEAD_COLUMNS = ("lead_id", "email", "name", "first_name", "last_name", "company_name", "website", "provider")
 REQUIRED_COLUMNS = ("lead_id", "email")
@@ -89,7 +95,7 @@ class _Row:
     line: int
     lead_id: str
     email: str
-    values: dict[str, str]
+    values: dict[str, str]  # the recipient fields the header has
     custom: dict[str, str]
 
 
@@ -97,11 +103,11 @@ def _max_length(model: type, name: str) -> int:
     return model._meta.get_field(name).max_length
 
 
-def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
+def _csv_row_parse(*, record: CsvRecord, fields: list[str], custom_columns: list[str]) -> _Row:
     """One validated row, or ValueError with the reason shown to the user."""
-    if row.get(None):
-        raise ValueError(f"{len(row[None])} more value(s) than the header has columns")
-    values = {name: (row.get(name) or "").strip() for name in LEAD_COLUMNS}
+    if record.surplus:
+        raise ValueError(f"{record.surplus} more value(s) than the header has columns")
+    values = {name: record.values.get(name, "").strip() for name in LEAD_COLUMNS}
     if not values["lead_id"]:
         raise ValueError("lead_id is empty")
     if len(values["lead_id"]) > _max_length(Lead, "external_id"):
@@ -115,38 +121,38 @@ def _csv_row_parse(*, line: int, row: dict, custom_columns: list[str]) -> _Row:
         raise ValueError(f"invalid email {values['email']!r}") from None
     if len(email) > _max_length(Recipient, "email"):
         raise ValueError(f"email is longer than {_max_length(Recipient, 'email')} characters")
-    for name in RECIPIENT_FIELDS:
+    for name in fields:
         limit = _max_length(Recipient, name)
         if len(values[name]) > limit:
             raise ValueError(f"{name} is longer than {limit} characters ({len(values[name])})")
-    custom = {name: (row.get(name) or "").strip() for name in custom_columns}
-    return _Row(line, values["lead_id"], email, {name: values[name] for name in RECIPIENT_FIELDS}, custom)
+    custom = {name: record.values[name].strip() for name in custom_columns}
+    return _Row(record.line, values["lead_id"], email, {name: values[name] for name in fields}, custom)
 
 
-def _csv_rows(*, file: TextIO, report: ImportReport) -> dict[str, list[_Row]]:
-    """Good rows grouped by lead_id, in file order; bad rows go into the report."""
-    reader = csv.DictReader(file)
-    header = csv_header_read(reader, required=REQUIRED_COLUMNS, example="lead_id,email,...")
-    custom_columns = [name for name in header if name and name not in LEAD_COLUMNS]
+def _csv_rows(*, file: IO[bytes] | IO[str], report: ImportReport) -> tuple[list[str], dict[str, list[_Row]]]:
+    """The recipient fields the header has, and the good rows grouped by lead_id, in file order; bad rows go
+    into the report."""
+    records = CsvRecords(file, required=REQUIRED_COLUMNS, example="lead_id,email,...", errors=report.errors)
+    fields = [name for name in RECIPIENT_FIELDS if name in records.header]
+    custom_columns = [name for name in records.header if name and name not in LEAD_COLUMNS]
     leads: dict[str, list[_Row]] = {}
     seen: dict[tuple[str, str], int] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            try:
-                parsed = _csv_row_parse(line=line, row=row, custom_columns=custom_columns)
-            except ValueError as error:
-                report.errors.append((line, str(error)))
-                continue
-            first = seen.setdefault((parsed.lead_id, parsed.email), line)
-            if first != line:
-                report.errors.append((line, f"email {parsed.email!r} is already listed for lead "
-                                            f"{parsed.lead_id!r} on line {first}"))  # fmt: skip
-                continue
-            leads.setdefault(parsed.lead_id, []).append(parsed)
-    except csv.Error as error:
-        raise ValidationError(f"Line {reader.line_num}: the file is not valid CSV ({error}).") from None
-    return leads
+    for record in records:
+        try:
+            parsed = _csv_row_parse(record=record, fields=fields, custom_columns=custom_columns)
+        except ValueError as error:
+            report.errors.append((record.line, str(error)))
+            continue
+        except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
+            report.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
+            continue
+        first = seen.setdefault((parsed.lead_id, parsed.email), record.line)
+        if first != record.line:
+            report.errors.append((record.line, f"email {parsed.email!r} is already listed for lead "
+                                               f"{parsed.lead_id!r} on line {first}"))  # fmt: skip
+            continue
+        leads.setdefault(parsed.lead_id, []).append(parsed)
+    return fields, leads
 
 
 def _custom_fields_merge(existing: dict, rows: Iterable[_Row]) -> dict:
@@ -161,19 +167,23 @@ def _custom_fields_merge(existing: dict, rows: Iterable[_Row]) -> dict:
     return merged
 
 
-def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
+def leads_import_csv(*, campaign: Campaign, file: IO[bytes] | IO[str]) -> ImportReport:
     """Imports leads and recipients from CSV (format in the module docstring); idempotent per file.
 
-    Bad rows are reported, not fatal; a file without a lead_id or email column raises ValidationError. Runs
-    in one transaction with bulk writes (fine for 100k rows) and holds the campaign's row lock, so two imports
-    into the same campaign never race on the same lead_id.
+    Bad rows are reported, not fatal; a file without a lead_id or email column raises ValidationError. Compares
+    before it writes: the campaign's leads and recipients are loaded in two queries and only new or changed
+    rows are written, in bulk, so an unchanged re-import writes nothing and reports its rows `unchanged`. Runs
+    in one transaction (fine for 100k rows) and holds the campaign's row lock, so two imports into the same
+    campaign never race on the same lead_id.
     """
     report = ImportReport()
-    rows_by_lead = _csv_rows(file=file, report=report)
+    fields, rows_by_lead = _csv_rows(file=file, report=report)
     now = clock.now()
     with transaction.atomic():
         Campaign.objects.select_for_update().filter(pk=campaign.pk).get()
-        found = Lead.objects.filter(campaign=campaign, external_id__in=list(rows_by_lead))
+        found = Lead.objects.filter(campaign=campaign, external_id__in=list(rows_by_lead)).only(
+            "pk", "external_id", "custom_fields"
+        )
         leads = {lead.external_id: lead for lead in found}
         changed_leads = []
         for lead_id, lead in leads.items():
@@ -190,14 +200,17 @@ def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
         ]  # fmt: skip
         for lead in Lead.objects.bulk_create(new_leads, batch_size=BATCH_SIZE):
             leads[lead.external_id] = lead
-        report.leads_created = len(new_leads)
+        report.leads_created, report.leads_updated = len(new_leads), len(changed_leads)
 
         existing: dict[tuple[int, str], Recipient] = {}
         next_position: dict[int, int] = {}
-        for recipient in Recipient.objects.filter(lead__in=[lead.pk for lead in leads.values()]):
+        found_recipients = Recipient.objects.filter(lead__in=[lead.pk for lead in leads.values()]).only(
+            "pk", "lead_id", "email", "position", *fields
+        )
+        for recipient in found_recipients:
             existing[(recipient.lead_id, recipient.email.lower())] = recipient
             next_position[recipient.lead_id] = max(next_position.get(recipient.lead_id, 0), recipient.position + 1)
-        to_create, to_update = [], []
+        to_create, to_update, changed_fields = [], [], set()
         for lead_id, rows in rows_by_lead.items():
             lead = leads[lead_id]
             for row in rows:
@@ -207,19 +220,24 @@ def leads_import_csv(*, campaign: Campaign, file: TextIO) -> ImportReport:
                     next_position[lead.pk] = position + 1
                     to_create.append(Recipient(lead=lead, position=position, email=row.email, **row.values))
                     continue
-                for name, value in row.values.items():
-                    setattr(recipient, name, value)
-                to_update.append(recipient)
+                differing = [name for name, value in row.values.items() if getattr(recipient, name) != value]
+                for name in differing:
+                    setattr(recipient, name, row.values[name])
+                if differing:
+                    changed_fields.update(differing)
+                    to_update.append(recipient)
         Recipient.objects.bulk_create(to_create, batch_size=BATCH_SIZE)
-        Recipient.objects.bulk_update(to_update, list(RECIPIENT_FIELDS), batch_size=BATCH_SIZE)
+        if to_update:
+            Recipient.objects.bulk_update(to_update, sorted(changed_fields), batch_size=BATCH_SIZE)
     report.created, report.updated = len(to_create), len(to_update)
+    report.unchanged = sum(len(rows) for rows in rows_by_lead.values()) - report.created - report.updated
     return report
 
 
 # --- campaigns from JSON / YAML ---------------------------------------------------------------------------
 
 CAMPAIGN_KEYS = {"name", "status", "time_zone", "batch_size", "starts_at", "ends_at", "send_window", "steps",
-                 "accounts"}  # fmt: skip
+                 "accounts", "sender_policy", "stop_on_reply"}  # fmt: skip
 WINDOW_KEYS = {"days", "hour_start", "hour_end"}
 STEP_KEYS = {"order", "delay_seconds", "delay", "threaded", "template"}
 TEMPLATE_KEYS = {"name", "subject", "body_text", "body_html"}
@@ -256,16 +274,22 @@ def campaign_data_parse(*, text: str, file_name: str) -> dict:
 class _Errors:
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.paths: set[str] = set()
 
     def add(self, path: str, message: str) -> None:
         self.messages.append(f"{path}: {message}" if path else message)
+        self.paths.add(path)
 
     def add_model(self, path: str, error: ValidationError, names: dict[str, str] | None = None) -> None:
-        """A model's full_clean errors, each under `path` plus the field's place in the file."""
+        """A model's full_clean errors, each under `path` plus the field's place in the file; none for a place
+        that already has an error (a wrong type was reported, the model saw a placeholder)."""
         for name, messages in error.message_dict.items():
             where = "" if name == NON_FIELD_ERRORS else (names or {}).get(name, name)
+            place = ".".join(part for part in (path, where) if part)
+            if where and any(known == place or known.startswith((f"{place}.", f"{place}[")) for known in self.paths):
+                continue
             for message in messages:
-                self.add(".".join(part for part in (path, where) if part), message)
+                self.add(place, message)
 
     def unknown_keys(self, path: str, data: dict, allowed: set[str]) -> None:
         for key in sorted(set(data) - allowed, key=str):
@@ -273,14 +297,48 @@ class _Errors:
             self.add(f"{path}.{key}" if path else str(key), f"unknown key (expected one of: {expected})")
 
 
-def _delay_seconds(value: Any) -> int:
+def _shown(value: Any) -> str:
+    """A value as the file spells it, for error messages."""
     if isinstance(value, bool):
-        raise ValueError("expected seconds or a duration like 2d, 4h, 30m")
-    if isinstance(value, int):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return f"{type(value).__name__} {value}"
+
+
+def _text(errors: _Errors, path: str, value: Any) -> str:
+    """A text value ("" when absent or null); anything else is an error under `path`."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    hint = " (quote it if you mean the text)" if isinstance(value, bool | int | float) else ""
+    errors.add(path, f"must be text, got {_shown(value)}{hint}")
+    return ""
+
+
+def _whole_number(errors: _Errors, path: str, value: Any) -> int | None:
+    """A whole number (None when absent or null). true/false and 1.7 are errors, not 1 — never truncated."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    errors.add(path, f"must be a whole number, got {_shown(value)}")
+    return None
+
+
+def _delay_seconds(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("must not be negative")
         return value
-    text = str(value).strip().lower().replace(" ", "")
+    if not isinstance(value, str):
+        raise ValueError(f'must be a whole number or a duration like "2d", got {_shown(value)}')
+    text = value.strip().lower().replace(" ", "")
     if text.isdigit():
         return int(text)
     if not DELAY_PATTERN.fullmatch(text):
@@ -310,7 +368,7 @@ def _datetime(value: Any, time_zone: str) -> datetime | None:
 
 def _mapping(errors: _Errors, path: str, value: Any, allowed: set[str]) -> dict | None:
     if not isinstance(value, dict):
-        errors.add(path, "expected a mapping")
+        errors.add(path, f"expected a mapping, got {_shown(value)}")
         return None
     errors.unknown_keys(path, value, allowed)
     return value
@@ -329,6 +387,9 @@ def _template_resolve(
     errors: _Errors, path: str, value: Any, defined: dict[str, EmailTemplate]
 ) -> EmailTemplate | None:
     """An existing template (by name, or an identical definition) or a new, validated, unsaved one."""
+    if not isinstance(value, str | dict):
+        errors.add(path, f"expected a template mapping or an existing template's name, got {_shown(value)}")
+        return None
     if isinstance(value, str):
         template = defined.get(value) or EmailTemplate.objects.filter(name=value).first()
         if template is None:
@@ -337,8 +398,9 @@ def _template_resolve(
     data = _mapping(errors, path, value, TEMPLATE_KEYS)
     if data is None:
         return None
-    template = EmailTemplate(**{key: data.get(key) if data.get(key) is not None else "" for key in TEMPLATE_KEYS})
-    if not template.body_text and not template.body_html:
+    template = EmailTemplate(**{key: _text(errors, f"{path}.{key}", data.get(key)) for key in sorted(TEMPLATE_KEYS)})
+    bodies_wrong = {f"{path}.body_text", f"{path}.body_html"} & errors.paths
+    if not template.body_text and not template.body_html and not bodies_wrong:
         errors.add(path, "needs body_text or body_html")
     same = defined.get(template.name) or EmailTemplate.objects.filter(name=template.name).first()
     if same is not None:
@@ -360,15 +422,26 @@ def _template_resolve(
 
 def _campaign_build(errors: _Errors, data: dict) -> Campaign:
     errors.unknown_keys("", data, CAMPAIGN_KEYS)
-    name = "" if data.get("name") is None else str(data["name"]).strip()
+    name = _text(errors, "name", data.get("name")).strip()
     if name and Campaign.objects.filter(name=name).exists():
         errors.add("name", f"a campaign named {name!r} exists; choose another name")
     status = data.get("status") or Campaign.Status.DRAFT
-    if status not in IMPORT_STATUSES:
-        errors.add("status", f"{status!r} is not one of: {', '.join(IMPORT_STATUSES)}")
-    campaign = Campaign(name=name, time_zone=data.get("time_zone") or "UTC")
-    if data.get("batch_size") is not None:
-        campaign.batch_size = data["batch_size"]
+    if not isinstance(status, str) or status not in IMPORT_STATUSES:
+        errors.add("status", f"{_shown(status)} is not one of: {', '.join(IMPORT_STATUSES)}")
+    campaign = Campaign(name=name, time_zone=_text(errors, "time_zone", data.get("time_zone")) or "UTC")
+    batch_size = _whole_number(errors, "batch_size", data.get("batch_size"))
+    if batch_size is not None:
+        campaign.batch_size = batch_size
+    policy = data.get("sender_policy", Campaign.SenderPolicy.STICKY)
+    if policy not in Campaign.SenderPolicy.values:
+        errors.add("sender_policy", f"{_shown(policy)} is not one of: {', '.join(Campaign.SenderPolicy.values)}")
+    else:
+        campaign.sender_policy = policy
+    stop_on_reply = data.get("stop_on_reply", True)
+    if not isinstance(stop_on_reply, bool):
+        errors.add("stop_on_reply", f"must be true or false, got {_shown(stop_on_reply)}")
+    else:
+        campaign.stop_on_reply = stop_on_reply
     for key in ("starts_at", "ends_at"):
         try:
             setattr(campaign, key, _datetime(data.get(key), campaign.time_zone))
@@ -378,7 +451,7 @@ def _campaign_build(errors: _Errors, data: dict) -> Campaign:
         errors.add("ends_at", "must be after starts_at")
     window = data.get("send_window")
     if window is not None and _mapping(errors, "send_window", window, WINDOW_KEYS) is not None:
-        campaign.send_days = window.get("days") or []
+        campaign.send_days = _weekdays(errors, "send_window.days", window.get("days"))
         start, end = window.get("hour_start"), window.get("hour_end")
         if (start is None) != (end is None):
             errors.add("send_window", "give both hour_start and hour_end, or neither")
@@ -396,6 +469,17 @@ def _campaign_build(errors: _Errors, data: dict) -> Campaign:
     return campaign
 
 
+def _weekdays(errors: _Errors, path: str, value: Any) -> list[int]:
+    """A list of whole numbers (the model checks they are distinct weekdays 0-6); [] when absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(path, f"must be a list of weekdays (0 = Monday … 6 = Sunday), got {_shown(value)}")
+        return []
+    days = [_whole_number(errors, f"{path}[{index}]", day) for index, day in enumerate(value)]
+    return [day for day in days if day is not None]
+
+
 def _steps_build(errors: _Errors, value: Any) -> list[tuple[SequenceStep, EmailTemplate | None]]:
     if value is None:
         return []
@@ -408,9 +492,10 @@ def _steps_build(errors: _Errors, value: Any) -> list[tuple[SequenceStep, EmailT
         data = _mapping(errors, path, item, STEP_KEYS)
         if data is None:
             continue
-        step = SequenceStep(order=data.get("order", index + 1), threaded=data.get("threaded", False))
+        order = _whole_number(errors, f"{path}.order", data.get("order", index + 1))
+        step = SequenceStep(order=index + 1 if order is None else order, threaded=data.get("threaded", False))
         if not isinstance(step.threaded, bool):
-            errors.add(f"{path}.threaded", "must be true or false")
+            errors.add(f"{path}.threaded", f"must be true or false, got {_shown(step.threaded)}")
             step.threaded = False
         if "delay" in data and "delay_seconds" in data:
             errors.add(path, "give delay or delay_seconds, not both")
@@ -448,7 +533,10 @@ def _accounts_build(errors: _Errors, value: Any) -> list[CampaignAccount]:
         data = _mapping(errors, path, item, ACCOUNT_KEYS)
         if data is None:
             continue
-        email = str(data.get("email") or "").strip()
+        if not isinstance(data.get("email"), str | None):
+            _text(errors, f"{path}.email", data["email"])
+            continue
+        email = (data.get("email") or "").strip()
         account = SenderAccount.objects.filter(email__iexact=email).first() if email else None
         if not email:
             errors.add(f"{path}.email", "required: the sender account's email")
@@ -461,7 +549,9 @@ def _accounts_build(errors: _Errors, value: Any) -> list[CampaignAccount]:
             continue
         seen.add(account.pk)
         setting = CampaignAccount(
-            account=account, daily_limit=data.get("daily_limit"), min_wait_seconds=data.get("min_wait_seconds")
+            account=account,
+            daily_limit=_whole_number(errors, f"{path}.daily_limit", data.get("daily_limit")),
+            min_wait_seconds=_whole_number(errors, f"{path}.min_wait_seconds", data.get("min_wait_seconds")),
         )
         try:
             setting.full_clean(exclude=["campaign"], validate_constraints=False)

@@ -93,10 +93,23 @@ def campaign_reset_progress(*, campaign: Campaign) -> int:
     return count
 
 
-def lead_reset_progress(*, lead: Lead) -> Lead:
-    """`campaign_reset_progress` for one lead: same rules, same guarantee that nothing sent goes out again."""
+def lead_reset_progress(*, lead: Lead, reactivate: bool = False) -> Lead:
+    """`campaign_reset_progress` for one lead: same rules, same guarantee that nothing sent goes out again.
+
+    A completed campaign sends nothing, so resetting one of its leads alone would leave an in-progress lead that
+    never sends: that is refused (ValidationError naming `reactivate`) unless `reactivate`, which makes the
+    campaign active again in the same transaction (`campaign_set_status`'s rules: it needs a step and an
+    account). A draft or paused campaign's lead is reset as asked: it sends once the campaign is active.
+    """
     with transaction.atomic():
         Lead.objects.select_for_update().filter(pk=lead.pk).get()
+        campaign = Campaign.objects.select_for_update().get(pk=lead.campaign_id)
+        if campaign.status == Campaign.Status.COMPLETED and not reactivate:
+            raise ValidationError(
+                f"Campaign {campaign.pk} is completed and sends nothing: lead {lead.pk} would stay in progress and "
+                "never be sent. Reset it with --reactivate to make the campaign active again, or reset the whole "
+                "campaign (reset_campaign_progress)."
+            )
         _leads_reset(leads=Lead.objects.filter(pk=lead.pk))
         recipients = _recipients_reset(recipients=Recipient.objects.filter(lead_id=lead.pk))
         records, _ = SendRecord.objects.filter(lead_id=lead.pk, state__in=RESETTABLE_SEND_STATES).delete()
@@ -113,6 +126,12 @@ def lead_reset_progress(*, lead: Lead) -> Lead:
                 "dry_runs_deleted": dry_runs,
             },
         )
+        if campaign.status == Campaign.Status.COMPLETED:  # and reactivate: completed → paused → active, logged
+            Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+            campaign.status = Campaign.Status.PAUSED
+            campaign_set_status(
+                campaign=campaign, status=Campaign.Status.ACTIVE, reason=f"Reactivated to send reset lead {lead.pk}"
+            )
     lead.refresh_from_db()
     return lead
 

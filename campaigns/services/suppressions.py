@@ -12,9 +12,14 @@ def suppression_add(*, value: str, reason: str = "") -> Suppression:
 
     Idempotent: adding the same value again returns the existing row and keeps its first reason.
     """
+    return suppression_ensure(value=value, reason=reason)[0]
+
+
+def suppression_ensure(*, value: str, reason: str = "") -> tuple[Suppression, bool]:
+    """`suppression_add`, and whether this call created the row (False: it existed, unchanged), for callers
+    that tell an operator which it was."""
     kind, value = suppression_parse(value)
-    suppression, _ = Suppression.objects.get_or_create(kind=kind, value=value, defaults={"reason": reason[:200]})
-    return suppression
+    return Suppression.objects.get_or_create(kind=kind, value=value, defaults={"reason": reason[:200]})
 
 
 def suppression_parse(value: str) -> tuple[str, str]:

@@ -169,8 +169,10 @@ def message_build(
     unsubscribe_url: str | None,
     references: list[str] | tuple[str, ...] = (),
     extra_headers: dict[str, str] | None = None,
+    unsubscribe_label: str = "Unsubscribe",
 ) -> Message:
-    """The exact message handed to SMTP (stored verbatim on the send record).
+    """The exact message handed to SMTP (stored verbatim on the send record). `unsubscribe_label` is the
+    footer link's text (event mailings give it in the email's language).
 
     Built by Django's mail classes: they refuse line breaks in headers and encode non-ASCII names and
     subjects, at a quarter of the CPU of `email.message.EmailMessage` with the SMTP policy. Addresses are
@@ -189,10 +191,12 @@ def message_build(
     headers.update({name: one_line(value) for name, value in (extra_headers or {}).items()})
     text = rendered.text
     if unsubscribe_url and text:
-        text = f"{text.rstrip()}\n\nUnsubscribe: {unsubscribe_url}\n"
+        text = f"{text.rstrip()}\n\n{unsubscribe_label}: {unsubscribe_url}\n"
     body_html = rendered.html
     if unsubscribe_url and body_html:
-        link = f'<p class="unsubscribe"><a href="{html.escape(unsubscribe_url)}">Unsubscribe</a></p>'
+        link = (
+            f'<p class="unsubscribe"><a href="{html.escape(unsubscribe_url)}">{html.escape(unsubscribe_label)}</a></p>'
+        )
         body_html = f"{body_html.rstrip()}\n{link}\n"
     email = EmailMultiAlternatives(
         subject=one_line(rendered.subject), body=text or "", from_email=str(sender), to=[str(to)], headers=headers

@@ -147,7 +147,7 @@ def test_reset_lead_progress_puts_the_lead_back_at_step_one(now):
 
     output = run("reset_lead_progress", str(lead.pk))
 
-    assert output == f"Lead {lead.pk} reset: step 1, in_progress, due now.\n"
+    assert output.startswith(f"Lead {lead.pk} reset: step 1, in_progress, due now.\n")  # then: the campaign is draft
     lead.refresh_from_db()
     assert (lead.current_step, lead.state, lead.next_due_at) == (1, "in_progress", NOW)
 
@@ -255,7 +255,8 @@ def test_import_leads_reports_bad_rows_by_line_and_exits_1_after_importing_the_g
 
     assert caught.value.returncode == 1
     assert out.getvalue() == (
-        f"Campaign {campaign.pk}: created 1 recipients (1 new leads), updated 0.\nline 3: invalid email 'x@'\n"
+        f"Campaign {campaign.pk} recipients: created 1, updated 0, unchanged 0, skipped 1; leads: 1 new, "
+        "0 with custom fields updated.\nline 3: invalid email 'x@'\n"
     )
     assert list(Recipient.objects.values_list("email", flat=True)) == ["jane@acme.example"]
 
@@ -268,7 +269,10 @@ def test_import_leads_twice_creates_nothing_the_second_time(tmp_path: Path):
     run("import_leads", str(campaign.pk), str(csv_file))
     output = run("import_leads", str(campaign.pk), str(csv_file))
 
-    assert output == f"Campaign {campaign.pk}: created 0 recipients (0 new leads), updated 2.\n"
+    assert output == (
+        f"Campaign {campaign.pk} recipients: created 0, updated 0, unchanged 2, skipped 0; leads: 0 new, "
+        "0 with custom fields updated.\n"
+    )
     assert Recipient.objects.count() == 2
 
 
@@ -335,7 +339,7 @@ def test_import_campaign_refuses_malformed_or_incomplete_files(tmp_path: Path, f
 def test_suppress_an_address_and_a_domain():
     assert run("suppress", "Jane@Example.com", "--reason", "asked") == "Suppressed address jane@example.com.\n"
     assert run("suppress", "spam.example") == "Suppressed domain spam.example.\n"
-    assert run("suppress", "spam.example") == "Suppressed domain spam.example.\n"
+    assert run("suppress", "spam.example").startswith("Already suppressed: domain spam.example (since ")
     assert sorted(Suppression.objects.values_list("value", "reason")) == [
         ("jane@example.com", "asked"),
         ("spam.example", ""),

@@ -1,8 +1,11 @@
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from campaigns.models import Activity, Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SequenceStep
 from campaigns.services.imports import campaign_data_parse, campaign_import, leads_import_csv
@@ -55,13 +58,15 @@ def test_rows_with_the_same_lead_id_become_one_lead_with_recipients_in_file_orde
     assert (globex.name, globex.company_name, globex.website) == ("Hank Scorpio", "Globex", "")
 
 
-def test_importing_the_same_file_again_creates_nothing_new():
+def test_importing_the_same_file_again_creates_nothing_new_and_reports_its_rows_unchanged():
     campaign = CampaignFactory()
     import_csv(campaign, CSV)
 
     report = import_csv(campaign, CSV)
 
-    assert (report.created, report.updated, report.leads_created) == (0, 3, 0)
+    assert (report.created, report.updated, report.unchanged, report.leads_created, report.leads_updated) == (
+        0, 0, 3, 0, 0,
+    )  # fmt: skip
     assert Lead.objects.filter(campaign=campaign).count() == 2
     assert Recipient.objects.filter(lead__campaign=campaign).count() == 3
 
@@ -109,6 +114,130 @@ def test_bad_rows_are_reported_with_line_numbers_and_good_rows_imported():
     ]
     assert sorted(Recipient.objects.values_list("email", flat=True)) == ["f@example.com", "ok@example.com"]
     assert report.created == 2
+
+
+def import_bytes(campaign: Campaign, data: bytes):
+    return leads_import_csv(campaign=campaign, file=io.BytesIO(data))
+
+
+def test_a_nul_byte_a_byte_that_is_not_utf8_and_a_huge_value_are_each_their_rows_error_by_real_line():
+    campaign = CampaignFactory()
+    data = (
+        b"lead_id,email,first_name,notes\r\n"
+        b'a,a@example.com,Ann,"two\r\nlines"\r\n'  # lines 2-3: one record
+        b"b,b@example.com,B\x00b,\r\n"  # line 4: NUL
+        b"c,c@example.com,Jos\xe9,\r\n"  # line 5: Latin-1, not UTF-8
+        b"d,d@example.com,Dee," + b"x" * 140_000 + b"\r\n"  # line 6: over 128 KiB
+        b"e,e@example.com,Jos\xc3\xa9,ok\r\n"  # line 7: UTF-8
+    )
+
+    report = import_bytes(campaign, data)
+
+    assert report.errors == [
+        (4, "contains a NUL byte (at character 18)"),
+        (5, "not UTF-8 text (byte 0xe9 at character 20); save the file as CSV UTF-8"),
+        (6, "notes is longer than 131,072 characters (140,000)"),
+    ]
+    assert (report.created, report.skipped) == (2, 3)
+    assert dict(Recipient.objects.values_list("email", "first_name")) == {
+        "a@example.com": "Ann",
+        "e@example.com": "José",
+    }
+    assert Lead.objects.get(external_id="a").custom_fields == {"notes": "two\r\nlines"}
+
+
+def test_a_bad_byte_inside_a_quoted_value_skips_that_record_and_the_rows_after_it_import():
+    campaign = CampaignFactory()
+    data = (
+        b"lead_id,email,notes\n"
+        b'a,a@example.com,"first\nsec\xffond\nthird"\n'  # lines 2-4, the bad byte on line 3
+        b"b,b@example.com,fine\n"  # line 5
+        b'c,c@example.com,"' + b"y\n" * 70_000 + b'"\n'  # lines 6-70006: 140,000 characters
+        b"d,d@example.com,last\n"  # line 70007
+    )
+
+    report = import_bytes(campaign, data)
+
+    assert report.errors == [
+        (3, "not UTF-8 text (byte 0xff at character 4); save the file as CSV UTF-8"),
+        (6, "notes is longer than 131,072 characters (140,000); the record runs from line 6 to line 70006 "
+            "(a quote not closed?)"),
+    ]  # fmt: skip
+    assert sorted(Recipient.objects.values_list("email", flat=True)) == ["b@example.com", "d@example.com"]
+
+
+def test_line_numbers_count_lone_cr_and_blank_lines_and_a_bom_is_not_part_of_the_header():
+    campaign = CampaignFactory()
+
+    report = import_bytes(campaign, b"\xef\xbb\xbflead_id,email\ra,a@example.com\r\rb,x@\rc,c@example.com")
+
+    assert report.errors == [(4, "invalid email 'x@'")]
+    assert sorted(Recipient.objects.values_list("email", flat=True)) == ["a@example.com", "c@example.com"]
+
+
+def test_a_header_that_is_not_utf8_refuses_the_file_with_its_reason():
+    with pytest.raises(ValidationError, match=r"Line 1 \(the header\): not UTF-8 text \(byte 0xe9 at character 21\)"):
+        import_bytes(CampaignFactory(), b"lead_id,email,soci\xc3\xa9t\xe9\na,a@example.com,x\n")
+    assert not Lead.objects.exists()
+
+
+def test_first_and_last_names_without_a_name_column_are_stored_as_given():
+    campaign = CampaignFactory()
+
+    report = import_csv(
+        campaign, "lead_id,email,first_name,last_name\nx,ana@example.com, Ana María ,de la Cruz-Núñez\n"
+    )
+
+    assert (report.created, report.errors) == (1, [])
+    recipient = Recipient.objects.get()
+    assert (recipient.name, recipient.first_name, recipient.last_name) == ("", "Ana María", "de la Cruz-Núñez")
+
+
+def test_a_reimport_counts_changed_rows_updated_and_leaves_columns_the_file_lacks_alone():
+    campaign = CampaignFactory()
+    import_csv(campaign, CSV)
+    changed = CSV.replace("Joe Roe,Joe,", "Joseph Roe,Joseph,")
+    without_company = "\n".join(",".join(line.split(",")[:5]) for line in changed.splitlines()) + "\n"
+
+    report = import_csv(campaign, without_company)
+
+    assert (report.created, report.updated, report.unchanged, report.leads_updated) == (0, 1, 2, 0)
+    assert list(Recipient.objects.order_by("email").values_list("email", "first_name", "company_name")) == [
+        ("hank@globex.example", "Hank", "Globex"),
+        ("jane@acme.example", "Jane", "Acme Inc"),
+        ("joe@acme.example", "Joseph", "Acme Inc"),
+    ]
+
+
+def test_an_unchanged_reimport_of_ten_thousand_rows_writes_nothing(django_assert_max_num_queries):
+    campaign = CampaignFactory()
+    text = "lead_id,email,first_name,industry\n" + "".join(
+        f"lead-{n // 2},person{n}@example.com,P{n},x\n" for n in range(10_000)
+    )
+    import_csv(campaign, text)
+
+    # savepoint, campaign lock, leads, recipients, release: no INSERT or UPDATE
+    with django_assert_max_num_queries(5):
+        report = import_csv(campaign, text)
+
+    assert (report.created, report.updated, report.unchanged, report.leads_updated) == (0, 0, 10_000, 0)
+
+
+def test_the_command_lists_each_bad_line_and_imports_the_rest(tmp_path):
+    campaign = CampaignFactory()
+    path = tmp_path / "leads.csv"
+    path.write_bytes(b"lead_id,email,first_name\na,a@example.com,A\x00\nb,b@example.com,Jos\xe9\nc,c@example.com,C\n")
+    out = io.StringIO()
+
+    with pytest.raises(CommandError, match="2 rows were not imported") as caught:
+        call_command("import_leads", str(campaign.pk), str(path), stdout=out)
+
+    assert caught.value.returncode == 1
+    assert out.getvalue().splitlines()[1:] == [
+        "line 2: contains a NUL byte (at character 18)",
+        "line 3: not UTF-8 text (byte 0xe9 at character 20); save the file as CSV UTF-8",
+    ]
+    assert list(Recipient.objects.values_list("email", flat=True)) == ["c@example.com"]
 
 
 @pytest.mark.parametrize(
@@ -290,3 +419,88 @@ def test_a_campaign_file_is_parsed_as_json_or_yaml_by_its_extension():
 def test_a_malformed_campaign_file_is_refused_with_the_parsers_position(text, file_name, message):
     with pytest.raises(ValidationError, match=message.replace(".", r"\.").replace("[", r"\[")):
         campaign_data_parse(text=text, file_name=file_name)
+
+
+WRONG_TYPES_YAML = """\
+name: [not, a, string]
+status: [active]
+time_zone: 1
+batch_size: true
+send_window: {days: [0, true, 2.5]}
+steps:
+  - order: 1.5
+    template: {name: t1, subject: [Hi], body_text: 7}
+  - delay: 1.7
+    threaded: "yes"
+    template: 12
+accounts:
+  - {email: sales@example.com, daily_limit: true, min_wait_seconds: 1.7}
+  - {email: [sales@example.com]}
+"""
+
+
+def test_wrong_types_in_a_campaign_file_are_refused_with_the_fields_path_never_converted():
+    SenderAccountFactory(email="sales@example.com")
+    data = campaign_data_parse(text=WRONG_TYPES_YAML, file_name="c.yaml")
+
+    with pytest.raises(ValidationError) as caught:
+        campaign_import(data=data)
+
+    assert caught.value.messages == [
+        "name: must be text, got a list",
+        "status: a list is not one of: draft, active, paused",
+        "time_zone: must be text, got 1 (quote it if you mean the text)",
+        "batch_size: must be a whole number, got true",
+        "send_window.days[1]: must be a whole number, got true",
+        "send_window.days[2]: must be a whole number, got 2.5",
+        "steps[0].order: must be a whole number, got 1.5",
+        "steps[0].template.body_text: must be text, got 7 (quote it if you mean the text)",
+        "steps[0].template.subject: must be text, got a list",
+        "steps[1].threaded: must be true or false, got 'yes'",
+        'steps[1].delay: must be a whole number or a duration like "2d", got 1.7',
+        "steps[1].template: expected a template mapping or an existing template's name, got 12",
+        "accounts[0].daily_limit: must be a whole number, got true",
+        "accounts[0].min_wait_seconds: must be a whole number, got 1.7",
+        "accounts[1].email: must be text, got a list",
+    ]
+    assert not Campaign.objects.exists() and not EmailTemplate.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"name": ["not", "a", "string"]}, "name: must be text, got a list"),
+        ({"accounts": [{"email": "sales@example.com", "daily_limit": True}]},
+         "accounts[0].daily_limit: must be a whole number, got true"),
+        ({"accounts": [{"email": "sales@example.com", "daily_limit": 1.7}]},
+         "accounts[0].daily_limit: must be a whole number, got 1.7"),
+        ({"batch_size": 1.7}, "batch_size: must be a whole number, got 1.7"),
+    ],
+)  # fmt: skip
+def test_a_json_campaign_with_one_wrong_type_is_refused_with_just_that_message(override, message):
+    SenderAccountFactory(email="sales@example.com")
+    text = json.dumps(campaign_data(accounts=[]) | override)
+
+    with pytest.raises(ValidationError) as caught:
+        campaign_import(data=campaign_data_parse(text=text, file_name="c.json"))
+
+    assert caught.value.messages == [message]
+    assert not Campaign.objects.exists()
+
+
+def test_the_import_campaign_command_lists_wrong_types_by_path(tmp_path):
+    SenderAccountFactory(email="sales@example.com")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: Typed\nsteps:\n  - template: {name: t, subject: S, body_text: B}\n    delay: 1.7\n"
+        "accounts:\n  - {email: sales@example.com, daily_limit: true}\n"
+    )
+
+    with pytest.raises(CommandError) as caught:
+        call_command("import_campaign", str(path))
+
+    assert str(caught.value).splitlines()[1:] == [
+        'steps[0].delay: must be a whole number or a duration like "2d", got 1.7',
+        "accounts[0].daily_limit: must be a whole number, got true",
+    ]
+    assert not Campaign.objects.exists()

@@ -362,3 +362,49 @@ def test_a_lead_that_waited_for_an_account_keeps_its_place_before_newly_due_ones
         )
         (batch,) = dispatch_due(now=clock.now(), limit=1).batches
     assert batch.lead_ids == [waiting.id]
+
+
+# --- the campaign file and the To: line -----------------------------------------------------------------------
+
+
+def test_a_campaign_file_sets_the_sender_policy_and_stop_on_reply_and_refuses_wrong_values() -> None:
+    from django.core.exceptions import ValidationError
+
+    from campaigns.services.imports import campaign_import
+
+    step = {"template": {"name": "t-policy", "subject": "Hello", "body_text": "Hi"}}
+    campaign = campaign_import(data={"name": "Rotating", "sender_policy": "rotate", "stop_on_reply": False,
+                                     "steps": [step]})  # fmt: skip
+    assert (campaign.sender_policy, campaign.stop_on_reply) == ("rotate", False)
+    with pytest.raises(ValidationError) as refused:
+        campaign_import(data={"name": "Bad", "sender_policy": "random", "stop_on_reply": "yes", "steps": [step]})
+    text = " ".join(refused.value.messages)
+    assert "sender_policy" in text and "random" in text and "stop_on_reply: must be true or false" in text
+
+
+def test_to_carries_the_name_built_from_first_and_last_when_the_csv_has_no_name_column() -> None:
+    import io
+
+    from campaigns.services.imports import leads_import_csv
+
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, leads=0, steps=1, daily_limit=50)
+        csv_file = io.BytesIO(b"lead_id,email,first_name,last_name\nacme,maria@acme.test,Maria,Garcia\n")
+        leads_import_csv(campaign=scenario.campaign, file=csv_file)
+        run_until_idle()
+        (mail,) = smtp.snapshot()
+    to = parsed(mail)["To"].addresses[0]
+    assert (to.display_name, to.addr_spec) == ("Maria Garcia", "maria@acme.test")
+
+
+def test_reset_account_limits_lets_a_lead_waiting_for_its_sender_go_now(moving_clock) -> None:
+    from django.core.management import call_command
+
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, accounts=1, leads=1, recipients_per_lead=1, steps=2,
+                                     daily_limit=1)  # fmt: skip
+        run_until_idle()
+        assert len(smtp.snapshot()) == 1  # step 2 waits for tomorrow's room
+        call_command("reset_account_limits", str(scenario.accounts[0].id))
+        run_until_idle()
+        assert len(smtp.snapshot()) == 2

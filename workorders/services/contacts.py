@@ -14,7 +14,8 @@ a text attribute under its column name (``vip`` → ``{"vip": "yes"}``)::
     bob@example.org,Bob,en,,,
 
 Bad rows (invalid email, unknown language code, attributes that are not a JSON object, a value longer than
-its field, an email already on an earlier line) are reported with their line number (the header is line 1)
+its field, an email already on an earlier line; a line that is not UTF-8, holds a NUL byte or a value over
+128 KiB) are reported with their line number (the header is line 1)
 and skipped; the good rows are imported. Importing again never duplicates: contacts match on the email,
 case-insensitively (emails are stored lower-case). For an existing contact an empty cell changes nothing,
 a filled one replaces the value, and attributes are merged: nested objects key by key, any other value
@@ -22,17 +23,16 @@ a filled one replaces the value, and attributes are merged: nested objects key b
 one who unsubscribed (that is the contact's choice, not the file's).
 """
 
-import csv
 import json
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 
 from emailsys import clock
-from emailsys.imports import ImportReport, csv_header_read
+from emailsys.imports import CsvRecord, CsvRecords, ImportReport
 from workorders.models import Contact
 from workorders.validators import validate_language
 
@@ -42,15 +42,6 @@ TRUE_TEXTS = {"yes", "y", "true", "1"}
 FALSE_TEXTS = {"no", "n", "false", "0"}
 # Imports take this transaction-level advisory lock, so two imports never race to create the same email.
 IMPORT_LOCK_KEY = 0x636F6E74  # "cont"
-
-
-@dataclass
-class ContactImportReport(ImportReport):
-    """The campaign engine's report (errors are (line, reason), header = line 1): `created` new contacts,
-    `updated` existing contacts the file changed, `unchanged` existing contacts it matched and left as they
-    were (`leads_created` stays 0)."""
-
-    unchanged: int = 0
 
 
 @dataclass
@@ -67,11 +58,11 @@ def _max_length(name: str) -> int:
     return Contact._meta.get_field(name).max_length
 
 
-def _csv_row_parse(*, line: int, row: dict, extra_columns: list[str]) -> _ContactRow:
+def _csv_row_parse(*, record: CsvRecord, extra_columns: list[str]) -> _ContactRow:
     """One validated row, or ValueError with the reason shown to the user."""
-    if row.get(None):
-        raise ValueError(f"{len(row[None])} more value(s) than the header has columns")
-    values = {name: (row.get(name) or "").strip() for name in CONTACT_COLUMNS}
+    if record.surplus:
+        raise ValueError(f"{record.surplus} more value(s) than the header has columns")
+    values = {name: record.values.get(name, "").strip() for name in CONTACT_COLUMNS}
     email = values["email"].lower()
     if not email:
         raise ValueError("email is empty")
@@ -100,33 +91,31 @@ def _csv_row_parse(*, line: int, row: dict, extra_columns: list[str]) -> _Contac
         if not isinstance(attributes, dict):
             raise ValueError('attributes must be a JSON object, e.g. {"vip": true}')
     for name in extra_columns:
-        value = (row.get(name) or "").strip()
+        value = record.values[name].strip()
         if value:
             attributes[name] = value
     subscribed = None if not subscribed_text else subscribed_text in TRUE_TEXTS
-    return _ContactRow(line, email, values["name"], language, subscribed, attributes)
+    return _ContactRow(record.line, email, values["name"], language, subscribed, attributes)
 
 
-def _csv_rows(*, file: TextIO, report: ImportReport) -> dict[str, _ContactRow]:
+def _csv_rows(*, file: IO[bytes] | IO[str], report: ImportReport) -> dict[str, _ContactRow]:
     """Good rows by email, in file order; bad rows go into the report."""
-    reader = csv.DictReader(file)
-    header = csv_header_read(reader, required=("email",), example="email,name,language,...")
-    extra_columns = [name for name in header if name and name not in CONTACT_COLUMNS]
+    records = CsvRecords(file, required=("email",), example="email,name,language,...", errors=report.errors)
+    extra_columns = [name for name in records.header if name and name not in CONTACT_COLUMNS]
     rows: dict[str, _ContactRow] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            try:
-                parsed = _csv_row_parse(line=line, row=row, extra_columns=extra_columns)
-            except ValueError as error:
-                report.errors.append((line, str(error)))
-                continue
-            if parsed.email in rows:
-                report.errors.append((line, f"email {parsed.email!r} is already on line {rows[parsed.email].line}"))
-                continue
-            rows[parsed.email] = parsed
-    except csv.Error as error:
-        raise ValidationError(f"Line {reader.line_num}: the file is not valid CSV ({error}).") from None
+    for record in records:
+        try:
+            parsed = _csv_row_parse(record=record, extra_columns=extra_columns)
+        except ValueError as error:
+            report.errors.append((record.line, str(error)))
+            continue
+        except Exception as error:  # noqa: BLE001 - one row's surprise is that row's error, not the file's
+            report.errors.append((record.line, f"could not be read ({type(error).__name__}: {error})"))
+            continue
+        if parsed.email in rows:
+            report.errors.append((record.line, f"email {parsed.email!r} is already on line {rows[parsed.email].line}"))
+            continue
+        rows[parsed.email] = parsed
     return rows
 
 
@@ -157,15 +146,15 @@ def _contact_apply(contact: Contact, row: _ContactRow) -> bool:
     return True
 
 
-def contacts_import_csv(*, file: TextIO) -> ContactImportReport:
+def contacts_import_csv(*, file: IO[bytes] | IO[str]) -> ImportReport:
     """Imports contacts from CSV (format in the module docstring); idempotent per file.
 
-    Bad rows are reported, not fatal; a file without an email column, or not CSV at all, raises ValidationError
-    and imports nothing. One
-    transaction with bulk writes (a few queries per 1000 rows), under an advisory lock that serialises imports,
-    with the existing contacts' rows locked so an admin edit in between is not overwritten by stale values.
+    Bad rows are reported, not fatal (`emailsys.imports.CsvRecords`); a file whose header is unusable (no email
+    column, empty, not UTF-8) raises ValidationError and imports nothing. One transaction with bulk writes (a
+    few queries per 1000 rows), under an advisory lock that serialises imports, with the existing contacts' rows
+    locked so an admin edit in between is not overwritten by stale values.
     """
-    report = ContactImportReport()
+    report = ImportReport()
     rows = _csv_rows(file=file, report=report)
     emails = list(rows)
     with transaction.atomic():

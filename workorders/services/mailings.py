@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
@@ -39,6 +38,7 @@ from campaigns.services.throttling import (
 )
 from emailsys import clock
 from workorders.models import Contact, MailingSend, WorkOrder
+from workorders.services.unsubscribes import unsubscribe_link_text, unsubscribe_url
 
 State = MailingSend.State
 # Prepare renders this where templates say {{ name }}; each email gets the contact's name in its place.
@@ -62,11 +62,6 @@ def mailing_key_sends(*, work_order: WorkOrder) -> QuerySet[MailingSend]:
     return MailingSend.objects.filter(
         event_code=work_order.event.code, sub_event=work_order.sub_event, stage=work_order.stage, is_test=False
     )
-
-
-def unsubscribe_url(*, contact: Contact | None) -> str:
-    token = contact.unsubscribe_token if contact else uuid.UUID(int=0)  # a tester who is no contact: a dead link
-    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/w/u/{token}/"
 
 
 def _personalised(prepared: RenderedEmail, *, name: str) -> RenderedEmail:
@@ -101,6 +96,11 @@ def mailing_send(
     account = reservation.account
     name = addressee.name if work_order.salutation_by_name and addressee.name else ""
     rendered = _personalised(prepared, name=name or addressee.email.partition("@")[0])
+    is_test, language = addressee.test_run is not None, addressee.language
+    headers = {"Reply-To": work_order.reply_to} if work_order.reply_to else {}
+    if is_test:  # marked as the campaigns' operator test sends are; its link unsubscribes no one
+        rendered = RenderedEmail(subject=f"[TEST] {rendered.subject}", text=rendered.text, html=rendered.html)
+        headers["X-Emailsys-Test"] = f"work order {work_order.id} test run {addressee.test_run}"
     message_id = message_id_new(account=account)
     try:
         message = message_build(
@@ -110,8 +110,9 @@ def mailing_send(
             to_name=addressee.name,
             message_id=message_id,
             date=now,
-            unsubscribe_url=unsubscribe_url(contact=addressee.contact),
-            extra_headers={"Reply-To": work_order.reply_to} if work_order.reply_to else None,
+            unsubscribe_url=unsubscribe_url(contact=None if is_test else addressee.contact, language=language),
+            unsubscribe_label=unsubscribe_link_text(language=language),
+            extra_headers=headers or None,
         ).as_string()
     except (ValueError, TypeError) as error:  # e.g. an address no message can carry: this contact only fails
         reservation_release(reservation=reservation)

@@ -61,6 +61,9 @@ SendState = MailingSend.State
 CHUNK = 200
 PROGRESS_EVERY_SECONDS = 0.5
 MAX_IN_PROCESS_WAIT = 60.0  # longer waits release the lease and sleep in the database
+# How a step sleeping because its account cannot send begins its message: a reset of the account's limits wakes
+# those (`sweep.workorders_wake_for_account`), not a Send-Continuously sleeping between rounds.
+ACCOUNT_WAIT = "account cannot send"
 
 
 def slice_seconds() -> float:
@@ -401,7 +404,7 @@ def _send_with_waits(
         if wait > min(MAX_IN_PROCESS_WAIT, run.slice_left()):
             return StepEnd(
                 Status.SLEEPING,
-                f"account cannot send: {result.reason}; {_summary(outcomes)}",
+                f"{ACCOUNT_WAIT}: {result.reason}; {_summary(outcomes)}",
                 resume_at=result.retry_at,
             )
         run.progress(message=f"waiting for the account: {result.reason}")

@@ -175,7 +175,7 @@ def test_500_contacts_in_two_languages_run_the_whole_pipeline_through_sqs(stack)
             assert_in_language(mail, language=eligible[rcpt].language, event_name=work_order.event.name)
     tester_subjects = sorted(email.message_from_bytes(m.content)["Subject"] for m in mails if m.rcpt_tos[0] in testers)
     name = work_order.event.name
-    assert tester_subjects == sorted([name, name, f"Invitation : {name}", f"Invitation : {name}"])
+    assert tester_subjects == sorted([f"[TEST] {name}"] * 2 + [f"[TEST] Invitation : {name}"] * 2)  # marked as tests
     assert MailingSend.objects.filter(is_test=True, state="sent").count() == 4
     assert MailingSend.objects.filter(is_test=False, state="sent").count() == 500
 

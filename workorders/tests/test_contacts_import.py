@@ -72,6 +72,31 @@ def test_bad_rows_are_reported_with_line_and_reason_and_good_rows_still_imported
     }
 
 
+def test_a_nul_byte_a_byte_that_is_not_utf8_and_a_huge_value_are_each_their_rows_error_by_real_line():
+    data = (
+        b"email,name,attributes,city\n"
+        b'one@example.org,One,,"Lis\nbon"\n'  # lines 2-3: one record
+        b"two@example.org,T\x00wo,\n"  # line 4: NUL
+        b"three@example.org,Tr\xeas,\n"  # line 5: Latin-1, not UTF-8
+        b"four@example.org,Four," + b"x" * 131_073 + b"\n"  # line 6: over 128 KiB
+        b"five@example.org,Cinq \xc3\xa9,\n"  # line 7: UTF-8
+    )
+
+    report = contacts_import_csv(file=io.BytesIO(data))
+
+    assert report.errors == [
+        (4, "contains a NUL byte (at character 18)"),
+        (5, "not UTF-8 text (byte 0xea at character 21); save the file as CSV UTF-8"),
+        (6, "attributes is longer than 131,072 characters (131,073)"),
+    ]
+    assert (report.created, report.skipped) == (2, 3)
+    assert dict(Contact.objects.values_list("email", "name")) == {
+        "one@example.org": "One",
+        "five@example.org": "Cinq é",
+    }
+    assert Contact.objects.get(email="one@example.org").attributes == {"city": "Lis\nbon"}
+
+
 def test_importing_the_same_file_again_creates_nothing_and_changes_nothing():
     import_csv(CSV)
     before = dict(Contact.objects.values_list("email", "updated_at"))
@@ -167,9 +192,22 @@ def test_command_imports_good_rows_lists_bad_ones_by_line_and_exits_with_status_
 
     assert raised.value.returncode == 1
     output = capsys.readouterr().out
-    assert "Contacts: created 1, updated 0, unchanged 0." in output
+    assert "Contacts: created 1, updated 0, unchanged 0, skipped 1." in output
     assert "line 3: invalid email 'broken'" in output
     assert list(Contact.objects.values_list("email", flat=True)) == ["ok@example.org"]
+
+
+def test_command_lists_a_line_that_is_not_utf8_and_imports_the_others(tmp_path, capsys):
+    path = tmp_path / "contacts.csv"
+    path.write_bytes(b"email,name\r\nana@example.org,Ana\r\nbea@example.org,B\xe9a\r\ncy@example.org,Cy\r\n")
+
+    with pytest.raises(CommandError, match="1 rows were not imported"):
+        call_command("import_contacts", str(path))
+
+    output = capsys.readouterr().out
+    assert "Contacts: created 2, updated 0, unchanged 0, skipped 1." in output
+    assert "line 3: not UTF-8 text (byte 0xe9 at character 18); save the file as CSV UTF-8" in output
+    assert sorted(Contact.objects.values_list("email", flat=True)) == ["ana@example.org", "cy@example.org"]
 
 
 def test_command_reports_a_missing_file_and_a_bad_header_without_a_traceback(tmp_path):

@@ -1,5 +1,6 @@
 """Shows sender account usage: today's reservations against the daily limit (today in each account's time
-zone), when the account may send next, and its sends by state. All accounts unless one id is given."""
+zone), when the account may send next (its min wait, or local midnight once the day's limit is used up), and
+its sends by state, campaigns' and event mailings' alike. All accounts unless one id is given."""
 
 from django.core.management.base import BaseCommand
 
@@ -27,8 +28,7 @@ class Command(BaseCommand):
         rows = []
         for account in accounts:
             stats = account_stats(account=account, now=now)
-            sends, next_at = stats["sends"], stats["next_available_at"]
-            next_at = next_at if next_at and next_at > now else "now"
+            sends, next_at = stats["sends"], stats["next_available_at"] or "now"
             rows.append(
                 (account.pk, account.email, account.status, f"{stats['reserved_today']}/{stats['daily_limit']}",
                  stats["remaining_today"], stats["sent_today"], next_at,
