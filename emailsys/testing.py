@@ -232,14 +232,15 @@ BOUNCE_REPLY = "550 5.1.1 No such user here"
 
 
 def every_nth_rcpt_deferred(
-    nth: int, *, once_per: Callable[[str], str] | None = None, reply: str = DEFER_REPLY
+    nth: int, *, once_per: Callable[[str], str] | None = None, until: int | None = None, reply: str = DEFER_REPLY
 ) -> RcptFault:
-    """A `rcpt_fault` answering every `nth` RCPT with a 4xx. With `once_per`, a key of the address (the address
-    itself, its lead …) is deferred at most once, so retries get through and a test's length stays bounded."""
+    """A `rcpt_fault` answering every `nth` RCPT with a 4xx (among the first `until` only, if given). With
+    `once_per`, a key of the address (the address itself, its lead …) is deferred at most once, so retries get
+    through and a test's length stays bounded."""
     deferred: set[str] = set()
 
     def fault(address: str, number: int) -> str | None:
-        if number % nth:
+        if number % nth or (until is not None and number > until):
             return None
         if once_per is not None:
             key = once_per(address.lower())

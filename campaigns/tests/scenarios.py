@@ -242,6 +242,7 @@ class TaskRun:
     received_by: list[str] = field(default_factory=list)
     started: list[tuple[str, float]] = field(default_factory=list)  # (worker, time) of each run
     finished: list[tuple[str, float]] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)  # the repr of each run's return value
 
     @property
     def queue_wait(self) -> float | None:
@@ -294,12 +295,14 @@ class TaskEvents:
                 run.started.append((event["hostname"], event["timestamp"]))
             elif kind in ("task-succeeded", "task-failed"):
                 run.finished.append((event["hostname"], event["timestamp"]))
+                run.results.append(str(event.get("result", event.get("exception", ""))))
 
     def of(self, name: str) -> list[TaskRun]:
         """Copies of the runs of task `name`, in the order they were published."""
         with self._lock:
             runs = [replace(run, received_by=list(run.received_by), started=list(run.started),
-                            finished=list(run.finished)) for run in self.runs.values() if run.name == name]  # fmt: skip
+                            finished=list(run.finished), results=list(run.results))
+                    for run in self.runs.values() if run.name == name]  # fmt: skip
         return sorted(runs, key=lambda run: run.sent_at or float("inf"))
 
     def __enter__(self) -> "TaskEvents":
