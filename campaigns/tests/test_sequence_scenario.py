@@ -131,8 +131,11 @@ def test_thirty_leads_three_steps_under_deferrals_bounces_a_reply_a_bad_template
 
         # The backlog outlasted the lease: a batch waited in the queue longer than its claim lasts, so a later scan
         # has re-claimed its leads. Now a second sending worker joins; the accounts' gaps set the pace from here on.
-        wait_until(lambda: longest_queue_wait(events) > LEASE, timeout=90, interval=0.5,
-                   what="a batch queued for longer than the send lease")  # fmt: skip
+        try:
+            wait_until(lambda: longest_queue_wait(events) > LEASE, timeout=90, interval=0.5,
+                       what="a batch queued for longer than the send lease")  # fmt: skip
+        except TimeoutError:
+            pass  # no backlog: the assertion at the end says so, after the ones about what was received
         node = f"sending-more-{unique_token()}@{socket.gethostname()}"
         processes("worker-sending-more", worker_argv("sending", node_name=node, concurrency=2), env=process_env(**env))
 
