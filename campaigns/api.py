@@ -1,9 +1,9 @@
 """Campaigns JSON API (staff only, token or session auth): views validate, then call services and selectors.
 
 Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
-create, bulk), accounts (CRUD, pause, resume), activities and send records (read-only). Lists read the
-selectors and filter with `campaigns.filters`; a service refusing (a Django ValidationError) is a 400 through
-the project's exception handler.
+create, bulk), accounts (CRUD, pause, resume), templates (CRUD), activities and send records (read-only). Lists
+read the selectors and filter with `campaigns.filters`; a service refusing (a Django ValidationError) is a 400
+through the project's exception handler.
 """
 
 from django.db import IntegrityError
@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from campaigns import tasks
 from campaigns.filters import ActivityFilter, LeadFilter, SendRecordFilter
-from campaigns.models import Activity, Campaign, Lead, SenderAccount, SendRecord
+from campaigns.models import Activity, Campaign, EmailTemplate, Lead, SenderAccount, SendRecord
 from campaigns.selectors import (
     account_list,
     activity_list,
@@ -35,6 +35,7 @@ from campaigns.serializers import (
     CampaignProgressSerializer,
     CampaignSerializer,
     CampaignStatusSerializer,
+    EmailTemplateSerializer,
     LeadBulkErrorsSerializer,
     LeadRepliedSerializer,
     LeadSerializer,
@@ -296,3 +297,21 @@ class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
         if verdict == ResolveAction.RESEND:
             tasks.send_resend.delay_on_commit(record.pk)
         return Response(SendRecordSerializer(record).data)
+
+
+# --- templates ---------------------------------------------------------------------------------------------
+
+
+class EmailTemplateViewSet(viewsets.ModelViewSet):
+    """Email templates (Jinja2), checked before they are saved: one that cannot render is a 400 by field."""
+
+    serializer_class = EmailTemplateSerializer
+    queryset = EmailTemplate.objects.order_by("name", "id")
+
+    def perform_destroy(self, instance: EmailTemplate) -> None:
+        try:
+            instance.delete()
+        except ProtectedError:
+            raise Conflict(
+                f"Template {instance.pk} is used by campaign steps or work orders; change theirs first."
+            ) from None

@@ -10,11 +10,34 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
+from campaigns.models import Activity, Campaign, EmailTemplate, Lead, Recipient, SenderAccount, SendRecord
 from campaigns.services.leads import leads_create
+from campaigns.services.templating import template_check
 from emailsys.api import ModelCleanMixin
 
 MAX_BULK_LEADS = 1000
+
+
+# --- templates ---------------------------------------------------------------------------------------------
+
+
+class EmailTemplateSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """A template is checked before it is saved (`template_check`: syntax, unknown filters and tests, a render
+    with sample values within the budget): one that cannot render is a 400 naming the field."""
+
+    class Meta:
+        model = EmailTemplate
+        fields = ["id", "name", "subject", "body_text", "body_html", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        parts = ("subject", "body_text", "body_html")
+        template = EmailTemplate(**{name: attrs.get(name, getattr(self.instance, name, "")) for name in parts})
+        errors = template_check(template)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 # --- campaigns ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ router.include_root_view = False
 router.register("campaigns", api.CampaignViewSet, basename="campaign")
 router.register("leads", api.LeadViewSet, basename="lead")
 router.register("accounts", api.SenderAccountViewSet, basename="account")
+router.register("templates", api.EmailTemplateViewSet, basename="template")
 router.register("activities", api.ActivityViewSet, basename="activity")
 router.register("send-records", api.SendRecordViewSet, basename="send-record")
 

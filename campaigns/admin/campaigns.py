@@ -15,7 +15,6 @@ from campaigns.models import (
     CampaignAccount,
     EmailTemplate,
     Lead,
-    Recipient,
     SenderAccount,
     SendRecord,
     SequenceStep,
@@ -23,32 +22,58 @@ from campaigns.models import (
 from campaigns.selectors import campaign_list, campaign_progress
 from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status
 from campaigns.services.previews import campaign_dry_run, step_send_test
-from campaigns.services.templating import TemplateRenderError, template_context, template_render
+from campaigns.services.templating import (
+    SAMPLE_ACCOUNT,
+    TemplateRenderError,
+    template_check,
+    template_empty_variables,
+    template_render,
+    template_sample_context,
+)
 from emailsys.admin import counts_html, preformatted, request_actor
+
+
+class EmailTemplateForm(forms.ModelForm):
+    """A template is checked before it is saved (`template_check`): its errors show on their fields."""
+
+    class Meta:
+        model = EmailTemplate
+        fields = ["name", "subject", "body_text", "body_html"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        template = EmailTemplate(**{name: cleaned.get(name) or "" for name in ("subject", "body_text", "body_html")})
+        for field, message in template_check(template).items():
+            if field not in self.errors:
+                self.add_error(field, message)
+        return cleaned
 
 
 @admin.register(EmailTemplate)
 class EmailTemplateAdmin(admin.ModelAdmin):
+    form = EmailTemplateForm
     list_display = ["name", "subject", "updated_at"]
     search_fields = ["name", "subject"]
     readonly_fields = ["preview", "created_at", "updated_at"]
     fields = ["name", "subject", "body_text", "body_html", "preview", "created_at", "updated_at"]
 
-    @admin.display(description="Preview (sample recipient Jane Doe)")
+    @admin.display(description="Preview (sample values)")
     def preview(self, template: EmailTemplate) -> SafeString | str:
+        """Rendered within the render budget; a template that cannot render shows its error, never a 500."""
         if not template.pk:
             return "Save to see a preview."
-        context = template_context(
-            recipient=Recipient(email="jane@example.com", first_name="Jane", last_name="Doe",
-                                company_name="Example Inc", website="example.com"),
-            account=SenderAccount(email="sender@example.com", first_name="Sam", last_name="Sender"),
-            campaign=Campaign(), step_order=1, custom_fields={},
-        )  # fmt: skip
+        context = template_sample_context(template)
         try:
-            rendered = template_render(template=template, context=context, signature="")
+            rendered = template_render(template=template, context=context, signature=SAMPLE_ACCOUNT["signature"])
         except TemplateRenderError as error:
             return format_html('<p class="errornote">{}</p>', str(error))
-        return preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+        note = f"Rendered with sample values ({context['name']} <{context['email']}>); custom fields show as [name]."
+        empty = template_empty_variables(template=template, context=context)
+        if empty:
+            note += f" Renders empty: {', '.join(empty)}."
+        return format_html(
+            "<p>{}</p>{}", note, preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+        )
 
 
 # --- sender accounts ---------------------------------------------------------------------------------------
@@ -236,13 +261,15 @@ class CampaignAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             step, account = form.cleaned_data["step"], form.cleaned_data["account"]
             to_email = form.cleaned_data["to_email"]
-            test = step_send_test(step=step, to_email=to_email, account=account, lead=form.cleaned_data["lead"])
+            result = step_send_test(step=step, to_email=to_email, account=account, lead=form.cleaned_data["lead"])
+            test = result.test
             if test.sent_at:
-                text = f"Test of step {step.order} sent to {to_email} through {account.email} ({test.message_id})."
-                self.message_user(request, text, messages.SUCCESS)
+                text = f"Test of step {step.order} sent to {to_email} through {account.email} ({test.message_id})"
+                level = messages.WARNING if result.empty_variables else messages.SUCCESS
+                self.message_user(request, f"{text}, {result.note}.", level)
             else:
-                self.message_user(request, f"Test of step {step.order} to {to_email} failed: {test.error}",
-                                  messages.ERROR)  # fmt: skip
+                self.message_user(request, f"Test of step {step.order} to {to_email} failed: {test.error} "
+                                           f"({result.note}).", messages.ERROR)  # fmt: skip
             return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
         context = {
             **self.admin_site.each_context(request),

@@ -137,14 +137,14 @@ def send_prepare(send: Send, now: datetime) -> bool:
             references=references,
         )
         send.message_text = message.as_string()
-    except (TemplateRenderError, ValueError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever this recipient's message does, it fails this one alone
         reservation_release(reservation=send.reservation)
         send_record_final(
             recipient=send.recipient,
             step=send.step,
             record=send.record,
             state=State.FAILED,
-            reason=f"template error: {error}",
+            reason=f"template error: {error if isinstance(error, TemplateRenderError | ValueError) else repr(error)}",
             kind=Activity.Kind.TEMPLATE_ERROR,
         )
         send.settled(SendOutcome.TEMPLATE_ERROR)

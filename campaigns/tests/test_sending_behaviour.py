@@ -208,7 +208,7 @@ def test_test_send_goes_to_the_operator_marked_as_a_test() -> None:
     with RecordingSmtpServer() as smtp:
         scenario = campaign_scenario(smtp_port=smtp.port, leads=1, recipients_per_lead=1, steps=1, daily_limit=50)
         test = step_send_test(step=scenario.steps[0], to_email="ops@team.test", account=scenario.accounts[0],
-                              lead=scenario.leads[0])  # fmt: skip
+                              lead=scenario.leads[0]).test  # fmt: skip
         (mail,) = smtp.snapshot()
 
     message = parse(mail.content)

@@ -279,6 +279,11 @@ CAMPAIGN_SMTP_TIMEOUT = env.float("CAMPAIGN_SMTP_TIMEOUT", default=30.0)
 CAMPAIGN_SMTP_AWAITING_PER_THREAD = env.int("CAMPAIGN_SMTP_AWAITING_PER_THREAD", default=4)
 # Leads the dispatcher claims per scan, at most.
 CAMPAIGN_DISPATCH_SCAN_LIMIT = env.int("CAMPAIGN_DISPATCH_SCAN_LIMIT", default=2000)
+# The render budget of one email's template (subject, text and HTML together): past this many seconds, or this
+# many characters of output, the render stops with an error that fails that recipient only (also the check of a
+# template when it is saved, and the admin's preview).
+TEMPLATE_RENDER_TIMEOUT_SECONDS = env.float("TEMPLATE_RENDER_TIMEOUT_SECONDS", default=2.0)
+TEMPLATE_RENDER_MAX_BYTES = env.int("TEMPLATE_RENDER_MAX_BYTES", default=1_000_000)
 # A file holding a clock offset in seconds, shared by all processes (tests and demos only). See emailsys/clock.py.
 CLOCK_OFFSET_FILE = env("CLOCK_OFFSET_FILE", default="")
 

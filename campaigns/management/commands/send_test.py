@@ -1,5 +1,7 @@
 """Sends one step of a campaign to an address of your choice, marked as a test ("[TEST]" subject, an
-X-Emailsys-Test header). It never counts as any recipient's email and uses no daily limit."""
+X-Emailsys-Test header), rendered for --lead-id's first recipient, else the campaign's first lead's, else with
+sample values for every variable; it says which, and which variables render empty. It never counts as any
+recipient's email and uses no daily limit."""
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -35,7 +37,8 @@ class Command(BaseCommand):
         if account is None:
             raise CommandError(f"Campaign {campaign.id} has no sender account; pass --account-id")
         lead = object_or_error(Lead, lead_id, "lead", Lead.objects.filter(campaign=campaign)) if lead_id else None
-        test = step_send_test(step=sequence_step, to_email=to, account=account, lead=lead)
-        if test.error:
-            raise CommandError(f"test send failed: {test.error}")
-        self.stdout.write(self.style.SUCCESS(f"sent step {step} to {to} via {account.email}: {test.subject}"))
+        result = step_send_test(step=sequence_step, to_email=to, account=account, lead=lead)
+        if result.test.error:
+            raise CommandError(f"test send failed: {result.test.error} ({result.note})")
+        self.stdout.write(self.style.SUCCESS(f"sent step {step} to {to} via {account.email}: {result.test.subject}"))
+        self.stdout.write(result.note)
