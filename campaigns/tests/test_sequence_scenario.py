@@ -7,6 +7,7 @@ the database: no step before its delay, every email of a lead from its first sen
 recipient's previous one, nothing after a reply, nothing after a bounce, the lead whose template cannot render
 fails alone, limits and gaps held, nothing twice."""
 
+import contextlib
 import socket
 import statistics
 import time
@@ -122,20 +123,25 @@ def test_thirty_leads_three_steps_under_deferrals_bounces_a_reply_a_bad_template
         # Scans four times a second: a lead waiting for its sender's min wait goes as soon as the account opens.
         dispatch_tick_every_ms(milliseconds=250)
 
+        # One deadline for the waits below; on a timeout the assertions after them say what went wrong.
+        deadline = time.monotonic() + 235
+
+        def left(at_most: float) -> float:
+            return max(1.0, min(at_most, deadline - time.monotonic()))
+
         replied_addresses = addresses(REPLIED_LEAD)
-        wait_until(lambda: set(replied_addresses) <= set(mails_by_recipient(smtp.snapshot())), timeout=150,
-                   interval=0.2, what=f"step 1 to both recipients of lead {REPLIED_LEAD}")  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: set(replied_addresses) <= set(mails_by_recipient(smtp.snapshot())), timeout=left(150),
+                       interval=0.2, what=f"step 1 to both recipients of lead {REPLIED_LEAD}")  # fmt: skip
         replied = Recipient.objects.get(email=replied_addresses[0])
         replied_at = time.time()
         assert recipient_mark_replied(recipient=replied, source="acceptance test")
 
         # The backlog outlasted the lease: a batch waited in the queue longer than its claim lasts, so a later scan
         # has re-claimed its leads. Now a second sending worker joins; the accounts' gaps set the pace from here on.
-        try:
-            wait_until(lambda: longest_queue_wait(events) > LEASE, timeout=90, interval=0.5,
+        with contextlib.suppress(TimeoutError):  # no backlog: asserted last, after what was received
+            wait_until(lambda: longest_queue_wait(events) > LEASE, timeout=left(90), interval=0.5,
                        what="a batch queued for longer than the send lease")  # fmt: skip
-        except TimeoutError:
-            pass  # no backlog: the assertion at the end says so, after the ones about what was received
         node = f"sending-more-{unique_token()}@{socket.gethostname()}"
         processes("worker-sending-more", worker_argv("sending", node_name=node, concurrency=2), env=process_env(**env))
 
@@ -147,10 +153,8 @@ def test_thirty_leads_three_steps_under_deferrals_bounces_a_reply_a_bad_template
             got = received_steps(mails)
             return wrong or all(got.get(address, []) == steps for address, steps in expected.items())
 
-        try:
-            wait_until(done_or_wrong, timeout=210, interval=0.5, what="every step to every mailable recipient")
-        except TimeoutError:
-            pass  # the assertions below say what went wrong and what is missing
+        with contextlib.suppress(TimeoutError):
+            wait_until(done_or_wrong, timeout=left(235), interval=0.5, what="every step to every mailable recipient")
         wait_for_quiet(ticks=12)
         mails = smtp.snapshot()
         rcpts = smtp.rcpt_snapshot()
