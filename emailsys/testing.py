@@ -13,8 +13,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -182,7 +186,70 @@ class CapturedMail:
     received_at: float  # time.time() when the final "." arrived
     mail_from: str
     rcpt_tos: tuple[str, ...]
-    content: bytes
+    content: bytes = field(repr=False)
+
+    @cached_property
+    def parsed(self) -> EmailMessage:
+        return BytesParser(policy=email_policy.default).parsebytes(self.content)
+
+    @property
+    def subject(self) -> str:
+        return str(self.parsed["Subject"] or "")
+
+    @property
+    def message_id(self) -> str:
+        return str(self.parsed["Message-ID"] or "").strip()
+
+    @property
+    def in_reply_to(self) -> str:
+        return str(self.parsed["In-Reply-To"] or "").strip()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(str(self.parsed["References"] or "").split())
+
+    @property
+    def text(self) -> str:
+        """The plain-text part, with LF line ends."""
+        body = self.parsed.get_body(("plain",))
+        return body.get_content().replace("\r\n", "\n") if body is not None else ""
+
+
+@dataclass(frozen=True)
+class RcptAttempt:
+    """One RCPT TO the server was asked, and its answer (rejected or not): what a bounce or a deferral looked like."""
+
+    at: float  # time.time()
+    number: int  # 1 for the server's first RCPT, counted over all connections
+    mail_from: str
+    address: str
+    reply: str
+
+
+RcptFault = Callable[[str, int], str | None]
+DEFER_REPLY = "451 4.7.1 Try again later"
+BOUNCE_REPLY = "550 5.1.1 No such user here"
+
+
+def every_nth_rcpt_deferred(
+    nth: int, *, once_per: Callable[[str], str] | None = None, until: int | None = None, reply: str = DEFER_REPLY
+) -> RcptFault:
+    """A `rcpt_fault` answering every `nth` RCPT with a 4xx (among the first `until` only, if given). With
+    `once_per`, a key of the address (the address itself, its lead …) is deferred at most once, so retries get
+    through and a test's length stays bounded."""
+    deferred: set[str] = set()
+
+    def fault(address: str, number: int) -> str | None:
+        if number % nth or (until is not None and number > until):
+            return None
+        if once_per is not None:
+            key = once_per(address.lower())
+            if key in deferred:
+                return None
+            deferred.add(key)
+        return reply
+
+    return fault
 
 
 class _RecordingHandler:
@@ -196,7 +263,7 @@ class _RecordingHandler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
-        reply = self.server.rcpt_replies.get(address.lower())
+        reply = self.server.rcpt_reply(envelope.mail_from or "", address)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -220,20 +287,33 @@ class _RecordingHandler:
 class RecordingSmtpServer:
     """A real SMTP server (aiosmtpd) on loopback that records what it accepts, with its receive time.
 
-    `data_delay` answers each message's DATA late, like real providers; `rcpt_replies` rejects addresses.
+    `data_delay` answers each message's DATA late, like real providers. RCPT faults: `bounce_addresses` get
+    550 5.1.1, `rcpt_replies` maps an address to its reply, and `rcpt_fault(address, number)` may answer any RCPT
+    (`number` counts every RCPT the server was asked, from 1), e.g. `every_nth_rcpt_deferred(7)`. Every RCPT and
+    its answer is in `rcpt_log`, so a test sees what was refused as well as what was accepted.
     `stall_next("mail" | "data")` holds the next reply at that phase until `release()` (the message is recorded
     before a DATA stall): a client can be killed at a known point. `before_data_reply(mail)` runs in a thread
     before the reply to the final dot.
     """
 
-    def __init__(self, *, data_delay: float = 0.0, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        data_delay: float = 0.0,
+        port: int | None = None,
+        password: str | None = None,
+        bounce_addresses: Iterable[str] = (),
+        rcpt_fault: RcptFault | None = None,
+    ) -> None:
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
 
         self.port = port or free_port()
         self.data_delay = data_delay
         self.data_reply = "250 Message accepted"
-        self.rcpt_replies: dict[str, str] = {}
+        self.rcpt_replies: dict[str, str] = {address.lower(): BOUNCE_REPLY for address in bounce_addresses}
+        self.rcpt_fault = rcpt_fault
+        self.rcpt_log: list[RcptAttempt] = []
         self.messages: list[CapturedMail] = []
         self.waiting_replies = self.max_waiting_replies = 0  # messages whose late reply is pending, at most
         self.before_data_reply: Callable[[CapturedMail], None] | None = None
@@ -268,6 +348,16 @@ class RecordingSmtpServer:
         self.stalled.set()
         await asyncio.to_thread(self._release.wait, 120)
 
+    def rcpt_reply(self, mail_from: str, address: str) -> str | None:
+        """The rejection for this RCPT, if any (bounce addresses, then `rcpt_replies`, then `rcpt_fault`); logged."""
+        with self._lock:
+            number = len(self.rcpt_log) + 1
+            reply = self.rcpt_replies.get(address.lower())
+            if not reply and self.rcpt_fault is not None:
+                reply = self.rcpt_fault(address, number)
+            self.rcpt_log.append(RcptAttempt(time.time(), number, mail_from, address, reply or "250 OK"))
+        return reply
+
     def record(self, mail: CapturedMail) -> None:
         with self._lock:
             self.messages.append(mail)
@@ -275,6 +365,10 @@ class RecordingSmtpServer:
     def snapshot(self) -> list[CapturedMail]:
         with self._lock:
             return list(self.messages)
+
+    def rcpt_snapshot(self) -> list[RcptAttempt]:
+        with self._lock:
+            return list(self.rcpt_log)
 
     def __enter__(self) -> "RecordingSmtpServer":
         self._controller.start()

@@ -1,6 +1,10 @@
 """Whole campaigns for end-to-end tests and benchmarks: accounts pointed at a loopback SMTP server."""
 
-from dataclasses import dataclass
+import ast
+import re
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 
 from campaigns.models import (
     Campaign,
@@ -16,6 +20,7 @@ from campaigns.services.batches import lead_batch_send
 from campaigns.services.dispatch import dispatch_due
 from campaigns.services.smtp import SmtpSessions
 from emailsys import clock
+from emailsys.testing import CapturedMail
 
 SUBJECT = "Hello {{ first_name | default('there') }} from {{ sender_name }}"
 BODY_TEXT = (
@@ -170,5 +175,160 @@ def dispatch_tick_every(*, seconds: int) -> None:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     schedule = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)[0]
+    tick = {"task": "campaigns.dispatch_due", "interval": schedule, "queue": "default"}
+    PeriodicTask.objects.update_or_create(name="campaigns: dispatch", defaults=tick)
+
+
+# --- sequences judged by what the SMTP server received ----------------------------------------------------------
+
+STEP_IN_TEXT = re.compile(r"^Step (\d+) of campaign \d+;", re.MULTILINE)
+
+
+def mail_step(mail: CapturedMail) -> int:
+    """The step a captured mail belongs to, read from its text ("Step N of campaign …", see BODY_TEXT): the
+    subjects of threaded steps 2 and 3 are the same ("Re: …")."""
+    found = STEP_IN_TEXT.search(mail.text)
+    assert found, f"no step in the text of {mail.message_id}"
+    return int(found.group(1))
+
+
+def mails_by_recipient(mails: list[CapturedMail]) -> dict[str, list[CapturedMail]]:
+    """Each recipient's mails in the order the server received them."""
+    grouped: dict[str, list[CapturedMail]] = defaultdict(list)
+    for mail in sorted(mails, key=lambda m: m.received_at):
+        for address in mail.rcpt_tos:
+            grouped[address.lower()].append(mail)
+    return grouped
+
+
+def lead_of_address(address: str) -> str:
+    """The key that groups a lead's recipients: "r1.lead7@customer.test" (see `lead_add`) → "lead7"."""
+    return address.lower().partition("@")[0].partition(".")[2]
+
+
+def mails_described(mails: list[CapturedMail]) -> list[str]:
+    """Each mail as "<recipient> step <n> from <sender>", for assertion messages."""
+    return [f"{', '.join(mail.rcpt_tos)} step {mail_step(mail)} from {mail.mail_from}" for mail in mails]
+
+
+def early_follow_ups(mails: list[CapturedMail], *, delay_seconds: float) -> list[str]:
+    """Follow-ups received sooner than `delay_seconds` after the same recipient's previous step, described."""
+    early = []
+    for address, received in mails_by_recipient(mails).items():
+        by_step = {mail_step(mail): mail for mail in received}
+        for step, mail in sorted(by_step.items()):
+            previous = by_step.get(step - 1)
+            if previous is not None and mail.received_at - previous.received_at < delay_seconds:
+                gap = mail.received_at - previous.received_at
+                early.append(f"{address}: step {step} {gap:.1f}s after step {step - 1} (delay {delay_seconds}s)")
+    return early
+
+
+def repeated_steps(mails: list[CapturedMail]) -> list[tuple[str, int]]:
+    """(recipient, step) pairs the server received more than once."""
+    counts = Counter((address.lower(), mail_step(mail)) for mail in mails for address in mail.rcpt_tos)
+    return [pair for pair, count in counts.items() if count > 1]
+
+
+@dataclass
+class TaskRun:
+    """One Celery task message as the event stream saw it: published, received (by each worker it reached), run."""
+
+    uuid: str
+    name: str = ""
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    sent_at: float | None = None
+    received_by: list[str] = field(default_factory=list)
+    started: list[tuple[str, float]] = field(default_factory=list)  # (worker, time) of each run
+    finished: list[tuple[str, float]] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)  # the repr of each run's return value
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds from publishing to the first run: how long the message waited in the queue."""
+        if self.sent_at is None or not self.started:
+            return None
+        return self.started[0][1] - self.sent_at
+
+
+class TaskEvents:
+    """Celery's task events (what Flower shows), collected in a thread: what was published with which arguments,
+    which workers received it, when it ran. A message Redis redelivers is received twice under one uuid."""
+
+    def __init__(self) -> None:
+        from celery import Celery
+        from django.conf import settings
+
+        self.app = Celery("events", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+        self.runs: dict[str, TaskRun] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as connection:
+            receiver = self.app.events.Receiver(connection, handlers={"*": self._on_event})
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+                except TimeoutError:
+                    continue
+
+    def _on_event(self, event: dict) -> None:
+        kind, uuid = event.get("type", ""), event.get("uuid")
+        if not kind.startswith("task-") or not uuid:
+            return
+        with self._lock:
+            run = self.runs.setdefault(uuid, TaskRun(uuid))
+            if event.get("name"):
+                run.name = event["name"]
+            if kind in ("task-sent", "task-received") and event.get("args") is not None:
+                run.args, run.kwargs = _literal(event["args"], ()), _literal(event.get("kwargs"), {})
+            if kind == "task-sent":
+                run.sent_at = event["timestamp"]
+            elif kind == "task-received":
+                run.received_by.append(event["hostname"])
+            elif kind == "task-started":
+                run.started.append((event["hostname"], event["timestamp"]))
+            elif kind in ("task-succeeded", "task-failed"):
+                run.finished.append((event["hostname"], event["timestamp"]))
+                run.results.append(str(event.get("result", event.get("exception", ""))))
+
+    def of(self, name: str) -> list[TaskRun]:
+        """Copies of the runs of task `name`, in the order they were published."""
+        with self._lock:
+            runs = [replace(run, received_by=list(run.received_by), started=list(run.started),
+                            finished=list(run.finished), results=list(run.results))
+                    for run in self.runs.values() if run.name == name]  # fmt: skip
+        return sorted(runs, key=lambda run: run.sent_at or float("inf"))
+
+    def __enter__(self) -> "TaskEvents":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _literal(text: str | None, default):
+    """Events carry the arguments as their repr; ids, None and strings read back exactly."""
+    try:
+        return ast.literal_eval(text) if text else default
+    except (ValueError, SyntaxError):
+        return default
+
+
+def dispatch_tick_every_ms(*, milliseconds: int) -> None:
+    """Beat's dispatcher tick faster than once a second, for a test whose minutes should go into sending rather
+    than waiting for the next scan. Saved through the model, so a running beat notices the change."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = {"every": milliseconds * 1000, "period": IntervalSchedule.MICROSECONDS}
+    schedule = IntervalSchedule.objects.get_or_create(**every)[0]
     tick = {"task": "campaigns.dispatch_due", "interval": schedule, "queue": "default"}
     PeriodicTask.objects.update_or_create(name="campaigns: dispatch", defaults=tick)
