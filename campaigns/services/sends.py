@@ -271,10 +271,12 @@ _SENT_SQL_SHAPE = """
       FROM record"""
 _SENT_SQL = _SENT_SQL_SHAPE.format(first_send="")
 # The lead's first email: its account becomes the lead's sender (`Lead.sender_account`), in the same statement.
-_SENT_FIRST_SQL = _SENT_SQL_SHAPE.format(first_send=""", lead AS (
+_SENT_FIRST_SQL = _SENT_SQL_SHAPE.format(
+    first_send=""", lead AS (
         UPDATE campaigns_lead SET sender_account_id = %(account)s
          WHERE id = %(lead)s AND sender_account_id IS NULL AND EXISTS (SELECT FROM record)
-    )""")
+    )"""
+)
 
 
 def _hand_over_hook(send: Send) -> Callable[[], bool]:
