@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 
 from emailsys.crypto import EncryptedTextField
 from emailsys.fields import LowerCaseEmailField
@@ -294,6 +294,11 @@ class Lead(models.Model):
         indexes = [
             # The dispatcher's scan: finished and stopped leads leave this index, so its cost follows due work.
             models.Index(fields=["next_due_at"], condition=Q(state="in_progress"), name="lead_due_in_progress"),
+            # Its order (longest waiting first): with a large backlog the claim reads this in order and stops at
+            # its limit instead of sorting every due lead.
+            models.Index(
+                Coalesce("step_due_at", "next_due_at"), "id", condition=Q(state="in_progress"), name="lead_due_order"
+            ),
         ]
 
     def __str__(self) -> str:
