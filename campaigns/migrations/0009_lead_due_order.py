@@ -5,14 +5,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0008_sequence_semantics'),
+        ("campaigns", "0008_sequence_semantics"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='lead',
-            index=models.Index(django.db.models.functions.comparison.Coalesce('step_due_at', 'next_due_at'), models.F('id'), condition=models.Q(('state', 'in_progress')), name='lead_due_order'),
+            model_name="lead",
+            index=models.Index(
+                django.db.models.functions.comparison.Coalesce("step_due_at", "next_due_at"),
+                models.F("id"),
+                condition=models.Q(("state", "in_progress")),
+                name="lead_due_order",
+            ),
         ),
     ]
