@@ -9,11 +9,9 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from celery import Celery
-from django.conf import settings as django_settings
 
 from campaigns.models import Lead, SendRecord
-from campaigns.tests.scenarios import campaign_scenario, lead_add
+from campaigns.tests.scenarios import TaskEvents, campaign_scenario, lead_add
 from campaigns.tests.test_campaign_processes import start_engine, wait_for_quiet
 from emailsys.clock import clock_set_offset
 from emailsys.testing import RecordingSmtpServer, process_env, subprocess_database_url, unique_token, wait_until
@@ -22,61 +20,28 @@ from emailsys.testing import worker_argv as project_worker_argv
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class TaskEventLog:
-    """Celery task events (what Flower shows), collected in a thread: when each batch ran, on which worker."""
+def batch_intervals(events: TaskEvents) -> list[tuple[str, float, float]]:
+    """(worker, started, finished) of every run of a send batch."""
+    return [
+        (host, started, finished)
+        for run in events.of("campaigns.send_batch")
+        for (host, started), (_, finished) in zip(run.started, run.finished, strict=False)
+    ]
 
-    def __init__(self) -> None:
-        self.app = Celery("events", broker=django_settings.CELERY_BROKER_URL, set_as_current=False)
-        self.names: dict[str, str] = {}
-        self.started: dict[str, tuple[str, float]] = {}
-        self.intervals: list[tuple[str, float, float]] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        handlers = {
-            "task-received": lambda e: self.names.__setitem__(e["uuid"], e["name"]),
-            "task-started": lambda e: self.started.__setitem__(e["uuid"], (e["hostname"], e["timestamp"])),
-            "task-succeeded": self._finished,
-            "task-failed": self._finished,
-        }
-        with self.app.connection_for_read() as connection:
-            receiver = self.app.events.Receiver(connection, handlers=handlers)
-            self._ready.set()
-            while not self._stop.is_set():
-                try:
-                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
-                except TimeoutError:
-                    continue
-
-    def _finished(self, event: dict) -> None:
-        if event["uuid"] in self.started and self.names.get(event["uuid"]) == "campaigns.send_batch":
-            hostname, started = self.started[event["uuid"]]
-            self.intervals.append((hostname, started, event["timestamp"]))
-
-    def __enter__(self) -> "TaskEventLog":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def max_workers_at_once(self) -> int:
-        """The most distinct workers that were inside a batch at the same instant."""
-        best = 0
-        for _, start, _ in self.intervals:
-            inside = {host for host, s, e in self.intervals if s <= start < e}
-            best = max(best, len(inside))
-        return best
+def max_workers_at_once(intervals: list[tuple[str, float, float]]) -> int:
+    """The most distinct workers that were inside a batch at the same instant."""
+    best = 0
+    for _, start, _ in intervals:
+        inside = {host for host, s, e in intervals if s <= start < e}
+        best = max(best, len(inside))
+    return best
 
 
 @pytest.mark.timeout(240)
 def test_four_racing_workers_never_exceed_a_limit_or_undercut_a_min_wait(processes, tmp_path) -> None:
     min_wait, daily_limit = 1.0, 6
-    with RecordingSmtpServer(data_delay=0.3) as smtp, TaskEventLog() as events:
+    with RecordingSmtpServer(data_delay=0.3) as smtp, TaskEvents() as events:
         scenario = campaign_scenario(smtp_port=smtp.port, accounts=4, daily_limit=daily_limit,
                                      min_wait_seconds=int(min_wait), leads=40, recipients_per_lead=1, steps=1,
                                      batch_size=2)  # fmt: skip
@@ -95,9 +60,10 @@ def test_four_racing_workers_never_exceed_a_limit_or_undercut_a_min_wait(process
     for account, times in by_account.items():
         gaps = [later - earlier for earlier, later in zip(sorted(times), sorted(times)[1:], strict=False)]
         assert min(gaps) >= min_wait, f"{account}: two sends {min(gaps):.3f}s apart"
-    workers = {host for host, _, _ in events.intervals}
+    intervals = batch_intervals(events)
+    workers = {host for host, _, _ in intervals}
     assert len(workers) == 4, f"batches ran on {workers}"
-    assert events.max_workers_at_once() >= 2, "no two workers' batches overlapped"
+    assert max_workers_at_once(intervals) >= 2, "no two workers' batches overlapped"
     assert Counter(m.rcpt_tos for m in mails).most_common(1)[0][1] == 1
 
 
