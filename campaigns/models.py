@@ -313,6 +313,9 @@ class Recipient(models.Model):
         BOUNCED = "bounced", "Bounced"
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
 
+    # The statuses that still get a sequence's next step; replied, bounced and unsubscribed get nothing more.
+    MAILABLE_STATUSES = (Status.NOT_CONTACTED, Status.CONTACTED)
+
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="recipients")
     position = models.PositiveIntegerField(help_text="Order within the lead, from 0.")
     email = LowerCaseEmailField(help_text="Stored lower-case.")

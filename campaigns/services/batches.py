@@ -60,8 +60,6 @@ logger = logging.getLogger(__name__)
 MAX_ROUNDS = 100  # a batch goes round its leads again while one has a recipient to send to right now
 State = SendRecord.State
 MAYBE_DELIVERED = (State.SENT, State.UNKNOWN)  # the recipient may have it: later steps thread on it
-# A recipient with one of these statuses gets no further step.
-FINISHED_RECIPIENT_STATUSES = (Recipient.Status.REPLIED, Recipient.Status.BOUNCED, Recipient.Status.UNSUBSCRIBED)
 
 
 class LeadOutcome(enum.StrEnum):
@@ -425,7 +423,7 @@ def _settled_without_smtp(
     if attempts_exhausted(record):
         assert record is not None
         return State.FAILED, f"gave up after {record.attempts} attempts: {record.last_error}", Activity.Kind.FAILED
-    if recipient.status in FINISHED_RECIPIENT_STATUSES:
+    if recipient.status not in Recipient.MAILABLE_STATUSES:
         return State.SKIPPED, f"recipient is {recipient.status}", Activity.Kind.SKIPPED
     if recipient.email.strip().lower() in suppressed:
         return State.SKIPPED, "address or domain is on the suppression list", Activity.Kind.SKIPPED
@@ -449,15 +447,15 @@ def _sends_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, ac
     """Reserves accounts for one campaign's sends of a round: the reserved sends. A lead's sends go through the
     account its conversation is with (`_sender_required`), the others round robin; a lead whose account has
     no room waits for it."""
-    usable = _campaign_accounts_usable(campaign_id)
+    accounts = _campaign_accounts(campaign_id)
     groups: dict[int | None, list[LeadWork]] = defaultdict(list)
     for work in works:
-        groups[_sender_required(work, usable)].append(work)
+        groups[_sender_required(work, accounts)].append(work)
     reserved: list[Send] = []
     for account_id, group in groups.items():
         if account_id is None:
             reserved += _group_reserve(group, campaign_id=campaign_id, now=now, account_filter=account_filter)
-        elif usable[account_id] != SenderAccount.Status.ACTIVE or account_filter not in (None, account_id):
+        elif accounts[account_id] != SenderAccount.Status.ACTIVE or account_filter not in (None, account_id):
             for work in group:  # paused (or not the operator's chosen account): the lead waits for its sender
                 work.done(LeadOutcome.NO_ACCOUNT, next_due_at=now + SENDER_PAUSED_RETRY)
         else:
@@ -468,16 +466,12 @@ def _sends_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, ac
 SENDER_PAUSED_RETRY = timedelta(minutes=1)
 
 
-def _campaign_accounts_usable(campaign_id: int) -> dict[int, str]:
-    """The campaign's accounts a lead may keep (not disabled): {account id: status}."""
-    return dict(
-        CampaignAccount.objects.filter(campaign_id=campaign_id)
-        .exclude(account__status=SenderAccount.Status.DISABLED)
-        .values_list("account_id", "account__status")
-    )
+def _campaign_accounts(campaign_id: int) -> dict[int, str]:
+    """The campaign's accounts and their statuses: {account id: status}."""
+    return dict(CampaignAccount.objects.filter(campaign_id=campaign_id).values_list("account_id", "account__status"))
 
 
-def _sender_required(work: LeadWork, usable: dict[int, str]) -> int | None:
+def _sender_required(work: LeadWork, accounts: dict[int, str]) -> int | None:
     """The account this lead's send must go from, or None (any). Sticky: the lead's first sender, for every step
     and recipient. Rotate: a threaded step still replies from the account of the recipient's previous email.
     An account disabled or removed from the campaign lets the lead go on from another (said in its activities)."""
@@ -489,10 +483,9 @@ def _sender_required(work: LeadWork, usable: dict[int, str]) -> int | None:
         wanted = send.earlier[-1].account_id
     else:
         return None
-    if wanted is None or wanted in usable:
+    if wanted is None or accounts.get(wanted, SenderAccount.Status.DISABLED) != SenderAccount.Status.DISABLED:
         return wanted
-    why = "is disabled" if SenderAccount.objects.filter(id=wanted, status=SenderAccount.Status.DISABLED).exists() else (
-        "is no longer one of the campaign's accounts")  # fmt: skip
+    why = "is no longer one of the campaign's accounts" if wanted not in accounts else "is disabled"
     if Lead.objects.filter(id=work.lead.id, sender_account_id=wanted).update(sender_account=None):
         activity_record(
             kind=Activity.Kind.SENDER_CHANGED, campaign=work.lead.campaign_id, lead=work.lead, account=wanted,

@@ -194,9 +194,6 @@ def sends_claim(sends: list[Send], now: datetime) -> list[Send]:
     return [send for send in sends if id(send) in won_ids]
 
 
-_RECIPIENT_MAILABLE = (Recipient.Status.NOT_CONTACTED, Recipient.Status.CONTACTED)
-
-
 def _sends_still_wanted(sends: list[Send]) -> list[Send]:
     """One query per chunk: what an operator, a reply or an unsubscribe changed meanwhile counts before the email."""
     if not sends:
@@ -204,7 +201,7 @@ def _sends_still_wanted(sends: list[Send]) -> list[Send]:
     wanted = set(
         Recipient.objects.filter(
             id__in=[send.recipient.id for send in sends],
-            status__in=_RECIPIENT_MAILABLE,
+            status__in=Recipient.MAILABLE_STATUSES,
             lead__state=Lead.State.IN_PROGRESS,
         ).values_list("id", flat=True)
     )
