@@ -109,6 +109,10 @@ class SenderAccount(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        permissions = [
+            ("operate_senderaccount", "Can pause, resume and disable sender accounts and reset their limits"),
+            ("test_senderaccount", "Can test a sender account's login"),
+        ]
         indexes = [models.Index(fields=["status", "last_reserved_at"])]
         constraints = [
             models.CheckConstraint(
@@ -182,6 +186,11 @@ class Campaign(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [
+            ("run_campaign", "Can activate, pause and resume campaigns, dry-run and reset their progress"),
+            ("send_test_campaign", "Can send test emails of a campaign's steps"),
+            ("import_campaign", "Can import campaigns and their leads"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(sender_policy__in=["sticky", "rotate"]), name="campaign_sender_policy_known"
@@ -286,6 +295,7 @@ class Lead(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        permissions = [("operate_lead", "Can stop leads, reset their progress and mark replies")]
         constraints = [
             models.UniqueConstraint(
                 fields=["campaign", "external_id"], condition=~Q(external_id=""), name="one_lead_per_external_id"
@@ -426,6 +436,7 @@ class SendRecord(SendAttempt):
     )
 
     class Meta(SendAttempt.Meta):
+        permissions = [("resolve_sendrecord", "Can resolve send records whose outcome is unknown")]
         constraints = [
             *SendAttempt.Meta.constraints,
             models.UniqueConstraint(fields=["recipient", "step"], name="one_send_per_recipient_step"),

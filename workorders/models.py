@@ -50,6 +50,7 @@ class Contact(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [("import_contacts", "Can import contacts")]
         constraints = [
             models.UniqueConstraint(fields=["email"], name="one_contact_per_email"),
             models.CheckConstraint(
@@ -205,6 +206,10 @@ class WorkOrder(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [
+            ("run_workorder", "Can start, stop and restart work orders"),
+            ("unlock_workorder", "Can unlock work orders"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=_json_type_is_object("subjects") & ~Q(subjects={}),
@@ -324,6 +329,7 @@ class MailingSend(SendAttempt):
     account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta(SendAttempt.Meta):
+        permissions = [("resolve_mailingsend", "Can resolve mailing sends whose outcome is unknown")]
         constraints = [
             *SendAttempt.Meta.constraints,
             models.UniqueConstraint(
