@@ -376,3 +376,10 @@ class RecordingSmtpServer:
 
     def __exit__(self, *exc) -> None:
         self._controller.stop()
+
+
+def api_authorization(user) -> str:
+    """An Authorization header value with a new API token of `user`: the one way tests authenticate as someone."""
+    from rest_framework.authtoken.models import Token
+
+    return f"Token {Token.objects.create(user=user).key}"

@@ -6,7 +6,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db.models import TextField
 from django.db.models.functions import Cast
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount, SendRecord
@@ -22,6 +21,7 @@ from campaigns.tests.factories import (
     SequenceStepFactory,
 )
 from emailsys import clock
+from emailsys.testing import api_authorization
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def now(monkeypatch) -> datetime:
 @pytest.fixture
 def api(admin_user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    client.credentials(HTTP_AUTHORIZATION=api_authorization(admin_user))
     return client
 
 
@@ -57,7 +57,7 @@ def test_anonymous_gets_401_and_non_staff_gets_403(client, path) -> None:
     assert client.get(path).status_code == 401
     user = get_user_model().objects.create_user("viewer", password="x-unused-pw")
     staffless = APIClient()
-    staffless.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    staffless.credentials(HTTP_AUTHORIZATION=api_authorization(user))
     assert staffless.get(path).status_code == 403
 
 

@@ -16,7 +16,6 @@ from django.core.management import call_command
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Activity, Lead, SenderAccount, SendRecord
@@ -24,7 +23,7 @@ from campaigns.services.delivery import account_check
 from campaigns.services.esp import esp_backends_close
 from campaigns.tests.scenarios import campaign_scenario, run_until_idle
 from emailsys import clock
-from emailsys.testing import free_port, unique_token
+from emailsys.testing import api_authorization, free_port, unique_token
 
 pytestmark = pytest.mark.django_db
 
@@ -293,7 +292,7 @@ def test_the_esp_secret_is_encrypted_at_rest_and_never_shown(moto_endpoint, admi
     assert account.esp_region == "eu-west-2" and account.esp_secret == SECRET
 
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    api.credentials(HTTP_AUTHORIZATION=api_authorization(admin_user))
     body = api.get(f"/api/v1/accounts/{account.pk}/").json()
     assert body["transport"] == "esp" and body["esp_name"] == "amazon_ses" and body["has_esp_secret"] is True
     assert "esp_secret" not in body and SECRET not in json.dumps(body)
@@ -304,7 +303,7 @@ def test_the_api_creates_an_esp_account_and_names_the_missing_field() -> None:
     from django.contrib.auth import get_user_model
 
     admin = get_user_model().objects.create_superuser("esp-admin", password="x-unused-pw")
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
+    api.credentials(HTTP_AUTHORIZATION=api_authorization(admin))
 
     missing_esp = api.post("/api/v1/accounts/", {"email": "a@esp.test", "transport": "esp"}, format="json")
     assert missing_esp.status_code == 400 and "esp_name" in missing_esp.json()

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, transaction
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import Recipient, SendAttempt, SendRecord
@@ -16,6 +15,7 @@ from campaigns.services.imports import leads_import_csv
 from campaigns.services.leads import leads_create
 from campaigns.tests.factories import CampaignFactory, LeadFactory, RecipientFactory, SendRecordFactory
 from emailsys import clock
+from emailsys.testing import api_authorization
 from workorders.models import MailingSend
 from workorders.tests.factories import WorkOrderFactory
 
@@ -92,7 +92,7 @@ def test_a_mixed_case_recipient_email_is_refused_by_the_database() -> None:
 @pytest.fixture
 def api(admin_user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    client.credentials(HTTP_AUTHORIZATION=api_authorization(admin_user))
     return client
 
 

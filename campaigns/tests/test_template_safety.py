@@ -15,7 +15,6 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaigns.models import (
@@ -34,7 +33,15 @@ from campaigns.services.previews import lead_dry_run, step_send_test
 from campaigns.services.templating import TemplateRenderError, template_check, template_render
 from campaigns.tests.factories import SenderAccountFactory
 from campaigns.tests.scenarios import campaign_scenario, run_until_idle
-from emailsys.testing import RecordingSmtpServer, daphne_argv, free_port, port_answers, process_env, wait_until
+from emailsys.testing import (
+    RecordingSmtpServer,
+    api_authorization,
+    daphne_argv,
+    free_port,
+    port_answers,
+    process_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -251,7 +258,7 @@ def test_the_admin_preview_of_a_stored_faulty_template_shows_the_error(admin_cli
 
 def test_the_api_refuses_a_template_that_cannot_render(admin_user) -> None:
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin_user).key}")
+    api.credentials(HTTP_AUTHORIZATION=api_authorization(admin_user))
     bad = api.post("/api/v1/templates/", {"name": "t", "subject": "Hi", "body_text": "{{ seats // 0 }}"}, format="json")
     assert bad.status_code == 400
     assert bad.json() == {"body_text": ["ZeroDivisionError: division by zero"]}

@@ -1,7 +1,8 @@
 """The JSON API: OpenAPI schema, token or session auth, staff only."""
 
 import pytest
-from rest_framework.authtoken.models import Token
+
+from emailsys.testing import api_authorization
 
 pytestmark = pytest.mark.django_db
 
@@ -16,8 +17,7 @@ def test_openapi_schema_lists_the_operations_endpoints(admin_client) -> None:
 
 def test_token_auth_works_and_anonymous_is_refused(client, admin_user) -> None:
     assert client.get("/api/v1/health/").status_code == 401
-    token = Token.objects.create(user=admin_user)
-    response = client.get("/api/v1/health/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get("/api/v1/health/", HTTP_AUTHORIZATION=api_authorization(admin_user))
     assert response.status_code in (200, 503)
     assert "components" in response.json()
 
