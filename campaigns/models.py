@@ -126,11 +126,17 @@ class SenderAccount(models.Model):
         return self.email
 
     def clean(self) -> None:
-        """The constraint's rule, said on the field that is missing."""
+        """The constraint's rule, said on the field that is missing; then where its secrets may go (plaintext
+        AUTH, ESP endpoints: `campaigns.services.destinations`, which the sending path checks again)."""
+        from campaigns.services.destinations import account_destination_errors
+
         if self.transport == self.Transport.SMTP and not self.smtp_host:
             raise ValidationError({"smtp_host": "An SMTP account needs a host."})
         if self.transport == self.Transport.ESP and not self.esp_name:
             raise ValidationError({"esp_name": "An ESP account needs its ESP."})
+        errors = account_destination_errors(self)
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def sender_name(self) -> str:

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.models import Activity, Campaign, EmailTemplate, Lead, Recipient, SenderAccount, SendRecord
+from campaigns.services.destinations import SECRET_DESTINATIONS, account_secrets_bind
 from campaigns.services.leads import leads_create
 from campaigns.services.templating import template_check
 from emailsys.api import ModelCleanMixin
@@ -182,8 +183,13 @@ class LeadBulkErrorsSerializer(serializers.Serializer):
 
 
 class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
-    """Status moves through /pause/ and /resume/. The password is write-only: omitted or "" keeps the stored
-    one, null removes it."""
+    """A sender account. Status moves through /pause/ and /resume/. Secrets (`smtp_password`, `esp_secret`) are
+    write-only and bound to where they are sent: omitted or "" keeps the stored one, null removes it, and a
+    change of its destination (SMTP password: transport, smtp_host, smtp_port, security, smtp_username; ESP
+    secret: transport, esp_name, esp_endpoint_url, esp_key_id, esp_region) without the secret in the same request
+    clears it (`has_password` / `has_esp_secret` become false). Logging in without TLS (security "none") is
+    refused except to loopback or SMTP_PLAINTEXT_AUTH_HOSTS; `esp_endpoint_url` must be in ESP_ENDPOINT_ALLOWLIST.
+    """
 
     smtp_password = serializers.CharField(
         write_only=True,
@@ -192,7 +198,9 @@ class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
         allow_null=True,
         trim_whitespace=False,
         style={"input_type": "password"},
-        help_text="Write-only. Omitted or empty: keep the stored password; null: remove it.",
+        help_text="Write-only. Omitted or empty: keep the stored password, unless the request changes transport, "
+        "smtp_host, smtp_port, security or smtp_username: then it is cleared (send it again to keep it); null: "
+        "remove it.",
     )
     has_password = serializers.SerializerMethodField()
     esp_secret = serializers.CharField(
@@ -203,7 +211,8 @@ class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
         trim_whitespace=False,
         style={"input_type": "password"},
         help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Omitted or empty: keep "
-        "the stored secret; null: remove it.",
+        "the stored secret, unless the request changes transport, esp_name, esp_endpoint_url, esp_key_id or "
+        "esp_region: then it is cleared (send it again to keep it); null: remove it.",
     )
     has_esp_secret = serializers.SerializerMethodField()
 
@@ -225,13 +234,16 @@ class SenderAccountSerializer(ModelCleanMixin, serializers.ModelSerializer):
         return bool(account.esp_secret)
 
     def validate(self, attrs: dict) -> dict:
-        for secret_field in ("smtp_password", "esp_secret"):
+        """Secrets as entered (null: removed), then those the request moves elsewhere cleared
+        (`account_secrets_bind`), then the model's checks on what will be stored."""
+        for secret_field in SECRET_DESTINATIONS:
             if secret_field in attrs:
                 secret = attrs.pop(secret_field)
                 if secret is None:
                     attrs[secret_field] = ""
                 elif secret:
                     attrs[secret_field] = secret
+        attrs, self.secrets_cleared = account_secrets_bind(account=self.instance or SenderAccount(), changes=attrs)
         return super().validate(attrs)
 
 

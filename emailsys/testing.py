@@ -226,6 +226,16 @@ class RcptAttempt:
     reply: str
 
 
+@dataclass(frozen=True)
+class AuthAttempt:
+    """One AUTH the server was sent, with the credentials it carried: what a secret that left looks like."""
+
+    at: float  # time.time()
+    mechanism: str
+    login: str
+    password: str
+
+
 RcptFault = Callable[[str, int], str | None]
 DEFER_REPLY = "451 4.7.1 Try again later"
 BOUNCE_REPLY = "550 5.1.1 No such user here"
@@ -255,6 +265,11 @@ def every_nth_rcpt_deferred(
 class _RecordingHandler:
     def __init__(self, server: "RecordingSmtpServer") -> None:
         self.server = server
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when no handler hook answers EHLO
+        self.server.greeted()
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
         await self.server.maybe_stall("mail")
@@ -294,6 +309,10 @@ class RecordingSmtpServer:
     `stall_next("mail" | "data")` holds the next reply at that phase until `release()` (the message is recorded
     before a DATA stall): a client can be killed at a known point. `before_data_reply(mail)` runs in a thread
     before the reply to the final dot.
+
+    AUTH is offered (over plain loopback) when `password` is given — any other password gets 535 — or with
+    `any_password`, which takes every login, like a server someone points an account at to collect its password.
+    Every AUTH attempt is in `auth_log`, and `ehlo_count` counts the clients that greeted it with EHLO.
     """
 
     def __init__(
@@ -302,6 +321,7 @@ class RecordingSmtpServer:
         data_delay: float = 0.0,
         port: int | None = None,
         password: str | None = None,
+        any_password: bool = False,
         bounce_addresses: Iterable[str] = (),
         rcpt_fault: RcptFault | None = None,
     ) -> None:
@@ -321,11 +341,16 @@ class RecordingSmtpServer:
         self._stall_phase: str | None = None
         self._release = threading.Event()
         self._lock = threading.Lock()
+        self.auth_log: list[AuthAttempt] = []
+        self.ehlo_count = 0
         auth = {}
-        if password is not None:  # AUTH over plain loopback, answering 535 to any other password
+        if password is not None or any_password:  # AUTH over plain loopback
 
             def authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
-                return AuthResult(success=auth_data.password.decode() == password, handled=False)
+                login, given = auth_data.login.decode(errors="replace"), auth_data.password.decode(errors="replace")
+                with self._lock:
+                    self.auth_log.append(AuthAttempt(time.time(), mechanism, login, given))
+                return AuthResult(success=any_password or given == password, handled=False)
 
             auth = {"authenticator": authenticator, "auth_require_tls": False}
         self._controller = Controller(
@@ -358,6 +383,14 @@ class RecordingSmtpServer:
             self.rcpt_log.append(RcptAttempt(time.time(), number, mail_from, address, reply or "250 OK"))
         return reply
 
+    def greeted(self) -> None:
+        with self._lock:
+            self.ehlo_count += 1
+
+    def auth_snapshot(self) -> list[AuthAttempt]:
+        with self._lock:
+            return list(self.auth_log)
+
     def record(self, mail: CapturedMail) -> None:
         with self._lock:
             self.messages.append(mail)
@@ -376,6 +409,73 @@ class RecordingSmtpServer:
 
     def __exit__(self, *exc) -> None:
         self._controller.stop()
+
+
+@dataclass(frozen=True)
+class HttpRequestRecord:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-case
+    body: bytes = field(repr=False)
+
+    @property
+    def raw(self) -> bytes:
+        """Request line, headers and body as one blob: to search for a value wherever a client put it."""
+        head = f"{self.method} {self.path}\n" + "".join(f"{k}: {v}\n" for k, v in self.headers.items())
+        return head.encode(errors="replace") + self.body
+
+
+class RecordingHttpServer:
+    """A real HTTP server on loopback (a thread per request) that records every request — method, path, headers,
+    body — and answers each with `status` and the JSON `reply` (a dict, or a function of the request). Stands in
+    for an ESP's API: a test reads what a client sent, credentials included. Use as a context manager; `url` is
+    its base URL."""
+
+    def __init__(self, *, reply: dict | Callable[[HttpRequestRecord], dict] | None = None, status: int = 200) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[HttpRequestRecord] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                record = HttpRequestRecord(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+                )
+                with recorder._lock:
+                    recorder.requests.append(record)
+                body = json.dumps(reply(record) if callable(reply) else (reply or {})).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def snapshot(self) -> list[HttpRequestRecord]:
+        with self._lock:
+            return list(self.requests)
+
+    def __enter__(self) -> "RecordingHttpServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def api_authorization(user) -> str:

@@ -13,34 +13,44 @@ from campaigns.models import AccountDailyUsage, SenderAccount
 from campaigns.selectors import account_list, account_stats
 from campaigns.services.accounts import account_reset_limits, account_set_status
 from campaigns.services.delivery import account_check
+from campaigns.services.destinations import (
+    SECRET_DESTINATIONS,
+    account_secrets_bind,
+    account_secrets_cleared_message,
+)
 from emailsys import clock
 from emailsys.admin import ReadOnlyAdmin, counts_html, request_actor
 
 
 class SenderAccountForm(forms.ModelForm):
     """The SMTP password and the ESP secret are write-only: never rendered back; empty on edit keeps the stored
-    one."""
+    one, unless the edit changes where it would be sent (`account_secrets_bind`): then it is cleared, and
+    `secrets_cleared` says which and why."""
 
     smtp_password = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
         required=False,
         strip=False,
         label="SMTP password",
-        help_text="Write-only. Leave empty to keep the stored password.",
+        help_text="Write-only. Leave empty to keep the stored password — unless you change the transport, host, "
+        "port, security or username: then the stored password is cleared; enter it again to keep it.",
     )
     esp_secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
         required=False,
         strip=False,
         label="ESP secret",
-        help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Leave empty to keep it.",
+        help_text="Write-only. Amazon SES: the secret access key; other ESPs: the API key. Leave empty to keep it "
+        "— unless you change the transport, ESP, endpoint, key id or region: then it is cleared; enter it again "
+        "to keep it.",
     )
 
     esp_endpoint_url = forms.URLField(
         required=False,
         assume_scheme="https",
         label="ESP endpoint URL",
-        help_text=SenderAccount._meta.get_field("esp_endpoint_url").help_text,
+        help_text=SenderAccount._meta.get_field("esp_endpoint_url").help_text
+        + " Only endpoints in ESP_ENDPOINT_ALLOWLIST.",
     )
 
     class Meta:
@@ -49,6 +59,10 @@ class SenderAccountForm(forms.ModelForm):
                   "smtp_port", "security", "smtp_username", "smtp_password", "esp_name", "esp_key_id", "esp_secret",
                   "esp_region", "esp_endpoint_url", "esp_configuration_set", "time_zone", "daily_limit",
                   "min_wait_seconds", "jitter_seconds"]  # fmt: skip
+        help_texts = {
+            "security": "None: no TLS; logging in without TLS is refused except to loopback or "
+            "SMTP_PLAINTEXT_AUTH_HOSTS."
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -56,22 +70,23 @@ class SenderAccountForm(forms.ModelForm):
         self.initial.pop("esp_secret", None)
         if "transport" in self.fields:
             self.fields["transport"].required = False
-
-    def clean_smtp_password(self) -> str:
-        password = self.cleaned_data.get("smtp_password", "")
-        if not password and self.instance.pk:
-            return self.instance.smtp_password
-        return password
+        self.secrets_cleared: dict[str, list[str]] = {}
 
     def clean_transport(self) -> str:
         """Optional in a submission (forms written before ESP accounts existed): SMTP."""
         return self.cleaned_data.get("transport") or SenderAccount.Transport.SMTP
 
-    def clean_esp_secret(self) -> str:
-        secret = self.cleaned_data.get("esp_secret", "")
-        if not secret and self.instance.pk:
-            return self.instance.esp_secret
-        return secret
+    def clean(self) -> dict:
+        """A secret left empty is the stored one, or "" when the edit moves it elsewhere; then the model's
+        checks (plaintext AUTH, endpoint allow-list) see what will be stored. `self.instance` is still the
+        stored row here."""
+        cleaned = super().clean()
+        entered = {name: value for name, value in cleaned.items() if name not in SECRET_DESTINATIONS or value}
+        bound, self.secrets_cleared = account_secrets_bind(account=self.instance, changes=entered)
+        for secret in SECRET_DESTINATIONS:
+            if secret in self.fields:
+                cleaned[secret] = bound.get(secret, getattr(self.instance, secret))
+        return cleaned
 
 
 @admin.register(SenderAccount)
@@ -97,6 +112,11 @@ class SenderAccountAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SenderAccount]:
         return account_list()
+
+    def save_model(self, request: HttpRequest, obj: SenderAccount, form: SenderAccountForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if form.secrets_cleared:
+            self.message_user(request, account_secrets_cleared_message(form.secrets_cleared), messages.WARNING)
 
     @admin.display(description="Reserved today / limit", ordering="reserved_today")
     def usage_today(self, account: SenderAccount) -> str:

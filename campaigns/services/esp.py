@@ -35,6 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 
 from campaigns.models import SenderAccount
+from campaigns.services.destinations import esp_refusal
 from campaigns.services.outcomes import DeliveryResult, Outcome
 from campaigns.services.templating import HEADER_POLICY
 
@@ -190,6 +191,9 @@ def esp_send(
         message = message.encode()
     if isinstance(message, bytes):
         message = RawMimeMessage(message)
+    refusal = esp_refusal(account)
+    if refusal is not None:  # nothing was sent: the secret may not go there, or there is none
+        return DeliveryResult(Outcome.ACCOUNT_ERROR, f"{_label(account)}: {refusal}")
     try:
         backend = _backend(account)
     except _SETUP_ERRORS as error:  # nothing was sent
@@ -297,6 +301,9 @@ def esp_account_check(*, account: SenderAccount) -> tuple[bool, str]:
     """A cheap API call that proves the credentials and the sender: Amazon SES is asked whether the sender's
     address (or its domain) is a verified identity. Sends nothing. Never reveals the secret."""
     label = _label(account)
+    refusal = esp_refusal(account)
+    if refusal is not None:
+        return False, f"{label}: {refusal}"
     if account.esp_name != Esp.AMAZON_SES:
         return False, f"{label}: no check without sending; send a test email to check the API key"
     from botocore import exceptions as boto

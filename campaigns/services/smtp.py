@@ -20,6 +20,7 @@ from functools import cache
 from django.conf import settings
 
 from campaigns.models import SenderAccount
+from campaigns.services.destinations import smtp_login_refusal
 from campaigns.services.outcomes import DeliveryResult, Outcome
 
 _BOUNCE_CODES = {550, 551, 553}
@@ -50,8 +51,18 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class SmtpLoginRefused(smtplib.SMTPException):
+    """The account must not log in where it points (`smtp_login_refusal`): nothing was connected to."""
+
+
 def smtp_connect(account: SenderAccount, *, timeout: float | None = None) -> smtplib.SMTP:
-    """Connected, secured and logged in. Raises smtplib/OSError exceptions, classified by the caller."""
+    """Connected, secured and logged in. Raises smtplib/OSError exceptions, classified by the caller; before
+    connecting, `SmtpLoginRefused` when the password may not go there (no AUTH without TLS, except to loopback
+    or SMTP_PLAINTEXT_AUTH_HOSTS) or none is stored. With STARTTLS, smtplib raises before AUTH when the server
+    does not offer it."""
+    refusal = smtp_login_refusal(account)
+    if refusal is not None:
+        raise SmtpLoginRefused(refusal)
     timeout = timeout or settings.CAMPAIGN_SMTP_TIMEOUT
     context = _tls_context() if account.security != SenderAccount.Security.NONE else None
     if account.security == SenderAccount.Security.TLS:
@@ -187,6 +198,8 @@ def smtp_deliver(
 
 def smtp_classify_connect_error(error: BaseException) -> DeliveryResult:
     """Errors while connecting or logging in: nothing was sent."""
+    if isinstance(error, SmtpLoginRefused):
+        return DeliveryResult(Outcome.ACCOUNT_ERROR, str(error))
     if isinstance(error, smtplib.SMTPAuthenticationError):
         return DeliveryResult(
             Outcome.ACCOUNT_ERROR,

@@ -279,17 +279,17 @@ def test_the_esp_secret_is_encrypted_at_rest_and_never_shown(moto_endpoint, admi
     assert 'name="esp_endpoint_url"' in page and 'name="esp_secret"' in page and SECRET not in page
     assert SECRET not in admin_client.get(reverse("admin:campaigns_senderaccount_changelist")).content.decode()
 
-    # An edit with the secret left empty keeps it.
+    # An edit with the secret left empty keeps it, where it goes unchanged (see test_account_secrets.py).
     form = {
-        "email": account.email, "from_name": account.from_name, "transport": "esp", "smtp_port": 587,
+        "email": account.email, "from_name": "Renamed", "transport": "esp", "smtp_port": 587,
         "security": "starttls", "esp_name": "amazon_ses", "esp_key_id": "AKIDTEST", "esp_secret": "",
-        "esp_region": "eu-west-2", "esp_endpoint_url": moto_endpoint, "time_zone": "UTC", "daily_limit": 50,
+        "esp_region": "eu-west-1", "esp_endpoint_url": moto_endpoint, "time_zone": "UTC", "daily_limit": 50,
         "min_wait_seconds": 0, "jitter_seconds": 0,
     }  # fmt: skip
     response = admin_client.post(change_url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     account.refresh_from_db()
-    assert account.esp_region == "eu-west-2" and account.esp_secret == SECRET
+    assert account.from_name == "Renamed" and account.esp_secret == SECRET
 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=api_authorization(admin_user))

@@ -274,6 +274,12 @@ CAMPAIGN_DISPATCH_INTERVAL = env.int("CAMPAIGN_DISPATCH_INTERVAL", default=5)
 # Must exceed a whole SMTP exchange (CAMPAIGN_SMTP_TIMEOUT per reply).
 CAMPAIGN_SEND_LEASE_SECONDS = env.int("CAMPAIGN_SEND_LEASE_SECONDS", default=300)
 CAMPAIGN_SMTP_TIMEOUT = env.float("CAMPAIGN_SMTP_TIMEOUT", default=30.0)
+# Where sender accounts' secrets may go (campaigns/services/destinations.py). SMTP AUTH over an unencrypted
+# connection (security "none") only to loopback or these hosts (names as written in the account, never resolved).
+SMTP_PLAINTEXT_AUTH_HOSTS = env.list("SMTP_PLAINTEXT_AUTH_HOSTS", default=[])
+# ESP endpoint overrides (`esp_endpoint_url`) allowed: `scheme://host` (any port), `scheme://host:port`, or with a
+# path prefix. Empty: accounts use their ESP's own API only.
+ESP_ENDPOINT_ALLOWLIST = env.list("ESP_ENDPOINT_ALLOWLIST", default=[])
 # Messages one sending thread keeps waiting for the server's reply to their final dot, each on its own SMTP
 # connection (1: one message at a time). Servers that answer late then cost waiting, not threads.
 CAMPAIGN_SMTP_AWAITING_PER_THREAD = env.int("CAMPAIGN_SMTP_AWAITING_PER_THREAD", default=4)

@@ -10,6 +10,8 @@ if _own_redis_url:
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:6379/{8 + _xdist_index % 8}"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-only-for-the-test-suite-0123456789-abcdefghijklmnop")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+# Local ESP stand-ins (moto server, recording HTTP servers) listen on loopback at a random port.
+os.environ.setdefault("ESP_ENDPOINT_ALLOWLIST", "http://127.0.0.1,http://localhost")
 
 from .base import *  # noqa: E402,F403
 
