@@ -54,7 +54,8 @@ validated (errors name their place, e.g. ``steps[1].template.subject: This field
         delay: 2d                      # instead of delay_seconds: 2d, 4h, 30m, 45s or combined (1d12h)
         threaded: true                 # sent as a reply to the previous email
         template: spring-2             # a string names an existing template
-    accounts:                          # sender accounts, which must exist already
+    accounts:                          # sender accounts, which must exist already; referenced by email only:
+                                       #   an import never changes an account's server or secrets
       - email: sales@example.com
         daily_limit: 30                # optional: this campaign's (tighter) limit
         min_wait_seconds: 300          # optional: this campaign's wait between sends
