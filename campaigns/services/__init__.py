@@ -5,6 +5,7 @@
 - throttling: the arbiter (daily limits, min waits) that reserves accounts, for campaigns and event mailings;
 - sends: one email — render, claim, deliver, record; an operator's resolve and resend;
 - delivery: the one place that chooses SMTP (smtp: protocol and connection pool) or an ESP (esp: anymail);
+- destinations: where an account's secrets may go (asked by the admin, the API, smtp and esp);
 - ledger: what a send attempt's row becomes (stale claims, hand-over, failures, unknown sends), shared with
   event mailings; outcomes: the verdicts (a leaf module);
 - templating: rendering and the MIME message;  windows: send days and hours;  unsubscribes;
