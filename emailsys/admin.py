@@ -2,7 +2,8 @@
 services write, the base admin for send attempts (campaign sends, mailing sends) with the actions on unknown
 outcomes, and small display helpers.
 
-Nothing is registered here; each app registers its own models.
+Each app registers its own models; registered here is only django-celery-beat's periodic tasks admin again, with
+permissions on its actions (`PeriodicTaskAdmin`).
 """
 
 from functools import cache
@@ -14,6 +15,8 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import PeriodicTask
 
 from campaigns.services.ledger import ResolveAction
 
@@ -144,3 +147,31 @@ def counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | 
 
 
 # --- templates ---------------------------------------------------------------------------------------------
+
+
+# --- django-celery-beat ------------------------------------------------------------------------------------
+
+
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    """django-celery-beat's admin, whose actions declare no permission (offered to anyone who may view the list):
+    enabling, disabling and running a task now need the change permission of periodic tasks."""
+
+    def _beat_action(name: str):  # noqa: N805 - builds the class's actions, not a method
+        original = getattr(beat_admin.PeriodicTaskAdmin, name)
+
+        @admin.action(description=original.short_description, permissions=["change"])
+        def run(self, request: HttpRequest, queryset: QuerySet) -> Any:
+            return original(self, request, queryset)
+
+        run.__name__ = name
+        return run
+
+    enable_tasks = _beat_action("enable_tasks")
+    disable_tasks = _beat_action("disable_tasks")
+    toggle_tasks = _beat_action("toggle_tasks")
+    run_tasks = _beat_action("run_tasks")
+    del _beat_action
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, PeriodicTaskAdmin)
