@@ -402,9 +402,12 @@ def test_an_action_that_declares_no_permission_is_refused_even_to_a_superuser() 
 
 def test_schema_and_docs_are_for_staff(client) -> None:
     assert client.get("/api/schema/").status_code == 401
+    for docs in ("/api/docs/", "/api/redoc/"):
+        response = client.get(docs)
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/?next=/api/"), docs
     user = get_user_model().objects.create_user("docs-reader", is_staff=True)
     staff = APIClient()
     staff.credentials(HTTP_AUTHORIZATION=api_authorization(user))
     assert staff.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").status_code == 200
     client.force_login(user)
-    assert client.get("/api/docs/").status_code == 200
+    assert client.get("/api/docs/").status_code == 200 and client.get("/api/redoc/").status_code == 200
