@@ -1,4 +1,5 @@
-"""Campaigns JSON API (staff only, token or session auth): views validate, then call services and selectors.
+"""Campaigns JSON API (token or session auth; staff with the model permissions, `emailsys.permissions`): views
+validate, then call services and selectors.
 
 Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
 create, bulk), accounts (CRUD, pause, resume), templates (CRUD), activities and send records (read-only). Lists
@@ -50,6 +51,7 @@ from campaigns.services.ledger import ResolveAction
 from campaigns.services.lifecycle import campaign_set_status
 from campaigns.services.recipients import recipient_mark_replied
 from campaigns.services.sends import send_record_resolve
+from emailsys.permissions import requires
 
 
 class Conflict(APIException):
@@ -102,7 +104,7 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
         serializer.instance = self._annotated(serializer.save())
 
     @extend_schema(responses={200: CampaignProgressSerializer})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], permission_classes=[requires()])
     def progress(self, request: Request, pk: str | None = None) -> Response:
         """Leads by state and step, recipients by status, send records by state and sends today."""
         progress = campaign_progress(campaign=self.get_object())
@@ -117,13 +119,13 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
         return Response(self.get_serializer(self._annotated(campaign)).data)
 
     @extend_schema(request=CampaignStatusSerializer, responses={200: CampaignSerializer, 400: OpenApiResponse()})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.run_campaign")])
     def pause(self, request: Request, pk: str | None = None) -> Response:
         """Stops sending; leads keep their place. Pausing a completed campaign is refused (400)."""
         return self._set_status(request, Campaign.Status.PAUSED)
 
     @extend_schema(request=CampaignStatusSerializer, responses={200: CampaignSerializer, 400: OpenApiResponse()})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.run_campaign")])
     def resume(self, request: Request, pk: str | None = None) -> Response:
         """Activates a draft or paused campaign; needs at least one step and one sender account (else 400)."""
         return self._set_status(request, Campaign.Status.ACTIVE)
@@ -142,7 +144,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return lead_list().select_related("sender_account").prefetch_related("recipients")
 
     @extend_schema(request=LeadRepliedSerializer, responses={200: LeadSerializer, 400: OpenApiResponse()})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.operate_lead")])
     def replied(self, request: Request, pk: str | None = None) -> Response:
         """Records that a recipient of the lead replied: no more emails to them, and with the campaign's
         stop_on_reply the lead stops (its stop_reason names who replied and when)."""
@@ -171,7 +173,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         request=LeadSerializer(many=True),
         responses={201: LeadSerializer(many=True), 400: LeadBulkErrorsSerializer},
     )
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], permission_classes=[requires("campaigns.add_lead")])
     def bulk(self, request: Request) -> Response:
         """Creates a list of leads, each with its recipients, all or nothing: if any lead is invalid nothing
         is created and the 400 lists each bad lead as {"index": i, "errors": {...}}."""
@@ -246,13 +248,13 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
         return Response(self.get_serializer(account).data)
 
     @extend_schema(request=AccountStatusSerializer, responses={200: SenderAccountSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.operate_senderaccount")])
     def pause(self, request: Request, pk: str | None = None) -> Response:
         """No campaign sends through this account until it is resumed."""
         return self._set_status(request, SenderAccount.Status.PAUSED)
 
     @extend_schema(request=AccountStatusSerializer, responses={200: SenderAccountSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.operate_senderaccount")])
     def resume(self, request: Request, pk: str | None = None) -> Response:
         """Active again, with the consecutive-failure count cleared."""
         return self._set_status(request, SenderAccount.Status.ACTIVE)
@@ -283,7 +285,7 @@ class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
         return send_record_list(with_message=self.action == "retrieve")
 
     @extend_schema(request=SendRecordResolveSerializer, responses={200: SendRecordSerializer, 409: OpenApiResponse()})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("campaigns.resolve_sendrecord")])
     def resolve(self, request: Request, pk: str | None = None) -> Response:
         """An operator's verdict on a send in state "unknown"; any other state is a 409."""
         record = self.get_object()

@@ -1,16 +1,22 @@
-"""What the admins of every app share: read-only admins for rows only services write, the base admin for send
-attempts (campaign sends, mailing sends) with the actions on unknown outcomes, and small display helpers.
+"""What the admins of every app share: actions offered only to who may run them, read-only admins for rows only
+services write, the base admin for send attempts (campaign sends, mailing sends) with the actions on unknown
+outcomes, and small display helpers.
 
-Nothing is registered here; each app registers its own models.
+Each app registers its own models; registered here is only django-celery-beat's periodic tasks admin again, with
+permissions on its actions (`PeriodicTaskAdmin`).
 """
 
+from functools import cache
 from typing import Any
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import PeriodicTask
 
 from campaigns.services.ledger import ResolveAction
 
@@ -32,7 +38,30 @@ def instance_adopt(instance: Model, saved: Model) -> None:
     instance._state.adding, instance._state.db = False, saved._state.db
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+@cache
+def _custom_codenames(app_label: str) -> frozenset[str]:
+    """The custom permissions (model Meta `permissions`) the models of an app declare."""
+    models = apps.get_app_config(app_label).get_models()
+    return frozenset(codename for model in models for codename, _ in model._meta.permissions)
+
+
+class ActionPermissionsAdmin(admin.ModelAdmin):
+    """Every admin action declares what it needs, and Django offers it (and runs it, on a POST) only to users
+    who hold that: `@admin.action(..., permissions=["run_campaign"])` names a custom permission of the model's
+    app (campaigns.run_campaign), answered here without a `has_run_campaign_permission` method per admin;
+    Django's own "view", "add", "change", "delete" work as usual. A name that is no permission of the app fails
+    `manage.py check` (admin.E129), so a typo cannot hide an action or offer it to everyone."""
+
+    def __getattr__(self, name: str) -> Any:
+        codename = name.removeprefix("has_").removesuffix("_permission")
+        if name.startswith("has_") and name.endswith("_permission") and "opts" in self.__dict__:
+            app_label = self.opts.app_label
+            if codename in _custom_codenames(app_label):
+                return lambda request: request.user.has_perm(f"{app_label}.{codename}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class ReadOnlyAdmin(ActionPermissionsAdmin):
     """Rows written only by services: viewable (and deletable where `deletable`), never added or edited."""
 
     deletable = False
@@ -74,8 +103,9 @@ class SendAttemptAdmin(ReadOnlyAdmin):
         return preformatted(record.message)
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
+        """campaigns.resolve_sendrecord, workorders.resolve_mailingsend: one per kind of send."""
         opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+        return request.user.has_perm(f"{opts.app_label}.resolve_{opts.model_name}")
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet, verdict: str, done: str) -> None:
         resolved, refused = [], []
@@ -117,3 +147,31 @@ def counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | 
 
 
 # --- templates ---------------------------------------------------------------------------------------------
+
+
+# --- django-celery-beat ------------------------------------------------------------------------------------
+
+
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    """django-celery-beat's admin, whose actions declare no permission (offered to anyone who may view the list):
+    enabling, disabling and running a task now need the change permission of periodic tasks."""
+
+    def _beat_action(name: str):  # noqa: N805 - builds the class's actions, not a method
+        original = getattr(beat_admin.PeriodicTaskAdmin, name)
+
+        @admin.action(description=original.short_description, permissions=["change"])
+        def run(self, request: HttpRequest, queryset: QuerySet) -> Any:
+            return original(self, request, queryset)
+
+        run.__name__ = name
+        return run
+
+    enable_tasks = _beat_action("enable_tasks")
+    disable_tasks = _beat_action("disable_tasks")
+    toggle_tasks = _beat_action("toggle_tasks")
+    run_tasks = _beat_action("run_tasks")
+    del _beat_action
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, PeriodicTaskAdmin)

@@ -17,6 +17,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
 from emailsys.health import system_health_check
+from emailsys.permissions import IsActiveStaff
 
 # --- errors ------------------------------------------------------------------------------------------------
 
@@ -58,7 +59,10 @@ class ModelCleanMixin:
 
 
 class SystemHealthView(APIView):
-    """The same verdict as /healthz, for API clients (staff only)."""
+    """The same verdict as /healthz, for API clients: any active staff user (it shows no rows; /healthz tells
+    the same to anyone who can reach it)."""
+
+    permission_classes = [IsActiveStaff]
 
     @extend_schema(
         responses={200: OpenApiResponse(description="all healthy"), 503: OpenApiResponse(description="unhealthy")}

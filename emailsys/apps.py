@@ -16,6 +16,21 @@ def periodic_tasks_restore(sender, *, apps=global_apps, using: str = "default", 
     periodic_tasks_ensure(using=using)
 
 
+def roles_restore(sender, *, apps=global_apps, using: str = "default", **kwargs) -> None:
+    """After every migrate and flush, the role groups get their permissions (emailsys.roles). Runs once, for the
+    last app: by then every app's permissions exist (auth creates them on the same signal, listening first)."""
+    last = [config for config in global_apps.get_app_configs() if config.models_module is not None][-1]
+    if sender.label != last.label:
+        return
+    try:
+        apps.get_model("auth", "Permission")
+    except LookupError:
+        return
+    from emailsys.roles import roles_ensure
+
+    roles_ensure(using=using)
+
+
 class EmailsysConfig(AppConfig):
     """The project package as an app: operations (health, metrics, live updates, mail capture)."""
 
@@ -31,3 +46,4 @@ class EmailsysConfig(AppConfig):
         # Listen to the app that owns the periodic task table: its tables exist when the signal comes.
         beat_app = global_apps.get_app_config("django_celery_beat")
         post_migrate.connect(periodic_tasks_restore, sender=beat_app, dispatch_uid="emailsys.periodic_tasks_restore")
+        post_migrate.connect(roles_restore, dispatch_uid="emailsys.roles_restore")

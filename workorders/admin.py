@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from emailsys.admin import SendAttemptAdmin, instance_adopt
+from emailsys.admin import ActionPermissionsAdmin, SendAttemptAdmin, instance_adopt
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import lifecycle
@@ -135,7 +135,7 @@ def _each(request: HttpRequest, queryset: QuerySet[WorkOrder], apply, done: str,
 
 
 @admin.register(WorkOrder)
-class WorkOrderAdmin(admin.ModelAdmin):
+class WorkOrderAdmin(ActionPermissionsAdmin):
     """Adding one, Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle
     services."""
 
@@ -170,19 +170,19 @@ class WorkOrderAdmin(admin.ModelAdmin):
         fields = {name: getattr(obj, name) for name in form.cleaned_data}  # as the form set them, defaults kept
         instance_adopt(obj, lifecycle.workorder_create(created_by=request.user, **fields))
 
-    @admin.action(description="Start")
+    @admin.action(description="Start", permissions=["run_workorder"])
     def start(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
         _each(request, queryset, lifecycle.workorder_start, "started")
 
-    @admin.action(description="Stop")
+    @admin.action(description="Stop", permissions=["run_workorder"])
     def stop(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
         _each(request, queryset, lifecycle.workorder_stop, "stop requested")
 
-    @admin.action(description="Unlock")
+    @admin.action(description="Unlock", permissions=["unlock_workorder"])
     def unlock(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> None:
         _each(request, queryset, lifecycle.workorder_unlock, "unlocked")
 
-    @admin.action(description="Restart from a step…")
+    @admin.action(description="Restart from a step…", permissions=["run_workorder"])
     def restart(self, request: HttpRequest, queryset: QuerySet[WorkOrder]) -> HttpResponse | None:
         """First a page to choose the step; its POST (with `confirm`) restarts the selected work orders."""
         form = RestartForm(request.POST if "confirm" in request.POST else None)

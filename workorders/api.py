@@ -1,4 +1,5 @@
-"""Work-orders JSON API (staff only): list, create, retrieve with steps; start, stop, restart, unlock.
+"""Work-orders JSON API (staff with the model permissions, `emailsys.permissions`): list, create, retrieve with
+steps; start, stop, restart, unlock.
 
 Views validate input, then call services (`workorders.services.lifecycle`) and selectors (`workorders.selectors`).
 Bad input, an unknown step or an operation the current state refuses is a 400 with the reason, never a 500.
@@ -12,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from emailsys.api import ModelCleanMixin
+from emailsys.permissions import requires
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_list
 from workorders.services import lifecycle
@@ -64,13 +66,13 @@ class WorkOrderViewSet(
         return Response(WorkOrderSerializer(self.get_queryset().get(pk=pk)).data)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("workorders.run_workorder")])
     def start(self, request: Request, pk: str | None = None) -> Response:
         lifecycle.workorder_start(work_order_id=self.get_object().id)
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("workorders.run_workorder")])
     def stop(self, request: Request, pk: str | None = None) -> Response:
         lifecycle.workorder_stop(work_order_id=self.get_object().id)
         return self._fresh(pk)
@@ -78,7 +80,7 @@ class WorkOrderViewSet(
     @extend_schema(
         request=RestartSerializer, responses={200: WorkOrderSerializer, 400: OpenApiResponse(description="refused")}
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("workorders.run_workorder")])
     def restart(self, request: Request, pk: str | None = None) -> Response:
         work_order = self.get_object()
         serializer = RestartSerializer(data=request.data)
@@ -87,7 +89,7 @@ class WorkOrderViewSet(
         return self._fresh(pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], permission_classes=[requires("workorders.unlock_workorder")])
     def unlock(self, request: Request, pk: str | None = None) -> Response:
         lifecycle.workorder_unlock(work_order_id=self.get_object().id)
         return self._fresh(pk)

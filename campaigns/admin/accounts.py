@@ -19,7 +19,7 @@ from campaigns.services.destinations import (
     account_secrets_cleared_message,
 )
 from emailsys import clock
-from emailsys.admin import ReadOnlyAdmin, counts_html, request_actor
+from emailsys.admin import ActionPermissionsAdmin, ReadOnlyAdmin, counts_html, request_actor
 
 
 class SenderAccountForm(forms.ModelForm):
@@ -90,7 +90,7 @@ class SenderAccountForm(forms.ModelForm):
 
 
 @admin.register(SenderAccount)
-class SenderAccountAdmin(admin.ModelAdmin):
+class SenderAccountAdmin(ActionPermissionsAdmin):
     form = SenderAccountForm
     list_display = ["email", "status", "status_reason", "usage_today", "sent_today", "daily_limit", "transport",
                     "smtp_host", "esp_name", "provider"]  # fmt: skip
@@ -153,7 +153,10 @@ class SenderAccountAdmin(admin.ModelAdmin):
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
 
-    @admin.action(description="Test SMTP login (or ESP credentials and sender) of selected accounts")
+    @admin.action(
+        description="Test SMTP login (or ESP credentials and sender) of selected accounts",
+        permissions=["test_senderaccount"],
+    )
     def test_smtp(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         for account in queryset:
             ok, detail = account_check(account=account)
@@ -166,19 +169,19 @@ class SenderAccountAdmin(admin.ModelAdmin):
             account_set_status(account=account, status=status, reason=reason)
         self.message_user(request, f"{queryset.count()} account(s) now {status}.", messages.SUCCESS)
 
-    @admin.action(description="Pause selected accounts")
+    @admin.action(description="Pause selected accounts", permissions=["operate_senderaccount"])
     def pause(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         self._set_status(request, queryset, SenderAccount.Status.PAUSED)
 
-    @admin.action(description="Resume selected accounts")
+    @admin.action(description="Resume selected accounts", permissions=["operate_senderaccount"])
     def resume(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         self._set_status(request, queryset, SenderAccount.Status.ACTIVE)
 
-    @admin.action(description="Disable selected accounts")
+    @admin.action(description="Disable selected accounts", permissions=["operate_senderaccount"])
     def disable(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         self._set_status(request, queryset, SenderAccount.Status.DISABLED)
 
-    @admin.action(description="Reset today's limits of selected accounts")
+    @admin.action(description="Reset today's limits of selected accounts", permissions=["operate_senderaccount"])
     def reset_limits(self, request: HttpRequest, queryset: QuerySet[SenderAccount]) -> None:
         woken = [work_order_id for account in queryset for work_order_id in account_reset_limits(account=account)]
         self.message_user(request, f"Limits reset for {queryset.count()} account(s).", messages.SUCCESS)

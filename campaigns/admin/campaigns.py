@@ -30,7 +30,7 @@ from campaigns.services.templating import (
     template_render,
     template_sample_context,
 )
-from emailsys.admin import counts_html, preformatted, request_actor
+from emailsys.admin import ActionPermissionsAdmin, counts_html, preformatted, request_actor
 
 
 class EmailTemplateForm(forms.ModelForm):
@@ -125,7 +125,7 @@ class SendTestForm(forms.Form):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(ActionPermissionsAdmin):
     list_display = ["name", "status", "leads_in_progress", "leads_finished", "leads_stopped", "sent_today",
                     "unknown_sends", "time_zone", "starts_at", "created_at"]  # fmt: skip
     list_filter = ["status", "time_zone", "created_at"]
@@ -198,15 +198,15 @@ class CampaignAdmin(admin.ModelAdmin):
         if changed:
             self.message_user(request, f"{changed} campaign(s) now {status}.", messages.SUCCESS)
 
-    @admin.action(description="Pause selected campaigns")
+    @admin.action(description="Pause selected campaigns", permissions=["run_campaign"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.PAUSED)
 
-    @admin.action(description="Resume (activate) selected campaigns")
+    @admin.action(description="Resume (activate) selected campaigns", permissions=["run_campaign"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.ACTIVE)
 
-    @admin.action(description="Reset progress of selected campaigns…")
+    @admin.action(description="Reset progress of selected campaigns…", permissions=["run_campaign"])
     def reset_progress(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
         if request.POST.get("confirm") != "yes":
             context = {
@@ -221,7 +221,7 @@ class CampaignAdmin(admin.ModelAdmin):
             self.message_user(request, f"{campaign.name}: {count} lead(s) start over at step 1.", messages.SUCCESS)
         return None
 
-    @admin.action(description="Dry run selected campaigns (due leads, nothing sent)")
+    @admin.action(description="Dry run selected campaigns (due leads, nothing sent)", permissions=["run_campaign"])
     def dry_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             records = campaign_dry_run(campaign_id=campaign.pk)
@@ -251,11 +251,12 @@ class CampaignAdmin(admin.ModelAdmin):
         ]
 
     def send_test_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Needs campaigns.send_test_campaign (checked before the lookup: a 404 tells nothing to others)."""
+        if not (self.has_view_permission(request) and request.user.has_perm("campaigns.send_test_campaign")):
+            raise PermissionDenied
         campaign = self.get_object(request, object_id)
         if campaign is None:
             raise Http404(f"No campaign with id {object_id!r}.")
-        if not self.has_change_permission(request, campaign):
-            raise PermissionDenied
         initial = {"to_email": request.user.email, "account": campaign.accounts.order_by("id").first()}
         form = SendTestForm(request.POST or None, campaign=campaign, initial=initial)
         if request.method == "POST" and form.is_valid():

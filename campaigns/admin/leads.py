@@ -14,7 +14,7 @@ from campaigns.selectors import lead_list
 from campaigns.services.leads import lead_create, leads_stop
 from campaigns.services.lifecycle import lead_reset_progress
 from campaigns.services.recipients import recipient_mark_replied
-from emailsys.admin import instance_adopt, request_actor
+from emailsys.admin import ActionPermissionsAdmin, instance_adopt, request_actor
 
 
 class RecipientInline(admin.TabularInline):
@@ -27,7 +27,7 @@ class RecipientInline(admin.TabularInline):
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin):
+class LeadAdmin(ActionPermissionsAdmin):
     list_display = ["id", "external_id", "campaign", "state", "current_step", "recipient_count", "first_email",
                     "sender_account", "next_due_at", "last_sent_at"]  # fmt: skip
     list_select_related = ["campaign", "sender_account"]
@@ -78,7 +78,7 @@ class LeadAdmin(admin.ModelAdmin):
     def first_email(self, lead: Lead) -> str:
         return lead.first_email or "—"
 
-    @admin.action(description="Reset progress of selected leads (start over at step 1)")
+    @admin.action(description="Reset progress of selected leads (start over at step 1)", permissions=["operate_lead"])
     def reset_progress(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
         reset = 0
         for lead in queryset:
@@ -90,14 +90,14 @@ class LeadAdmin(admin.ModelAdmin):
         if reset:
             self.message_user(request, f"{reset} lead(s) start over at step 1, due now.", messages.SUCCESS)
 
-    @admin.action(description="Stop selected leads (no more emails)")
+    @admin.action(description="Stop selected leads (no more emails)", permissions=["operate_lead"])
     def stop(self, request: HttpRequest, queryset: QuerySet[Lead]) -> None:
         stopped = leads_stop(leads=queryset, reason=f"stopped by {request_actor(request)} in the admin")
         self.message_user(request, f"{stopped} lead(s) stopped.", messages.SUCCESS)
 
 
 @admin.register(Recipient)
-class RecipientAdmin(admin.ModelAdmin):
+class RecipientAdmin(ActionPermissionsAdmin):
     list_display = ["email", "name", "company_name", "lead_link", "campaign_name", "status", "last_contacted_at",
                     "last_step"]  # fmt: skip
     list_select_related = ["lead__campaign"]
@@ -117,7 +117,9 @@ class RecipientAdmin(admin.ModelAdmin):
         if replied:
             recipient_mark_replied(recipient=obj, source=f"marked by {request_actor(request)} in the admin")
 
-    @admin.action(description="Mark selected recipients as replied (no more emails; stops the lead)")
+    @admin.action(
+        description="Mark selected recipients as replied (no more emails; stops the lead)", permissions=["operate_lead"]
+    )
     def mark_replied(self, request: HttpRequest, queryset: QuerySet[Recipient]) -> None:
         source = f"marked by {request_actor(request)} in the admin"
         marked = sum(recipient_mark_replied(recipient=recipient, source=source) for recipient in queryset)

@@ -178,7 +178,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Active staff with the operation's model permissions; an @action names its own (emailsys.permissions).
+    "DEFAULT_PERMISSION_CLASSES": ["emailsys.permissions.ModelPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
@@ -194,6 +195,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Campaigns, work orders and inbound processing.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs describe every operation to any active staff user (they show no rows).
+    "SERVE_PERMISSIONS": ["emailsys.permissions.IsActiveStaff"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
