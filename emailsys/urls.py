@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("workorders.urls")),
+    path("api/v1/", include("audit.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
