@@ -17,17 +17,21 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from audit.context import os_user
-from campaigns.models import Campaign, SenderAccount
+from campaigns.models import Campaign, SenderAccount, SendRecord
 from campaigns.services.accounts import account_set_status
 from campaigns.tests.factories import (
     CampaignAccountFactory,
     CampaignFactory,
     EmailTemplateFactory,
     SenderAccountFactory,
+    SendRecordFactory,
     SequenceStepFactory,
 )
 from emailsys import clock
 from emailsys.testing import api_authorization
+from workorders.models import WorkOrder
+from workorders.services.state import workorder_steps_create
+from workorders.tests.factories import WorkOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -293,3 +297,39 @@ def test_the_api_lists_filters_and_shows_entries_to_users_with_the_view_permissi
     assert auditor.post("/api/v1/audit/", {}).status_code == 405
     assert operator_api.get("/api/v1/audit/").status_code == 403  # staff, without the view permission
     assert APIClient().get("/api/v1/audit/").status_code in (401, 403)
+
+
+# --- more actions, one service call each -------------------------------------------------------------------
+
+
+def test_work_order_operations_and_a_resolved_send_are_recorded_and_a_refused_action_is_not(admin_client, admin_user):
+    work_order = WorkOrderFactory()
+    workorder_steps_create(work_order=work_order)
+    url = f"/api/v1/workorders/{work_order.id}"
+    assert admin_client.post(f"{url}/start/").status_code == 200
+    assert admin_client.post(f"{url}/start/").status_code == 400  # refused: already queued, not recorded
+    assert admin_client.post(f"{url}/stop/").status_code == 200
+    assert admin_client.post(f"{url}/restart/", {"step": "prepare"}, content_type="application/json").status_code == 200
+    WorkOrder.objects.filter(id=work_order.id).update(lock_owner="w", lock_acquired_at=work_order.created_at,
+                                                       lock_expires_at=work_order.created_at)  # fmt: skip
+    assert admin_client.post(f"{url}/unlock/").status_code == 200
+    assert admin_client.post(f"{url}/unlock/").status_code == 200  # no lock to clear: nothing happened
+
+    record = SendRecordFactory(state=SendRecord.State.UNKNOWN)
+    response = admin_client.post(f"/api/v1/send-records/{record.pk}/resolve/", {"action": "mark_failed"})
+    assert response.status_code == 200, response.content
+
+    trail = [(e.additional_data["action"], e.object_pk, e.additional_data["source"], e.actor) for e in
+             LogEntry.objects.order_by("id")]  # fmt: skip
+    wo = str(work_order.id)
+    assert trail == [
+        ("work_order.start", wo, "api", admin_user),
+        ("work_order.stop", wo, "api", admin_user),
+        ("work_order.restart", wo, "api", admin_user),
+        ("work_order.unlock", wo, "api", admin_user),
+        ("send.resolve", str(record.pk), "api", admin_user),
+    ]
+    assert only_entry("work_order.restart").additional_data["detail"] == {"step": "prepare"}
+    resolved = only_entry("send.resolve")
+    assert resolved.changes == {"state": ["unknown", "failed"]}
+    assert resolved.additional_data["detail"] == {"verdict": "mark_failed"}
