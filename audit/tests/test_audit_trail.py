@@ -333,3 +333,31 @@ def test_work_order_operations_and_a_resolved_send_are_recorded_and_a_refused_ac
     resolved = only_entry("send.resolve")
     assert resolved.changes == {"state": ["unknown", "failed"]}
     assert resolved.additional_data["detail"] == {"verdict": "mark_failed"}
+
+
+def test_a_campaign_import_and_an_admin_dry_run_are_recorded(admin_client, admin_user, tmp_path):
+    SenderAccountFactory(email="sender@emailsys.test")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: Imported\nstatus: active\naccounts: [{email: sender@emailsys.test}]\n"
+        "steps:\n  - {order: 1, template: {name: t1, subject: Hi, body_text: Hello}}\n"
+    )
+    call_command("import_campaign", str(path), stdout=open("/dev/null", "w"))  # noqa: SIM115
+    campaign = Campaign.objects.get(name="Imported")
+
+    assert [(e.additional_data["action"], e.additional_data["source"]) for e in LogEntry.objects.order_by("id")] == [
+        ("template.create", "command"), ("campaign.import", "command"), ("campaign.activate", "command"),
+    ]  # fmt: skip
+    assert only_entry("campaign.import").additional_data["detail"] == {
+        "steps": 1, "accounts": 1, "templates_created": 1, "status": "active",
+    }  # fmt: skip
+
+    response = admin_client.post(
+        reverse("admin:campaigns_campaign_changelist"), {"action": "dry_run", "_selected_action": [campaign.pk]}
+    )
+    assert response.status_code == 302
+    dry_run = only_entry("campaign.dry_run")
+    assert (dry_run.actor, dry_run.additional_data["source"], dry_run.object_pk) == (
+        admin_user, "admin", str(campaign.pk),
+    )  # fmt: skip
+    assert dry_run.additional_data["detail"] == {"records": 0, "errors": 0}

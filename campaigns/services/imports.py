@@ -591,7 +591,7 @@ def campaign_import(*, data: dict) -> Campaign:
                 "accounts": len(settings),
                 "templates_created": new_templates,
                 "status": status,
-            },  # fmt: skip
+            },
         )
         if status != Campaign.Status.DRAFT:
             campaign_set_status(campaign=campaign, status=status, reason="Imported")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from audit.actions import AuditAction
-from audit.services import audit_record
+from audit.services import audit_active, audit_record
 from campaigns.models import (
     Activity,
     Campaign,
@@ -176,10 +176,12 @@ def campaign_dry_run(*, campaign_id: int | None = None, limit: int = 100) -> lis
     records: list[DryRunRecord] = []
     for lead in lead_list_due(now=clock.now(), campaign_id=campaign_id, limit=limit).select_related("campaign"):
         records.extend(lead_dry_run(lead=lead))
-    if campaign_id is not None and (campaign := Campaign.objects.filter(pk=campaign_id).first()):
-        errors = sum(1 for record in records if record.error)
-        audit_record(action=AuditAction.CAMPAIGN_DRY_RUN, target=campaign, detail={"records": len(records),
-                                                                                    "errors": errors})  # fmt: skip
+    if campaign_id is not None and audit_active() and (campaign := Campaign.objects.filter(pk=campaign_id).first()):
+        audit_record(
+            action=AuditAction.CAMPAIGN_DRY_RUN,
+            target=campaign,
+            detail={"records": len(records), "errors": sum(1 for record in records if record.error)},
+        )
     return records
 
 
