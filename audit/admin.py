@@ -60,8 +60,8 @@ class ObjectTypeFilter(admin.SimpleListFilter):
         return [(str(t.id), f"{t.app_label}.{t.model}") for t in types]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = self.value()
-        return queryset.filter(content_type_id=int(value)) if value and value.isdigit() else queryset
+        value = self.value() or ""
+        return queryset.filter(content_type_id=int(value)) if value.isascii() and value.isdigit() else queryset
 
 
 class AuditEntryAdmin(LogEntryAdmin):

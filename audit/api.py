@@ -1,6 +1,8 @@
 """The audit trail in the API: GET /api/v1/audit/ (list, newest first, with filters) and /api/v1/audit/<id>/.
 Read-only; staff users with the view permission of the log entry model (`auditlog.view_logentry`) only."""
 
+import re
+
 import django_filters
 from auditlog.models import LogEntry
 from django import forms
@@ -16,6 +18,7 @@ from audit.context import AuditSource
 from audit.selectors import audit_entry_list
 from emailsys.filters import choice_filter
 
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,99}")
 _KIND_NAMES = {LogEntry.Action.CREATE: "create", LogEntry.Action.UPDATE: "update",
                LogEntry.Action.DELETE: "delete", LogEntry.Action.ACCESS: "access"}  # fmt: skip
 
@@ -29,12 +32,15 @@ class _ObjectTypeField(forms.Field):
     def to_python(self, value: str) -> ContentType | None:
         if value in self.empty_values:
             return None
-        app_label, _, model = str(value).partition(".")
+        app_label, _, model = str(value).lower().partition(".")
         try:
-            return ContentType.objects.get_by_natural_key(app_label, model.lower())
+            if not (_NAME.fullmatch(app_label) and _NAME.fullmatch(model)):
+                raise ContentType.DoesNotExist
+            return ContentType.objects.get_by_natural_key(app_label, model)
         except ContentType.DoesNotExist:
+            shown = str(value)[:100]
             raise ValidationError(
-                f"{value!r} is not an object type (app_label.model, e.g. campaigns.campaign).", code="invalid"
+                f"{shown!r} is not an object type (app_label.model, e.g. campaigns.campaign).", code="invalid"
             ) from None
 
 

@@ -289,7 +289,9 @@ def test_the_api_lists_filters_and_shows_entries_to_users_with_the_view_permissi
         "detail": {"reason": "paused by ops via the API"},
     }  # fmt: skip
 
-    for bad, value in (("source", "bogus"), ("action", "campaign.explode"), ("object_type", "nope"), ("since", "x")):
+    nul = "\x00"
+    for bad, value in (("source", "bogus"), ("action", "campaign.explode"), ("object_type", "nope"), ("since", "x"),
+                       ("object_type", f"campaigns{nul}.campaign"), ("actor", nul), ("object_id", nul)):  # fmt: skip
         response = auditor.get("/api/v1/audit/", {bad: value})
         assert response.status_code == 400 and bad in response.json(), (bad, response.content)
 
