@@ -41,6 +41,11 @@ class ImportReport:
     def skipped(self) -> int:
         return len(self.errors)
 
+    def counts(self) -> dict[str, int]:
+        """The report's numbers (the audit trail records them, one entry per import)."""
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged, "skipped": self.skipped,
+                "leads_created": self.leads_created, "leads_updated": self.leads_updated}  # fmt: skip
+
 
 @dataclass
 class CsvRecord:

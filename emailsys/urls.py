@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("workorders.urls")),
+    path("api/v1/", include("audit.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The docs pages send a browser without a staff session to the admin login (the schema answers 401).
     path("api/docs/", staff_member_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

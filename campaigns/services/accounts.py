@@ -4,6 +4,8 @@ account's row lock, like the arbiter's decisions, and logged as activities."""
 from django.db import transaction
 from django.dispatch import Signal
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, Lead, SenderAccount
 from campaigns.services.activities import activity_record
 from campaigns.services.throttling import account_local_day
@@ -13,6 +15,11 @@ from emailsys.fields import choice_validate
 # Sent inside the reset's transaction with `account_id`; a receiver wakes what slept on the account (the work
 # orders app connects one) and returns the ids it woke. Campaigns do not import the apps that send through them.
 account_limits_reset = Signal()
+_STATUS_ACTIONS = {
+    SenderAccount.Status.ACTIVE: AuditAction.ACCOUNT_RESUME,
+    SenderAccount.Status.PAUSED: AuditAction.ACCOUNT_PAUSE,
+    SenderAccount.Status.DISABLED: AuditAction.ACCOUNT_DISABLE,
+}
 
 
 def account_set_status(*, account: SenderAccount, status: str, reason: str = "") -> SenderAccount:
@@ -38,6 +45,12 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
                 account=locked,
                 message=reason or f"Account {previous} → {status}",
                 detail={"from": previous, "to": status},
+            )
+            audit_record(
+                action=_STATUS_ACTIONS[status],
+                target=locked,
+                changes={"status": [previous, status]},
+                detail={"reason": reason} if reason else None,
             )
     for field in ("status", "status_reason", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
@@ -77,6 +90,11 @@ def account_reset_limits(*, account: SenderAccount) -> list[int]:
         ).update(next_due_at=now)  # fmt: skip
         answers = account_limits_reset.send(sender=SenderAccount, account_id=locked.pk)
         woken = sorted(work_order_id for _, ids in answers for work_order_id in ids)
+        audit_record(
+            action=AuditAction.ACCOUNT_RESET_LIMITS,
+            target=locked,
+            detail={"day": day.isoformat(), "reserved_before": usage or 0, "work_orders_woken": woken},
+        )
     for field in ("next_available_at", "busy_until", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
     return woken

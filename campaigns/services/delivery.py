@@ -12,6 +12,8 @@ one thread can keep several messages awaiting their verdicts; an ESP's answer is
 import smtplib
 from collections.abc import Callable
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import SenderAccount
 from campaigns.services.esp import esp_account_check, esp_send
 from campaigns.services.outcomes import DeliveryResult
@@ -86,5 +88,8 @@ def account_check(*, account: SenderAccount, timeout: float = 10) -> tuple[bool,
     """Whether the account can send, without sending: (ok, what happened). Never reveals a secret. SMTP
     connects, secures, logs in and quits; an ESP is asked a cheap question with the account's credentials."""
     if _through_esp(account):
-        return esp_account_check(account=account)
-    return smtp_account_check(account=account, timeout=timeout)
+        ok, detail = esp_account_check(account=account)
+    else:
+        ok, detail = smtp_account_check(account=account, timeout=timeout)
+    audit_record(action=AuditAction.ACCOUNT_TEST, target=account, detail={"ok": ok, "result": detail[:500]})
+    return ok, detail

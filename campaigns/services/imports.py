@@ -78,6 +78,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import Campaign, CampaignAccount, EmailTemplate, Lead, Recipient, SenderAccount, SequenceStep
 from campaigns.services.lifecycle import campaign_set_status
 from campaigns.services.templating import template_check
@@ -223,8 +225,9 @@ def leads_import_csv(*, campaign: Campaign, file: IO[bytes] | IO[str]) -> Import
         Recipient.objects.bulk_create(to_create, batch_size=BATCH_SIZE)
         if to_update:
             Recipient.objects.bulk_update(to_update, sorted(changed_fields), batch_size=BATCH_SIZE)
-    report.created, report.updated = len(to_create), len(to_update)
-    report.unchanged = sum(len(rows) for rows in rows_by_lead.values()) - report.created - report.updated
+        report.created, report.updated = len(to_create), len(to_update)
+        report.unchanged = sum(len(rows) for rows in rows_by_lead.values()) - report.created - report.updated
+        audit_record(action=AuditAction.CAMPAIGN_IMPORT_LEADS, target=campaign, detail=report.counts())
     return report
 
 
@@ -570,6 +573,7 @@ def campaign_import(*, data: dict) -> Campaign:
         errors.add("status", "an active campaign needs at least one step and one account; import it as draft")
     if errors.messages:
         raise ValidationError(errors.messages)
+    new_templates = len({id(template) for _, template in steps if template.pk is None})
     with transaction.atomic():
         campaign.save()
         for step, template in steps:
@@ -580,6 +584,16 @@ def campaign_import(*, data: dict) -> Campaign:
         for setting in settings:
             setting.campaign = campaign
         CampaignAccount.objects.bulk_create(settings)
+        audit_record(
+            action=AuditAction.CAMPAIGN_IMPORT,
+            target=campaign,
+            detail={
+                "steps": len(steps),
+                "accounts": len(settings),
+                "templates_created": new_templates,
+                "status": status,
+            },
+        )
         if status != Campaign.Status.DRAFT:
             campaign_set_status(campaign=campaign, status=status, reason="Imported")
     return campaign

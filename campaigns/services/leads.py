@@ -2,6 +2,8 @@
 
 from django.db import transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import Activity, Campaign, Lead, Recipient
 from campaigns.services.activities import activity_record
 from emailsys import clock
@@ -79,5 +81,11 @@ def leads_stop(*, leads, reason: str) -> int:
                 lead=lead,
                 message=f"Lead {reason}",
                 detail={"from": Lead.State.IN_PROGRESS, "to": Lead.State.STOPPED},
+            )
+            audit_record(
+                action=AuditAction.LEAD_STOP,
+                target=lead,
+                changes={"state": [Lead.State.IN_PROGRESS, Lead.State.STOPPED]},
+                detail={"reason": reason},
             )
     return stopped

@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import QuerySet
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import SendAttempt, SenderAccount
 from campaigns.services.outcomes import DeliveryResult, Outcome
 from campaigns.services.suppressions import suppression_add
@@ -131,4 +133,10 @@ def unknown_send_resolve(*, records: QuerySet, record_id: int, action: str, acto
     record.resolved_by = actor[:150]
     record.last_error = f"{record.last_error} | resolved by {actor}: {action}".strip(" |")[:2000]
     record.save()
+    audit_record(
+        action=AuditAction.SEND_RESOLVE,
+        target=record,
+        changes={"state": [State.UNKNOWN, record.state]},
+        detail={"verdict": action},
+    )
     return record

@@ -4,6 +4,8 @@ campaign or one lead. Status changes are made under the campaign's row lock and 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SendRecord
 from campaigns.services.activities import activity_record
 from campaigns.services.recipients import PROTECTED_RECIPIENT_STATUSES
@@ -12,6 +14,15 @@ from emailsys.fields import choice_validate
 
 # Send records a reset may delete: each is known not to have delivered anything.
 RESETTABLE_SEND_STATES = (SendRecord.State.FAILED, SendRecord.State.SKIPPED, SendRecord.State.DEFERRED)
+# (from draft?, new status) → what the audit trail calls the change.
+_STATUS_ACTIONS = {
+    (True, Campaign.Status.ACTIVE): AuditAction.CAMPAIGN_ACTIVATE,
+    (False, Campaign.Status.ACTIVE): AuditAction.CAMPAIGN_RESUME,
+    (True, Campaign.Status.PAUSED): AuditAction.CAMPAIGN_PAUSE,
+    (False, Campaign.Status.PAUSED): AuditAction.CAMPAIGN_PAUSE,
+    (True, Campaign.Status.COMPLETED): AuditAction.CAMPAIGN_COMPLETE,
+    (False, Campaign.Status.COMPLETED): AuditAction.CAMPAIGN_COMPLETE,
+}
 
 
 def campaign_set_status(*, campaign: Campaign, status: str, reason: str = "") -> Campaign:
@@ -55,6 +66,12 @@ def campaign_set_status(*, campaign: Campaign, status: str, reason: str = "") ->
             message=reason or f"Campaign {previous} → {status}",
             detail={"from": previous, "to": status, **({"reason": reason} if reason else {})},
         )
+        audit_record(
+            action=_STATUS_ACTIONS[(previous == Campaign.Status.DRAFT, status)],
+            target=locked,
+            changes={"status": [previous, status]},
+            detail={"reason": reason} if reason else None,
+        )
     campaign.status = locked.status
     campaign.updated_at = locked.updated_at
     return campaign
@@ -89,6 +106,7 @@ def campaign_reset_progress(*, campaign: Campaign) -> int:
         activity_record(
             kind=Activity.Kind.STATUS_CHANGED, campaign=locked, message=f"Progress reset: {count} leads", detail=detail
         )
+        audit_record(action=AuditAction.CAMPAIGN_RESET_PROGRESS, target=locked, detail=detail)
     campaign.status = locked.status
     return count
 
@@ -114,18 +132,13 @@ def lead_reset_progress(*, lead: Lead, reactivate: bool = False) -> Lead:
         recipients = _recipients_reset(recipients=Recipient.objects.filter(lead_id=lead.pk))
         records, _ = SendRecord.objects.filter(lead_id=lead.pk, state__in=RESETTABLE_SEND_STATES).delete()
         dry_runs, _ = DryRunRecord.objects.filter(recipient__lead_id=lead.pk).delete()
+        detail = {"reset": True, "recipients": recipients, "send_records_deleted": records,
+                  "dry_runs_deleted": dry_runs}  # fmt: skip
         activity_record(
-            kind=Activity.Kind.STATUS_CHANGED,
-            campaign=lead.campaign_id,
-            lead=lead,
-            message="Lead progress reset",
-            detail={
-                "reset": True,
-                "recipients": recipients,
-                "send_records_deleted": records,
-                "dry_runs_deleted": dry_runs,
-            },
-        )
+            kind=Activity.Kind.STATUS_CHANGED, campaign=lead.campaign_id, lead=lead, message="Lead progress reset",
+            detail=detail,
+        )  # fmt: skip
+        audit_record(action=AuditAction.LEAD_RESET_PROGRESS, target=lead, detail=detail)
         if campaign.status == Campaign.Status.COMPLETED:  # and reactivate: completed → paused → active, logged
             Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
             campaign.status = Campaign.Status.PAUSED

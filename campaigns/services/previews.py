@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_active, audit_record
 from campaigns.models import (
     Activity,
     Campaign,
@@ -174,6 +176,12 @@ def campaign_dry_run(*, campaign_id: int | None = None, limit: int = 100) -> lis
     records: list[DryRunRecord] = []
     for lead in lead_list_due(now=clock.now(), campaign_id=campaign_id, limit=limit).select_related("campaign"):
         records.extend(lead_dry_run(lead=lead))
+    if campaign_id is not None and audit_active() and (campaign := Campaign.objects.filter(pk=campaign_id).first()):
+        audit_record(
+            action=AuditAction.CAMPAIGN_DRY_RUN,
+            target=campaign,
+            detail={"records": len(records), "errors": sum(1 for record in records if record.error)},
+        )
     return records
 
 
@@ -224,4 +232,10 @@ def step_send_test(
         message=f"test of step {step.order} to {to_email}: {'sent' if test.sent_at else test.error} ({result.note})",
         detail={"test_send": test.id, "rendered_for": rendered_for, "empty_variables": preview.empty_variables},
     )
+    audit_record(
+        action=AuditAction.CAMPAIGN_TEST_SEND,
+        target=step.campaign,
+        detail={"step": step.order, "to": to_email, "account": account.pk, "test_send": test.id,
+                "sent": bool(test.sent_at), "error": test.error[:500]},
+    )  # fmt: skip
     return result

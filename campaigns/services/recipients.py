@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import Activity, Campaign, Lead, Recipient, SendRecord
 from campaigns.services.activities import activity_record
 from campaigns.services.leads import leads_stop
@@ -22,6 +24,7 @@ def recipient_mark_replied(*, recipient: Recipient, at: datetime | None = None, 
     replied and when. A batch in flight sees it before its next send to the lead. False: already replied."""
     at = at or clock.now()
     when = f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    previous = recipient.status
     with transaction.atomic():
         if (
             not Recipient.objects.filter(id=recipient.id)
@@ -38,6 +41,12 @@ def recipient_mark_replied(*, recipient: Recipient, at: datetime | None = None, 
             recipient=recipient,
             message=f"{recipient.email} replied on {when}" + (f" ({source})" if source else ""),
             detail={"replied_at": at.isoformat(), "source": source},
+        )
+        audit_record(
+            action=AuditAction.RECIPIENT_MARK_REPLIED,
+            target=recipient,
+            changes={"status": [previous, Recipient.Status.REPLIED]},
+            detail={"replied_at": at.isoformat()},
         )
         if lead.campaign.stop_on_reply:
             leads_stop(leads=Lead.objects.filter(id=lead.id), reason=f"{recipient.email} replied on {when}")
@@ -63,6 +72,9 @@ def leads_bulk_update_status(*, campaign: Campaign, status: str) -> int:
             campaign=campaign,
             message=f"{count} recipients set to {status}",
             detail={"recipients_to": status, "count": count},
+        )
+        audit_record(
+            action=AuditAction.CAMPAIGN_SET_RECIPIENT_STATUS, target=campaign, detail={"status": status, "count": count}
         )
     return count
 

@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import DomainNameValidator, validate_email
 from django.db.models import Q
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from campaigns.models import Suppression
 
 
@@ -19,7 +21,10 @@ def suppression_ensure(*, value: str, reason: str = "") -> tuple[Suppression, bo
     """`suppression_add`, and whether this call created the row (False: it existed, unchanged), for callers
     that tell an operator which it was."""
     kind, value = suppression_parse(value)
-    return Suppression.objects.get_or_create(kind=kind, value=value, defaults={"reason": reason[:200]})
+    suppression, created = Suppression.objects.get_or_create(kind=kind, value=value, defaults={"reason": reason[:200]})
+    if created:
+        audit_record(action=AuditAction.SUPPRESSION_ADD, target=suppression, detail={"reason": suppression.reason})
+    return suppression, created
 
 
 def suppression_parse(value: str) -> tuple[str, str]:

@@ -31,6 +31,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_record
 from emailsys import clock
 from emailsys.imports import CsvRecord, CsvRecords, ImportReport
 from workorders.models import Contact
@@ -168,6 +170,7 @@ def contacts_import_csv(*, file: IO[bytes] | IO[str]) -> ImportReport:
         Contact.objects.bulk_update(
             to_update, ["name", "language", "subscribed", "attributes", "updated_at"], batch_size=BATCH_SIZE
         )
-    report.created, report.updated = len(to_create), len(to_update)
-    report.unchanged = len(existing) - len(to_update)
+        report.created, report.updated = len(to_create), len(to_update)
+        report.unchanged = len(existing) - len(to_update)
+        audit_record(action=AuditAction.CONTACTS_IMPORT, target=Contact, detail=report.counts())
     return report

@@ -7,6 +7,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit.actions import AuditAction
+from audit.services import audit_active, audit_record
 from emailsys import clock
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.services.live import workorder_broadcast
@@ -45,6 +47,8 @@ def workorder_start(*, work_order_id: int) -> WorkOrder:
         workorder_steps_create(work_order=work_order)
         WorkOrder.objects.filter(id=work_order.id).update(stop_requested=False, status=Status.QUEUED, resume_at=None)
         workorder_event_emit(work_order_id=work_order.id, kind="start")
+        changes = {"status": [work_order.status, Status.QUEUED]}
+        audit_record(action=AuditAction.WORK_ORDER_START, target=work_order, changes=changes)
         workorder_broadcast(work_order_id=work_order.id)
     return WorkOrder.objects.get(id=work_order_id)
 
@@ -57,6 +61,7 @@ def workorder_stop(*, work_order_id: int) -> WorkOrder:
         WorkOrder.objects.filter(id=work_order.id).update(stop_requested=True)
         if not workorder_lock_is_live(work_order) and work_order.status in (*RUNNING, Status.SLEEPING):
             workorder_interrupt(work_order=work_order)
+        audit_record(action=AuditAction.WORK_ORDER_STOP, target=work_order, detail={"status": work_order.status})
         workorder_broadcast(work_order_id=work_order.id)
     return WorkOrder.objects.get(id=work_order_id)
 
@@ -78,6 +83,12 @@ def workorder_restart(*, work_order_id: int, step: str) -> WorkOrder:
         )  # fmt: skip
         WorkOrder.objects.filter(id=work_order.id).update(stop_requested=False, status=Status.QUEUED, resume_at=None)
         workorder_event_emit(work_order_id=work_order.id, kind="restart", payload={"step": step})
+        audit_record(
+            action=AuditAction.WORK_ORDER_RESTART,
+            target=work_order,
+            changes={"status": [work_order.status, Status.QUEUED]},
+            detail={"step": step},
+        )
         workorder_broadcast(work_order_id=work_order.id)
     return WorkOrder.objects.get(id=work_order_id)
 
@@ -91,5 +102,7 @@ def workorder_unlock(*, work_order_id: int) -> bool:
             .exclude(lock_owner="")
             .update(lock_owner="", lock_acquired_at=None, lock_expires_at=None)
         )
+        if cleared and audit_active():
+            audit_record(action=AuditAction.WORK_ORDER_UNLOCK, target=WorkOrder.objects.get(id=work_order_id))
         workorder_broadcast(work_order_id=work_order_id)
     return bool(cleared)

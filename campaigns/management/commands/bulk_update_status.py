@@ -2,15 +2,16 @@
 recipients keep their status."""
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
 from campaigns.services.recipients import leads_bulk_update_status
 from emailsys.management.imports import validation_text
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

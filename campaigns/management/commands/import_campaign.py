@@ -6,13 +6,14 @@ unless the whole file is valid.
 """
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import OperatorCommand
 from campaigns.services.imports import campaign_data_parse, campaign_import
 from emailsys.management.imports import validation_text
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -7,15 +7,14 @@ line that is not UTF-8, holds a NUL byte or a value over 128 KiB) are listed wit
 skipped; the good rows are imported, and the command then exits with status 1.
 """
 
-from django.core.management.base import BaseCommand
-
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
 from campaigns.services.imports import leads_import_csv
 from emailsys.management.imports import csv_file_import, import_report_write
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

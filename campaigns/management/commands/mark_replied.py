@@ -1,14 +1,15 @@
 """Records that a recipient replied: no further step goes to them and, with the campaign's stop_on_reply, their
 lead stops. The address may be in several campaigns: --campaign-id narrows it."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.dateparse import parse_datetime
 
+from audit.commands import OperatorCommand
 from campaigns.models import Recipient
 from campaigns.services.recipients import recipient_mark_replied
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -2,14 +2,13 @@
 failure count cleared. Use it when a limit was used up by mistake; the account's status is not changed. Work
 orders sleeping because the account could not send are woken and go on sending."""
 
-from django.core.management.base import BaseCommand
-
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import SenderAccount
 from campaigns.services.accounts import account_reset_limits
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

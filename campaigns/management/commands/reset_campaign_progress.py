@@ -4,14 +4,13 @@ Sent emails stay recorded and are never sent twice; failed, skipped and deferred
 forgotten so they are tried again. Bounced and unsubscribed recipients keep their status. A completed
 campaign becomes paused; activate it to send again."""
 
-from django.core.management.base import BaseCommand
-
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign
 from campaigns.services.lifecycle import campaign_reset_progress
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -7,15 +7,16 @@ A lead of a completed campaign is refused (the campaign sends nothing, so the le
 campaign is active."""
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign, Lead
 from campaigns.services.lifecycle import lead_reset_progress
 from emailsys.management.imports import validation_text
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -4,15 +4,16 @@ sample values for every variable; it says which, and which variables render empt
 recipient's email and uses no daily limit."""
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.core.validators import validate_email
 
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import Campaign, Lead, SenderAccount
 from campaigns.services.previews import step_send_test
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

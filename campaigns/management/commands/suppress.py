@@ -2,14 +2,15 @@
 Adding the same value again changes nothing, and says so (with the reason and date it was suppressed)."""
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import OperatorCommand
 from campaigns.models import Suppression
 from campaigns.services.suppressions import suppression_ensure
 from emailsys.management.imports import validation_text
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -1,14 +1,15 @@
 """Connects to a sender account's SMTP server, secures the connection and logs in, then quits. Sends nothing.
 Exit status 1 when it fails; the reason is printed (never the password)."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import OperatorCommand
 from campaigns.management.tables import object_or_error
 from campaigns.models import SenderAccount
 from campaigns.services.delivery import account_check
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

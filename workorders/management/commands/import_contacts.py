@@ -9,13 +9,12 @@ that is not UTF-8, holds a NUL byte or a value over 128 KiB) are listed with the
 the good rows are imported, and the command then exits with status 1.
 """
 
-from django.core.management.base import BaseCommand
-
+from audit.commands import OperatorCommand
 from emailsys.management.imports import csv_file_import, import_report_write
 from workorders.services.contacts import contacts_import_csv
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = __doc__
 
     def add_arguments(self, parser) -> None:

@@ -1,0 +1,38 @@
+"""The names of what the audit trail records (`additional_data["action"]` of an entry): `<object>.<verb>`.
+Creates and deletes are stored with auditlog's CREATE and DELETE, everything else as UPDATE."""
+
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    CAMPAIGN_ACTIVATE = "campaign.activate", "Campaign activated"
+    CAMPAIGN_PAUSE = "campaign.pause", "Campaign paused"
+    CAMPAIGN_RESUME = "campaign.resume", "Campaign resumed"
+    CAMPAIGN_COMPLETE = "campaign.complete", "Campaign completed"
+    CAMPAIGN_RESET_PROGRESS = "campaign.reset_progress", "Campaign progress reset"
+    CAMPAIGN_DRY_RUN = "campaign.dry_run", "Campaign dry run"
+    CAMPAIGN_TEST_SEND = "campaign.test_send", "Test send of a step"
+    CAMPAIGN_IMPORT = "campaign.import", "Campaign imported"
+    CAMPAIGN_IMPORT_LEADS = "campaign.import_leads", "Leads imported"
+    CAMPAIGN_SET_RECIPIENT_STATUS = "campaign.set_recipient_status", "Recipients' status set in bulk"
+    LEAD_STOP = "lead.stop", "Lead stopped"
+    LEAD_RESET_PROGRESS = "lead.reset_progress", "Lead progress reset"
+    RECIPIENT_MARK_REPLIED = "recipient.mark_replied", "Recipient marked replied"
+    ACCOUNT_CREATE = "account.create", "Sender account created"
+    ACCOUNT_UPDATE = "account.update", "Sender account edited"
+    ACCOUNT_DELETE = "account.delete", "Sender account deleted"
+    ACCOUNT_PAUSE = "account.pause", "Sender account paused"
+    ACCOUNT_RESUME = "account.resume", "Sender account resumed"
+    ACCOUNT_DISABLE = "account.disable", "Sender account disabled"
+    ACCOUNT_RESET_LIMITS = "account.reset_limits", "Sender account limits reset"
+    ACCOUNT_TEST = "account.test", "Sender account tested"
+    TEMPLATE_CREATE = "template.create", "Template created"
+    TEMPLATE_UPDATE = "template.update", "Template edited"
+    TEMPLATE_DELETE = "template.delete", "Template deleted"
+    SEND_RESOLVE = "send.resolve", "Unknown send resolved"
+    SUPPRESSION_ADD = "suppression.add", "Address suppressed"
+    WORK_ORDER_START = "work_order.start", "Work order started"
+    WORK_ORDER_STOP = "work_order.stop", "Work order stop requested"
+    WORK_ORDER_RESTART = "work_order.restart", "Work order restarted"
+    WORK_ORDER_UNLOCK = "work_order.unlock", "Work order unlocked"
+    CONTACTS_IMPORT = "contacts.import", "Contacts imported"
