@@ -16,7 +16,16 @@ from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from campaigns.tests.factories import CampaignFactory, LeadFactory, RecipientFactory
 from emailsys.live import live_publish_now
 from emailsys.mail_capture import captured_mail_store
-from emailsys.testing import BASE_DIR, BIN_DIR, daphne_argv, free_port, port_answers, process_env, wait_until
+from emailsys.testing import (
+    BASE_DIR,
+    BIN_DIR,
+    daphne_argv,
+    free_port,
+    port_answers,
+    process_env,
+    start_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,23 +52,30 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Site:
     url: str
     capture_dir: Path
-    cookies: list[dict] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def site(django_db_setup, django_db_blocker, static_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """One daphne for the module (it reads the test database, which each test fills and flushes)."""
+    capture_dir = tmp_path_factory.mktemp("captured")
+    port = free_port()
+    with django_db_blocker.unblock():
+        env = process_env(STATIC_ROOT=str(static_root), MAIL_CAPTURE_DIR=str(capture_dir))
+    daphne = start_process("daphne", daphne_argv(port), env=env, log_dir=tmp_path_factory.mktemp("logs"))
+    try:
+        wait_until(lambda: port_answers(port) or not daphne.alive, timeout=30, what="daphne listening")
+        assert daphne.alive, daphne.log()
+        yield Site(f"http://127.0.0.1:{port}", capture_dir)
+    finally:
+        daphne.stop()
 
 
 @pytest.fixture
-def site(processes, static_root: Path, tmp_path: Path, django_user_model) -> Site:
-    capture_dir = tmp_path / "captured"
-    capture_dir.mkdir()
-    port = free_port()
-    env = process_env(STATIC_ROOT=str(static_root), MAIL_CAPTURE_DIR=str(capture_dir))
-    daphne = processes("daphne", daphne_argv(port), env=env)
-    wait_until(lambda: port_answers(port), timeout=30, what="daphne listening")
-    assert daphne.alive
+def admin_cookies(site: Site, django_user_model) -> list[dict]:
     admin = django_user_model.objects.create_superuser("csp-admin", "admin@example.com", "x")
     client = Client()
     client.force_login(admin)
-    url = f"http://127.0.0.1:{port}"
-    return Site(url, capture_dir, [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": url}])
+    return [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": site.url}]
 
 
 @dataclass
@@ -81,13 +97,13 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 @pytest.fixture
-def browser_page(site: Site) -> Iterator[tuple[Page, BrowserProblems]]:
+def browser_page(admin_cookies: list[dict]) -> Iterator[tuple[Page, BrowserProblems]]:
     """A logged-in admin's page. The ORM is not used while Playwright runs (its sync API keeps an event loop)."""
     problems = BrowserProblems()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context()
-        context.add_cookies(site.cookies)
+        context.add_cookies(admin_cookies)
         context.add_init_script(VIOLATION_LISTENER)
         page = context.new_page()
 
@@ -141,11 +157,17 @@ def test_admin_index_changelist_and_change_form_work_under_the_policy(site, brow
     assert_clean(page, problems)
 
 
+@dataclass
+class CampaignRows:
+    campaign_id: int
+    unsubscribe_token: str
+
+
 @pytest.fixture
-def campaign_rows(db) -> int:
+def campaign_rows(db) -> CampaignRows:
     campaign = CampaignFactory(name="CSP campaign")
-    RecipientFactory(lead=LeadFactory(campaign=campaign))
-    return campaign.pk
+    recipient = RecipientFactory(lead=LeadFactory(campaign=campaign))
+    return CampaignRows(campaign.pk, str(recipient.unsubscribe_token))
 
 
 def test_a_campaign_change_form_and_its_changelist_render_under_the_policy(campaign_rows, site, browser_page) -> None:
@@ -154,7 +176,7 @@ def test_a_campaign_change_form_and_its_changelist_render_under_the_policy(campa
     assert page.get_by_role("link", name="CSP campaign").is_visible()
     assert_clean(page, problems)
 
-    visit(page, problems, f"{site.url}/admin/campaigns/campaign/{campaign_rows}/change/")
+    visit(page, problems, f"{site.url}/admin/campaigns/campaign/{campaign_rows.campaign_id}/change/")
     assert page.locator("#campaign_form").is_visible()
     assert_clean(page, problems)
 
@@ -202,11 +224,13 @@ def test_captured_mail_shows_an_html_email_with_its_styles_and_no_scripts(site, 
     assert_clean(page, problems)
 
 
-def test_public_pages_render_with_their_style_sheet(site, browser_page) -> None:
+@pytest.mark.parametrize("page_path", ["/u/{token}/", "/w/u/test/en/"])
+def test_public_pages_render_with_their_style_sheet(campaign_rows, site, browser_page, page_path: str) -> None:
     page, problems = browser_page
-    visit(page, problems, f"{site.url}/w/u/test/en/")
-    margin = page.locator("body").evaluate("element => getComputedStyle(element).maxWidth")
-    assert margin != "none"  # pages.css loaded (a style attribute would have been refused)
+    visit(page, problems, site.url + page_path.format(token=campaign_rows.unsubscribe_token))
+    # pages.css applies (the style attribute these pages had would have been refused).
+    assert page.locator("body").evaluate("element => getComputedStyle(element).maxWidth") == "512px"
+    assert page.get_by_role("heading", level=1).is_visible()
     assert_clean(page, problems)
 
 
