@@ -36,13 +36,10 @@ def production_env(**overrides: str) -> dict[str, str]:
     return {name: value for name, value in env.items() if value}
 
 
-@pytest.mark.parametrize("keys", ["one", "two, newest first"])
-def test_production_settings_pass_the_deploy_check(keys: str) -> None:
-    if keys != "one":
-        keys = f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}"
-        result = manage("check", "--deploy", "--fail-level", "WARNING", **production_env(FIELD_ENCRYPTION_KEYS=keys))
-    else:
-        result = manage("check", "--deploy", "--fail-level", "WARNING", **production_env())
+@pytest.mark.parametrize("key_count", [1, 2])  # two: during a rotation, newest first
+def test_production_settings_pass_the_deploy_check(key_count: int) -> None:
+    keys = ",".join(Fernet.generate_key().decode() for _ in range(key_count))
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **production_env(FIELD_ENCRYPTION_KEYS=keys))
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
 
