@@ -13,7 +13,7 @@ export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
 export PYTHONUNBUFFERED := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-dev lint format clean bench
+.PHONY: demo test install install-dev lint format clean bench browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ demo: install
 	$(BIN)/python manage.py demo_setup
 	exec $(BIN)/honcho start -f Procfile
 
-test: install-dev lint
+# The browser tests (Content-Security-Policy) drive Debian's Chromium through Playwright; Playwright's own browser
+# download cannot be used. Installed here when missing, so CI and fresh machines have it (needs root, as in CI).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install-dev lint browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install-dev

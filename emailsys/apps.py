@@ -38,6 +38,8 @@ class EmailsysConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
+        from emailsys import checks  # noqa: F401 - registers the deployment checks
+
         # Importing metrics connects its Celery signal handlers (per-task counts and latency, in every worker);
         # the collector serves them on /metrics.
         from emailsys.metrics import register_collector

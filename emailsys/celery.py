@@ -10,9 +10,18 @@ Celery's Django fix-up calls `django.setup()` before the worker imports task mod
 import os
 
 from celery import Celery
+from celery.worker.control import inspect_command
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 
 app = Celery("emailsys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@inspect_command(name="conf")
+def conf(state, **kwargs) -> dict[str, str]:
+    """Replaces Celery's `inspect conf`, which Flower shows on a worker's page: with Django's settings as the config
+    it lists every setting, and its filter lets URLs with passwords through (the cache's and channel layer's Redis
+    URL, CELERY_BROKER_URL). Workers publish no settings; the deployment's environment is where to look."""
+    return {"settings": "not published by emailsys workers (they hold passwords): see emailsys/celery.py"}

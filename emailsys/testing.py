@@ -174,6 +174,14 @@ def sqs_bridge_argv(*extra: str) -> list[str]:
     return [str(BIN_DIR / "python"), "manage.py", "sqs_bridge", *extra]
 
 
+def flower_argv(port: int, *, basic_auth: str) -> list[str]:
+    """The Procfile's flower command."""
+    return [
+        str(BIN_DIR / "celery"), "-A", "emailsys", "flower", "--address=127.0.0.1", f"--port={port}",
+        f"--basic-auth={basic_auth}",
+    ]  # fmt: skip
+
+
 def redis_server_argv(port: int, directory: Path) -> list[str]:
     return [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -1,9 +1,15 @@
+import secrets
+
+from csp.constants import UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 
 from emailsys.health import system_health_check
 from emailsys.mail_capture import captured_mail_get, captured_mail_list
@@ -15,6 +21,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """200 when every component is healthy, 503 otherwise; the body names each component."""
     health = system_health_check()
     return JsonResponse(health.as_dict(), status=200 if health.healthy else 503)
+
+
+# The API docs under the Content-Security-Policy: Swagger UI with its start script served as a file (the split
+# view), Redoc with the styles it generates at run time and its search worker (a blob: URL) allowed on its page only.
+api_docs = SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+api_redoc = csp_update({"style-src": [UNSAFE_INLINE], "worker-src": ["blob:"]})(
+    SpectacularRedocView.as_view(url_name="api-schema")
+)
+
+
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics; with METRICS_BEARER_TOKEN set, only for `Authorization: Bearer <token>` (compared in
+    constant time, so response times tell nothing about the token)."""
+    expected = settings.METRICS_BEARER_TOKEN
+    if expected:
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(offered.strip().encode(), expected.encode()):
+            response = HttpResponse("A bearer token is required (METRICS_BEARER_TOKEN).\n", status=401)
+            response["Content-Type"] = "text/plain; charset=utf-8"
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)
 
 
 @staff_member_required
@@ -42,3 +71,8 @@ def captured_mail_detail(request: HttpRequest, name: str) -> HttpResponse:
         "html": html.get_content() if html else "",
     }
     return render(request, "captured_mail/detail.html", context)
+
+
+# The HTML part is shown in a sandboxed iframe (no scripts, no forms); `srcdoc` inherits this page's policy, so the
+# page allows inline styles for the email's own <style> and style attributes. Scripts stay blocked.
+captured_mail_detail = csp_update({"style-src": [UNSAFE_INLINE]})(captured_mail_detail)

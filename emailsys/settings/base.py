@@ -7,6 +7,7 @@ README's environment table (a test keeps the two in step).
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "auditlog",  # django-auditlog: the audit trail's LogEntry model (before "audit", whose admin replaces its own)
     "audit",
+    "csp",
     "emailsys",
     "campaigns",
     "workorders",
@@ -51,6 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -356,3 +359,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Security headers and deployment checks ---------------------------------------------------------
+# `manage.py check --deploy` also checks FIELD_ENCRYPTION_KEYS (emailsys/checks.py); production.py refuses DEBUG.
+
+# Content-Security-Policy on every response (django-csp): only this site's own scripts, styles, images and fonts;
+# WebSockets of live pages to this same host ('self' covers ws:/wss: of the page's host). Views that need more say
+# so with `csp.decorators.csp_update` (the Redoc page, captured mail). https://django-csp.readthedocs.io/en/latest/
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "worker-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# /metrics answers only `Authorization: Bearer <this>` when set (production: set it, and give Prometheus the same
+# token); empty leaves it open, for local use. /healthz stays open for probes.
+METRICS_BEARER_TOKEN = env("METRICS_BEARER_TOKEN", default="")

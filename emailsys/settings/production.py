@@ -1,7 +1,14 @@
 """Production: HTTPS behind a proxy, secure cookies, HSTS. Every knob still comes from the environment."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
-from .base import env
+from .base import DEBUG, env
+
+# DEBUG's technical pages show settings, paths and code to anyone who reaches an error: refused rather than quietly
+# switched off, so whoever set DEBUG=true learns that it has no effect here.
+if DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off with production settings (emailsys.settings.production).")
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

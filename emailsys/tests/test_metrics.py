@@ -66,3 +66,34 @@ def test_http_requests_are_counted_by_view(client) -> None:
     samples = scrape(client)
     by_view = "django_http_requests_total_by_view_transport_method_total"
     assert samples[(by_view, (("method", "GET"), ("transport", "http"), ("view", "healthz")))] >= 1
+
+
+METRICS_TOKEN = "metrics-token-for-this-test-0123456789"  # noqa: S105 - a test value
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x", "Bearer"],
+)
+def test_metrics_with_a_bearer_token_refuses_requests_without_it(client, settings, authorization) -> None:
+    settings.METRICS_BEARER_TOKEN = METRICS_TOKEN
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert b"emailsys_celery" not in response.content and b"django_http" not in response.content
+
+
+def test_metrics_with_a_bearer_token_answer_prometheus_with_it(client, settings) -> None:
+    settings.METRICS_BEARER_TOKEN = METRICS_TOKEN
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert "emailsys_celery_queue_depth" in names
+    # The probes stay open: /healthz answers (healthy or not) without the token.
+    assert client.get("/healthz").status_code in (200, 503)
+
+
+def test_metrics_are_open_by_default_for_local_use(client, settings) -> None:
+    assert settings.METRICS_BEARER_TOKEN == ""
+    assert client.get("/metrics").status_code == 200
