@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 
 from emailsys.live_access import LiveRefusal, live_group_permissions, live_socket_refusal
@@ -88,3 +88,11 @@ class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
         return await database_sync_to_async(live_socket_refusal)(
             session_key=session.session_key, user_id=user.pk, permissions=permissions
         )
+
+
+class NoSuchSocketConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake (HTTP 403) instead of the router's error (HTTP 500 and a
+    traceback in the log)."""
+
+    async def connect(self) -> None:
+        await self.close(code=int(LiveRefusal.FORBIDDEN))

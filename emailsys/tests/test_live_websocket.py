@@ -215,6 +215,19 @@ def test_a_group_that_is_not_a_live_group_is_refused_even_for_a_superuser(server
     assert asyncio.run(refused_status(server_port, cookie_of(logged_in(admin)), group)) == 403
 
 
+@pytest.mark.parametrize("path", ["/ws/other/", "/ws/live/bad%20name/", f"/ws/live/{'a' * 81}/", "/", "/admin/"])
+def test_a_path_that_is_no_socket_is_refused_not_an_error(server_port, django_user_model, path: str) -> None:
+    cookie = cookie_of(logged_in(django_user_model.objects.create_superuser("root", password="x")))
+
+    async def scenario() -> int:
+        headers = {"Origin": f"http://127.0.0.1:{server_port}", "Cookie": cookie}
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{server_port}{path}", additional_headers=headers)
+        return refused.value.response.status_code
+
+    assert asyncio.run(scenario()) == 403
+
+
 def test_a_foreign_origin_is_refused_even_for_a_user_with_access(server_port, django_user_model) -> None:
     cookie = cookie_of(logged_in(staff_user(django_user_model, "operator", "workorders.view_workorder")))
 
