@@ -51,41 +51,41 @@ OTHER_PERMISSION = {
 
 
 @contextmanager
-def daphne(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[ManagedProcess]:
+def daphne(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[tuple[ManagedProcess, int]]:
     """One daphne for a module's tests (starting one takes seconds): they keep apart by their own users."""
     port = free_port()
     process = start_process(
         "daphne", daphne_argv(port), env=process_env(**env), log_dir=tmp_path_factory.mktemp("daphne")
     )
-    process.port = port  # type: ignore[attr-defined]
     try:
         wait_until(lambda: port_answers(port) or not process.alive, timeout=30, what="daphne listening")
         assert process.alive, f"daphne exited:\n{process.log()}"
-        yield process
+        yield process, port
     finally:
         process.stop()
 
 
 @pytest.fixture(scope="module")
-def shipped_daphne(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[ManagedProcess]:
+def shipped_daphne(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[tuple[ManagedProcess, int]]:
     """daphne with the settings as shipped (a 60 s re-check)."""
-    with django_db_blocker.unblock(), daphne(tmp_path_factory) as process:
-        yield process
+    with django_db_blocker.unblock(), daphne(tmp_path_factory) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def fast_recheck_daphne(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[ManagedProcess]:
+def fast_recheck_daphne(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[tuple[ManagedProcess, int]]:
     with (
         django_db_blocker.unblock(),
-        daphne(tmp_path_factory, LIVE_SOCKET_RECHECK_SECONDS=str(FAST_RECHECK_SECONDS)) as process,
+        daphne(tmp_path_factory, LIVE_SOCKET_RECHECK_SECONDS=str(FAST_RECHECK_SECONDS)) as served,
     ):
-        yield process
+        yield served
 
 
-def serving(process: ManagedProcess) -> Iterator[int]:
-    """The port of `process`, checked alive before and after a test; its log tail is shown when the test fails."""
+def serving(served: tuple[ManagedProcess, int]) -> Iterator[int]:
+    """The port of a daphne, checked alive before and after a test; its log tail is shown when the test fails."""
+    process, port = served
     assert process.alive, process.log()
-    yield process.port  # type: ignore[attr-defined]
+    yield port
     print(f"\n===== daphne =====\n{process.log()}")
     assert process.alive
 
