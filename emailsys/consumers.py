@@ -1,30 +1,98 @@
-"""WebSocket relay for live pages: staff only, joins one group and forwards its messages. No logic here."""
+"""WebSocket relay for live pages: joins one group and forwards its messages, for as long as the user may watch it.
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+Who may watch what is decided in emailsys/live_access.py. The check runs at the handshake (a refusal closes
+before accept: HTTP 403), on every frame the client sends, and every LIVE_SOCKET_RECHECK_SECONDS; a socket that
+fails it is closed with the refusal's code (4401 logged out, 4403 forbidden), or 1011 when the check itself
+failed (the client reconnects and is checked again).
+"""
 
-# Closing before accept makes the server answer the handshake with HTTP 403.
-REFUSED = 4403
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.conf import settings
+
+from emailsys.live_access import LiveRefusal, live_group_permissions, live_socket_refusal
+
+logger = logging.getLogger(__name__)
+CHECK_FAILED = 1011  # RFC 6455 "internal error"
 
 
 class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
     group_name: str = ""
+    permissions: tuple[str, ...] = ()
+    closing: bool = False
+    recheck_task: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        """The one exit every connection takes (client gone, server close, the server cancelling the application):
+        the re-check timer ends with it."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.recheck_task is not None:
+                self.recheck_task.cancel()
+                try:
+                    await self.recheck_task
+                except asyncio.CancelledError:
+                    pass
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not (user.is_active and user.is_staff):
-            await self.close(code=REFUSED)
+        group = self.scope["url_route"]["kwargs"]["group"]
+        permissions = live_group_permissions(group)
+        if permissions is None or await self.refusal(permissions) is not None:
+            await self.close(code=int(LiveRefusal.FORBIDDEN))
             return
-        self.group_name = self.scope["url_route"]["kwargs"]["group"]
+        self.group_name, self.permissions = group, permissions
         await self.channel_layer.group_add(self.group_name, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "group": self.group_name})
+        self.recheck_task = asyncio.create_task(self.recheck_periodically(), name=f"live-recheck {self.channel_name}")
 
     async def disconnect(self, code: int) -> None:
         if self.group_name:
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        """Clients only listen; anything they send is ignored."""
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        """Clients only listen: what they send is not read, but it re-checks their access at once."""
+        await self.recheck()
 
     async def live_message(self, event: dict) -> None:
-        await self.send_json({"type": "update", "group": self.group_name, "payload": event["payload"]})
+        if not self.closing:
+            await self.send_json({"type": "update", "group": self.group_name, "payload": event["payload"]})
+
+    async def recheck_periodically(self) -> None:
+        while not self.closing:
+            await asyncio.sleep(settings.LIVE_SOCKET_RECHECK_SECONDS)
+            await self.recheck()
+
+    async def recheck(self) -> None:
+        """Closes the socket when its user may no longer watch the group (or the check cannot be made)."""
+        if self.closing:
+            return
+        try:
+            refusal = await self.refusal(self.permissions)
+        except Exception:
+            logger.exception("live socket access check failed; closing %s", self.group_name)
+            refusal = CHECK_FAILED
+        if refusal is not None and not self.closing:
+            self.closing = True
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+            await self.close(code=int(refusal))  # autobahn takes a plain int only
+
+    async def refusal(self, permissions: tuple[str, ...]) -> LiveRefusal | None:
+        user, session = self.scope.get("user"), self.scope.get("session")
+        if user is None or not user.is_authenticated or session is None:
+            return LiveRefusal.LOGGED_OUT
+        return await database_sync_to_async(live_socket_refusal)(
+            session_key=session.session_key, user_id=user.pk, permissions=permissions
+        )
+
+
+class NoSuchSocketConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake (HTTP 403) instead of the router's error (HTTP 500 and a
+    traceback in the log)."""
+
+    async def connect(self) -> None:
+        await self.close(code=int(LiveRefusal.FORBIDDEN))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -126,6 +127,17 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", default="emailsys")},
     }
 }
+# An open live socket re-checks its user's access this often (seconds; and on every frame the client sends): a
+# logged-out session, a user no longer active or staff, or a lost view permission closes it (emailsys/consumers.py).
+_live_socket_recheck = env("LIVE_SOCKET_RECHECK_SECONDS", default="60")
+try:
+    LIVE_SOCKET_RECHECK_SECONDS = float(_live_socket_recheck)
+except ValueError:
+    LIVE_SOCKET_RECHECK_SECONDS = 0.0  # refused below, with the value given
+if not 0 < LIVE_SOCKET_RECHECK_SECONDS <= 60:
+    raise ImproperlyConfigured(
+        f"LIVE_SOCKET_RECHECK_SECONDS must be seconds above 0 and at most 60, not {_live_socket_recheck!r}"
+    )
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------
 
