@@ -132,6 +132,9 @@ def test_the_migration_does_nothing_on_a_database_that_never_had_drf_tokens() ->
 
 
 def test_the_admin_shows_a_new_token_once_and_lists_tokens_without_their_value(admin_client, admin_user) -> None:
+    form = admin_client.get("/admin/knox/authtoken/add/").content.decode()
+    assert 'name="user"' in form and 'name="expires"' in form and "default (API_TOKEN_TTL_DAYS)" in form
+
     page = admin_client.post("/admin/knox/authtoken/add/", {"user": admin_user.pk, "expires": "30"})
 
     assert page.status_code == 200, page.content.decode()[:2000]
