@@ -206,9 +206,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Login and API abuse ----------------------------------------------------------------------------
-# README "Login and API abuse". Who the client is: behind TRUSTED_PROXY_COUNT reverse proxies the client's address
-# is that many entries from the right of X-Forwarded-For; with 0 (the default) the header is ignored, since anyone
-# can send it, and the address is the connection's. Both the login lockout and the API throttles use it.
+# README "API tokens, login lockouts and rate limits". Who the client is: behind TRUSTED_PROXY_COUNT reverse
+# proxies the client's address is that many entries from the right of X-Forwarded-For; with 0 (the default) the
+# header is ignored, since anyone can send it, and the address is the connection's. Lockouts and throttles use it.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # Brute-force protection of the admin login and the API's POST /api/v1/auth/login/ (django-axes): after
