@@ -1,5 +1,5 @@
-"""Who is knocking: the client's address (one rule for login lockouts and API throttles) and the answer to a
-locked-out login (django-axes calls both, see settings "Login and API abuse")."""
+"""Who is knocking: the client's address (one rule for login lockouts and API throttles), the answer to a
+locked-out login (django-axes calls both, see settings "Login and API abuse") and the API's token check."""
 
 import ipaddress
 
@@ -7,6 +7,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -44,3 +46,18 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         response = render(request, "admin/login_locked.html", context, status=429)
     response["Retry-After"] = str(int(wait.total_seconds()))
     return response
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    """knox's token check (`Authorization: Token <value>`), refusing with a 401 what knox would answer with a 500:
+    a value that is not UTF-8 (knox decodes it unguarded) or holds a NUL (PostgreSQL refuses it in a query).
+    Tokens are hexadecimal, so neither can be one."""
+
+    def authenticate_credentials(self, token: bytes):
+        try:
+            text = token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthenticationFailed("Invalid token.") from None
+        if "\x00" in text:
+            raise AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(token)

@@ -179,7 +179,7 @@ MAIL_CAPTURE_DIR = Path(
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "emailsys.auth.TokenAuthentication",  # knox's, with bad input refused as 401
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],

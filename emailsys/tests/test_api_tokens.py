@@ -82,6 +82,14 @@ def test_an_expired_token_is_refused_with_401(client, admin_user) -> None:
     assert response.json() == {"detail": "Invalid token."}
 
 
+@pytest.mark.parametrize("header", ["Token é", "Token \u00ff\u00fe", "Token ab\x00cd", "Token a b", "Token"])
+def test_a_malformed_token_is_a_json_401_not_a_500(client, admin_user, header: str) -> None:
+    response = client.get("/api/v1/campaigns/", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert "token" in response.json()["detail"].lower()
+
+
 def test_logout_revokes_only_the_token_it_is_called_with(client, admin_user) -> None:
     first, second = (login(client, "admin", "password").json()["token"] for _ in range(2))
 
