@@ -2,23 +2,30 @@
 services write, the base admin for send attempts (campaign sends, mailing sends) with the actions on unknown
 outcomes, and small display helpers.
 
-Each app registers its own models; registered here is only django-celery-beat's periodic tasks admin again, with
-permissions on its actions (`PeriodicTaskAdmin`).
+Each app registers its own models; registered here are only django-celery-beat's periodic tasks admin again, with
+permissions on its actions (`PeriodicTaskAdmin`), and the API tokens (django-rest-knox's model, whose own admin
+lists digests and shows a new token's value through a message cookie).
 """
 
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
+from knox.models import AuthToken
 
 from campaigns.services.ledger import ResolveAction
+from emailsys.services import api_token_create, api_token_ttl_default
 
 
 def preformatted(text: str) -> SafeString:
@@ -175,3 +182,82 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+
+
+# --- API tokens --------------------------------------------------------------------------------------------
+
+
+class AuthTokenCreateForm(forms.ModelForm):
+    expires = forms.ChoiceField(
+        choices=[
+            ("default", "default (API_TOKEN_TTL_DAYS)"),
+            ("7", "in 7 days"),
+            ("30", "in 30 days"),
+            ("90", "in 90 days"),
+            ("365", "in a year"),
+            ("never", "never"),
+        ],
+        initial="default",
+    )
+
+    class Meta:
+        model = AuthToken
+        fields = ["user"]
+
+    def expires_in(self) -> timedelta | None:
+        choice = self.cleaned_data["expires"]
+        if choice == "default":
+            return api_token_ttl_default()
+        return None if choice == "never" else timedelta(days=int(choice))
+
+
+# knox is installed before this app, so its admin is registered by now.
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class AuthTokenAdmin(admin.ModelAdmin):
+    """API tokens by user, prefix and expiry; never their value (only a digest is stored). "Add" makes one and shows
+    its value on the next page, once; deleting one revokes it."""
+
+    list_display = ["user", "prefix", "created", "expiry", "expired"]
+    list_filter = [("expiry", admin.EmptyFieldListFilter)]
+    search_fields = ["user__username"]
+    ordering = ["-created"]
+    raw_id_fields = ["user"]
+    form = AuthTokenCreateForm
+    readonly_fields = ["user", "prefix", "created", "expiry", "expired"]
+
+    @admin.display(description="prefix")
+    def prefix(self, token: AuthToken) -> str:
+        return f"{token.token_key[:8]}…"
+
+    @admin.display(description="expired", boolean=True)  # against Django's clock, as knox checks it
+    def expired(self, token: AuthToken) -> bool:
+        return token.expiry is not None and token.expiry < timezone.now()
+
+    def get_fields(self, request: HttpRequest, obj: AuthToken | None = None) -> list[str]:
+        return ["user", "expires"] if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AuthToken | None = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: AuthToken | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: AuthToken, form: AuthTokenCreateForm, change: bool) -> None:
+        token, value = api_token_create(user=form.cleaned_data["user"], expires_in=form.expires_in())
+        instance_adopt(obj, token)
+        request._api_token_value = value  # for response_add, this request only
+
+    def response_add(self, request: HttpRequest, obj: AuthToken, post_url_continue: str | None = None) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API token created",
+            "token": obj,
+            "value": request._api_token_value,
+        }
+        response = TemplateResponse(request, "admin/knox/authtoken/token_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response

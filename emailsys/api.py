@@ -3,21 +3,27 @@
 Errors: a Django `ValidationError` raised by a service becomes a 400 with the errors by field
 (`api_exception_handler`, REST_FRAMEWORK["EXCEPTION_HANDLER"]), so views call services without catching it;
 serializers check the model's own rules with `ModelCleanMixin`. List filters: `emailsys.filters`.
+API tokens: `POST /api/v1/auth/login/` trades a staff user's password for a token (shown once),
+`POST /api/v1/auth/logout/` revokes the token it is called with.
 """
 
 import copy
 
+from django.contrib.auth import authenticate
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView, exception_handler
 
+from emailsys.auth import TokenAuthentication
 from emailsys.health import system_health_check
 from emailsys.permissions import IsActiveStaff
+from emailsys.services import api_token_create, api_token_ttl_default
 
 # --- errors ------------------------------------------------------------------------------------------------
 
@@ -70,3 +76,59 @@ class SystemHealthView(APIView):
     def get(self, request: Request) -> Response:
         health = system_health_check()
         return Response(health.as_dict(), status=200 if health.healthy else 503)
+
+
+# --- API tokens --------------------------------------------------------------------------------------------
+
+
+class TokenLoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
+
+
+class TokenCreatedSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="The token's value: shown this once, stored only as a digest.")
+    expiry = serializers.DateTimeField(allow_null=True, help_text="When it stops working; null: never.")
+    username = serializers.CharField()
+
+
+class TokenLoginView(APIView):
+    """A staff user's username and password for a new API token (`Authorization: Token <token>`).
+
+    The password goes through Django's authentication with the HTTP request, so django-axes counts failures
+    per username and address like the admin login's, and answers a locked-out pair with a JSON 429."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=TokenLoginSerializer,
+        responses={
+            201: TokenCreatedSerializer,
+            400: OpenApiResponse(description="wrong username or password, or not a staff account"),
+            429: OpenApiResponse(description="too many failed logins (Retry-After) or requests"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        login = TokenLoginSerializer(data=request.data)
+        login.is_valid(raise_exception=True)
+        user = authenticate(request._request, **login.validated_data)
+        if user is None or not user.is_staff:
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: ["Enter the correct username and password of a staff account."]}
+            )
+        token, value = api_token_create(user=user, expires_in=api_token_ttl_default())
+        body = {"token": value, "expiry": token.expiry, "username": user.get_username()}
+        return Response(TokenCreatedSerializer(body).data, status=201, headers={"Cache-Control": "no-store"})
+
+
+class TokenLogoutView(APIView):
+    """Revokes the token this request is authenticated with (other tokens of the user keep working)."""
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={204: OpenApiResponse(description="the token no longer works")})
+    def post(self, request: Request) -> Response:
+        request.auth.delete()
+        return Response(status=204)

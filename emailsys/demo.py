@@ -1,12 +1,25 @@
 """Demo data of the operations app: an API token for the demo admin, so the API can be tried at once."""
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from django.db.models import Q
+from django.utils import timezone
+from knox.models import AuthToken
+
+from emailsys.services import api_token_create, api_token_ttl_default
 
 
 def demo_load() -> str:
-    admins = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("id")
-    tokens = [Token.objects.get_or_create(user=admin)[0] for admin in admins[:1]]
-    if not tokens:
+    """The token's value is in the summary the first time only (it is stored as a digest); later runs say how
+    to make another."""
+    admin = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("id").first()
+    if admin is None:
         return "no admin user, no API token"
-    return f"API token for {tokens[0].user.username!r} ready (admin → Auth Token → Tokens)"
+    username = admin.get_username()
+    valid = Q(expiry__isnull=True) | Q(expiry__gt=timezone.now())
+    if AuthToken.objects.filter(valid, user=admin).exists():
+        return (
+            f"{username!r} already has an API token (shown when it was made); "
+            f"another: python manage.py create_api_token {username}"
+        )
+    _, value = api_token_create(user=admin, expires_in=api_token_ttl_default())
+    return f"API token for {username!r} (shown once, copy it): Authorization: Token {value}"

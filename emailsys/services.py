@@ -1,12 +1,15 @@
-"""Operations services: bringing a machine's database to life and the demo admin account."""
+"""Operations services: bringing a machine's database to life, the demo admin account and API tokens."""
 
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from knox.models import AuthToken
+from knox.settings import knox_settings
 from psycopg import sql
 
 
@@ -74,3 +77,14 @@ def admin_ensure(*, username: str, password: str, email: str):
     user.set_password(password)
     user.save()
     return user
+
+
+def api_token_ttl_default() -> timedelta | None:
+    """How long a new API token is valid unless its maker says otherwise (API_TOKEN_TTL_DAYS; None: forever)."""
+    return knox_settings.TOKEN_TTL
+
+
+def api_token_create(*, user, expires_in: timedelta | None) -> tuple[AuthToken, str]:
+    """A new API token of `user` and its value. Only a digest is stored: the caller shows the value once (the
+    login response, the admin's page after "add", `create_api_token`), and nobody can show it again."""
+    return AuthToken.objects.create(user=user, expiry=expires_in)

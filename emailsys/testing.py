@@ -487,7 +487,8 @@ class RecordingHttpServer:
 
 
 def api_authorization(user) -> str:
-    """An Authorization header value with a new API token of `user`: the one way tests authenticate as someone."""
-    from rest_framework.authtoken.models import Token
+    """An Authorization header value with a new API token of `user`: the one way tests authenticate as someone.
+    Made by the service the login endpoint, the admin and `create_api_token` use, with the shipped expiry."""
+    from emailsys.services import api_token_create, api_token_ttl_default
 
-    return f"Token {Token.objects.create(user=user).key}"
+    return f"Token {api_token_create(user=user, expires_in=api_token_ttl_default())[1]}"

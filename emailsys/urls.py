@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from campaigns.views import unsubscribe
 from emailsys import views
-from emailsys.api import SystemHealthView
+from emailsys.api import SystemHealthView, TokenLoginView, TokenLogoutView
 
 admin.site.site_header = "emailsys"
 admin.site.site_title = "emailsys"
@@ -23,6 +23,8 @@ urlpatterns = [
         RedirectView.as_view(pattern_name="captured-mail-detail", permanent=True, query_string=True),
     ),
     path("api/v1/health/", SystemHealthView.as_view(), name="api-health"),
+    path("api/v1/auth/login/", TokenLoginView.as_view(), name="api-login"),
+    path("api/v1/auth/logout/", TokenLogoutView.as_view(), name="api-logout"),
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("workorders.urls")),
     path("api/v1/", include("audit.urls")),

@@ -4,6 +4,7 @@ local.py, test.py and production.py only override defaults. Every variable read 
 README's environment table (a test keeps the two in step).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,7 +38,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "django_filters",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -65,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, so it sees the flag the authentication backend sets and answers a locked-out login with its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "emailsys.urls"
@@ -194,7 +198,7 @@ MAIL_CAPTURE_DIR = Path(
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "emailsys.auth.TokenAuthentication",  # knox's, with bad input refused as 401
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Active staff with the operation's model permissions; an @action names its own (emailsys.permissions).
@@ -222,6 +226,50 @@ SPECTACULAR_SETTINGS = {
     # One name for a choice set used by several fields (a step's name, the step a restart starts from).
     "ENUM_NAME_OVERRIDES": {"WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name"},
 }
+
+# --- Login and API abuse ----------------------------------------------------------------------------
+# README "API tokens, login lockouts and rate limits". Who the client is: behind TRUSTED_PROXY_COUNT reverse
+# proxies the client's address is that many entries from the right of X-Forwarded-For; with 0 (the default) the
+# header is ignored, since anyone can send it, and the address is the connection's. Lockouts and throttles use it.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Brute-force protection of the admin login and the API's POST /api/v1/auth/login/ (django-axes): after
+# AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is locked for
+# AXES_COOLOFF_MINUTES after its last failure (failures while locked restart the cool-off). Lockouts are listed
+# in the admin (Axes → Access attempts), where deleting one unlocks it; `manage.py axes_reset` clears them all.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "emailsys.auth.client_ip"
+# HTML for the admin, JSON with Retry-After for the API.
+AXES_LOCKOUT_CALLABLE = "emailsys.auth.lockout_response"
+
+# API tokens (django-rest-knox): stored as a SHA-512 digest, their value shown once when made (login endpoint,
+# admin, `manage.py create_api_token`). A new token expires after API_TOKEN_TTL_DAYS (0: never).
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=90)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS) if API_TOKEN_TTL_DAYS else None,
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+# API throttling: anonymous requests per client address, authenticated ones per user; a 429 says when to retry
+# (Retry-After). Rates are "<n>/<second|minute|hour|day>".
+# https://www.django-rest-framework.org/api-guide/throttling/
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "rest_framework.throttling.AnonRateThrottle",
+    "rest_framework.throttling.UserRateThrottle",
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "anon": env("API_THROTTLE_ANON", default="60/minute"),
+    "user": env("API_THROTTLE_USER", default="2000/minute"),
+}
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT
 
 # --- Celery -----------------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -369,7 +417,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not its start banner or every successful login
+    },
 }
 
 # --- Security headers and deployment checks ---------------------------------------------------------
