@@ -16,7 +16,7 @@ from campaigns.services.ledger import ResolveAction
 
 
 def preformatted(text: str) -> SafeString:
-    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
+    return format_html('<pre class="preformatted">{}</pre>', text or "—")  # styled in emailsys/pages.css (CSP)
 
 
 def request_actor(request: HttpRequest) -> str:
