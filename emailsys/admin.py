@@ -29,7 +29,7 @@ from emailsys.services import api_token_create, api_token_ttl_default
 
 
 def preformatted(text: str) -> SafeString:
-    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text or "—")
+    return format_html('<pre class="preformatted">{}</pre>', text or "—")  # styled in emailsys/pages.css (CSP)
 
 
 def request_actor(request: HttpRequest) -> str:

@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 
-from campaigns.tests.factories import CampaignFactory, LeadFactory, RecipientFactory
+from campaigns.tests.factories import ActivityFactory, CampaignFactory, LeadFactory, RecipientFactory
 from emailsys.live import live_publish_now
 from emailsys.mail_capture import captured_mail_store
 from emailsys.testing import (
@@ -114,7 +114,7 @@ def browser_page(admin_cookies: list[dict]) -> Iterator[tuple[Page, BrowserProbl
 
         page.on("console", on_console)
         page.on("pageerror", lambda error: problems.errors.append(f"uncaught: {error}"))
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)  # generous: a busy CI machine renders the admin slowly
         try:
             yield page, problems
         finally:
@@ -161,13 +161,15 @@ def test_admin_index_changelist_and_change_form_work_under_the_policy(site, brow
 class CampaignRows:
     campaign_id: int
     unsubscribe_token: str
+    activity_id: int
 
 
 @pytest.fixture
 def campaign_rows(db) -> CampaignRows:
     campaign = CampaignFactory(name="CSP campaign")
     recipient = RecipientFactory(lead=LeadFactory(campaign=campaign))
-    return CampaignRows(campaign.pk, str(recipient.unsubscribe_token))
+    activity = ActivityFactory(campaign=campaign, message="sent", detail={"attempt": 1})
+    return CampaignRows(campaign.pk, str(recipient.unsubscribe_token), activity.pk)
 
 
 def test_a_campaign_change_form_and_its_changelist_render_under_the_policy(campaign_rows, site, browser_page) -> None:
@@ -178,6 +180,13 @@ def test_a_campaign_change_form_and_its_changelist_render_under_the_policy(campa
 
     visit(page, problems, f"{site.url}/admin/campaigns/campaign/{campaign_rows.campaign_id}/change/")
     assert page.locator("#campaign_form").is_visible()
+    assert_clean(page, problems)
+
+    # A read-only field shown preformatted: its look comes from the style sheet, not a style attribute.
+    visit(page, problems, f"{site.url}/admin/campaigns/activity/{campaign_rows.activity_id}/change/")
+    detail = page.locator("pre.preformatted")
+    assert '"attempt": 1' in detail.inner_text()
+    assert detail.evaluate("element => getComputedStyle(element).whiteSpace") == "pre-wrap"
     assert_clean(page, problems)
 
 
