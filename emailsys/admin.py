@@ -11,6 +11,8 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
@@ -159,29 +161,38 @@ def counts_html(counts: dict[Any, int], skip_zero: bool = True) -> SafeString | 
 # --- django-celery-beat ------------------------------------------------------------------------------------
 
 
+def permitted_action(base: type[admin.ModelAdmin], name: str, permission: str):
+    """A third-party admin's action `name`, offered only to users with `permission` of the model (its own
+    declares none, so anyone who may view the list is offered it)."""
+    original = getattr(base, name)
+
+    @admin.action(description=original.short_description, permissions=[permission])
+    def run(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return original(self, request, queryset)
+
+    run.__name__ = name
+    return run
+
+
 class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
-    """django-celery-beat's admin, whose actions declare no permission (offered to anyone who may view the list):
-    enabling, disabling and running a task now need the change permission of periodic tasks."""
+    """django-celery-beat's admin: enabling, disabling and running a task need the change permission."""
 
-    def _beat_action(name: str):  # noqa: N805 - builds the class's actions, not a method
-        original = getattr(beat_admin.PeriodicTaskAdmin, name)
+    enable_tasks = permitted_action(beat_admin.PeriodicTaskAdmin, "enable_tasks", "change")
+    disable_tasks = permitted_action(beat_admin.PeriodicTaskAdmin, "disable_tasks", "change")
+    toggle_tasks = permitted_action(beat_admin.PeriodicTaskAdmin, "toggle_tasks", "change")
+    run_tasks = permitted_action(beat_admin.PeriodicTaskAdmin, "run_tasks", "change")
 
-        @admin.action(description=original.short_description, permissions=["change"])
-        def run(self, request: HttpRequest, queryset: QuerySet) -> Any:
-            return original(self, request, queryset)
 
-        run.__name__ = name
-        return run
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    """django-axes' lockouts: cleaning up expired attempts deletes rows, so it needs the delete permission."""
 
-    enable_tasks = _beat_action("enable_tasks")
-    disable_tasks = _beat_action("disable_tasks")
-    toggle_tasks = _beat_action("toggle_tasks")
-    run_tasks = _beat_action("run_tasks")
-    del _beat_action
+    cleanup_expired_attempts = permitted_action(axes_admin.AccessAttemptAdmin, "cleanup_expired_attempts", "delete")
 
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+admin.site.unregister(AccessAttempt)
+admin.site.register(AccessAttempt, AccessAttemptAdmin)
 
 
 # --- API tokens --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -126,7 +126,7 @@ class TokenLogoutView(APIView):
     """Revokes the token this request is authenticated with (other tokens of the user keep working)."""
 
     authentication_classes = [TokenAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsActiveStaff]
 
     @extend_schema(request=None, responses={204: OpenApiResponse(description="the token no longer works")})
     def post(self, request: Request) -> Response:

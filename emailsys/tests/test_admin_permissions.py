@@ -14,7 +14,6 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
-from rest_framework.authtoken.models import Token
 
 from campaigns.models import Campaign, SendRecord
 from campaigns.tests.factories import (
@@ -32,6 +31,7 @@ from campaigns.tests.factories import (
     SequenceStepFactory,
     SuppressionFactory,
 )
+from emailsys.services import api_token_create
 from emailsys.testing import RecordingSmtpServer
 from workorders.models import MailingSend
 from workorders.services.state import workorder_steps_create
@@ -49,7 +49,11 @@ RESOLVE = {"delete_selected": "nobody", "mark_sent": "operator", "mark_failed": 
 ACTIONS: dict[str, dict[str, str]] = {
     "auth.group": DELETE_ONLY,
     "auth.user": DELETE_ONLY,
-    "authtoken.tokenproxy": {},  # DRF's token admin has no actions
+    "knox.authtoken": DELETE_ONLY,
+    "auditlog.logentry": READ_ONLY,  # nobody edits or deletes the audit trail
+    "axes.accessattempt": {**DELETE_ONLY, "cleanup_expired_attempts": "admin"},
+    "axes.accessfailurelog": DELETE_ONLY,
+    "axes.accesslog": DELETE_ONLY,
     "django_celery_beat.periodictask": {
         **DELETE_ONLY,
         "enable_tasks": "admin",
@@ -138,7 +142,7 @@ def world() -> None:
     SolarSchedule.objects.get_or_create(event="sunrise", latitude=1, longitude=1)
     interval, _ = IntervalSchedule.objects.get_or_create(every=11, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.get_or_create(name="matrix", defaults={"task": "emailsys.heartbeat", "interval": interval})
-    Token.objects.create(user=get_user_model().objects.create_user("token-owner"))
+    api_token_create(user=get_user_model().objects.create_user("token-owner"), expires_in=None)
 
 
 def every_row() -> tuple:

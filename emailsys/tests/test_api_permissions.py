@@ -20,6 +20,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
+from audit.context import AuditSource, audit_context
+from audit.services import audit_record
 from campaigns.models import Campaign, Lead, Recipient, SenderAccount, SendRecord
 from campaigns.tests.factories import (
     ActivityFactory,
@@ -41,7 +43,7 @@ from workorders.tests.factories import EventFactory, SegmentFactory, WorkOrderFa
 pytestmark = pytest.mark.django_db
 
 # Who may: "staff" = any active staff user; "viewer" ⊂ "operator" ⊂ "admin".
-RANKS = {"staff": 0, "viewer": 1, "operator": 2, "admin": 3}
+RANKS = {"anyone": -1, "staff": 0, "viewer": 1, "operator": 2, "admin": 3}
 CALLERS = ["anonymous", "bad_token", "non_staff", "staff", "viewer", "operator", "admin"]
 
 
@@ -60,6 +62,7 @@ class World:
     activity: Any
     unknown_send: SendRecord
     work_order: WorkOrder
+    audit_entry: Any
     ids: dict[str, int] = field(default_factory=dict)
 
 
@@ -109,6 +112,13 @@ def _status(model, pk: int, status: str) -> bool:
 # stopping it, and deletes only spare rows.
 OPERATIONS: dict[str, Op] = {
     "v1_health_retrieve": Op("staff", _path("/api/v1/health/"), (200, 503)),
+    # a password for a token: anyone may try (django-axes counts the failures)
+    "v1_auth_login_create": Op(
+        "anyone", lambda w: ("/api/v1/auth/login/", {"username": "nobody-here", "password": "wrong"}), (400,)
+    ),
+    # the audit trail
+    "v1_audit_list": Op("viewer", _path("/api/v1/audit/"), done=lambda w, body: body["count"] >= 1),
+    "v1_audit_retrieve": Op("viewer", _path("/api/v1/audit/{w.audit_entry.pk}/")),
     # campaigns
     "v1_campaigns_list": Op("viewer", _path("/api/v1/campaigns/"), done=lambda w, body: body["count"] == 2),
     "v1_campaigns_retrieve": Op("viewer", _path("/api/v1/campaigns/{w.campaign.pk}/")),
@@ -254,6 +264,8 @@ OPERATIONS: dict[str, Op] = {
         lambda w: (f"/api/v1/workorders/{w.work_order.pk}/unlock/", None),
         done=lambda w, body: WorkOrder.objects.get(pk=w.work_order.pk).lock_owner == "",
     ),
+    # last: it revokes the caller's own token
+    "v1_auth_logout_create": Op("staff", _path("/api/v1/auth/logout/"), (204,)),
 }
 
 
@@ -262,6 +274,11 @@ def schema_operations() -> dict[str, str]:
     """operationId → HTTP method, from the schema the API serves."""
     schema = SchemaGenerator().get_schema(request=None, public=True)
     return {op["operationId"]: method.upper() for ops in schema["paths"].values() for method, op in ops.items()}
+
+
+def _audit_entry(campaign: Campaign) -> Any:
+    with audit_context(source=AuditSource.COMMAND, command_user="matrix"):
+        return audit_record(action="campaign.pause", target=campaign)
 
 
 def build_world() -> World:
@@ -281,7 +298,7 @@ def build_world() -> World:
         spare_account=SenderAccountFactory(), template=template, spare_template=EmailTemplateFactory(),
         activity=ActivityFactory(campaign=campaign),
         unknown_send=SendRecordFactory(recipient=recipient, account=account, state=SendRecord.State.UNKNOWN),
-        work_order=work_order,
+        work_order=work_order, audit_entry=_audit_entry(campaign),
     )  # fmt: skip
 
 
@@ -317,6 +334,8 @@ def client_for(caller: str) -> APIClient:
 
 def expected_refusal(caller: str, op: Op) -> int | None:
     """401 or 403 when the caller may not, None when it may."""
+    if op.min_role == "anyone":
+        return None
     if caller in ("anonymous", "bad_token"):
         return 401
     if caller == "non_staff":
