@@ -176,7 +176,7 @@ class LeadBulkErrorSerializer(serializers.Serializer):
 
 class LeadBulkErrorsSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    errors = LeadBulkErrorSerializer(many=True)
+    errors = LeadBulkErrorSerializer(many=True, required=False, help_text="Absent when the body as a whole is wrong.")
 
 
 # --- accounts ----------------------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def _too_deep() -> ParseError:
 class JSONParser(parsers.JSONParser):
     """DRF's parser, minus the bodies that would become a 500 further down: Python's json raises RecursionError
     (not the ValueError DRF catches) on ~1,000 levels; NULs and lone surrogates fail in PostgreSQL or in the
-    response. Refused with the path of the value, under its top-level field as DRF reports field errors."""
+    response. Refused with the path of the value, under its top-level field as DRF reports field errors (a list
+    body's under "detail")."""
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
         try:
@@ -88,7 +89,9 @@ class JSONParser(parsers.JSONParser):
         path, problem = found
         if problem.startswith("is nested"):
             raise _too_deep()
-        field = path.split(".")[0].split("[")[0] if isinstance(data, dict) else ""
+        if not isinstance(data, dict):  # a list body (bulk): the whole body is at fault, as for a parse error
+            raise ParseError(f"{path}: {problem}.")
+        field = path.split(".")[0].split("[")[0]
         raise serializers.ValidationError({field or api_settings.NON_FIELD_ERRORS_KEY: [f"{path}: {problem}."]})
 
 

@@ -128,9 +128,7 @@ def test_lone_surrogate_in_bulk_leads_names_the_item(api) -> None:
     response = post_json(api, "/api/v1/leads/bulk/", body)
     assert response.status_code == 400
     assert response.json() == {
-        "non_field_errors": [
-            "[1].custom_fields.plan[1]: contains a lone surrogate (\\ud800), which is not valid Unicode."
-        ]
+        "detail": "[1].custom_fields.plan[1]: contains a lone surrogate (\\ud800), which is not valid Unicode."
     }
     assert not Lead.objects.exists()
 
@@ -234,3 +232,31 @@ def test_a_crash_under_api_is_a_json_500_without_traceback(api, monkeypatch) -> 
     assert response.status_code == 500
     assert response.json() == {"detail": "Server error; it has been logged."}
     assert b"secret internals" not in response.content and b"Traceback" not in response.content
+
+
+def test_every_writable_json_field_of_the_api_refuses_what_the_parser_refuses() -> None:
+    """A form value reaches a JSON field without the parser: each such field must check it itself."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+    from rest_framework import serializers
+
+    from emailsys.apijson import StorableJSONField
+
+    def views(patterns) -> set[type]:
+        found = set()
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                found |= views(pattern.url_patterns)
+            elif isinstance(pattern, URLPattern) and getattr(pattern.callback, "cls", None) is not None:
+                found.add(pattern.callback.cls)
+        return found
+
+    checked = []
+    for view in views(get_resolver().url_patterns):
+        serializer_class = getattr(view, "serializer_class", None)
+        if serializer_class is None or not (hasattr(view, "create") or hasattr(view, "update")):
+            continue  # read-only views take no body
+        for name, field in serializer_class().fields.items():
+            if isinstance(field, serializers.JSONField) and not field.read_only:
+                checked.append(f"{serializer_class.__name__}.{name}")
+                assert isinstance(field, StorableJSONField), f"{serializer_class.__name__}.{name}"
+    assert {"LeadSerializer.custom_fields", "WorkOrderSerializer.subjects"} <= set(checked)
