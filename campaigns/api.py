@@ -14,7 +14,6 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -51,6 +50,7 @@ from campaigns.services.ledger import ResolveAction
 from campaigns.services.lifecycle import campaign_set_status
 from campaigns.services.recipients import recipient_mark_replied
 from campaigns.services.sends import send_record_resolve
+from emailsys.apijson import JSONRenderer
 from emailsys.permissions import requires
 
 
@@ -215,7 +215,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             value = item.get("campaign") if isinstance(item, dict) else None
             if isinstance(value, int) and not isinstance(value, bool):
                 ids.add(value)
-            elif isinstance(value, str) and value.isdigit():
+            elif isinstance(value, str) and value.isascii() and value.isdigit():  # "²".isdigit() too
                 ids.add(int(value))
         return Campaign.objects.in_bulk(ids)
 

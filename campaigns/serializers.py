@@ -15,6 +15,7 @@ from campaigns.services.destinations import SECRET_DESTINATIONS, account_secrets
 from campaigns.services.leads import leads_create
 from campaigns.services.templating import template_check
 from emailsys.api import ModelCleanMixin
+from emailsys.apijson import StorableJSONMixin
 
 MAX_BULK_LEADS = 1000
 
@@ -44,7 +45,7 @@ class EmailTemplateSerializer(ModelCleanMixin, serializers.ModelSerializer):
 # --- campaigns ---------------------------------------------------------------------------------------------
 
 
-class CampaignSerializer(ModelCleanMixin, serializers.ModelSerializer):
+class CampaignSerializer(StorableJSONMixin, ModelCleanMixin, serializers.ModelSerializer):
     """Status changes go through /pause/ and /resume/ (they are checked and logged), so it is read-only here."""
 
     step_count = serializers.IntegerField(read_only=True)
@@ -125,7 +126,7 @@ class _CampaignField(serializers.PrimaryKeyRelatedField):
         return campaign
 
 
-class LeadSerializer(serializers.ModelSerializer):
+class LeadSerializer(StorableJSONMixin, serializers.ModelSerializer):
     campaign = _CampaignField(queryset=Campaign.objects.all())
     recipients = RecipientSerializer(many=True, allow_empty=False)
     sender_email = serializers.EmailField(
@@ -176,7 +177,7 @@ class LeadBulkErrorSerializer(serializers.Serializer):
 
 class LeadBulkErrorsSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    errors = LeadBulkErrorSerializer(many=True)
+    errors = LeadBulkErrorSerializer(many=True, required=False, help_text="Absent when the body as a whole is wrong.")
 
 
 # --- accounts ----------------------------------------------------------------------------------------------

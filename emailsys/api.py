@@ -5,15 +5,19 @@ Errors: a Django `ValidationError` raised by a service becomes a 400 with the er
 serializers check the model's own rules with `ModelCleanMixin`. List filters: `emailsys.filters`.
 API tokens: `POST /api/v1/auth/login/` trades a staff user's password for a token (shown once),
 `POST /api/v1/auth/logout/` revokes the token it is called with.
+Input no layer below can take is refused by the parser and JSON field of `emailsys.apijson`. Errors outside
+DRF's views under /api/ (unknown URL, a crash) are JSON too (`emailsys.views`, the URLconf's handlers).
 """
 
 import copy
 
+from django.conf import settings
 from django.contrib.auth import authenticate
-from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import NON_FIELD_ERRORS, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,11 +39,20 @@ def django_errors(error: DjangoValidationError) -> dict[str, list[str]]:
     return {non_field if key == NON_FIELD_ERRORS else key: value for key, value in messages.items()}
 
 
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, plus: a Django ValidationError (a service refusing) is a 400 with `django_errors`,
-    never a 500."""
+    """DRF's handler, plus: a Django ValidationError (a service refusing) is a 400 with `django_errors`, and a
+    body over DATA_UPLOAD_MAX_MEMORY_SIZE a JSON 413 (Django would answer its HTML 400 page)."""
     if isinstance(exc, DjangoValidationError):
         exc = serializers.ValidationError(django_errors(exc))
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes, the most this API reads."
+        )
     return exception_handler(exc, context)
 
 

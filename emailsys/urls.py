@@ -8,6 +8,11 @@ from campaigns.views import unsubscribe
 from emailsys import views
 from emailsys.api import SystemHealthView, TokenLoginView, TokenLogoutView
 
+handler400 = "emailsys.views.bad_request"
+handler403 = "emailsys.views.permission_denied"
+handler404 = "emailsys.views.page_not_found"
+handler500 = "emailsys.views.server_error"
+
 admin.site.site_header = "emailsys"
 admin.site.site_title = "emailsys"
 

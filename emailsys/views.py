@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
@@ -76,3 +77,38 @@ def captured_mail_detail(request: HttpRequest, name: str) -> HttpResponse:
 # The HTML part is shown in a sandboxed iframe (no scripts, no forms); `srcdoc` inherits this page's policy, so the
 # page allows inline styles for the email's own <style> and style attributes. Scripts stay blocked.
 captured_mail_detail = csp_update({"style-src": [UNSAFE_INLINE]})(captured_mail_detail)
+
+
+# --- errors Django answers itself (the URLconf's handler400/403/404/500) ------------------------------------
+# Under /api/ they are JSON like DRF's own errors, so a client never parses an HTML page; elsewhere Django's.
+# https://docs.djangoproject.com/en/5.2/topics/http/views/#customizing-error-views
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A SuspiciousOperation outside DRF's views (too many fields, a disallowed host's request, ...)."""
+    if _is_api(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": f"No API endpoint at {request.path}; see /api/schema/."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """No traceback, whatever DEBUG says elsewhere: the error is logged with it (django.request)."""
+    if _is_api(request):
+        return JsonResponse({"detail": "Server error; it has been logged."}, status=500)
+    return defaults.server_error(request)

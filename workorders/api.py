@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from emailsys.api import ModelCleanMixin
+from emailsys.apijson import StorableJSONMixin
 from emailsys.permissions import requires
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_list
@@ -26,7 +27,7 @@ class WorkOrderStepSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WorkOrderSerializer(ModelCleanMixin, serializers.ModelSerializer):
+class WorkOrderSerializer(StorableJSONMixin, ModelCleanMixin, serializers.ModelSerializer):
     """Status, stop flag and lock change only through the actions (they are checked and broadcast)."""
 
     steps = WorkOrderStepSerializer(many=True, read_only=True)

@@ -212,6 +212,17 @@ REST_FRAMEWORK = {
     # A Django ValidationError raised by a service is a 400 with the errors by field, like a serializer's.
     # https://www.django-rest-framework.org/api-guide/exceptions/#custom-exception-handling
     "EXCEPTION_HANDLER": "emailsys.api.api_exception_handler",
+    # JSON that would fail below (nested ~1,000 deep, NUL, lone surrogates) is a 400 naming where; errors that
+    # echo text UTF-8 cannot encode still render. https://www.django-rest-framework.org/api-guide/parsers/
+    "DEFAULT_PARSER_CLASSES": [
+        "emailsys.apijson.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": [
+        "emailsys.apijson.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "emailsys API",
