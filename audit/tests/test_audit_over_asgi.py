@@ -37,8 +37,8 @@ def test_api_and_admin_requests_served_by_daphne_are_recorded_with_their_users(b
     account = SenderAccountFactory()
     CampaignAccountFactory(campaign=campaign, account=account)
     operator = django_user_model.objects.create_user("ops", password="x", is_staff=True)
-    operator.user_permissions.add(*Permission.objects.filter(codename__in=["operate_senderaccount",
-                                                                            "change_senderaccount"]))  # fmt: skip
+    granted = ["operate_senderaccount", "change_senderaccount", "view_senderaccount"]
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=granted))
     boss = django_user_model.objects.create_superuser("boss", "boss@emailsys.test", "x")
 
     api = requests.post(

@@ -51,9 +51,11 @@ def only_entry(action: str) -> LogEntry:
 
 def staff_user(username: str, *permissions: str):
     user = get_user_model().objects.create_user(username, f"{username}@emailsys.test", "pw", is_staff=True)
-    for codename in permissions:
+    for codename in permissions:  # each with the view permission of its model, without which the API shows nothing
         app_label, name = codename.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=name))
+        permission = Permission.objects.get(content_type__app_label=app_label, codename=name)
+        view = Permission.objects.get(content_type=permission.content_type, codename__startswith="view_")
+        user.user_permissions.add(permission, view)
     return get_user_model().objects.get(pk=user.pk)  # a fresh object: no cached permissions
 
 

@@ -6,6 +6,7 @@ fails the test, so a new one cannot be forgotten. Plus the custom admin views (t
 import re
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
@@ -15,6 +16,8 @@ from django.test import Client
 from django.urls import reverse
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
+from audit.context import AuditSource, audit_context
+from audit.services import audit_record
 from campaigns.models import Campaign, SendRecord
 from campaigns.tests.factories import (
     AccountDailyUsageFactory,
@@ -143,6 +146,11 @@ def world() -> None:
     interval, _ = IntervalSchedule.objects.get_or_create(every=11, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.get_or_create(name="matrix", defaults={"task": "emailsys.heartbeat", "interval": interval})
     api_token_create(user=get_user_model().objects.create_user("token-owner"), expires_in=None)
+    AccessAttempt.objects.create(username="guesser", ip_address="127.0.0.2", failures_since_start=3)
+    AccessFailureLog.objects.create(username="guesser", ip_address="127.0.0.2")
+    AccessLog.objects.create(username="token-owner", ip_address="127.0.0.1")
+    with audit_context(source=AuditSource.COMMAND, command_user="matrix"):
+        audit_record(action="campaign.pause", target=CampaignFactory())
 
 
 def every_row() -> tuple:
