@@ -8,6 +8,7 @@ import json
 from io import StringIO
 
 import pytest
+from auditlog.models import LogEntry
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -112,6 +113,14 @@ def test_an_smtp_account_pointed_elsewhere_without_its_password_never_sends_it_t
         assert response.status_code == 200 and response.json()["has_password"] is True
         assert "OK" in account_test_action(admin_client, account)
         assert [(attempt.login, attempt.password) for attempt in other.auth_snapshot()] == [("mailer", PASSWORD)]
+
+    # The audit trail: the move that cleared the password (from where it was made), then the new password —
+    # both by the admin user, each only as "changed".
+    edits = LogEntry.objects.filter(additional_data__action="account.update", object_pk=str(account.pk))
+    trail = [(entry.actor.username, entry.additional_data["source"], entry.changes.get("smtp_password"))
+             for entry in edits.order_by("pk")]  # fmt: skip
+    assert trail == [("admin", via, ["***", ""]), ("admin", "api", ["", "***"])]
+    assert PASSWORD not in json.dumps([entry.changes for entry in edits])
 
 
 def test_entering_the_password_again_in_the_same_edit_keeps_it(admin_client, api) -> None:

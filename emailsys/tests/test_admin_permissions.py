@@ -6,6 +6,7 @@ fails the test, so a new one cannot be forgotten. Plus the custom admin views (t
 import re
 
 import pytest
+from auditlog.models import LogEntry
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -250,3 +251,9 @@ def test_the_send_test_page_needs_the_send_test_permission(world: None) -> None:
         assert operator.get(url).status_code == 200
         assert operator.post(url, form).status_code == 302
         assert [mail.rcpt_tos for mail in smtp.snapshot()] == [("me@example.test",)]
+
+    # the audit trail: the operator's test send, from the admin; nothing of the viewer's refused tries
+    recorded = LogEntry.objects.filter(additional_data__action="campaign.test_send")
+    assert [(entry.actor.username, entry.additional_data["source"]) for entry in recorded] == [
+        ("admin-matrix-operator", "admin")
+    ]

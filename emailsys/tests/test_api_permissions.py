@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from auditlog.models import LogEntry
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -332,6 +333,13 @@ def client_for(caller: str) -> APIClient:
     return client
 
 
+# What an operator's allowed calls above must leave in the audit trail.
+AUDITED_FOR_OPERATORS = {
+    "campaign.pause", "account.pause", "account.resume", "recipient.mark_replied", "send.resolve",
+    "work_order.start", "work_order.stop", "work_order.restart", "work_order.unlock",
+}  # fmt: skip
+
+
 def expected_refusal(caller: str, op: Op) -> int | None:
     """401 or 403 when the caller may not, None when it may."""
     if op.min_role == "anyone":
@@ -373,6 +381,14 @@ def test_each_caller_gets_what_its_role_allows(caller: str) -> None:
         elif op.done is not None and not op.done(world, content):
             failures.append(f"{operation_id}: {response.status_code} but the effect is missing: {content}")
     assert failures == []
+
+    # The audit trail shows each effect with the caller and "api"; a refused call leaves no entry.
+    from_api = LogEntry.objects.filter(additional_data__source="api")
+    recorded = {(entry.actor.username, entry.additional_data["action"]) for entry in from_api.select_related("actor")}
+    if RANKS.get(caller, -1) >= RANKS["operator"]:
+        assert {(f"matrix-{caller}", action) for action in AUDITED_FOR_OPERATORS} <= recorded
+    else:
+        assert recorded == set()
 
 
 def test_without_view_permission_a_missing_row_is_403_not_404() -> None:
