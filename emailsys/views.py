@@ -4,6 +4,7 @@ from csp.constants import UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
@@ -47,13 +48,19 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return ExportToDjangoView(request)
 
 
+# Captured mail is what the campaigns sent, as their send records hold it: the same permission shows it.
+CAPTURED_MAIL_PERMISSION = "campaigns.view_sendrecord"
+
+
 @staff_member_required
+@permission_required(CAPTURED_MAIL_PERMISSION, raise_exception=True)
 def captured_mail_index(request: HttpRequest) -> HttpResponse:
     messages = captured_mail_list(directory=settings.MAIL_CAPTURE_DIR)
     return render(request, "captured_mail/list.html", {"messages": messages, "directory": settings.MAIL_CAPTURE_DIR})
 
 
 @staff_member_required
+@permission_required(CAPTURED_MAIL_PERMISSION, raise_exception=True)
 def captured_mail_detail(request: HttpRequest, name: str) -> HttpResponse:
     found = captured_mail_get(directory=settings.MAIL_CAPTURE_DIR, name=name)
     if found is None:

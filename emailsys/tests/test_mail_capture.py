@@ -6,6 +6,8 @@ import sys
 from email.message import EmailMessage
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from emailsys.testing import free_port, port_answers, process_env, wait_until
 
@@ -51,6 +53,12 @@ def test_captured_mail_is_stored_listed_and_shown(capture, admin_client, client)
     assert raw["Content-Type"] == "message/rfc822" and raw.content == first
 
     assert client.get("/captured/").status_code == 302  # anonymous: to the login page
+    staff = get_user_model().objects.create_user("no-permissions", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/captured/").status_code == 403
+    assert client.get(f"/captured/{files[0].name}").status_code == 403
+    staff.groups.add(Group.objects.get(name="viewer"))
+    assert "First message" in client.get(f"/captured/{files[0].name}").content.decode()
     assert admin_client.get("/captured/..%2F..%2Fetc%2Fpasswd").status_code == 404
 
 
