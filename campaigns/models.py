@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce, Lower
 
+from campaigns.validators import account_destination_errors
 from emailsys.crypto import EncryptedTextField
 from emailsys.fields import LowerCaseEmailField
 
@@ -127,9 +128,7 @@ class SenderAccount(models.Model):
 
     def clean(self) -> None:
         """The constraint's rule, said on the field that is missing; then where its secrets may go (plaintext
-        AUTH, ESP endpoints: `campaigns.services.destinations`, which the sending path checks again)."""
-        from campaigns.services.destinations import account_destination_errors
-
+        AUTH, ESP endpoints: `campaigns.validators`, which the sending path checks again)."""
         if self.transport == self.Transport.SMTP and not self.smtp_host:
             raise ValidationError({"smtp_host": "An SMTP account needs a host."})
         if self.transport == self.Transport.ESP and not self.esp_name:

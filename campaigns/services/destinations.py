@@ -7,8 +7,8 @@ stored password or API key sent there. Entering the secret again with the new de
 form and the API serializer both go through `account_secrets_bind`; the campaign YAML import only references
 accounts and cannot change them.
 
-Two rules hold wherever a secret could leave, checked when an account is saved (`account_destination_errors`,
-from `SenderAccount.clean`) and again before anything is sent (`smtp_login_refusal`, `esp_refusal`), since rows
+Two rules hold wherever a secret could leave, checked when an account is saved (`SenderAccount.clean`, with
+`campaigns.validators`) and again before anything is sent (`smtp_login_refusal`, `esp_refusal`), since rows
 stored before the rules, or written around the forms, must not leak either:
 
 - AUTH only over an encrypted connection (TLS, or STARTTLS: smtplib refuses to go on when the server does not
@@ -17,15 +17,16 @@ stored before the rules, or written around the forms, must not leak either:
 - An ESP endpoint override (`esp_endpoint_url`) only from `ESP_ENDPOINT_ALLOWLIST`.
 """
 
-import ipaddress
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
-
-from django.conf import settings
 
 from campaigns.models import SenderAccount
+from campaigns.validators import (
+    esp_endpoint_allowed,
+    host_normalized,
+    plaintext_auth_refusal,
+    smtp_plaintext_auth_allowed,
+)
 
 # secret → the fields that decide where it is sent, or as whom. ESP key id: Amazon SES signs with the pair (a
 # new key id comes with its own secret); region: it picks the endpoint host the request goes to.
@@ -47,7 +48,7 @@ NOT_STORED = {
 
 def _same(field: str, old: Any, new: Any) -> bool:
     if field == "smtp_host":
-        return _host(str(old or "")) == _host(str(new or ""))
+        return host_normalized(str(old or "")) == host_normalized(str(new or ""))
     return old == new
 
 
@@ -82,85 +83,6 @@ def account_secrets_cleared_message(cleared: Mapping[str, list[str]]) -> str:
 # --- the rules -------------------------------------------------------------------------------------------------
 
 
-def _host(host: str) -> str:
-    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
-
-
-def smtp_plaintext_auth_allowed(host: str) -> bool:
-    """Whether AUTH may go over an unencrypted connection to `host`: loopback, or `SMTP_PLAINTEXT_AUTH_HOSTS`."""
-    return _plaintext_auth_allowed(host, tuple(settings.SMTP_PLAINTEXT_AUTH_HOSTS))
-
-
-@lru_cache(maxsize=1024)  # the answer for a host and a setting never changes; parsing costs ~25 µs
-def _plaintext_auth_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
-    name = _host(host)
-    if name == "localhost" or name in {_host(allowed) for allowed in allowed_hosts}:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _split(url: str) -> SplitResult | None:
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return None
-    return parts
-
-
-def esp_endpoint_allowed(url: str) -> bool:
-    """Whether an ESP endpoint override is in `ESP_ENDPOINT_ALLOWLIST`. An entry `scheme://host` allows any port
-    of that host, `scheme://host:port` that port only, and a path in an entry must begin the URL's path. A URL
-    with a user name or password in it is never allowed."""
-    return _endpoint_allowed(url, tuple(settings.ESP_ENDPOINT_ALLOWLIST))
-
-
-@lru_cache(maxsize=1024)  # checked before every ESP request: ~2 µs cached instead of ~45 µs of URL parsing
-def _endpoint_allowed(url: str, allowlist: tuple[str, ...]) -> bool:
-    target = _split(url)
-    if target is None or not target.hostname or target.username is not None or target.password is not None:
-        return False
-    for entry in allowlist:
-        allowed = _split(entry)
-        if allowed is None or (allowed.scheme.lower(), allowed.hostname) != (target.scheme.lower(), target.hostname):
-            continue
-        if allowed.port is not None and allowed.port != target.port:
-            continue
-        prefix = allowed.path.rstrip("/")
-        if not prefix or target.path == prefix or target.path.startswith(prefix + "/"):
-            return True
-    return False
-
-
-def _plaintext_auth_refusal(host: str) -> str:
-    return (
-        f"AUTH over an unencrypted connection refused: {host} is neither loopback nor in SMTP_PLAINTEXT_AUTH_HOSTS; "
-        "use STARTTLS or TLS"
-    )
-
-
-def account_destination_errors(account: SenderAccount) -> dict[str, str]:
-    """The rules above as errors by field, for saving an account (its model's `clean`)."""
-    errors = {}
-    logs_in = account.smtp_username and account.smtp_password
-    if (
-        account.transport == SenderAccount.Transport.SMTP
-        and logs_in
-        and account.security == SenderAccount.Security.NONE
-        and account.smtp_host
-        and not smtp_plaintext_auth_allowed(account.smtp_host)
-    ):
-        errors["security"] = _plaintext_auth_refusal(account.smtp_host) + ", or remove the username and password."
-    if account.esp_endpoint_url and not esp_endpoint_allowed(account.esp_endpoint_url):
-        errors["esp_endpoint_url"] = (
-            "Not an allowed ESP endpoint (ESP_ENDPOINT_ALLOWLIST); leave it empty for the ESP's own API."
-        )
-    return errors
-
-
 def smtp_login_refusal(account: SenderAccount) -> str | None:
     """Why the account must not log in (checked before connecting, once per connection), or None. An account
     without a username does not log in at all."""
@@ -169,7 +91,7 @@ def smtp_login_refusal(account: SenderAccount) -> str | None:
     if not account.smtp_password:
         return NOT_STORED["smtp_password"]
     if account.security == SenderAccount.Security.NONE and not smtp_plaintext_auth_allowed(account.smtp_host):
-        return _plaintext_auth_refusal(account.smtp_host)
+        return plaintext_auth_refusal(account.smtp_host)
     return None
 
 
