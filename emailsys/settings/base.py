@@ -128,7 +128,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", default="emailsys")},
+        "CONFIG": {
+            # redis-py's default socket timeout (5 s) equals channels_redis's blocking read (BZPOPMIN, 5 s): an idle
+            # socket's read then times out and its consumer dies (django/channels_redis#422). Reads get longer.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": env("CHANNELS_PREFIX", default="emailsys"),
+        },
     }
 }
 # An open live socket re-checks its user's access this often (seconds; and on every frame the client sends): a

@@ -253,11 +253,11 @@ def test_a_page_of_the_site_receives_live_updates_over_its_websocket(site, brows
         socket.onmessage = (event) => window.__live.push(JSON.parse(event.data));
     }"""
     )
-    page.wait_for_function("window.__live.length > 0")
+    page.wait_for_function("() => window.__live.length > 0")  # a function: an expression would need eval
     # Another thread: Playwright's sync API keeps an event loop in this one.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(live_publish_now, group="dashboard", payload={"version": 1, "state": "csp"}).result(timeout=10)
-    page.wait_for_function("window.__live.length > 1")
+    page.wait_for_function("() => window.__live.length > 1")
     assert page.evaluate("window.__live") == [
         {"type": "subscribed", "group": "dashboard"},
         {"type": "update", "group": "dashboard", "payload": {"version": 1, "state": "csp"}},
