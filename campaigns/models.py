@@ -107,6 +107,9 @@ class SenderAccount(models.Model):
     last_reserved_at = models.DateTimeField(null=True, blank=True)
     next_available_at = models.DateTimeField(null=True, blank=True)
     busy_until = models.DateTimeField(null=True, blank=True, help_text="A send holds the account until then.")
+    live_version = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Incremented with each live change (emailsys.live): pages keep the newest."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -186,6 +189,9 @@ class Campaign(models.Model):
     )
     stop_on_reply = models.BooleanField(
         default=True, help_text="A reply from any recipient of a lead stops the whole lead."
+    )
+    live_version = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Incremented with each live change (emailsys.live): pages keep the newest."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 
+from emailsys.live import live_current, live_group_objects
 from emailsys.live_access import LiveRefusal, live_group_permissions, live_socket_refusal
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,16 @@ class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group_name, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "group": self.group_name})
+        await self.send_current_state()
         self.recheck_task = asyncio.create_task(self.recheck_periodically(), name=f"live-recheck {self.channel_name}")
+
+    async def send_current_state(self) -> None:
+        """Right after joining (so nothing published meanwhile is missed): the group's objects as they stand, so a
+        client that was disconnected needs nothing it missed."""
+        for kind_name, object_id in live_group_objects(self.group_name):
+            payload = await database_sync_to_async(live_current)(kind_name, object_id)
+            if payload is not None:
+                await self.send_json({"type": "update", "group": self.group_name, "payload": payload})
 
     async def disconnect(self, code: int) -> None:
         if self.group_name:

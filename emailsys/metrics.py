@@ -6,6 +6,7 @@ broker. HTTP request metrics come from django-prometheus's middleware.
 """
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -27,6 +28,14 @@ EVENTS = {
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATE_NAMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected"}
 _SEP = "\x1f"
+LIVE_METRICS_KEY = "emailsys:metrics:live"
+# What live updates do (emailsys/live.py, emailsys/consumers.py): emailsys_live_messages_total{outcome=…}.
+LIVE_OUTCOMES = {
+    "published": "snapshots sent to a channel-layer group",
+    "delivered": "snapshots sent to a WebSocket client",
+    "coalesced": "progress marks folded into a later snapshot instead of a message of their own",
+}
+LIVE_FLUSH_SECONDS = 1.0
 
 _started_at: dict[str, float] = {}
 
@@ -55,6 +64,32 @@ def event_count(event: str, amount: int = 1) -> None:
         ops_redis().hincrby(EVENT_METRICS_KEY, event, amount)
     except Exception as error:  # noqa: BLE001
         logger.warning("could not count %s: %s", event, type(error).__name__)
+
+
+_live_counts: dict[str, int] = {}
+_live_counts_lock = threading.Lock()
+_live_flushed_at = 0.0
+
+
+def live_count(outcome: str, amount: int = 1) -> None:
+    """Counts live messages in this process and adds them to the shared counters at most once a second (a Redis
+    call per message would cost the WebSocket fan-out its latency); never raises."""
+    global _live_flushed_at
+    assert outcome in LIVE_OUTCOMES, outcome
+    with _live_counts_lock:
+        _live_counts[outcome] = _live_counts.get(outcome, 0) + amount
+        if time.monotonic() - _live_flushed_at < LIVE_FLUSH_SECONDS:
+            return
+        _live_flushed_at = time.monotonic()
+        counts = dict(_live_counts)
+        _live_counts.clear()
+    try:
+        pipe = ops_redis().pipeline(transaction=False)
+        for name, value in counts.items():
+            pipe.hincrby(LIVE_METRICS_KEY, name, value)
+        pipe.execute()
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not count live messages: %s", type(error).__name__)
 
 
 @signals.task_prerun.connect

@@ -6,9 +6,11 @@ class WorkordersConfig(AppConfig):
 
     def ready(self) -> None:
         from campaigns.services.accounts import account_limits_reset
+        from workorders.services.live import workorder_live_register
         from workorders.services.sweep import workorders_wake_for_account
 
         def wake(sender, *, account_id: int, **kwargs) -> list[int]:
             return workorders_wake_for_account(account_id=account_id)
 
+        workorder_live_register()
         account_limits_reset.connect(wake, weak=False, dispatch_uid="workorders.wake_for_account")

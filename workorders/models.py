@@ -202,6 +202,9 @@ class WorkOrder(models.Model):
     lock_acquired_at = models.DateTimeField(null=True, blank=True)
     lock_expires_at = models.DateTimeField(null=True, blank=True)
     swept_at = models.DateTimeField(null=True, blank=True, help_text="When the sweeper last re-dispatched it.")
+    live_version = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Incremented with each live change (emailsys.live): pages keep the newest."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

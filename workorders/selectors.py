@@ -3,7 +3,6 @@ a few queries. Nothing here writes; the writes are `workorders.services`."""
 
 from django.db.models import QuerySet
 
-from emailsys import clock
 from workorders.models import Segment, WorkOrder, WorkOrderStep
 from workorders.services.segments import segment_contacts
 
@@ -17,13 +16,14 @@ def workorder_list() -> QuerySet[WorkOrder]:
 
 def workorder_snapshot(*, work_order_id: int) -> dict:
     """Full state for live clients (duplicates and reordering are harmless): the work order, its lease and its
-    steps in pipeline order; `version` is when it was read, so a client keeps the newest."""
-    work_order = WorkOrder.objects.get(id=work_order_id)
+    steps in pipeline order; None when it is gone. The version is the live message's (emailsys.live)."""
+    work_order = WorkOrder.objects.filter(id=work_order_id).first()
+    if work_order is None:
+        return None
     steps = list(WorkOrderStep.objects.filter(work_order_id=work_order_id).order_by("order"))
     return {
         "type": "workorder",
         "id": work_order.id,
-        "version": clock.now().timestamp(),
         "status": work_order.status,
         "stop_requested": work_order.stop_requested,
         "lock_owner": work_order.lock_owner,

@@ -147,6 +147,10 @@ if not 0 < LIVE_SOCKET_RECHECK_SECONDS <= 60:
     raise ImproperlyConfigured(
         f"LIVE_SOCKET_RECHECK_SECONDS must be seconds above 0 and at most 60, not {_live_socket_recheck!r}"
     )
+# Progress (an email sent, a step's count) reaches live pages at most this often per object, across every process
+# (emailsys/live.py); each process looks at its pending marks every LIVE_FLUSH_TICK_SECONDS.
+LIVE_PROGRESS_SECONDS = env.float("LIVE_PROGRESS_SECONDS", default=0.5)
+LIVE_FLUSH_TICK_SECONDS = env.float("LIVE_FLUSH_TICK_SECONDS", default=0.1)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------
 
