@@ -43,3 +43,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """collectstatic into a directory of this test session, for daphne serving pages to a browser."""
+    from emailsys.testing_browser import collectstatic_into
+
+    return collectstatic_into(tmp_path_factory.mktemp("static"))

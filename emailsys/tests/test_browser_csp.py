@@ -1,8 +1,6 @@
 """The Content-Security-Policy as a browser enforces it: headless Chromium (Playwright) against daphne serving the
 shipped settings and collected static files. Every page must render with no CSP violation and no console error."""
 
-import os
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,8 +15,6 @@ from campaigns.tests.factories import ActivityFactory, CampaignFactory, LeadFact
 from emailsys.live import live_publish_now
 from emailsys.mail_capture import captured_mail_store
 from emailsys.testing import (
-    BASE_DIR,
-    BIN_DIR,
     daphne_argv,
     free_port,
     port_answers,
@@ -34,18 +30,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """collectstatic as a deployment runs it (the Dockerfile), into a directory of this test session."""
-    root = tmp_path_factory.mktemp("static")
-    subprocess.run(
-        [str(BIN_DIR / "python"), "manage.py", "collectstatic", "--noinput", "-v", "0"],
-        cwd=BASE_DIR, env={**os.environ, "DJANGO_SETTINGS_MODULE": "emailsys.settings.test", "STATIC_ROOT": str(root)},
-        check=True, timeout=120,
-    )  # fmt: skip
-    return root
 
 
 @dataclass
