@@ -14,7 +14,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 
 from emailsys.live import live_current, live_group_objects
-from emailsys.live_access import LiveRefusal, live_group_permissions, live_socket_refusal
+from emailsys.live_access import LiveRefusal, live_group_permissions, live_list_members, live_socket_refusal
 
 logger = logging.getLogger(__name__)
 CHECK_FAILED = 1011  # RFC 6455 "internal error"
@@ -22,6 +22,7 @@ CHECK_FAILED = 1011  # RFC 6455 "internal error"
 
 class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
     group_name: str = ""
+    joined: tuple[str, ...] = ()  # the channel-layer groups: the group itself, or a list page's objects
     permissions: tuple[str, ...] = ()
     closing: bool = False
     recheck_task: asyncio.Task | None = None
@@ -46,7 +47,10 @@ class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=int(LiveRefusal.FORBIDDEN))
             return
         self.group_name, self.permissions = group, permissions
-        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        members = live_list_members(group, self.scope.get("query_string", b""))
+        self.joined = (group,) if members is None else tuple(members)
+        for joined in self.joined:
+            await self.channel_layer.group_add(joined, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "group": self.group_name})
         await self.send_current_state()
@@ -55,14 +59,19 @@ class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
     async def send_current_state(self) -> None:
         """Right after joining (so nothing published meanwhile is missed): the group's objects as they stand, so a
         client that was disconnected needs nothing it missed."""
-        for kind_name, object_id in live_group_objects(self.group_name):
-            payload = await database_sync_to_async(live_current)(kind_name, object_id)
-            if payload is not None:
-                await self.send_json({"type": "update", "group": self.group_name, "payload": payload})
+        for joined in self.joined:
+            for kind_name, object_id in live_group_objects(joined):
+                payload = await database_sync_to_async(live_current)(kind_name, object_id)
+                if payload is not None:
+                    await self.send_json({"type": "update", "group": self.group_name, "payload": payload})
 
     async def disconnect(self, code: int) -> None:
-        if self.group_name:
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        await self.leave()
+
+    async def leave(self) -> None:
+        joined, self.joined = self.joined, ()
+        for group in joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """Clients only listen: what they send is not read, but it re-checks their access at once."""
@@ -88,7 +97,7 @@ class LiveGroupConsumer(AsyncJsonWebsocketConsumer):
             refusal = CHECK_FAILED
         if refusal is not None and not self.closing:
             self.closing = True
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+            await self.leave()
             await self.close(code=int(refusal))  # autobahn takes a plain int only
 
     async def refusal(self, permissions: tuple[str, ...]) -> LiveRefusal | None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import import_module
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
@@ -23,6 +24,8 @@ from django.utils.crypto import constant_time_compare
 class LiveGroupKind:
     permissions: tuple[str, ...]  # all required ("app_label.codename"); a superuser holds every one
     per_object: bool  # True: groups `<kind>-<id>`; False: one group named like the kind
+    # A list page's socket (`/ws/live/workorders/?ids=1,2,3`) joins the groups of these objects of this kind.
+    members: str = ""
 
 
 # A service that publishes another kind of snapshot to a group must add that kind's view permission here.
@@ -32,7 +35,11 @@ LIVE_GROUP_KINDS: dict[str, LiveGroupKind] = {
     "workorder": LiveGroupKind(permissions=("workorders.view_workorder",), per_object=True),
     "campaign": LiveGroupKind(permissions=("campaigns.view_campaign",), per_object=True),
     "account": LiveGroupKind(permissions=("campaigns.view_senderaccount",), per_object=True),
+    "workorders": LiveGroupKind(permissions=("workorders.view_workorder",), per_object=False, members="workorder"),
+    "campaigns": LiveGroupKind(permissions=("campaigns.view_campaign",), per_object=False, members="campaign"),
+    "accounts": LiveGroupKind(permissions=("campaigns.view_senderaccount",), per_object=False, members="account"),
 }
+LIST_GROUP_MAX_OBJECTS = 200  # a list page shows at most this many (the admin's list_per_page is 100)
 GROUP_NAME = re.compile(r"(?P<kind>[a-z]+)(?:-(?P<id>[1-9][0-9]{0,18}))?")
 
 
@@ -41,6 +48,18 @@ class LiveRefusal(IntEnum):
 
     LOGGED_OUT = 4401  # no valid login any more: session gone or expired, password changed, user deactivated
     FORBIDDEN = 4403  # logged in, but not staff or without the group's view permission; or not a live group
+
+
+def live_list_members(group: str, query_string: bytes) -> list[str] | None:
+    """The groups a list page's socket joins instead of `group` (`ids=1,2,3` in its query string), or None when
+    `group` is no list kind. Ids that are not positive integers, and any beyond LIST_GROUP_MAX_OBJECTS, are
+    ignored."""
+    kind = LIVE_GROUP_KINDS.get(group)
+    if kind is None or not kind.members:
+        return None
+    ids = parse_qs(query_string.decode("latin-1")).get("ids", [""])[0].split(",")
+    valid = dict.fromkeys(value for value in ids if value.isdigit() and 0 < len(value) < 19 and value[0] != "0")
+    return [f"{kind.members}-{value}" for value in list(valid)[:LIST_GROUP_MAX_OBJECTS]]
 
 
 def live_group_permissions(group: str) -> tuple[str, ...] | None:
