@@ -18,19 +18,27 @@ reordering are harmless.
 
 Publishing runs on one event loop per process, in a daemon thread started on first use (again after a fork):
 `async_to_sync` from Celery threads would make a loop per call and leak the channel layer's connections to
-closed loops ("Event loop is closed"). A live outage never fails the work it reports: errors are logged.
+closed loops ("Event loop is closed"). A forked child (a Celery prefork child) starts with fresh locks, loop,
+coalescer and channel layer: the parent's may be held or bound to a thread that did not survive the fork, and its
+sockets are the parent's. A worker process publishes its pending marks as it shuts down.
+
+A live outage never fails the work it reports: errors are logged, and for LIVE_OUTAGE_SECONDS after a failure
+this process publishes nothing (a worker then does not wait for an unreachable channel layer at every step);
+pages resync when their sockets reconnect.
 """
 
 import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.layers import get_channel_layer
+from celery import signals
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Model
@@ -39,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 LIVE_MESSAGE_TYPE = "live.message"
 PUBLISH_TIMEOUT_SECONDS = 5.0
+LIVE_OUTAGE_SECONDS = 5.0  # after a failed publish, this process skips publishing this long
 SINGLETON_ID = 0  # the id of a kind without rows (the dashboard): group and key are the kind's name
 DASHBOARD_VERSION_SEQUENCE = "emailsys_live_dashboard_version"
 
@@ -162,35 +171,46 @@ class _LiveLoop:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.down_until = 0.0  # time.monotonic() before which publishing is skipped (a recent failure)
 
     def submit(self, make: Callable[[], Coroutine]) -> Future:
         with self._lock:
-            if self._pid != os.getpid() or self._loop is None:  # first use, or a forked child (the thread is gone)
+            if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                self._pid = os.getpid()
                 threading.Thread(target=self._loop.run_forever, name="live-publisher", daemon=True).start()
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(make(), loop)
+
+    def after_fork_in_child(self) -> None:
+        """The parent's thread is gone and its lock may have been held at the fork."""
+        self._lock = threading.Lock()
+        self._loop = None
+        self.down_until = 0.0
 
 
 _live_loop = _LiveLoop()
 
 
 def live_publish_groups(*, groups: list[str], payload: dict) -> bool:
-    """Sends `payload` to each group now and waits for it; False (logged) when the channel layer failed."""
+    """Sends `payload` to each group now and waits for it; False (logged) when the channel layer failed or failed
+    less than LIVE_OUTAGE_SECONDS ago."""
+    if time.monotonic() < _live_loop.down_until:
+        return False
     layer = get_channel_layer()
-    message = {"type": LIVE_MESSAGE_TYPE, "payload": payload}
 
     async def send_all() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
+        for group in groups:  # the group in the message: a process's sockets share one channel (consumers.py)
+            await layer.group_send(group, {"type": LIVE_MESSAGE_TYPE, "group": group, "payload": payload})
 
     try:
         _live_loop.submit(send_all).result(timeout=PUBLISH_TIMEOUT_SECONDS)
     except Exception as error:  # noqa: BLE001 - the work being reported must go on
-        logger.warning("live publish to %s failed: %s: %s", ",".join(groups), type(error).__name__, error)
+        _live_loop.down_until = time.monotonic() + LIVE_OUTAGE_SECONDS
+        logger.warning(
+            "live publish to %s failed (%s: %s); not publishing for %ss",
+            ",".join(groups), type(error).__name__, error, LIVE_OUTAGE_SECONDS,
+        )  # fmt: skip
         return False
     from emailsys.metrics import live_count
 
@@ -214,26 +234,28 @@ def live_broadcast(*, group: str, payload: dict) -> None:
 class _Coalescer:
     """Marked objects of this process, published by its thread when the shared gate lets it (see the module)."""
 
-    pid: int = field(default_factory=os.getpid)
     pending: set[tuple[str, int]] = field(default_factory=set)
-    marks: int = 0
+    folded: int = 0  # marks of an object already pending: they cost no message (emailsys_live_messages "coalesced")
     lock: threading.Lock = field(default_factory=threading.Lock)
-    wake: threading.Event = field(default_factory=threading.Event)
     started: bool = False
 
     def mark(self, key: tuple[str, int]) -> None:
         with self.lock:
-            self.pending.add(key)
-            self.marks += 1
+            if key in self.pending:
+                self.folded += 1
+            else:
+                self.pending.add(key)
             if not self.started:
                 self.started = True
                 threading.Thread(target=self._run, name="live-coalescer", daemon=True).start()
 
     def _run(self) -> None:
+        """Its own DB connection, closed after each flush (an idle process holds none)."""
         tick = float(settings.LIVE_FLUSH_TICK_SECONDS)
         while True:
-            self.wake.wait(tick)
-            self.wake.clear()
+            time.sleep(tick)  # the pace of the flushes, not a wait for a condition
+            if not self.pending:
+                continue
             try:
                 self.flush()
             except Exception:
@@ -242,21 +264,19 @@ class _Coalescer:
                 connection.close()
 
     def flush(self, *, gated: bool = True) -> None:
+        from emailsys.metrics import live_count
+
         with self.lock:
-            keys, marks = sorted(self.pending), self.marks
-            self.marks = 0
-        published = 0
+            keys, folded = sorted(self.pending), self.folded
+            self.folded = 0
+        if folded:
+            live_count("coalesced", folded)
         for key in keys:
             if gated and not _gate_pass(*key):
                 continue
             with self.lock:
                 self.pending.discard(key)
             live_changed(*key)
-            published += 1
-        if marks - published > 0:
-            from emailsys.metrics import live_count
-
-            live_count("coalesced", marks - published)
 
 
 def _gate_pass(kind_name: str, object_id: int) -> bool:
@@ -271,17 +291,46 @@ def _gate_pass(kind_name: str, object_id: int) -> bool:
         return True
 
 
-_coalescers: dict[int, _Coalescer] = {}
+_coalescer_lock = threading.Lock()
+_coalescer_instance: _Coalescer | None = None
 
 
 def _coalescer() -> _Coalescer:
-    pid = os.getpid()
-    if pid not in _coalescers:  # a forked child starts its own (the parent's thread did not survive the fork)
-        _coalescers.clear()
-        _coalescers[pid] = _Coalescer()
-    return _coalescers[pid]
+    global _coalescer_instance
+    if _coalescer_instance is None:
+        with _coalescer_lock:
+            if _coalescer_instance is None:
+                _coalescer_instance = _Coalescer()
+    return _coalescer_instance
 
 
 def live_flush() -> None:
     """Publishes every pending mark of this process now, gate or not (worker shutdown, tests)."""
-    _coalescer().flush(gated=False)
+    if _coalescer_instance is not None:
+        _coalescer_instance.flush(gated=False)
+
+
+@signals.worker_process_shutdown.connect  # a prefork child
+@signals.worker_shutdown.connect  # the worker's main process (threads and solo pools run tasks there)
+def _flush_at_worker_shutdown(**_kwargs) -> None:
+    from emailsys.metrics import live_metrics_write
+
+    try:
+        live_flush()
+        live_metrics_write()
+    except Exception:
+        logger.exception("live flush at worker shutdown failed")
+    finally:
+        connection.close()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares nothing live with its parent: not its threads (gone), locks (maybe held at the
+    fork), pending marks (the parent publishes them) nor the channel layer's sockets."""
+    global _coalescer_instance, _coalescer_lock
+    _live_loop.after_fork_in_child()
+    _coalescer_lock, _coalescer_instance = threading.Lock(), None
+    channel_layers.backends = {}
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -5,7 +5,10 @@ the web process exposes them with a Prometheus collector, together with each que
 broker. HTTP request metrics come from django-prometheus's middleware.
 """
 
+import atexit
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -66,30 +69,112 @@ def event_count(event: str, amount: int = 1) -> None:
         logger.warning("could not count %s: %s", event, type(error).__name__)
 
 
-_live_counts: dict[str, int] = {}
-_live_counts_lock = threading.Lock()
-_live_flushed_at = 0.0
+LIVE_SOCKETS_KEY_PREFIX = "emailsys:metrics:live:sockets:"  # + "<host>:<pid>" → that process's open sockets
+LIVE_SOCKETS_TTL_SECONDS = 60  # a killed process's sockets vanish from the gauge within this
+LIVE_SOCKETS_REFRESH_SECONDS = 20.0
 
 
-def live_count(outcome: str, amount: int = 1) -> None:
-    """Counts live messages in this process and adds them to the shared counters at most once a second (a Redis
-    call per message would cost the WebSocket fan-out its latency); never raises."""
-    global _live_flushed_at
-    assert outcome in LIVE_OUTCOMES, outcome
-    with _live_counts_lock:
-        _live_counts[outcome] = _live_counts.get(outcome, 0) + amount
-        if time.monotonic() - _live_flushed_at < LIVE_FLUSH_SECONDS:
+class _LiveMetrics:
+    """This process's live counts and open sockets, written to Redis by a daemon thread about once a second (so
+    neither a publisher nor the WebSocket fan-out waits for Redis); the sockets under a key that expires unless
+    refreshed. Started on first use, again in a forked child (which starts from zero)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one write at a time: the exit's waits for the thread's
+        self.counts: dict[str, int] = {}
+        self.sockets = 0
+        self.sockets_written: tuple[int, float] | None = None  # (count, monotonic time) last written
+        self.started = False
+
+    def count(self, outcome: str, amount: int) -> None:
+        with self.lock:
+            self.counts[outcome] = self.counts.get(outcome, 0) + amount
+            self._start()
+
+    def sockets_change(self, delta: int) -> None:
+        with self.lock:
+            self.sockets += delta
+            self._start()
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            threading.Thread(target=self._run, name="live-metrics", daemon=True).start()
+            atexit.register(self._write_at_exit)  # the last second's counts (a prefork child: worker_process_shutdown)
+
+    def _write_at_exit(self) -> None:
+        try:
+            self.write()
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not write live metrics at exit: %s", type(error).__name__)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(LIVE_FLUSH_SECONDS)  # the pace of the writes
+            try:
+                self.write()
+            except Exception as error:  # noqa: BLE001
+                logger.warning("could not write live metrics: %s", type(error).__name__)
+
+    def write(self) -> None:
+        with self.write_lock:
+            self._write()
+
+    def _write(self) -> None:
+        with self.lock:
+            counts, self.counts = self.counts, {}
+            sockets, written = self.sockets, self.sockets_written
+        now = time.monotonic()
+        sockets_due = written is None or written[0] != sockets or now - written[1] >= LIVE_SOCKETS_REFRESH_SECONDS
+        if not counts and not sockets_due:
             return
-        _live_flushed_at = time.monotonic()
-        counts = dict(_live_counts)
-        _live_counts.clear()
-    try:
         pipe = ops_redis().pipeline(transaction=False)
         for name, value in counts.items():
             pipe.hincrby(LIVE_METRICS_KEY, name, value)
-        pipe.execute()
-    except Exception as error:  # noqa: BLE001
-        logger.warning("could not count live messages: %s", type(error).__name__)
+        if sockets_due:
+            pipe.set(live_sockets_key(), sockets, ex=LIVE_SOCKETS_TTL_SECONDS)
+        try:
+            pipe.execute()
+        except Exception:
+            with self.lock:  # counted again at the next write
+                for name, value in counts.items():
+                    self.counts[name] = self.counts.get(name, 0) + value
+            raise
+        if sockets_due:
+            with self.lock:
+                self.sockets_written = (sockets, now)
+
+
+def live_sockets_key() -> str:
+    return f"{LIVE_SOCKETS_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+_live_metrics = _LiveMetrics()
+
+
+def _live_metrics_after_fork() -> None:
+    global _live_metrics
+    _live_metrics = _LiveMetrics()  # the parent's counts are the parent's to write
+
+
+os.register_at_fork(after_in_child=_live_metrics_after_fork)
+
+
+def live_count(outcome: str, amount: int = 1) -> None:
+    """Counts live messages (emailsys_live_messages_total{outcome}); cheap, never raises, never waits for Redis."""
+    assert outcome in LIVE_OUTCOMES, outcome
+    _live_metrics.count(outcome, amount)
+
+
+def live_sockets_change(delta: int) -> None:
+    """A live socket of this process opened (+1) or closed (-1): emailsys_live_sockets_open."""
+    _live_metrics.sockets_change(delta)
+
+
+def live_metrics_write() -> None:
+    """Writes this process's live metrics now (tests; the thread does it within a second anyway)."""
+    _live_metrics.write()
 
 
 @signals.task_prerun.connect
@@ -126,11 +211,14 @@ class CeleryCollector(Collector):
             HistogramMetricFamily("emailsys_celery_task_runtime_seconds", "", labels=["task"]),
             GaugeMetricFamily("emailsys_celery_queue_depth", "", labels=["queue"]),
             CounterMetricFamily("emailsys_events", "", labels=["event"]),
+            CounterMetricFamily("emailsys_live_messages", "", labels=["outcome"]),
+            GaugeMetricFamily("emailsys_live_sockets_open", ""),
         ]
 
     def collect(self) -> Iterator:
         yield from self._task_metrics()
         yield self._event_metrics()
+        yield from self._live_metrics()
         depth = GaugeMetricFamily("emailsys_celery_queue_depth", "Messages waiting in each queue.", labels=["queue"])
         try:
             for queue, count in queue_depths().items():
@@ -177,6 +265,24 @@ class CeleryCollector(Collector):
         for name in EVENTS:
             events.add_metric([name], float(raw.get(name, 0)))
         return events
+
+    def _live_metrics(self) -> Iterator:
+        messages = CounterMetricFamily("emailsys_live_messages", "Live snapshots by outcome: " + "; ".join(
+            f"{name}: {meaning}" for name, meaning in LIVE_OUTCOMES.items()), labels=["outcome"])  # fmt: skip
+        sockets = GaugeMetricFamily("emailsys_live_sockets_open", "Open live WebSockets, summed over the processes.")
+        try:
+            redis = ops_redis()
+            raw = {key.decode(): int(value) for key, value in redis.hgetall(LIVE_METRICS_KEY).items()}
+            keys = list(redis.scan_iter(match=f"{LIVE_SOCKETS_KEY_PREFIX}*", count=1000))
+            open_sockets = sum(int(value) for value in redis.mget(keys) if value is not None) if keys else 0
+        except Exception as error:  # noqa: BLE001
+            logger.warning("could not read live metrics: %s", type(error).__name__)
+            return
+        for name in LIVE_OUTCOMES:
+            messages.add_metric([name], float(raw.get(name, 0)))
+        sockets.add_metric([], float(open_sockets))
+        yield messages
+        yield sockets
 
 
 _collector: CeleryCollector | None = None
