@@ -1,0 +1,61 @@
+"""Live publishing from real Celery workers, prefork children and a threads pool: work orders run their pipeline
+(each step publishing through `live_changed`) round after round, and the workers neither log "Event loop is
+closed" nor a failed publish, nor open more Redis connections than the first round left them with."""
+
+import pytest
+
+from emailsys.metrics import LIVE_METRICS_KEY
+from emailsys.models import ReceivedEvent
+from emailsys.ops_clients import ops_redis
+from emailsys.testing import RecordingSmtpServer, process_env, unique_token, wait_until, worker_argv
+from workorders.models import WorkOrder
+from workorders.services.lifecycle import workorder_start
+from workorders.tests.test_acceptance_processes import contacts_create, events_of, work_order_create, worker_ready
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROUNDS = 3
+RUNNING = (WorkOrder.Status.QUEUED, WorkOrder.Status.WORKING)
+
+
+def redis_clients() -> int:
+    """Connections to this test's Redis database (the workers' broker, cache and channel layer all use it)."""
+    db = ops_redis().connection_pool.connection_kwargs.get("db", 0)
+    return sum(1 for client in ops_redis().client_list() if int(client["db"]) == db)
+
+
+def finished(work_order: WorkOrder) -> bool:
+    """Its pipeline ran as far as it goes without an operator (complete, or waiting for an approval)."""
+    status, lock_owner = WorkOrder.objects.values_list("status", "lock_owner").get(id=work_order.id)
+    pending = events_of(work_order).exclude(state__in=ReceivedEvent.FINISHED).exists()
+    return status not in RUNNING and not lock_owner and not pending
+
+
+def published() -> int:
+    return int(ops_redis().hget(LIVE_METRICS_KEY, "published") or 0)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("pool", "concurrency"), [("prefork", 2), ("threads", 4)])
+def test_publishing_from_worker_pools_leaks_no_event_loop_nor_connection(processes, tmp_path, pool, concurrency):
+    contacts_create(en=3, fr=0)
+    argv = worker_argv("workorders", node_name=f"live-{unique_token()}@localhost", concurrency=concurrency)
+    argv[argv.index("--pool") + 1] = pool
+    worker = processes("worker", argv, env=process_env(MEDIA_ROOT=str(tmp_path / "media")))
+    wait_until(lambda: worker_ready(worker), timeout=60, what="worker ready")
+    clients: list[int] = []
+    before = published()
+    with RecordingSmtpServer() as smtp:
+        for _ in range(ROUNDS):
+            work_orders = [work_order_create(smtp) for _ in range(concurrency)]  # one per pool slot
+            for work_order in work_orders:
+                workorder_start(work_order_id=work_order.id)
+            for work_order in work_orders:
+                wait_until(lambda w=work_order: finished(w), timeout=90, interval=0.3, what="pipeline finished")
+            clients.append(redis_clients())
+
+    log = worker.log(tail=2000)
+    assert "Event loop is closed" not in log and "live publish to" not in log, log
+    # Each run's steps published (counted per group, by the worker's metrics thread within a second).
+    wait_until(lambda: published() - before >= ROUNDS * concurrency * 4, timeout=10, what="publishes counted")
+    print(f"{pool}: Redis clients after each round {clients}, {published() - before} group publishes")
+    assert clients[-1] <= clients[0] + 1, clients
