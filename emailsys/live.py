@@ -237,6 +237,8 @@ class _Coalescer:
     pending: set[tuple[str, int]] = field(default_factory=set)
     folded: int = 0  # marks of an object already pending: they cost no message (emailsys_live_messages "coalesced")
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held through a flush: `live_flush` at shutdown waits for the thread's flush, whose keys left `pending`.
+    flushing: threading.Lock = field(default_factory=threading.Lock)
     started: bool = False
 
     def mark(self, key: tuple[str, int]) -> None:
@@ -264,6 +266,10 @@ class _Coalescer:
                 connection.close()
 
     def flush(self, *, gated: bool = True) -> None:
+        with self.flushing:
+            self._flush(gated=gated)
+
+    def _flush(self, *, gated: bool) -> None:
         from emailsys.metrics import live_count
 
         with self.lock:
@@ -305,7 +311,8 @@ def _coalescer() -> _Coalescer:
 
 
 def live_flush() -> None:
-    """Publishes every pending mark of this process now, gate or not (worker shutdown, tests)."""
+    """Publishes every pending mark of this process now, gate or not, once the thread's flush in progress has ended
+    (worker shutdown: a daemon thread dies mid-publish at exit)."""
     if _coalescer_instance is not None:
         _coalescer_instance.flush(gated=False)
 

@@ -270,7 +270,8 @@ started = time.time()
 [worker.start() for worker in workers]
 [worker.join() for worker in workers]
 print(started, time.time(), flush=True)
-wait_until(lambda: not live._coalescer().pending, timeout=10, what="the trailing mark published")
+wait_until(lambda: not live._coalescer().pending, timeout=10, what="the trailing mark taken")
+live.live_flush()  # as at a worker's shutdown: the thread's publish in progress ends first
 """
 
 
