@@ -126,7 +126,7 @@ LIVE_ACTIONS = {
     "start": ("run_workorder", lifecycle.workorder_start),
     "stop": ("run_workorder", lifecycle.workorder_stop),
     "restart": ("run_workorder", lifecycle.workorder_restart),
-    "approve": ("approve_workorder", lambda **arguments: lifecycle.workorder_approve(**arguments)),  # TEMP until merge
+    "approve": ("approve_workorder", lifecycle.workorder_approve),
 }
 
 
@@ -152,8 +152,8 @@ class WorkOrderAdmin(ActionPermissionsAdmin):
     fieldsets = (
         (None, {"fields": ("event", "sub_event", "stage", "audience", "account", "template", "subjects")}),
         ("Message", {"fields": ("from_name", "reply_to", "testers", "salutation_by_name")}),
-        ("Sending", {"fields": ("send_continuously", "send_until", "send_interval_seconds", "burst_size",
-                                "burst_pause_seconds")}),
+        ("Sending", {"fields": ("auto_approve", "send_continuously", "send_until", "send_interval_seconds",
+                                "burst_size", "burst_pause_seconds")}),
         ("Record", {"fields": readonly_fields}),
     )  # fmt: skip
 
