@@ -142,8 +142,7 @@ class WorkOrderAdmin(ActionPermissionsAdmin):
 
     change_list_template = "admin/workorders/workorder/change_list.html"
     change_form_template = "admin/workorders/workorder/change_form.html"
-    list_display = ("id", "event", "stage", "live_status", "live_step", "live_lock", "live_resume",
-                    "created_at")  # fmt: skip
+    list_display = ("id", "event", "stage", "live_status", "live_step", "live_lock", "live_resume")
     list_select_related = ("event",)
     list_filter = ("status",)
     search_fields = ("event__code", "stage")
