@@ -66,8 +66,22 @@ def workorder_live_context(payload: dict) -> dict:
         "dry_run": _artifact(artifacts.get("dry_run")),
         "prepared": [a for a in (_artifact(item) for item in artifacts.get("prepared") or []) if a],
         "test_sends": [{**send, "sent_at": _time(send.get("sent_at"))} for send in data.get("test_sends") or []],
-        "counts": data.get("counts") or {},
+        "counts": _counts(data.get("counts") or {}),
     }
+
+
+def _counts(counts: dict) -> list[tuple[str, object]]:
+    """The Count step's result as (label, number) tiles: eligible per language, then those left out."""
+    by_language = counts.get("by_language") if isinstance(counts.get("by_language"), dict) else {}
+    tiles: list[tuple[str, object]] = []
+    if by_language:
+        tiles.append(("Eligible", sum(n for n in by_language.values() if isinstance(n, int))))
+        tiles += [(f"In {language}", number) for language, number in sorted(by_language.items())]
+    if "other_languages" in counts:
+        tiles.append(("Other languages (not sent)", counts["other_languages"]))
+    if "already_sent" in counts:
+        tiles.append(("Already had this mailing", counts["already_sent"]))
+    return tiles
 
 
 def _label(choices, value: str) -> str:

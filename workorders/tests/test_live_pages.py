@@ -156,3 +156,19 @@ def test_restart_from_a_step_posts_the_chosen_step(work_order) -> None:
     operator = login("op", role="operator")
     response = operator.post(action_url(work_order.id, "restart"), {"step": "dry_run"})
     assert response.status_code == 200 and response.json()["status"] == "queued"
+
+
+def test_the_panel_links_the_review_files_and_lists_the_test_emails(work_order) -> None:
+    payload = live_current("workorder", work_order.id)
+    payload["data"].update(
+        counts={"by_language": {"en": 120, "fr": 30}, "other_languages": 4, "already_sent": 2},
+        artifacts={"dry_run": {"name": "dry-run.csv", "url": "/w/a/dry-run.csv"},
+                   "prepared": [{"language": "fr", "name": "prepared-fr.eml", "url": "/w/a/prepared-fr.eml"}]},
+        test_sends=[{"email": "t@example.test", "language": "fr", "state": "sent", "subject": "[TEST] Salut",
+                     "sent_at": "2026-12-02T10:00:00+00:00", "record_url": "/admin/x/1/change/"}],
+    )  # fmt: skip
+    panel = workorder_fragments(work_order.id, payload)[f"workorder-{work_order.id}-panel"]
+    assert '<a href="/w/a/dry-run.csv">Dry-run list</a>' in panel
+    assert '<a href="/w/a/prepared-fr.eml">Prepared email: fr</a>' in panel
+    assert '<a href="/admin/x/1/change/">t@example.test</a>' in panel and "[TEST] Salut" in panel
+    assert "<dt>Eligible</dt><dd>150</dd>" in panel and "<dt>Already had this mailing</dt><dd>2</dd>" in panel
