@@ -123,6 +123,7 @@ def test_operators_drive_a_work_order_through_the_review_gate_live(static_root: 
                     page.wait_for_timeout(100)  # Playwright's own clock: lets the page's socket run meanwhile
                     values.append(send_progress(page))
                 assert len(set(values)) >= 3 and values == sorted(values), values
+                page.wait_for_function("() => document.querySelector('tr[data-step=send] progress').value >= 60")
                 screenshot(page, "workorder-running")
 
                 # A refused press (Start while it runs): the detail is shown and the badge rolled back.
