@@ -26,7 +26,7 @@ def workorder_update(*, work_order: WorkOrder, **values: Any) -> None:
     increments the live version (pages keep the newest state)."""
     for name, value in values.items():
         setattr(work_order, name, value)
-    WorkOrder.objects.filter(id=work_order.id).update(**values, **live_version_bump())
+    WorkOrder.objects.filter(id=work_order.id).update(**values, updated_at=clock.now(), **live_version_bump())
 
 
 def workorder_interrupt(*, work_order: WorkOrder) -> None:

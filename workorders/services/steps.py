@@ -42,6 +42,7 @@ from campaigns.services.suppressions import suppressed_among
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
 from campaigns.services.throttling import NoAccount
 from emailsys import clock
+from workorders.metrics import step_duration_record
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
 from workorders.services.live import workorder_broadcast
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
@@ -231,10 +232,14 @@ def _step_end(work_order: WorkOrder, step: WorkOrderStep, run: StepRun, end: Ste
         "total": step.total,
         "result": step.result,
     }
-    if end.status in (Status.COMPLETE, Status.ERROR, Status.EXCEPTION, Status.INTERRUPTED):
+    ended = end.status in (Status.COMPLETE, Status.ERROR, Status.EXCEPTION, Status.INTERRUPTED)
+    if ended:
         values["ended_at"] = now
     with transaction.atomic():
         _step_set(step, **values)
+        if ended and step.started_at is not None:
+            duration = now - step.started_at
+            transaction.on_commit(lambda: step_duration_record(step=step.name, duration=duration))
         if end.status == Status.COMPLETE:
             return None
         if end.status == Status.INTERRUPTED:
