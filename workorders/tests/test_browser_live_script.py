@@ -24,7 +24,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def publish_as(work_order_id: int, *, version: int, status: str) -> None:
     """A message of `version` saying `status` (rendered by the real renderer), as a worker would publish it."""
     payload = live_current("workorder", work_order_id)
-    payload = {**payload, "version": version, "data": {**payload["data"], "status": status}}
+    payload = {
+        **payload,
+        "version": version,
+        "data": {**payload["data"], "status": status, "status_label": status.capitalize()},
+    }
     payload["fragments"] = workorder_fragments(work_order_id, payload)
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API keeps an event loop in this thread
         assert pool.submit(live_publish_now, group=f"workorder-{work_order_id}", payload=payload).result(10)
