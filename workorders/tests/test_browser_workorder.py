@@ -106,6 +106,11 @@ def test_operators_drive_a_work_order_through_the_review_gate_live(static_root: 
                 assert page.locator("tr[data-step=send] .live-badge").inner_text() == "Ready"
                 wait_badge(watcher, first.id, "Awaiting approval")  # the viewer's page follows too
                 screenshot(page, "workorder-awaiting-approval")
+                # What to review before approving: the dry-run list and the prepared email open, the test email shown.
+                for link in ("Dry-run list", "Prepared email: en"):
+                    href = page.get_by_role("link", name=link).get_attribute("href")
+                    assert page.request.get(site.url + href).status == 200, link
+                assert "t@example.test" in page.locator(".live-tests").inner_text()
 
                 # Approve needs its own permission: a user with run only is not offered it.
                 runner_page, runner_problems = browser_page(browser, session_cookies(runner, site.url))
