@@ -1,4 +1,5 @@
-"""Operations through the JSON API and the admin: create, start, stop, restart, unlock; bad input is a 400."""
+"""Operations through the JSON API and the admin: create, start, stop, restart, unlock; bad input is a 400 (Approve
+and the artifacts: test_approve_artifacts_snapshot.py)."""
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -90,7 +91,7 @@ def test_start_stop_restart_unlock_through_the_api(api):
 
 def test_the_schema_lists_the_work_order_actions(api):
     schema = api.get("/api/schema/").content.decode()
-    for action in ("start", "stop", "restart", "unlock"):
+    for action in ("start", "stop", "restart", "approve", "unlock", "artifacts", "artifacts/{name}"):
         assert f"/api/v1/workorders/{{id}}/{action}/" in schema
 
 
