@@ -34,5 +34,6 @@ class AuditAction(models.TextChoices):
     WORK_ORDER_START = "work_order.start", "Work order started"
     WORK_ORDER_STOP = "work_order.stop", "Work order stop requested"
     WORK_ORDER_RESTART = "work_order.restart", "Work order restarted"
+    WORK_ORDER_APPROVE = "work_order.approve", "Work order's Send approved"
     WORK_ORDER_UNLOCK = "work_order.unlock", "Work order unlocked"
     CONTACTS_IMPORT = "contacts.import", "Contacts imported"

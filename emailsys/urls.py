@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 from campaigns.views import unsubscribe
 from emailsys import views
 from emailsys.api import SystemHealthView, TokenLoginView, TokenLogoutView
+from workorders.urls import admin_urlpatterns as workorder_admin_urlpatterns
 
 handler400 = "emailsys.views.bad_request"
 handler403 = "emailsys.views.permission_denied"
@@ -39,5 +40,6 @@ urlpatterns = [
     path("api/redoc/", staff_member_required(views.api_redoc), name="api-redoc"),
     path("u/<uuid:token>/", unsubscribe, name="unsubscribe"),
     path("w/", include("workorders.public_urls")),
+    path("admin/workorders/workorder/", include(workorder_admin_urlpatterns)),  # before the admin's catch-all
     path("admin/", admin.site.urls),
 ]

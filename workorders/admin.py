@@ -7,14 +7,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet, URLField
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from emailsys.admin import ActionPermissionsAdmin, SendAttemptAdmin, instance_adopt
+from emailsys.live import live_current
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import lifecycle
+from workorders.services.live import workorder_fragment_id
 from workorders.services.mailings import mailing_send_resolve
 from workorders.services.segments import segment_referenced_by
 from workorders.services.state import workorder_steps_create
@@ -103,22 +106,6 @@ class EventAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "updated_at")
 
 
-class WorkOrderStepInline(admin.TabularInline):
-    model = WorkOrderStep
-    extra = 0
-    can_delete = False
-    fields = ("order", "name", "status", "message", "progress", "started_at", "ended_at")
-    readonly_fields = fields
-    ordering = ("order",)
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    @admin.display(description="Progress")
-    def progress(self, step: WorkOrderStep) -> str:
-        return f"{step.done} / {step.total}"
-
-
 class RestartForm(forms.Form):
     step = forms.ChoiceField(choices=WorkOrderStep.Name.choices, help_text="It and every later step run again.")
 
@@ -134,30 +121,132 @@ def _each(request: HttpRequest, queryset: QuerySet[WorkOrder], apply, done: str,
             messages.success(request, f"Work order {work_order.id}: {done}.")
 
 
+# The change page's buttons: JSON endpoint `<id>/live/<action>/` → (permission, lifecycle service).
+LIVE_ACTIONS = {
+    "start": ("run_workorder", lifecycle.workorder_start),
+    "stop": ("run_workorder", lifecycle.workorder_stop),
+    "restart": ("run_workorder", lifecycle.workorder_restart),
+    "approve": ("approve_workorder", lifecycle.workorder_approve),
+}
+
+
+def _refusal(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
 @admin.register(WorkOrder)
 class WorkOrderAdmin(ActionPermissionsAdmin):
     """Adding one, Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle
-    services."""
+    services. The list and the change page are live (templates/live/workorder_*.html, rendered by
+    `workorder_fragments` at load and in every message); the change page's buttons post to `live_action_view`."""
 
-    list_display = ("id", "event", "sub_event", "stage", "status", "stop_requested", "lock", "created_at")
+    change_list_template = "admin/workorders/workorder/change_list.html"
+    change_form_template = "admin/workorders/workorder/change_form.html"
+    list_display = ("id", "event", "stage", "live_status", "live_step", "live_lock", "live_resume")
+    list_select_related = ("event",)
     list_filter = ("status",)
     search_fields = ("event__code", "stage")
-    inlines = [WorkOrderStepInline]
     actions = ("start", "stop", "restart", "unlock")
-    readonly_fields = ("status", "stop_requested", "resume_at", "lock", "created_by", "created_at", "updated_at")
+    readonly_fields = ("created_by", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("event", "sub_event", "stage", "audience", "account", "template", "subjects")}),
         ("Message", {"fields": ("from_name", "reply_to", "testers", "salutation_by_name")}),
-        ("Sending", {"fields": ("send_continuously", "send_until", "send_interval_seconds", "burst_size",
-                                "burst_pause_seconds")}),
-        ("State", {"fields": readonly_fields}),
+        ("Sending", {"fields": ("auto_approve", "send_continuously", "send_until", "send_interval_seconds",
+                                "burst_size", "burst_pause_seconds")}),
+        ("Record", {"fields": readonly_fields}),
     )  # fmt: skip
 
+    # --- live list cells -------------------------------------------------------------------------------------
+
+    def get_changelist_instance(self, request: HttpRequest):
+        """Reads each shown work order's live payload once (its cells are fragments of it)."""
+        changelist = super().get_changelist_instance(request)
+        for work_order in changelist.result_list:  # the page's rows, evaluated once and kept by the queryset
+            work_order.live_payload = live_current("workorder", work_order.pk)
+        return changelist
+
+    def _live_cell(self, work_order: WorkOrder, part: str) -> str:
+        payload = getattr(work_order, "live_payload", None) or live_current("workorder", work_order.pk)
+        return payload["fragments"][workorder_fragment_id(work_order.pk, part)] if payload else "-"
+
+    @admin.display(description="Status", ordering="status")
+    def live_status(self, work_order: WorkOrder) -> str:
+        return self._live_cell(work_order, "status")
+
+    @admin.display(description="Step")
+    def live_step(self, work_order: WorkOrder) -> str:
+        return self._live_cell(work_order, "step")
+
     @admin.display(description="Lock")
-    def lock(self, work_order: WorkOrder) -> str:
-        if not work_order.lock_owner:
-            return "-"
-        return f"{work_order.lock_owner} until {work_order.lock_expires_at:%Y-%m-%d %H:%M:%S}"
+    def live_lock(self, work_order: WorkOrder) -> str:
+        return self._live_cell(work_order, "lock")
+
+    @admin.display(description="Resumes", ordering="resume_at")
+    def live_resume(self, work_order: WorkOrder) -> str:
+        return self._live_cell(work_order, "resume")
+
+    # --- live change page ------------------------------------------------------------------------------------
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        live = self._live_page(request, object_id)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "live": live})
+
+    def _live_page(self, request: HttpRequest, object_id: str) -> dict | None:
+        """The panel's fragments as the live messages carry them, and the buttons this user may press."""
+        try:
+            work_order_id = int(object_id)
+        except (TypeError, ValueError):
+            return None
+        payload = live_current("workorder", work_order_id)
+        if payload is None:
+            return None
+        fragments = payload["fragments"]
+        status_id = workorder_fragment_id(work_order_id, "status")
+        urls = {action: reverse("admin:workorders_workorder_live_action", args=[work_order_id, action])
+                for action in LIVE_ACTIONS}  # fmt: skip
+        return {
+            "key": payload["key"],
+            "status_id": status_id,
+            "status": fragments[status_id],
+            "panel": fragments[workorder_fragment_id(work_order_id, "panel")],
+            "urls": urls,
+            "can_run": request.user.has_perm("workorders.run_workorder"),
+            "can_approve": request.user.has_perm("workorders.approve_workorder"),
+            "step_choices": [(step["name"], step.get("label") or step["name"]) for step in payload["data"]["steps"]],
+        }
+
+    def get_urls(self) -> list[URLPattern]:
+        live_action = path("<int:work_order_id>/live/<slug:action>/", self.admin_site.admin_view(self.live_action_view),
+                           name="workorders_workorder_live_action")  # fmt: skip
+        return [live_action, *super().get_urls()]
+
+    def live_action_view(self, request: HttpRequest, work_order_id: int, action: str) -> JsonResponse:
+        """A button of the change page (live.js): POST (CSRF-checked by admin_view), the action's permission,
+        then the lifecycle service. Answers {"version", "status"} of the row the service returns (the page holds
+        its optimistic state until a message of that version), or {"detail"}: 403 without the permission, 404,
+        400 for a bad step, 409 for a refused transition (running, lock held, not awaiting approval)."""
+        if action not in LIVE_ACTIONS:
+            return _refusal(404, f"No such action: {action}.")
+        if request.method != "POST":
+            return _refusal(405, "Use POST.")
+        permission, service = LIVE_ACTIONS[action]
+        if not request.user.has_perm(f"workorders.{permission}"):
+            return _refusal(403, f"You do not have permission to {action} work orders.")
+        if not WorkOrder.objects.filter(id=work_order_id).exists():
+            return _refusal(404, f"Work order {work_order_id} does not exist.")
+        arguments: dict = {"work_order_id": work_order_id}
+        if action == "restart":
+            form = RestartForm(request.POST)
+            if not form.is_valid():
+                return _refusal(400, "Choose the step to restart from.")
+            arguments["step"] = form.cleaned_data["step"]
+        elif action == "approve":
+            arguments["approved_by"] = request.user
+        try:
+            work_order = service(**arguments)
+        except ValidationError as error:
+            return _refusal(409, "; ".join(error.messages))
+        return JsonResponse({"version": work_order.live_version, "status": work_order.status})
 
     def save_model(self, request: HttpRequest, obj: WorkOrder, form: forms.ModelForm, change: bool) -> None:
         """A new work order is made by `workorder_create` (its creator, the event's sub-event, its steps, the

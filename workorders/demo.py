@@ -1,5 +1,8 @@
 """Demo data for `make demo`: an event, contacts in English and French, a segment and a work order ready to
-start, sending through the local SMTP capture (SMTP_CAPTURE_PORT, default 1025). Idempotent."""
+start, sending through the local SMTP capture (SMTP_CAPTURE_PORT, default 1025). Idempotent.
+
+The work order is not auto-approved: a demo shows the review gate, stopping after Test (test email in the
+capture, dry-run list viewable) until someone presses Approve."""
 
 import os
 import unicodedata
@@ -77,4 +80,7 @@ def demo_workorder_create() -> WorkOrder:
 def demo_load() -> str:
     """`load_demo_data`'s entry point."""
     work_order = demo_workorder_create()
-    return f"work order {work_order.id} for event {DEMO_EVENT_CODE} ({work_order.status}): start it in the admin"
+    return (
+        f"work order {work_order.id} for event {DEMO_EVENT_CODE} ({work_order.status}): start it in the admin; "
+        "it stops after Test for your Approve"
+    )

@@ -161,7 +161,9 @@ class WorkOrder(models.Model):
     The mailing key is (event code, sub-event, stage): a contact gets one email per key, whichever work order
     sends it (`MailingSend`'s unique constraint). `subjects` maps each enabled language to its subject (empty:
     the template's). Only the holder of the lease (`lock_owner` until `lock_expires_at`) processes the work
-    order; `stop_requested` is polled by that holder (README: Work orders).
+    order; `stop_requested` is polled by that holder (README: Work orders). Unless `auto_approve`, the pipeline
+    stops after Test in *awaiting approval* until an operator approves Send (`approved_at`, cleared when Test
+    runs again), so the dry-run list and the test emails can be looked at first.
     """
 
     class Status(models.TextChoices):
@@ -169,6 +171,7 @@ class WorkOrder(models.Model):
         QUEUED = "queued", "Queued"
         WORKING = "working", "Working"
         SLEEPING = "sleeping", "Sleeping"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
         INTERRUPTED = "interrupted", "Interrupted"
         COMPLETE = "complete", "Complete"
         ERROR = "error", "Error"
@@ -195,7 +198,14 @@ class WorkOrder(models.Model):
     burst_pause_seconds = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")  # fmt: skip
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.READY)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.READY)
+    auto_approve = models.BooleanField(
+        default=False,
+        help_text="Send right after Test, without waiting for an operator's Approve (recurring mailings opt out).",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True, help_text="When Send was approved since Test last ran.")
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")  # fmt: skip
     stop_requested = models.BooleanField(default=False)
     resume_at = models.DateTimeField(null=True, blank=True, help_text="A sleeping work order is resumed then.")
     lock_owner = models.CharField(max_length=200, blank=True)
@@ -212,6 +222,7 @@ class WorkOrder(models.Model):
         permissions = [
             ("run_workorder", "Can start, stop and restart work orders"),
             ("unlock_workorder", "Can unlock work orders"),
+            ("approve_workorder", "Can approve a work order's Send"),
         ]
         constraints = [
             models.CheckConstraint(

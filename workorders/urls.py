@@ -1,11 +1,18 @@
-"""Work-orders API routes, included under /api/v1/ by emailsys/urls.py."""
+"""Work-orders API routes, included under /api/v1/ by emailsys/urls.py; and `admin_urlpatterns`, the admin-side
+pages of work orders outside the model admin (their artifacts), included under /admin/workorders/workorder/
+before the admin's own URLs."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from workorders import api
+from workorders import api, views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("workorders", api.WorkOrderViewSet, basename="workorder")
 
 urlpatterns = router.urls
+
+admin_urlpatterns = [
+    path("<int:work_order_id>/artifacts/<str:name>", views.workorder_artifact, name="workorder-artifact"),
+]

@@ -62,6 +62,7 @@ def mailing_that_uses_up_its_account(smtp: RecordingSmtpServer, *, daily_limit: 
         account__daily_limit=daily_limit,
         account__time_zone=zone_at_midday(),
         subjects={"en": ""},
+        auto_approve=True,
     )
     workorder_steps_create(work_order=work_order)
     assert workorder_run(work_order_id=work_order.id) == "sleeping"

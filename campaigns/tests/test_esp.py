@@ -209,7 +209,7 @@ def test_a_work_order_mailing_sends_through_amazon_ses(moto_endpoint) -> None:
     work_order = WorkOrderFactory(
         account__email=sender, account__transport="esp", account__smtp_host="", account__esp_name="amazon_ses",
         account__esp_key_id="AKIDTEST", account__esp_secret=SECRET, account__esp_region="eu-west-1",
-        account__esp_endpoint_url=moto_endpoint,
+        account__esp_endpoint_url=moto_endpoint, auto_approve=True,
     )  # fmt: skip
     verify_sender(moto_endpoint, sender)
     workorder_steps_create(work_order=work_order)

@@ -37,7 +37,7 @@ from campaigns.tests.factories import (
 )
 from emailsys.services import api_token_create
 from emailsys.testing import RecordingSmtpServer
-from workorders.models import MailingSend
+from workorders.models import MailingSend, WorkOrder
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
 
@@ -257,3 +257,21 @@ def test_the_send_test_page_needs_the_send_test_permission(world: None) -> None:
     assert [(entry.actor.username, entry.additional_data["source"]) for entry in recorded] == [
         ("admin-matrix-operator", "admin")
     ]
+
+
+# The work-order change page's buttons (JSON endpoints, workorders/admin.py LIVE_ACTIONS) → the least role.
+LIVE_BUTTONS = {"start": "operator", "stop": "operator", "restart": "operator", "approve": "operator"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_work_order_buttons_refuse_a_role_without_their_permission_and_change_nothing(role: str, world: None):
+    client = login(role)
+    work_order_id = WorkOrder.objects.values_list("pk", flat=True).first()
+    before = every_row()
+    for action, least in LIVE_BUTTONS.items():
+        if RANKS[role] >= RANKS[least]:
+            continue
+        url = reverse("admin:workorders_workorder_live_action", args=[work_order_id, action])
+        response = client.post(url, {"step": "count"})
+        assert response.status_code == 403 and response.json()["detail"], (role, action)
+    assert every_row() == before

@@ -14,6 +14,8 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache as default_cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework import viewsets
@@ -43,6 +45,13 @@ from workorders.tests.factories import EventFactory, SegmentFactory, WorkOrderFa
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path) -> None:
+    """The world's stored dry-run list goes to this test's own directory."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
 # Who may: "staff" = any active staff user; "viewer" ⊂ "operator" ⊂ "admin".
 RANKS = {"anyone": -1, "staff": 0, "viewer": 1, "operator": 2, "admin": 3}
 CALLERS = ["anonymous", "bad_token", "non_staff", "staff", "viewer", "operator", "admin"]
@@ -64,6 +73,7 @@ class World:
     unknown_send: SendRecord
     work_order: WorkOrder
     audit_entry: Any
+    gated_work_order: WorkOrder | None = None  # awaiting approval, with a stored dry-run list
     ids: dict[str, int] = field(default_factory=dict)
 
 
@@ -260,6 +270,19 @@ OPERATIONS: dict[str, Op] = {
         lambda w: (f"/api/v1/workorders/{w.work_order.pk}/restart/", {"step": "prepare"}),
         done=lambda w, body: _status(WorkOrder, w.work_order.pk, "queued"),
     ),
+    "v1_workorders_approve_create": Op(
+        "operator",
+        lambda w: (f"/api/v1/workorders/{w.gated_work_order.pk}/approve/", None),
+        done=lambda w, body: _status(WorkOrder, w.gated_work_order.pk, "queued") and body["approved_by"] is not None,
+    ),
+    "v1_workorders_artifacts_list": Op(
+        "viewer",
+        _path("/api/v1/workorders/{w.gated_work_order.pk}/artifacts/"),
+        done=lambda w, body: [row["name"] for row in body] == ["dry-run.csv"],
+    ),
+    "v1_workorders_artifacts_retrieve": Op(
+        "viewer", _path("/api/v1/workorders/{w.gated_work_order.pk}/artifacts/dry-run.csv/")
+    ),
     "v1_workorders_unlock_create": Op(
         "operator",
         lambda w: (f"/api/v1/workorders/{w.work_order.pk}/unlock/", None),
@@ -294,7 +317,14 @@ def build_world() -> World:
     workorder_steps_create(work_order=work_order)
     WorkOrder.objects.filter(pk=work_order.pk).update(lock_owner="gone-worker", lock_acquired_at=work_order.created_at,
                                                       lock_expires_at=work_order.created_at)  # fmt: skip
+    gated = WorkOrderFactory(account=account, template=template, status=WorkOrder.Status.AWAITING_APPROVAL)
+    for step in workorder_steps_create(work_order=gated):
+        if step.name == "dry_run":
+            stored = default_storage.save(f"workorders/{gated.pk}/dry-run.csv", ContentFile(b"email\n"))
+            step.result = {"file": stored}
+            step.save(update_fields=["result"])
     return World(
+        gated_work_order=gated,
         campaign=campaign, spare_campaign=CampaignFactory(), lead=lead, recipient=recipient, account=account,
         spare_account=SenderAccountFactory(), template=template, spare_template=EmailTemplateFactory(),
         activity=ActivityFactory(campaign=campaign),
@@ -336,7 +366,7 @@ def client_for(caller: str) -> APIClient:
 # What an operator's allowed calls above must leave in the audit trail.
 AUDITED_FOR_OPERATORS = {
     "campaign.pause", "account.pause", "account.resume", "recipient.mark_replied", "send.resolve",
-    "work_order.start", "work_order.stop", "work_order.restart", "work_order.unlock",
+    "work_order.start", "work_order.stop", "work_order.restart", "work_order.unlock", "work_order.approve",
 }  # fmt: skip
 
 
@@ -370,7 +400,8 @@ def test_each_caller_gets_what_its_role_allows(caller: str) -> None:
         before = every_row() if method != "GET" else None
         response = getattr(client, method.lower())(path, body, format="json")
         refusal = expected_refusal(caller, op)
-        content = response.json() if response.content else None
+        is_json = response.get("Content-Type", "").startswith("application/json")
+        content = (response.json() if is_json else response.content) if response.content else None  # files: bytes
         if refusal is not None:
             if response.status_code != refusal:
                 failures.append(f"{operation_id}: {response.status_code} instead of {refusal}")

@@ -4,6 +4,7 @@ in pipeline order), its fields, and a stop taking effect."""
 from typing import Any
 
 from emailsys import clock
+from emailsys.live import live_version_bump
 from workorders.models import WorkOrder, WorkOrderStep
 
 Name, Status = WorkOrderStep.Name, WorkOrderStep.Status
@@ -21,10 +22,11 @@ def workorder_steps_create(*, work_order: WorkOrder) -> list[WorkOrderStep]:
 
 
 def workorder_update(*, work_order: WorkOrder, **values: Any) -> None:
-    """Writes `values` to the row and to `work_order`, so the caller's copy stays current."""
+    """Writes `values` to the row and to `work_order`, so the caller's copy stays current; the same UPDATE
+    increments the live version (pages keep the newest state)."""
     for name, value in values.items():
         setattr(work_order, name, value)
-    WorkOrder.objects.filter(id=work_order.id).update(**values)
+    WorkOrder.objects.filter(id=work_order.id).update(**values, updated_at=clock.now(), **live_version_bump())
 
 
 def workorder_interrupt(*, work_order: WorkOrder) -> None:

@@ -13,6 +13,11 @@ ends in one of:
   a "resume" event continues it; or the lease was lost and its new holder continues it;
 - error (a known problem, e.g. a template that does not render) or exception (a bug): the pipeline stops.
 
+The review gate: before Send (or Send-Continuously) runs, a work order that does not `auto_approve` and has no
+approval since Test last ran stops in *awaiting approval* (lease released, Send still ready), so an operator can
+look at the dry-run list and the test emails first; `lifecycle.workorder_approve` queues it again. A fresh run of
+Test (or of an earlier step, through restart) clears the approval.
+
 Send records decide what was sent, so resuming, re-running or restarting a step never sends twice.
 """
 
@@ -37,6 +42,7 @@ from campaigns.services.suppressions import suppressed_among
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
 from campaigns.services.throttling import NoAccount
 from emailsys import clock
+from workorders.metrics import step_duration_record
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
 from workorders.services.live import workorder_broadcast
 from workorders.services.locking import LeaseKeeper, lock_owner_new, workorder_lock_acquire, workorder_lock_release
@@ -64,6 +70,8 @@ MAX_IN_PROCESS_WAIT = 60.0  # longer waits release the lease and sleep in the da
 # How a step sleeping because its account cannot send begins its message: a reset of the account's limits wakes
 # those (`sweep.workorders_wake_for_account`), not a Send-Continuously sleeping between rounds.
 ACCOUNT_WAIT = "account cannot send"
+GATED_STEPS = (Name.SEND, Name.SEND_CONTINUOUSLY)
+AWAITING_APPROVAL_MESSAGE = "awaiting approval: look at the dry-run list and the test emails, then press Approve"
 
 
 def slice_seconds() -> float:
@@ -165,7 +173,12 @@ def _steps_run(work_order_id: int, keeper: LeaseKeeper) -> tuple[str, bool]:
         for step in steps:
             if step.status == Status.COMPLETE:
                 continue
-            if step.status not in (Status.WORKING, Status.SLEEPING):  # a fresh run; working/sleeping go on
+            fresh = step.status not in (Status.WORKING, Status.SLEEPING)  # a fresh run; working/sleeping go on
+            if fresh and step.name in GATED_STEPS and not _send_approved(work_order):
+                return _await_approval(work_order, step)
+            if fresh:
+                if step.name == Name.TEST:  # an approval was of the test emails of an earlier run
+                    workorder_update(work_order=work_order, approved_at=None, approved_by=None)
                 _step_set(
                     step,
                     status=Status.WORKING,
@@ -195,6 +208,20 @@ def _steps_run(work_order_id: int, keeper: LeaseKeeper) -> tuple[str, bool]:
     return "complete", False
 
 
+def _send_approved(work_order: WorkOrder) -> bool:
+    """The gate before Send: auto-approved, or approved since Test last ran (a fresh Test run clears it)."""
+    return work_order.auto_approve or work_order.approved_at is not None
+
+
+def _await_approval(work_order: WorkOrder, step: WorkOrderStep) -> tuple[str, bool]:
+    """Stops before `step` (a Send): it stays ready with a message saying why; the lease is released by the caller."""
+    with transaction.atomic():
+        if step.status == Status.READY:
+            _step_set(step, message=AWAITING_APPROVAL_MESSAGE)
+        workorder_update(work_order=work_order, status=WorkOrder.Status.AWAITING_APPROVAL, resume_at=None)
+    return "awaiting_approval", False
+
+
 def _step_end(work_order: WorkOrder, step: WorkOrderStep, run: StepRun, end: StepEnd) -> tuple[str, bool] | None:
     """Writes the step's end; None when the pipeline goes on, else (outcome, emit a resume event)."""
     now = clock.now()
@@ -205,10 +232,14 @@ def _step_end(work_order: WorkOrder, step: WorkOrderStep, run: StepRun, end: Ste
         "total": step.total,
         "result": step.result,
     }
-    if end.status in (Status.COMPLETE, Status.ERROR, Status.EXCEPTION, Status.INTERRUPTED):
+    ended = end.status in (Status.COMPLETE, Status.ERROR, Status.EXCEPTION, Status.INTERRUPTED)
+    if ended:
         values["ended_at"] = now
     with transaction.atomic():
         _step_set(step, **values)
+        if ended and step.started_at is not None:
+            duration = now - step.started_at
+            transaction.on_commit(lambda: step_duration_record(step=step.name, duration=duration))
         if end.status == Status.COMPLETE:
             return None
         if end.status == Status.INTERRUPTED:

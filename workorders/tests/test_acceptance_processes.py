@@ -29,7 +29,7 @@ from emailsys.testing import (
     worker_argv,
 )
 from workorders.models import Contact, MailingSend, WorkOrder, WorkOrderStep
-from workorders.services.lifecycle import workorder_restart, workorder_start, workorder_stop
+from workorders.services.lifecycle import workorder_approve, workorder_restart, workorder_start, workorder_stop
 from workorders.services.state import workorder_steps_create
 from workorders.services.stream import STREAM, workorder_event_emit
 from workorders.tests.factories import WorkOrderFactory
@@ -96,7 +96,8 @@ def contacts_create(*, en: int, fr: int, prefix: str = "c", **fields) -> list[Co
 
 
 def work_order_create(smtp: RecordingSmtpServer, **overrides) -> WorkOrder:
-    work_order = WorkOrderFactory(account__smtp_port=smtp.port, **overrides)
+    """Auto-approved unless overridden: only the first test goes through the review gate."""
+    work_order = WorkOrderFactory(account__smtp_port=smtp.port, **{"auto_approve": True, **overrides})
     workorder_steps_create(work_order=work_order)
     return work_order
 
@@ -109,11 +110,12 @@ def status_of(work_order: WorkOrder) -> str:
     return WorkOrder.objects.values_list("status", flat=True).get(id=work_order.id)
 
 
-def settled(work_order: WorkOrder) -> bool:
-    """Complete, its lease released and every event of it finished (the status is set before the event ends)."""
+def settled(work_order: WorkOrder, *, status: str = WorkOrder.Status.COMPLETE) -> bool:
+    """In `status` (complete), its lease released and every event of it finished (the status is set before the
+    event ends)."""
     row = WorkOrder.objects.values_list("status", "lock_owner").get(id=work_order.id)
     unfinished = events_of(work_order).exclude(state__in=ReceivedEvent.FINISHED).exists()
-    return row == (WorkOrder.Status.COMPLETE, "") and not unfinished
+    return row == (status, "") and not unfinished
 
 
 def rcpts(mails: list[CapturedMail]) -> Counter:
@@ -136,13 +138,15 @@ def assert_in_language(mail: CapturedMail, *, language: str, event_name: str) ->
 
 
 @pytest.mark.timeout(150)
-def test_500_contacts_in_two_languages_run_the_whole_pipeline_through_sqs(stack) -> None:
+def test_500_contacts_in_two_languages_run_the_whole_pipeline_through_sqs_stopping_for_approval_before_send(
+    stack, admin_user
+) -> None:
     contacts = contacts_create(en=250, fr=250)
     contacts_create(en=0, fr=4, prefix="gone", subscribed=False)  # unsubscribed: in no segment
     Contact.objects.bulk_create([Contact(email=f"de{n}@example.test", language="de") for n in range(4)])
     testers = ["tester1@example.test", "tester2@example.test"]
     with RecordingSmtpServer() as smtp:
-        work_order = work_order_create(smtp, testers=testers)
+        work_order = work_order_create(smtp, testers=testers, auto_approve=False)
         workers = [stack.worker("w1"), stack.worker("w2")]
         wait_until(lambda: all(worker_ready(w) for w in workers), timeout=60, what="workers ready")
 
@@ -155,12 +159,30 @@ def test_500_contacts_in_two_languages_run_the_whole_pipeline_through_sqs(stack)
         assert status_of(work_order) == WorkOrder.Status.QUEUED
 
         bridge = stack.bridge()
+        # The review gate: Test's emails went out, nothing real did; the lease is released, Send still ready.
+        wait_until(lambda: settled(work_order, status=WorkOrder.Status.AWAITING_APPROVAL), timeout=120,
+                   interval=0.2, what="the work order awaiting approval")  # fmt: skip
+        assert set(rcpts(smtp.snapshot())) == set(testers)
+        assert MailingSend.objects.filter(is_test=False).count() == 0
+        gated = steps_of(work_order)["send"]
+        assert gated.status == Status.READY and gated.message.startswith("awaiting approval"), gated.message
+
+        approved = workorder_approve(work_order_id=work_order.id, approved_by=admin_user)
+        assert (approved.status, approved.approved_by) == (WorkOrder.Status.QUEUED, admin_user)
         wait_until(lambda: settled(work_order), timeout=120, interval=0.3,
                    what="the work order complete")  # fmt: skip
         mails = smtp.snapshot()
 
-    (event,) = events_of(work_order)
-    assert (event.outbox_id, event.via, event.state) == (outbox.id, ReceivedEvent.Via.SQS, ReceivedEvent.State.DONE)
+    start_event, approve_event = events_of(work_order).order_by("id")
+    assert (start_event.outbox_id, start_event.via, start_event.state) == (
+        outbox.id, ReceivedEvent.Via.SQS, ReceivedEvent.State.DONE,
+    )  # fmt: skip
+    assert (approve_event.kind, approve_event.via, approve_event.state) == (
+        "approve", ReceivedEvent.Via.SQS, ReceivedEvent.State.DONE,
+    )  # fmt: skip
+    last_test_email = max(m.received_at for m in mails if m.rcpt_tos[0] in testers)
+    first_real_email = min(m.received_at for m in mails if m.rcpt_tos[0] not in testers)
+    assert first_real_email > last_test_email, "the real emails only after Approve"
     assert f"outbox {outbox.id} workorder:{work_order.id} start recorded" in bridge.log(400)
     assert stack.queue_counts() == (0, 0), "the message was deleted once recorded"
 

@@ -17,6 +17,7 @@ def test_the_demo_work_order_is_ready_to_start_with_contacts_in_two_languages():
 
     assert demo_workorder_create() == work_order  # idempotent
     assert work_order.status == WorkOrder.Status.READY
+    assert not work_order.auto_approve  # the demo shows the review gate
     assert work_order.languages == ["en", "fr"]
     assert segment_count(segment=work_order.audience) == 12
     assert work_order.steps.count() == 5

@@ -1,4 +1,5 @@
-"""Operations through the JSON API and the admin: create, start, stop, restart, unlock; bad input is a 400."""
+"""Operations through the JSON API and the admin: create, start, stop, restart, unlock; bad input is a 400 (Approve
+and the artifacts: test_approve_artifacts_snapshot.py)."""
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -90,7 +91,7 @@ def test_start_stop_restart_unlock_through_the_api(api):
 
 def test_the_schema_lists_the_work_order_actions(api):
     schema = api.get("/api/schema/").content.decode()
-    for action in ("start", "stop", "restart", "unlock"):
+    for action in ("start", "stop", "restart", "approve", "unlock", "artifacts", "artifacts/{name}"):
         assert f"/api/v1/workorders/{{id}}/{action}/" in schema
 
 
@@ -104,7 +105,7 @@ def test_admin_pages_show_steps_and_lock(admin_client):
 
     assert admin_client.get(admin_url("changelist")).status_code == 200
     page = admin_client.get(admin_url("change", work_order.id)).content.decode()
-    assert "Dry-Run" in page and "0 / 0" in page
+    assert "Dry-Run" in page and f'id="workorder-{work_order.id}-panel"' in page  # the live panel (test_live_pages)
     assert admin_client.get(admin_url("add")).status_code == 200
 
 

@@ -28,7 +28,8 @@ Status = WorkOrderStep.Status
 
 
 def make_work_order(smtp: RecordingSmtpServer, **overrides) -> WorkOrder:
-    work_order = WorkOrderFactory(account__smtp_port=smtp.port, **overrides)
+    """Auto-approved (these tests are about sending; the review gate has its own, test_approval_gate.py)."""
+    work_order = WorkOrderFactory(account__smtp_port=smtp.port, **{"auto_approve": True, **overrides})
     workorder_steps_create(work_order=work_order)
     return work_order
 

@@ -46,6 +46,29 @@ def test_prepare_and_dry_run_store_their_files_in_the_configured_bucket(smtp, s3
     assert len(smtp.snapshot()) == 2  # Send read the prepared emails back from the bucket
 
 
+def test_the_artifacts_are_served_from_the_bucket_by_the_admin_and_the_api(
+    smtp, s3_bucket, moto_endpoint, admin_client
+) -> None:
+    from django.urls import reverse
+
+    ContactFactory(language="en", name="Ann")
+    work_order = make_work_order(smtp, subjects={"en": ""})
+    assert workorder_run(work_order_id=work_order.id) == "complete"
+
+    page = admin_client.get(reverse("workorder-artifact", args=[work_order.id, "dry-run.csv"]) + "?download=1")
+    assert page.status_code == 200 and page["Content-Type"] == "text/csv"
+    assert page.content.decode().splitlines()[0] == "email,name,language,suppressed"
+    listed = admin_client.get(f"/api/v1/workorders/{work_order.id}/artifacts/").json()
+    assert [row["name"] for row in listed] == ["dry-run.csv", "prepared-en.eml"]
+    prepared = admin_client.get(listed[1]["url"])
+    assert prepared.status_code == 200 and "Subject: " in prepared.content.decode()
+
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").delete_object(
+        Bucket=s3_bucket, Key=WorkOrderStep.objects.get(work_order=work_order, name="dry_run").result["file"]
+    )
+    assert admin_client.get(listed[0]["url"]).status_code == 404  # gone from the bucket: no file, not a 500
+
+
 def test_naming_a_bucket_in_the_environment_switches_stored_files_to_s3() -> None:
     import subprocess
     import sys

@@ -1,30 +1,42 @@
 /* Live admin pages: one WebSocket per page, fragments swapped in place, the newest version kept.
 
    Page contract (server-rendered templates; see README "Live pages"):
-   - one element `[data-live-socket="/ws/live/<group>/"]` says what to watch; the script adds the connection
-     state inside it (`.live-state`, "reconnecting…" while closed);
-   - every live fragment is an element with an `id`, `data-live-key="<kind>-<id>"` and `data-live-v="<version>"`;
-     a message `{"type": "update", "payload": {"key", "version", "fragments": {id: html}, ...}}` replaces the
-     elements of those ids when its version is newer than the key's shown one (older ones are dropped);
+   - one element `[data-live-socket="/ws/live/<group>/"]` says what to watch (a list page:
+     `/ws/live/workorders/?ids=1,2,3`); the connection state is shown in its `.live-state` element (added when
+     missing) and as `body[data-live-state]`: connecting, live, reconnecting, ended;
+   - every live fragment is an element with an `id`, `data-live-key="<kind>-<id>"` (or "dashboard") and
+     `data-live-v="<version>"`; a message `{"type": "update", "payload": {"key", "version", "fragments": {id:
+     html}, ...}}` replaces (outerHTML) the elements of those ids when its version is newer than the key's shown
+     one; older or equal ones are dropped;
+   - the socket reconnects after any close (clean or not) with jittered exponential backoff, at once when the
+     browser comes back online or the tab becomes visible; only 4401 (logged out) and 4403 (forbidden) are
+     final. The server sends every object's snapshot on connect, so a reconnect is a resync;
    - a button `[data-live-action="<url>"]` with `data-live-key`, `data-live-target` (the fragment id it changes)
-     and `data-live-pending` ("Starting…") is optimistic: the target shows the pending text at once and keeps it
-     against older messages until the POST answers `{"version": N}` and a message of version ≥ N arrives; an
-     error answer (`{"detail": "..."}`) rolls it back and is shown in `[data-live-errors]`.
-     `data-live-params="#form-id"` posts that form's fields along.
+     and `data-live-pending` ("Starting…") is optimistic: the target shows the pending text at once (class
+     `live-optimistic`) and keeps it against older messages until the POST answers `{"version": N}` (2xx) and a
+     message of version ≥ N arrives (or the page already shows N; after HOLD_TIMEOUT_MS it resyncs). An error
+     answer (`{"detail": "..."}`, 4xx/5xx, or no answer) rolls the target back and shows the detail in
+     `[data-live-errors]`. `data-live-params="#form-id"` posts that form's fields along. The buttons of a key
+     are disabled while its POST is pending;
    - each applied message is also dispatched as a `live:update` event on `document` (detail: the payload).
    No inline code or styles: the Content-Security-Policy allows only this site's scripts and style sheets. */
 (function () {
   "use strict";
 
+  if (window.emailsysLiveLoaded) return;                      // included twice: one connection only
+  window.emailsysLiveLoaded = true;
+
   const RECONNECT_BASE_MS = 500;
   const RECONNECT_CAP_MS = 30000;
   const HOLD_TIMEOUT_MS = 15000;
+  const POST_TIMEOUT_MS = 20000;
   const FINAL_CODES = { 4401: "Your session ended: log in again to see live updates.",
                         4403: "You may no longer watch this page." };
 
   const shown = {};     // key → newest version on the page
   const holds = {};     // key → version an optimistic action waits for (Infinity: its answer is pending)
   const parked = {};    // key → newest payload dropped during a hold (applied if the hold ends below it)
+  const restores = {};  // key → puts the element an optimistic action changed back as it was
 
   function versionOf(element) {
     const v = Number(element.getAttribute("data-live-v"));
@@ -42,21 +54,29 @@
     const old = document.getElementById(id);
     if (!old) return;
     const template = document.createElement("template");
-    template.innerHTML = html.trim();
+    template.innerHTML = String(html).trim();
     const fresh = template.content.firstElementChild;
     if (fresh) old.replaceWith(fresh);
   }
 
   function apply(payload) {
     Object.entries(payload.fragments || {}).forEach(function (entry) { swap(entry[0], entry[1]); });
-    shown[payload.key] = payload.version;
+    shown[payload.key] = Number(payload.version);
     document.dispatchEvent(new CustomEvent("live:update", { detail: payload }));
+  }
+
+  function endHold(key) {
+    delete holds[key];
+    delete restores[key];
+    const kept = parked[key];
+    delete parked[key];
+    if (kept) receive(kept);
   }
 
   function receive(payload) {
     if (!payload || payload.key === undefined) return;
     const version = Number(payload.version);
-    if (version <= (shown[payload.key] || 0)) return;         // older than (or as old as) what the page shows
+    if (!Number.isFinite(version) || version <= (shown[payload.key] || 0)) return;  // not newer than the page
     const hold = holds[payload.key];
     if (hold !== undefined && version < hold) {               // an optimistic state waits for a newer one
       const kept = parked[payload.key];
@@ -65,29 +85,37 @@
     }
     delete holds[payload.key];
     delete parked[payload.key];
+    delete restores[payload.key];
     apply(payload);
   }
 
-  function releaseHold(key, version) {
+  // The POST answered version N: a parked message ≥ N ends the hold; so does a page already at N (nothing newer
+  // will come: the optimistic text goes, the element as it was is the truth).
+  function answered(key, version) {
     holds[key] = version;
     const kept = parked[key];
-    if (kept && kept.version >= version) receive(kept);
+    if (kept && kept.version >= version) { delete parked[key]; receive(kept); return; }
+    if ((shown[key] || 0) >= version) { if (restores[key]) restores[key](); endHold(key); }
   }
 
   // --- connection ---------------------------------------------------------------------------------------------
 
   function Connection(root) {
-    this.root = root;
-    this.url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host +
+    const self = this;
+    self.url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host +
       root.getAttribute("data-live-socket");
-    this.attempt = 0;
-    this.state = root.querySelector(".live-state");
-    if (!this.state) {
-      this.state = document.createElement("span");
-      this.state.className = "live-state";
-      root.prepend(this.state);
+    self.attempt = 0;
+    self.timer = null;
+    self.final = false;
+    self.state = root.querySelector(".live-state");
+    if (!self.state) {
+      self.state = document.createElement("span");
+      self.state.className = "live-state";
+      root.prepend(self.state);
     }
-    this.open();
+    window.addEventListener("online", function () { self.now(); });
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) self.now(); });
+    self.open();
   }
 
   Connection.prototype.show = function (state, text) {
@@ -98,11 +126,14 @@
 
   Connection.prototype.open = function () {
     const self = this;
+    self.timer = null;
     self.show(self.attempt ? "reconnecting" : "connecting", self.attempt ? "reconnecting…" : "connecting…");
-    const socket = new WebSocket(self.url);
+    let socket;
+    try { socket = new WebSocket(self.url); } catch (error) { self.retry(); return; }
     self.socket = socket;
-    socket.onopen = function () { self.show("live", "live"); };
+    socket.onopen = function () { if (self.socket === socket) self.show("live", "live"); };
     socket.onmessage = function (event) {
+      if (self.socket !== socket) return;
       let message;
       try { message = JSON.parse(event.data); } catch (error) { return; }
       if (message.type === "subscribed") { self.attempt = 0; return; }
@@ -110,13 +141,26 @@
     };
     socket.onclose = function (event) {
       if (self.socket !== socket) return;
-      if (FINAL_CODES[event.code]) { self.show("ended", FINAL_CODES[event.code]); return; }
-      self.attempt += 1;
-      const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * Math.pow(2, Math.min(self.attempt, 10)));
-      const delay = 250 + Math.random() * ceiling;            // full jitter: clients do not return in step
-      self.show("reconnecting", "reconnecting…");
-      window.setTimeout(function () { self.open(); }, delay);
+      self.socket = null;
+      if (FINAL_CODES[event.code]) { self.final = true; self.show("ended", FINAL_CODES[event.code]); return; }
+      self.retry();
     };
+  };
+
+  Connection.prototype.retry = function () {
+    const self = this;
+    self.attempt += 1;
+    const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * Math.pow(2, Math.min(self.attempt, 10)));
+    const delay = 250 + Math.random() * ceiling;              // full jitter: clients do not return in step
+    self.show("reconnecting", "reconnecting…");
+    self.timer = window.setTimeout(function () { self.open(); }, delay);
+  };
+
+  // Back online or visible again: skip the rest of the backoff.
+  Connection.prototype.now = function () {
+    if (this.final || this.socket || this.timer === null) return;
+    window.clearTimeout(this.timer);
+    this.open();
   };
 
   Connection.prototype.resync = function () {
@@ -132,49 +176,68 @@
     return match ? decodeURIComponent(match[1]) : "";
   }
 
-  function showError(button, text) {
+  function showError(text) {
     const box = document.querySelector("[data-live-errors]");
     if (!box) return;
     box.textContent = text;
     box.hidden = !text;
   }
 
+  function buttonsOf(key) {
+    return Array.prototype.filter.call(document.querySelectorAll("[data-live-action]"), function (button) {
+      return button.getAttribute("data-live-key") === key;
+    });
+  }
+
   function act(button, connection) {
     const key = button.getAttribute("data-live-key");
+    if (holds[key] !== undefined && holds[key] === Infinity) return;  // its previous POST is still pending
     const target = document.getElementById(button.getAttribute("data-live-target") || "");
     const saved = target ? target.outerHTML : null;
     if (target) {
       target.textContent = button.getAttribute("data-live-pending") || "working…";
       target.classList.add("live-optimistic");
     }
+    restores[key] = function () {
+      if (saved && target && target.isConnected) swap(target.id, saved);
+    };
     holds[key] = Infinity;
-    showError(button, "");
+    showError("");
     const body = new URLSearchParams();
     const paramsFrom = button.getAttribute("data-live-params");
     if (paramsFrom) {
       const form = document.querySelector(paramsFrom);
       if (form) new FormData(form).forEach(function (value, name) { body.append(name, value); });
     }
-    button.disabled = true;
+    const buttons = buttonsOf(key);
+    buttons.forEach(function (b) { b.disabled = true; });
+    const abort = new AbortController();
+    const abortTimer = window.setTimeout(function () { abort.abort(); }, POST_TIMEOUT_MS);
     fetch(button.getAttribute("data-live-action"), {
-      method: "POST", credentials: "same-origin", body: body,
+      method: "POST", credentials: "same-origin", body: body, signal: abort.signal,
       headers: { "X-CSRFToken": csrfToken(), "Accept": "application/json" },
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (answer) {
         if (!response.ok) throw new Error(answer.detail || ("The server answered " + response.status + "."));
-        releaseHold(key, Number(answer.version) || 0);
+        const version = Number(answer.version) || 0;
+        answered(key, version);
         window.setTimeout(function () {
-          if (holds[key] !== undefined && (shown[key] || 0) < holds[key]) { delete holds[key]; connection.resync(); }
+          if (holds[key] !== version) return;                 // ended, or another action holds it now
+          if (restores[key]) restores[key]();
+          endHold(key);
+          connection.resync();
         }, HOLD_TIMEOUT_MS);
       });
     }).catch(function (error) {
-      delete holds[key];
-      if (saved && target && target.isConnected) swap(target.id, saved);
-      showError(button, error.message || String(error));
-      const kept = parked[key];
-      delete parked[key];
-      if (kept) receive(kept);
-    }).finally(function () { button.disabled = false; });
+      if (restores[key]) restores[key]();
+      endHold(key);
+      const text = error && error.name === "AbortError" ? "The server did not answer; try again." :
+        (error && error.message) || String(error);
+      showError(text);
+    }).finally(function () {
+      window.clearTimeout(abortTimer);
+      buttons.forEach(function (b) { b.disabled = false; });
+    });
   }
 
   function start() {
@@ -187,6 +250,11 @@
       if (!button) return;
       event.preventDefault();
       act(button, connection);
+    });
+    document.addEventListener("submit", function (event) {   // Enter in a params form must not reload the page
+      if (event.target.matches && document.querySelector("[data-live-params='#" + event.target.id + "']")) {
+        event.preventDefault();
+      }
     });
     window.emailsysLive = { shown: shown, connection: connection };
   }
