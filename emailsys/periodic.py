@@ -56,6 +56,13 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         queue="workorders",
         description="Re-dispatches work orders whose lease expired while working, and sleeping ones now due.",
     ),
+    PeriodicTaskSpec(
+        name="emailsys: dashboard refresh",
+        task="emailsys.dashboard_refresh",
+        interval_setting="DASHBOARD_REFRESH_INTERVAL",
+        queue="default",
+        description="Probes workers, queues, beat and the SQS bridge for the dashboard and publishes it to its pages.",
+    ),
 )
 
 

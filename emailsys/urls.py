@@ -40,4 +40,6 @@ urlpatterns = [
     path("u/<uuid:token>/", unsubscribe, name="unsubscribe"),
     path("w/", include("workorders.public_urls")),
     path("admin/", admin.site.urls),
+    # The front page (and the admin's "View site") is the operations dashboard, the admin index.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]
