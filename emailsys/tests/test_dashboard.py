@@ -295,3 +295,15 @@ def test_the_site_root_and_view_site_lead_to_the_dashboard(client, admin_user) -
 )
 def test_the_dashboard_group_requires_every_permission_its_panels_show() -> None:
     assert set(DASHBOARD_PERMISSIONS) <= set(live_group_permissions("dashboard"))
+
+
+def test_the_refresh_is_scheduled_on_the_default_pool_and_a_backlog_of_it_expires() -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    row = PeriodicTask.objects.get(name="emailsys: dashboard refresh")
+    assert (row.task, row.queue, row.interval.every, row.expire_seconds) == (
+        "emailsys.dashboard_refresh",
+        "default",
+        3,
+        30,
+    )
