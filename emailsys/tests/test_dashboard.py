@@ -11,7 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Activity, Campaign, SendRecord
 from campaigns.services.activities import activity_record
@@ -307,3 +308,19 @@ def test_the_refresh_is_scheduled_on_the_default_pool_and_a_backlog_of_it_expire
         3,
         30,
     )
+
+
+def test_the_snapshot_takes_as_many_queries_whatever_the_number_of_rows(django_assert_num_queries) -> None:
+    def rows(count: int) -> None:
+        for _ in range(count):
+            account = SenderAccountFactory()
+            SendRecordFactory(account=account, state=SendRecord.State.SENT)
+            ActivityFactory(campaign=CampaignFactory())
+            workorder_steps_create(work_order=WorkOrderFactory(status=WorkOrder.Status.WORKING))
+
+    rows(1)
+    with CaptureQueriesContext(connection) as few:
+        dashboard_snapshot()
+    rows(6)
+    with django_assert_num_queries(len(few.captured_queries)):
+        dashboard_snapshot()
