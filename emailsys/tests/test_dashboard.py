@@ -324,3 +324,12 @@ def test_the_snapshot_takes_as_many_queries_whatever_the_number_of_rows(django_a
     rows(6)
     with django_assert_num_queries(len(few.captured_queries)):
         dashboard_snapshot()
+
+
+def test_what_operators_and_recipients_wrote_is_escaped_in_the_fragments() -> None:
+    ActivityFactory(campaign=CampaignFactory(name="<b>Bold</b>"), message='<img src=x onerror="alert(1)">')
+
+    html = dashboard_fragments(0, live_current("dashboard", 0))["dashboard-activity"]
+
+    assert "<img" not in html and "<b>Bold" not in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
