@@ -45,6 +45,9 @@ class EmailsysConfig(AppConfig):
         from emailsys.metrics import register_collector
 
         register_collector()
+        from emailsys.dashboard import dashboard_live_register
+
+        dashboard_live_register()
         # Listen to the app that owns the periodic task table: its tables exist when the signal comes.
         beat_app = global_apps.get_app_config("django_celery_beat")
         post_migrate.connect(periodic_tasks_restore, sender=beat_app, dispatch_uid="emailsys.periodic_tasks_restore")

@@ -10,16 +10,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
 
 from emailsys.celery import app as celery_app
+from emailsys.models import OutboxEvent, ReceivedEvent
 from emailsys.ops_clients import ops_broker_connection, ops_redis
+from emailsys.sqs import sqs_configured
 
 logger = logging.getLogger(__name__)
 
 BEAT_TICK_KEY = "emailsys:beat:last_tick"
+HEARTBEAT_KEY = "emailsys:heartbeat:last_run"  # written by the heartbeat task (emailsys.tasks)
 PROBE_DEADLINE_SECONDS = 4.0
 
 
@@ -71,34 +75,68 @@ def _probe_broker() -> list[ComponentHealth]:
     return [ComponentHealth("broker", True, f"connected ({transport})")]
 
 
-def _probe_worker_pools() -> list[ComponentHealth]:
-    """A pool is healthy when at least one worker consuming its queue answers within the timeout."""
+def workers_by_pool(*, timeout: float) -> dict[str, list[str]]:
+    """The workers consuming each pool's queue that answered a broadcast within `timeout` seconds (a Celery
+    inspect: it waits the whole timeout, so call it off the hot path). Raises when the broker is unreachable."""
     with ops_broker_connection() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-        replies = celery_app.control.inspect(timeout=settings.HEALTHZ_WORKER_TIMEOUT, connection=conn).active_queues()
-    workers_by_queue: dict[str, list[str]] = {pool: [] for pool in settings.WORKER_POOLS}
+        replies = celery_app.control.inspect(timeout=timeout, connection=conn).active_queues()
+    workers: dict[str, list[str]] = {pool: [] for pool in settings.WORKER_POOLS}
     for worker, queues in (replies or {}).items():
         for queue in queues:
-            workers_by_queue.setdefault(queue["name"], []).append(worker)
+            workers.setdefault(queue["name"], []).append(worker)
+    return {pool: sorted(names) for pool, names in workers.items()}
+
+
+def _probe_worker_pools() -> list[ComponentHealth]:
+    """A pool is healthy when at least one worker consuming its queue answers within the timeout."""
+    workers_by_queue = workers_by_pool(timeout=settings.HEALTHZ_WORKER_TIMEOUT)
     return [
         ComponentHealth(
             f"worker:{pool}",
             bool(workers_by_queue[pool]),
             f"{len(workers_by_queue[pool])} worker(s) answered" if workers_by_queue[pool] else "no worker answered",
-            extra={"workers": sorted(workers_by_queue[pool])},
+            extra={"workers": workers_by_queue[pool]},
         )
         for pool in settings.WORKER_POOLS
     ]
 
 
+def redis_timestamp_age(key: str) -> float | None:
+    """Seconds since the time (a float of time.time()) stored at `key`, or None when it was never stored."""
+    raw = ops_redis().get(key)
+    return None if raw is None else max(0.0, time.time() - float(raw))
+
+
+def beat_tick_age() -> float | None:
+    """Seconds since beat's scheduler last ticked (None: never)."""
+    return redis_timestamp_age(BEAT_TICK_KEY)
+
+
 def _probe_beat() -> list[ComponentHealth]:
-    raw = ops_redis().get(BEAT_TICK_KEY)
-    if raw is None:
+    age = beat_tick_age()
+    if age is None:
         return [ComponentHealth("beat", False, "beat has never ticked")]
-    age = max(0.0, time.time() - float(raw))
     healthy = age <= settings.HEALTHZ_BEAT_MAX_AGE
     detail = f"last tick {age:.1f}s ago" + ("" if healthy else f" (limit {settings.HEALTHZ_BEAT_MAX_AGE:.0f}s)")
     return [ComponentHealth("beat", healthy, detail, extra={"last_tick_age_s": round(age, 3)})]
+
+
+def sqs_bridge_state(*, now: datetime) -> dict:
+    """What the SQS bridge last did, from the event tables (the bridge keeps no heartbeat): when it last recorded a
+    message, and whether the newest event published to SQS was received — `waiting_s`, how long it has been
+    waiting, is > 0 when the bridge is behind or down. Two index reads; {"configured": False} without SQS."""
+    if not sqs_configured():
+        return {"configured": False}
+    last = ReceivedEvent.objects.filter(via=ReceivedEvent.Via.SQS).order_by("-id").values("received_at").first()
+    newest = OutboxEvent.objects.filter(published_at__isnull=False).order_by("-id").values("id", "published_at")
+    newest = newest.first()
+    waiting = newest is not None and not ReceivedEvent.objects.filter(outbox_id=newest["id"]).exists()
+    return {
+        "configured": True,
+        "last_received_age_s": round((now - last["received_at"]).total_seconds(), 1) if last else None,
+        "waiting_s": round(max(0.0, (now - newest["published_at"]).total_seconds()), 1) if waiting else 0.0,
+    }
 
 
 PROBES: dict[str, Callable[[], list[ComponentHealth]]] = {

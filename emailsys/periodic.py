@@ -22,6 +22,8 @@ class PeriodicTaskSpec:
     # The queue beat publishes to; it must be the task's route in CELERY_TASK_ROUTES (checked by the tests).
     queue: str
     description: str
+    # A message beat sent is dropped unrun after this many seconds (None: kept): for tasks whose backlog is useless.
+    expire_seconds: int | None = None
 
     def interval_seconds(self) -> int:
         return int(getattr(settings, self.interval_setting))
@@ -56,6 +58,14 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         queue="workorders",
         description="Re-dispatches work orders whose lease expired while working, and sleeping ones now due.",
     ),
+    PeriodicTaskSpec(
+        name="emailsys: dashboard refresh",
+        task="emailsys.dashboard_refresh",
+        interval_setting="DASHBOARD_REFRESH_INTERVAL",
+        queue="default",
+        description="Probes workers, queues, beat and the SQS bridge for the dashboard and publishes it to its pages.",
+        expire_seconds=30,
+    ),
 )
 
 
@@ -74,6 +84,7 @@ def periodic_tasks_ensure(*, using: str = "default") -> list[str]:
                 interval=_interval_schedule_get(every=spec.interval_seconds(), using=using),
                 queue=spec.queue,
                 description=spec.description,
+                expire_seconds=spec.expire_seconds,
             )
             created.append(spec.name)
     return created

@@ -1,5 +1,5 @@
-"""Operational tasks: a heartbeat that proves beat → broker → worker works, a worker probe, and the event bus's
-task (runs one event's handler) and sweeper."""
+"""Operational tasks: a heartbeat that proves beat → broker → worker works, a worker probe, the dashboard's
+refresh, and the event bus's task (runs one event's handler) and sweeper."""
 
 import logging
 import os
@@ -9,12 +9,12 @@ import time
 from celery import shared_task
 from django.conf import settings
 
+from emailsys.dashboard import dashboard_refresh
 from emailsys.eventbus import RUN_EVENT_TASK, event_run, event_sweep
+from emailsys.health import HEARTBEAT_KEY
 from emailsys.ops_clients import ops_redis
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_KEY = "emailsys:heartbeat:last_run"
 
 
 @shared_task(name="emailsys.heartbeat", ignore_result=True)
@@ -54,3 +54,10 @@ def sweep_events() -> None:
     result = event_sweep()
     if any(vars(result).values()):
         logger.info("event sweep: %s", result)
+
+
+@shared_task(name="emailsys.dashboard_refresh", ignore_result=True)
+def refresh_dashboard() -> None:
+    """Scheduled by beat ("emailsys: dashboard refresh", which expires its messages: a backlog left while the
+    default pool was down is dropped, not run): probes the slow health parts and publishes the dashboard."""
+    dashboard_refresh()

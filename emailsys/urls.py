@@ -42,4 +42,6 @@ urlpatterns = [
     path("w/", include("workorders.public_urls")),
     path("admin/workorders/workorder/", include(workorder_admin_urlpatterns)),  # before the admin's catch-all
     path("admin/", admin.site.urls),
+    # The front page (and the admin's "View site") is the operations dashboard, the admin index.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]

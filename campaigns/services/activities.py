@@ -2,6 +2,7 @@
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount
 from emailsys import clock
+from emailsys.live import live_progress
 
 
 def activity_record(
@@ -20,6 +21,7 @@ def activity_record(
     def pk(value):
         return value.pk if hasattr(value, "pk") else value
 
+    live_progress("dashboard", 0)  # the dashboard's activity stream and counts (emailsys.dashboard), coalesced
     return Activity.objects.create(
         created_at=clock.now(),
         kind=kind,

@@ -347,6 +347,11 @@ CELERY_BEAT_SCHEDULER = "emailsys.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # Seconds between heartbeats (periodic task "emailsys: heartbeat": beat → broker → default pool).
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
+# Seconds between dashboard refreshes (periodic task "emailsys: dashboard refresh", default pool): the health it
+# shows (workers online, queue depths, beat, SQS bridge) is probed then, never when a page or a send asks.
+DASHBOARD_REFRESH_INTERVAL = env.int("DASHBOARD_REFRESH_INTERVAL", default=3)
+# The dashboard shows the SQS bridge as down when the newest published event waits longer than this (seconds).
+DASHBOARD_SQS_BEHIND_SECONDS = env.int("DASHBOARD_SQS_BEHIND_SECONDS", default=30)
 
 # --- Campaigns --------------------------------------------------------------------------------------
 

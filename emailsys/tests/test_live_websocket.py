@@ -148,7 +148,10 @@ async def refused_status(port: int, cookie: str | None, group: str = "dashboard"
 async def relayed(socket, group: str, version: int) -> dict:
     """Publishes a snapshot to `group` and returns what `socket` received."""
     await asyncio.to_thread(live_publish_now, group=group, payload={"version": version})
-    return json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+    while True:  # the snapshots a group's objects send on connect (the dashboard's) come first
+        message = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+        if "kind" not in message.get("payload", {}):
+            return message
 
 
 async def in_thread(change: Callable[..., None], *args) -> None:

@@ -18,6 +18,7 @@ EXPECTED = {
     "emailsys: sweep events": ("emailsys.sweep_events", "EVENT_SWEEP_INTERVAL", 5, "default"),
     "campaigns: dispatch": ("campaigns.dispatch_due", "CAMPAIGN_DISPATCH_INTERVAL", 5, "default"),
     "workorders: sweep": ("workorders.sweep", "WORKORDER_SWEEP_INTERVAL", 5, "workorders"),
+    "emailsys: dashboard refresh": ("emailsys.dashboard_refresh", "DASHBOARD_REFRESH_INTERVAL", 3, "default"),
 }
 
 
