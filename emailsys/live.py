@@ -110,7 +110,9 @@ def _version_next(kind: LiveKind, object_id: int) -> int | None:
 def _version_current(kind: LiveKind, object_id: int) -> int | None:
     if kind.model is None:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT last_value FROM {connection.ops.quote_name(kind.version_sequence)}")  # noqa: S608
+            # An unused sequence's last_value is its start (1), which its first nextval also returns.
+            sequence = connection.ops.quote_name(kind.version_sequence)
+            cursor.execute(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence}")  # noqa: S608
             return cursor.fetchone()[0]
     return kind.model._default_manager.filter(pk=object_id).values_list("live_version", flat=True).first()
 

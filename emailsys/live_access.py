@@ -30,8 +30,18 @@ class LiveGroupKind:
 
 # A service that publishes another kind of snapshot to a group must add that kind's view permission here.
 LIVE_GROUP_KINDS: dict[str, LiveGroupKind] = {
-    # The dashboard carries every work order's snapshot (workorders/services/live.py).
-    "dashboard": LiveGroupKind(permissions=("workorders.view_workorder",), per_object=False),
+    # The dashboard's panels show all of these to every watcher (emailsys.dashboard.DASHBOARD_PERMISSIONS).
+    "dashboard": LiveGroupKind(
+        permissions=(
+            "campaigns.view_activity",
+            "campaigns.view_campaign",
+            "campaigns.view_senderaccount",
+            "campaigns.view_sendrecord",
+            "workorders.view_mailingsend",
+            "workorders.view_workorder",
+        ),
+        per_object=False,
+    ),  # fmt: skip
     "workorder": LiveGroupKind(permissions=("workorders.view_workorder",), per_object=True),
     "campaign": LiveGroupKind(permissions=("campaigns.view_campaign",), per_object=True),
     "account": LiveGroupKind(permissions=("campaigns.view_senderaccount",), per_object=True),

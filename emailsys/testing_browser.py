@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.db import connections
 from django.test import Client
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
@@ -130,6 +131,9 @@ def chromium() -> Iterator[Browser]:
             try:
                 yield browser
             finally:
+                # ORM calls made meanwhile had connections of their own (Django keys them by async context too):
+                # closed here, where they are visible, so the test database can be dropped.
+                connections.close_all()
                 browser.close()
     finally:
         if before is None:

@@ -291,11 +291,9 @@ def test_the_site_root_and_view_site_lead_to_the_dashboard(client, admin_user) -
     assert (response.status_code, response["Location"]) == (302, "/admin/")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="emailsys/live_access.py (live-core) still has the dashboard group need view_workorder only"
-)
 def test_the_dashboard_group_requires_every_permission_its_panels_show() -> None:
-    assert set(DASHBOARD_PERMISSIONS) <= set(live_group_permissions("dashboard"))
+    """Every watcher gets the same fragments: the group needs every permission a panel shows, and no other."""
+    assert set(DASHBOARD_PERMISSIONS) == set(live_group_permissions("dashboard"))
 
 
 def test_the_refresh_is_scheduled_on_the_default_pool_and_a_backlog_of_it_expires() -> None:

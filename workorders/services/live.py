@@ -1,5 +1,6 @@
 """Live updates of work orders: a full snapshot (`workorders.selectors.workorder_snapshot`) to the work order's
-group (`workorder-<id>`) and the dashboard, after commit (emailsys.live), with the HTML of its live parts.
+group (`workorder-<id>`) after commit (emailsys.live), with the HTML of its live parts; the dashboard (its running
+work orders) is told, coalesced.
 
 `workorder_fragments` is the one renderer of those parts: the admin's list and change page render them at load
 from `live_current("workorder", id)` and the messages carry the same ones, so a page looks the same whether it
@@ -11,7 +12,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from emailsys.live import LiveKind, live_changed, live_kind_register
+from emailsys.live import SINGLETON_ID, LiveKind, live_changed, live_kind_register, live_progress
 from workorders.models import WorkOrder, WorkOrderStep
 from workorders.selectors import workorder_snapshot
 
@@ -151,7 +152,6 @@ def workorder_live_register() -> None:
             model=WorkOrder,
             snapshot=lambda work_order_id: workorder_snapshot(work_order_id=work_order_id),
             render=workorder_fragments,
-            also_groups=("dashboard",),
         )
     )
 
@@ -160,3 +160,4 @@ def workorder_broadcast(*, work_order_id: int) -> None:
     """Call inside the transaction that made the change: its version is incremented there, clients get the
     snapshot once it is committed."""
     live_changed("workorder", work_order_id)
+    live_progress("dashboard", SINGLETON_ID)  # its running work orders, coalesced: a dashboard read costs more
