@@ -23,6 +23,8 @@ from emailsys.testing import BASE_DIR
 
 VIEW_WORKORDER = "workorders.view_workorder"
 VIEW_CAMPAIGN = "campaigns.view_campaign"
+DASHBOARD_PERMISSIONS = ("campaigns.view_activity", "campaigns.view_campaign", "campaigns.view_senderaccount",
+                         "campaigns.view_sendrecord", "workorders.view_mailingsend", "workorders.view_workorder")  # fmt: skip
 
 
 def permission(name: str) -> Permission:
@@ -39,7 +41,9 @@ def login_session_key(user) -> str:
 @pytest.mark.parametrize(
     ("group", "permissions"),
     [
-        ("dashboard", (VIEW_WORKORDER,)),
+        ("dashboard", DASHBOARD_PERMISSIONS),
+        ("workorders", (VIEW_WORKORDER,)),
+        ("campaigns", (VIEW_CAMPAIGN,)),
         ("workorder-42", (VIEW_WORKORDER,)),
         ("campaign-3", (VIEW_CAMPAIGN,)),
         ("account-5", ("campaigns.view_senderaccount",)),
