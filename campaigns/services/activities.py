@@ -1,6 +1,7 @@
 """The activity log: one row per send, skip, failure and status change, with structured detail."""
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount
+from campaigns.services.live import campaign_live_progress
 from emailsys import clock
 
 
@@ -20,7 +21,7 @@ def activity_record(
     def pk(value):
         return value.pk if hasattr(value, "pk") else value
 
-    return Activity.objects.create(
+    activity = Activity.objects.create(
         created_at=clock.now(),
         kind=kind,
         campaign_id=pk(campaign),
@@ -31,3 +32,5 @@ def activity_record(
         message=message,
         detail=detail or {},
     )
+    campaign_live_progress(activity.campaign_id)  # the campaign page's activity stream
+    return activity

@@ -25,6 +25,7 @@ from campaigns.models import Activity, Lead, Recipient, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
 from campaigns.services.delivery import deliver, delivery_start, delivery_would_connect
 from campaigns.services.ledger import ResolveAction, send_failure_settle, unknown_send_resolve
+from campaigns.services.live import campaign_live_changed, campaign_live_progress
 from campaigns.services.outcomes import DeliveryResult, Outcome, SendOutcome
 from campaigns.services.smtp import SmtpSessions, smtp_first_answered
 from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
@@ -318,7 +319,9 @@ def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions, *, wait: flo
 
 
 def _send_settle(send: Send, result: DeliveryResult) -> SendOutcome:
-    return send.settled(_send_record_result(send, result))
+    outcome = _send_record_result(send, result)
+    campaign_live_progress(send.lead.campaign_id)  # the account's: by its reservation's commit or release
+    return send.settled(outcome)
 
 
 _STATE_AFTER = {
@@ -451,6 +454,7 @@ def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecor
             message=f"unknown send resolved by {actor}: {action}",
             detail={"send_record": record.id, "action": action},
         )
+        campaign_live_changed(record.campaign_id)
     return record
 
 
