@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from campaigns.models import Campaign, SenderAccount
 from campaigns.selectors import account_snapshot, campaign_snapshot
@@ -77,13 +78,16 @@ def account_live_progress(account_id: int | None) -> None:
 # --- rendering -------------------------------------------------------------------------------------------------
 
 
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, ZoneInfoNotFoundError):
+        return ZoneInfo("UTC")
+
+
 def _render(template: str, **context: Any) -> str:
     """Times show in the object's own time zone (`time_zone` in the context: where its day and limits are)."""
-    try:
-        zone = ZoneInfo(context.get("time_zone") or "UTC")
-    except (ValueError, ZoneInfoNotFoundError):
-        zone = ZoneInfo("UTC")
-    with timezone.override(zone):
+    with timezone.override(_zone(context.get("time_zone"))):
         return get_template(f"live/{template}.html").render(context)
 
 
@@ -121,9 +125,15 @@ def campaign_fragments(campaign_id: int, payload: dict) -> dict[str, str]:
     time_zone = data["time_zone"]
     now = clock.now()
     next_due = _moment(data["next_due_at"])
+    zone = _zone(time_zone)
+    lead_url = reverse("admin:campaigns_lead_change", args=[0]).replace("/0/", "/{}/")
+    # Rows as text: the stream is the largest fragment, rendered a few times a second while the campaign sends.
     activities = [
-        {**activity, "at": _moment(activity["at"]),
-         "lead_url": reverse("admin:campaigns_lead_change", args=[activity["lead_id"]]) if activity["lead_id"] else ""}
+        {"at": (at := datetime.fromisoformat(activity["at"])).isoformat(),
+         "at_text": at.astimezone(zone).strftime("%b %-d, %H:%M:%S"), "kind": activity["kind"],
+         "kind_label": activity["kind_label"], "message": Truncator(activity["message"]).chars(160),
+         "lead_id": activity["lead_id"],
+         "lead_url": lead_url.format(activity["lead_id"]) if activity["lead_id"] else ""}
         for activity in data["activities"]
     ]  # fmt: skip
     steps = [{**step, "cells": [(column, step[column]) for column in SEND_COLUMN_LABELS]} for step in data["steps"]]

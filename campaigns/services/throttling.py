@@ -208,10 +208,14 @@ def reservation_commit_writes(reservation: Reservation, *, delivered: bool) -> b
     return bool(reservation.wait_seconds or (delivered and reservation.account.consecutive_failures))
 
 
-def reservation_commit(*, reservation: Reservation, finished_at: datetime, delivered: bool) -> None:
+def reservation_commit(
+    *, reservation: Reservation, finished_at: datetime, delivered: bool, announce: bool = True
+) -> None:
     """The send happened (or may have): it keeps counting; the next slot opens `wait` after it finished. The
-    account's live pages hear of it (coalesced)."""
-    account_live_progress(reservation.account_id)  # sent today, next available
+    account's live pages hear of it (coalesced), unless the caller announces its sends itself (`announce`
+    False: a campaign batch, once per account when its sends are done)."""
+    if announce:
+        account_live_progress(reservation.account_id)  # sent today, next available
     if not reservation_commit_writes(reservation, delivered=delivered):
         return
     updates: dict = {"busy_until": None}

@@ -71,10 +71,10 @@ def busy_campaign(now):
     return campaign
 
 
-def test_a_campaign_snapshot_counts_each_steps_sends_by_column_in_seven_queries(
+def test_a_campaign_snapshot_counts_each_steps_sends_by_column_in_two_statements(
     busy_campaign, django_assert_max_num_queries
 ) -> None:
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(2):
         data = campaign_snapshot(campaign_id=busy_campaign.pk)
 
     assert data["status"] == "active" and data["status_label"] == "Active"
