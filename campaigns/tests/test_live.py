@@ -231,3 +231,18 @@ def test_sends_mark_their_campaign_and_accounts_and_a_flush_publishes_the_final_
     data = live_current("campaign", scenario.campaign.pk)["data"]
     assert data["totals"]["sent"] == 6 and data["status"] == "completed"
     assert Activity.objects.filter(campaign=scenario.campaign, kind=Activity.Kind.SENT).count() == 6
+
+
+def test_the_latest_activities_of_a_campaign_are_read_from_their_index(busy_campaign) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for method in ("seqscan", "bitmapscan", "sort"):  # what a large table would rule out: the index can serve
+            cursor.execute(f"SET LOCAL enable_{method} = off")
+        cursor.execute(
+            "EXPLAIN SELECT * FROM campaigns_activity WHERE campaign_id = %s "
+            "ORDER BY created_at DESC, id DESC LIMIT 20",
+            [busy_campaign.pk],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "activity_campaign_recent" in plan and "Sort" not in plan, plan
