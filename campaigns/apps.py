@@ -5,6 +5,9 @@ class CampaignsConfig(AppConfig):
     name = "campaigns"
 
     def ready(self) -> None:
-        from campaigns.services.live import campaign_live_register
+        from celery.signals import worker_init
+
+        from campaigns.services.live import campaign_live_register, live_renderers_warm
 
         campaign_live_register()
+        worker_init.connect(live_renderers_warm, weak=False, dispatch_uid="campaigns.live_renderers_warm")

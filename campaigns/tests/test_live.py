@@ -246,3 +246,17 @@ def test_the_latest_activities_of_a_campaign_are_read_from_their_index(busy_camp
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "activity_campaign_recent" in plan and "Sort" not in plan, plan
+
+
+def test_a_starting_worker_loads_every_fragment_template_and_the_urls() -> None:
+    """`live_renderers_warm` runs on Celery's worker_init; its list names every campaign and account fragment."""
+    from celery.signals import worker_init
+
+    from campaigns.services.live import LIVE_TEMPLATES, live_renderers_warm
+    from emailsys.testing import BASE_DIR
+
+    shipped = {path.stem for pattern in ("campaign_*.html", "account_*.html")
+               for path in (BASE_DIR / "templates" / "live").glob(pattern)}  # fmt: skip
+    assert set(LIVE_TEMPLATES) == shipped
+    assert any("campaigns.live_renderers_warm" in str(lookup) for lookup, _ in worker_init.receivers)
+    live_renderers_warm()  # raises if a template or the admin URL is missing
