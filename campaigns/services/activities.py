@@ -17,11 +17,12 @@ def activity_record(
     detail: dict | None = None,
 ) -> Activity:
     """Accepts instances or ids (callers often hold only ids). Never put secrets in `detail`."""
+    campaign_live_progress(getattr(campaign, "pk", campaign))  # the campaign page's activity stream, coalesced
 
     def pk(value):
         return value.pk if hasattr(value, "pk") else value
 
-    activity = Activity.objects.create(
+    return Activity.objects.create(
         created_at=clock.now(),
         kind=kind,
         campaign_id=pk(campaign),
@@ -32,5 +33,3 @@ def activity_record(
         message=message,
         detail=detail or {},
     )
-    campaign_live_progress(activity.campaign_id)  # the campaign page's activity stream
-    return activity
