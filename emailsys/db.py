@@ -65,9 +65,21 @@ def execute_prepared(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> int
     """One statement on a `prepared_cursor`: the row count."""
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
-        if connection.queries_logged and connection.queries_log and connection.queries_log[-1]["sql"] is None:
-            connection.queries_log[-1]["sql"] = sql  # Django renders only client-side bound statements
+        _log_statement(sql)
         return cursor.rowcount
+
+
+def fetch_prepared(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[tuple]:
+    """One query on a `prepared_cursor`: its rows (reads repeated a few times a second, e.g. live snapshots)."""
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        _log_statement(sql)
+        return cursor.fetchall()
+
+
+def _log_statement(sql: str) -> None:
+    if connection.queries_logged and connection.queries_log and connection.queries_log[-1]["sql"] is None:
+        connection.queries_log[-1]["sql"] = sql  # Django renders only client-side bound statements
 
 
 def connection_release_while_waiting() -> None:

@@ -21,12 +21,12 @@ def print_fast(*, sink_label: str, emails: int, raw: RawResult, runs: list[Pipel
     cores = os.cpu_count()
     print(f"\nSend throughput, {emails} emails, {cores} cores, sink: {sink_label}")
     rows = [[f"raw ceiling ({cores} processes)", f"{raw.rate:.1f}", f"{emails / raw.rate:.1f}", "100%", "",
-             f"{raw.cpu_ms_per_email:.1f}", f"{raw.pg_cpu_ms_per_email:.1f}", cores, cores]]  # fmt: skip
+             f"{raw.cpu_ms_per_email:.2f}", f"{raw.pg_cpu_ms_per_email:.2f}", cores, cores]]  # fmt: skip
     for run in runs:
         sessions = "-" if run.smtp_sessions is None else run.smtp_sessions
         rows.append([f"pipeline {run.shape}, activation → last SENT", f"{run.rate:.1f}", f"{run.elapsed:.1f}",
-                     f"{run.rate / raw.rate:.0%}", f"{run.first_latency:.2f}", f"{run.cpu_ms_per_email:.1f}",
-                     f"{run.pg_cpu_ms_per_email:.1f}", run.max_connections, sessions])  # fmt: skip
+                     f"{run.rate / raw.rate:.0%}", f"{run.first_latency:.2f}", f"{run.cpu_ms_per_email:.2f}",
+                     f"{run.pg_cpu_ms_per_email:.2f}", run.max_connections, sessions])  # fmt: skip
         rows.append([f"pipeline {run.shape}, first → last SENT", f"{run.steady_rate:.1f}", "",
                      f"{run.steady_rate / raw.rate:.0%}", "", "", "", "", ""])  # fmt: skip
     header = ["", "emails/s", "seconds", "vs raw", "1st SENT s", "CPU ms/email", "PG CPU ms/email", "max PG conns",
@@ -50,7 +50,7 @@ def print_slow(
         sessions = "-" if run.smtp_sessions is None else run.smtp_sessions
         rows.append([str(run.shape), run.sent, f"{run.rate:.1f}", f"{run.steady_rate:.1f}", f"{theoretical:.0f}",
                      f"{expected:.0f}", f"{run.rate / expected:.0%}", f"{run.cpu_ms_per_email:.1f}",
-                     f"{run.pg_cpu_ms_per_email:.1f}", run.max_connections, sessions])  # fmt: skip
+                     f"{run.pg_cpu_ms_per_email:.2f}", run.max_connections, sessions])  # fmt: skip
     header = ["P×T", "emails", "emails/s", "steady/s", "P×T÷0.3s", "expected", "vs expected", "CPU ms/email",
               "PG CPU ms/email", "max PG conns", "SMTP sessions"]  # fmt: skip
     print_table(header, rows)

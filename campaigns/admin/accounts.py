@@ -7,10 +7,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from campaigns.models import AccountDailyUsage, SenderAccount
-from campaigns.selectors import account_list, account_stats
+from campaigns.selectors import account_cells, account_list, account_stats
 from campaigns.services.accounts import account_reset_limits, account_set_status
 from campaigns.services.delivery import account_check
 from campaigns.services.destinations import (
@@ -18,8 +18,10 @@ from campaigns.services.destinations import (
     account_secrets_bind,
     account_secrets_cleared_message,
 )
+from campaigns.services.live import ACCOUNT_KIND, account_fragments
 from emailsys import clock
 from emailsys.admin import ActionPermissionsAdmin, ReadOnlyAdmin, counts_html, request_actor
+from emailsys.live import live_current
 
 
 class SenderAccountForm(forms.ModelForm):
@@ -91,9 +93,13 @@ class SenderAccountForm(forms.ModelForm):
 
 @admin.register(SenderAccount)
 class SenderAccountAdmin(ActionPermissionsAdmin):
+    """The list's status, usage, sent-today and next-available cells and the change page's panel are live
+    fragments (campaigns/services/live.py), kept current over the page's socket."""
+
     form = SenderAccountForm
-    list_display = ["email", "status", "status_reason", "usage_today", "sent_today", "daily_limit", "transport",
-                    "smtp_host", "esp_name", "provider"]  # fmt: skip
+    change_list_template = "admin/campaigns/senderaccount/change_list.html"
+    list_display = ["email", "status_cell", "usage_cell", "sent_today_cell", "next_cell", "transport", "smtp_host",
+                    "esp_name", "provider"]  # fmt: skip
     list_filter = ["status", "transport", "esp_name", "security", "provider"]
     search_fields = ["email", "from_name", "smtp_host", "provider"]
     ordering = ["email"]
@@ -106,8 +112,8 @@ class SenderAccountAdmin(ActionPermissionsAdmin):
         ("ESP (django-anymail)", {"fields": ["esp_name", "esp_key_id", "esp_secret", "has_esp_secret", "esp_region",
                                              "esp_endpoint_url", "esp_configuration_set"]}),
         ("Limits", {"fields": ["time_zone", "daily_limit", "min_wait_seconds", "jitter_seconds"]}),
-        ("State", {"fields": ["status", "status_reason", "consecutive_failures", "last_reserved_at",
-                              "next_available_at", "busy_until", "stats_panel", "created_at"]}),
+        # Status, pause reason, failures and the next available time are the live panel's, above the form.
+        ("State", {"fields": ["last_reserved_at", "busy_until", "stats_panel", "created_at"]}),
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SenderAccount]:
@@ -118,13 +124,44 @@ class SenderAccountAdmin(ActionPermissionsAdmin):
         if form.secrets_cleared:
             self.message_user(request, account_secrets_cleared_message(form.secrets_cleared), messages.WARNING)
 
+    def _cell(self, account: SenderAccount, part: str) -> SafeString:
+        """One live cell of an `account_list` row; the row's cells are rendered once."""
+        cells = getattr(account, "_live_cells", None)
+        if cells is None:
+            data = account_cells(account=account, reserved_today=account.reserved_today,
+                                 sent_today=account.sent_today, now=clock.now())  # fmt: skip
+            key = f"{ACCOUNT_KIND}-{account.pk}"
+            cells = account._live_cells = account_fragments(
+                account.pk, {"key": key, "version": account.live_version, "data": data}
+            )
+        return mark_safe(cells[f"{ACCOUNT_KIND}-{account.pk}-{part}"])  # noqa: S308 - rendered by our templates
+
+    @admin.display(description="Status", ordering="status")
+    def status_cell(self, account: SenderAccount) -> SafeString:
+        return self._cell(account, "status")
+
     @admin.display(description="Reserved today / limit", ordering="reserved_today")
-    def usage_today(self, account: SenderAccount) -> str:
-        return f"{account.reserved_today} / {account.daily_limit}"
+    def usage_cell(self, account: SenderAccount) -> SafeString:
+        return self._cell(account, "usage")
 
     @admin.display(description="Sent today", ordering="sent_today")
-    def sent_today(self, account: SenderAccount) -> int:
-        return account.sent_today
+    def sent_today_cell(self, account: SenderAccount) -> SafeString:
+        return self._cell(account, "sent-today")
+
+    @admin.display(description="Next available", ordering="next_available_at")
+    def next_cell(self, account: SenderAccount) -> SafeString:
+        return self._cell(account, "next")
+
+    def render_change_form(self, request: HttpRequest, context: dict, add=False, change=False, form_url="", obj=None):
+        """The live panel of a saved account, as it stands (after the admin's own permission checks)."""
+        if obj is not None and obj.pk:
+            payload = live_current(ACCOUNT_KIND, obj.pk)
+            if payload is not None:
+                context["live"] = {"key": payload["key"], "fragments": {
+                    part: mark_safe(payload["fragments"][f"{payload['key']}-{part}"])  # noqa: S308 - ours
+                    for part in ("status", "panel")
+                }}  # fmt: skip
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin.display(description="Password stored", boolean=True)
     def has_password(self, account: SenderAccount) -> bool:
@@ -134,22 +171,20 @@ class SenderAccountAdmin(ActionPermissionsAdmin):
     def has_esp_secret(self, account: SenderAccount) -> bool:
         return bool(account.esp_secret)
 
-    @admin.display(description="Today")
+    @admin.display(description="All time")
     def stats_panel(self, account: SenderAccount) -> SafeString | str:
+        """What the live panel above the form does not show: every send by state, and the last delivery."""
         if not account.pk:
             return "—"
         stats = account_stats(account=account, now=clock.now())
-        next_at = stats["next_available_at"]  # shown in the account's time zone, where its day's limit starts over
-        if next_at:
-            next_at = f"{next_at.astimezone(zoneinfo.ZoneInfo(account.time_zone)):%Y-%m-%d %H:%M} ({account.time_zone})"
+        last_sent = stats["last_sent_at"]  # in the account's time zone, as the live panel shows times
+        if last_sent:
+            last_sent = (
+                f"{last_sent.astimezone(zoneinfo.ZoneInfo(account.time_zone)):%Y-%m-%d %H:%M} ({account.time_zone})"
+            )
         rows = [
-            ("Day (account time)", stats["day"].isoformat()),
-            ("Reserved / limit", f"{stats['reserved_today']} / {stats['daily_limit']}"),
-            ("Sent today", stats["sent_today"]),
-            ("Remaining today", stats["remaining_today"]),
-            ("Next available", next_at or "now"),
-            ("Last sent", stats["last_sent_at"] or "—"),
             ("Sends by state", counts_html(stats["sends"])),
+            ("Last sent", last_sent or "—"),
         ]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
 

@@ -7,8 +7,8 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from campaigns.models import (
     Campaign,
@@ -16,11 +16,11 @@ from campaigns.models import (
     EmailTemplate,
     Lead,
     SenderAccount,
-    SendRecord,
     SequenceStep,
 )
-from campaigns.selectors import campaign_list, campaign_progress
+from campaigns.selectors import campaign_list, campaign_row_cells
 from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status
+from campaigns.services.live import CAMPAIGN_KIND, campaign_cell_fragments
 from campaigns.services.previews import campaign_dry_run, step_send_test
 from campaigns.services.templating import (
     SAMPLE_ACCOUNT,
@@ -30,7 +30,8 @@ from campaigns.services.templating import (
     template_render,
     template_sample_context,
 )
-from emailsys.admin import ActionPermissionsAdmin, counts_html, preformatted, request_actor
+from emailsys.admin import ActionPermissionsAdmin, preformatted, request_actor
+from emailsys.live import live_current
 
 
 class EmailTemplateForm(forms.ModelForm):
@@ -126,16 +127,20 @@ class SendTestForm(forms.Form):
 
 @admin.register(Campaign)
 class CampaignAdmin(ActionPermissionsAdmin):
-    list_display = ["name", "status", "leads_in_progress", "leads_finished", "leads_stopped", "sent_today",
-                    "unknown_sends", "time_zone", "starts_at", "created_at"]  # fmt: skip
+    """The list's status and count cells and the change page's panel and activity stream are live fragments
+    (campaigns/services/live.py), kept current over the page's socket."""
+
+    change_list_template = "admin/campaigns/campaign/change_list.html"
+    list_display = ["name", "status_cell", "progress_cell", "in_progress_cell", "finished_cell", "stopped_cell",
+                    "sent_today_cell", "unknown_cell", "time_zone", "starts_at", "created_at"]  # fmt: skip
     list_filter = ["status", "time_zone", "created_at"]
     search_fields = ["name"]
     ordering = ["-created_at", "-id"]
     inlines = [CampaignAccountInline, SequenceStepInline]
     actions = ["pause", "resume", "reset_progress", "dry_run"]
-    readonly_fields = ["status", "progress_panel", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "status", "progress_panel"]}),
+        (None, {"fields": ["name"]}),  # the status is the live panel's
         ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
                                  "send_hour_end", "batch_size"]}),
         ("Conversations", {"fields": ["sender_policy", "stop_on_reply"]}),
@@ -145,45 +150,53 @@ class CampaignAdmin(ActionPermissionsAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
         return campaign_list()
 
+    def _cell(self, campaign: Campaign, part: str) -> SafeString:
+        """One live cell of a `campaign_list` row; the row's cells are rendered once."""
+        cells = getattr(campaign, "_live_cells", None)
+        if cells is None:
+            cells = campaign._live_cells = campaign_cell_fragments(
+                campaign.pk, campaign.live_version, campaign_row_cells(campaign)
+            )
+        return mark_safe(cells[f"campaign-{campaign.pk}-{part}"])  # noqa: S308 - rendered by our templates
+
+    @admin.display(description="Status", ordering="status")
+    def status_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "status")
+
+    @admin.display(description="Leads done")
+    def progress_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "progress")
+
     @admin.display(description="In progress", ordering="leads_in_progress")
-    def leads_in_progress(self, campaign: Campaign) -> int:
-        return campaign.leads_in_progress
+    def in_progress_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "in-progress")
 
     @admin.display(description="Finished", ordering="leads_finished")
-    def leads_finished(self, campaign: Campaign) -> int:
-        return campaign.leads_finished
+    def finished_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "finished")
 
     @admin.display(description="Stopped", ordering="leads_stopped")
-    def leads_stopped(self, campaign: Campaign) -> int:
-        return campaign.leads_stopped
+    def stopped_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "stopped")
 
     @admin.display(description="Sent today", ordering="sent_today")
-    def sent_today(self, campaign: Campaign) -> int:
-        return campaign.sent_today
+    def sent_today_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "sent-today")
 
     @admin.display(description="Unknown outcome", ordering="unknown_count")
-    def unknown_sends(self, campaign: Campaign) -> int:
-        return campaign.unknown_count
+    def unknown_cell(self, campaign: Campaign) -> SafeString:
+        return self._cell(campaign, "unknown")
 
-    @admin.display(description="Progress")
-    def progress_panel(self, campaign: Campaign) -> SafeString | str:
-        if not campaign.pk:
-            return "—"
-        progress = campaign_progress(campaign=campaign)
-        unknown = progress["send_records"].get(SendRecord.State.UNKNOWN, 0)
-        unknown_url = reverse("admin:campaigns_sendrecord_changelist")
-        unknown_link = format_html(
-            '<a href="{}?campaign__id__exact={}&amp;state__exact=unknown">{} with unknown outcome</a>',
-            unknown_url, campaign.pk, unknown,
-        ) if unknown else "none with unknown outcome"  # fmt: skip
-        rows = [
-            ("Leads", counts_html(progress["leads"], skip_zero=False)),
-            ("Leads by current step", counts_html({f"step {k}": v for k, v in progress["leads_by_step"].items()})),
-            ("Recipients", counts_html(progress["recipients"])),
-            ("Send records", format_html("{} ({})", counts_html(progress["send_records"]), unknown_link)),
-            ("Sent today", progress["sent_today"]),
-        ]
-        return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+    def render_change_form(self, request: HttpRequest, context: dict, add=False, change=False, form_url="", obj=None):
+        """The live panel of a saved campaign, as it stands (after the admin's own permission checks)."""
+        if obj is not None and obj.pk:
+            payload = live_current(CAMPAIGN_KIND, obj.pk)
+            if payload is not None:
+                context["live"] = {"key": payload["key"], "fragments": {
+                    part: mark_safe(payload["fragments"][f"{payload['key']}-{part}"])  # noqa: S308 - ours
+                    for part in ("status", "panel", "activity")
+                }}  # fmt: skip
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:
         changed = 0

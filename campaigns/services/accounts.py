@@ -8,6 +8,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, Lead, SenderAccount
 from campaigns.services.activities import activity_record
+from campaigns.services.live import account_live_changed
 from campaigns.services.throttling import account_local_day
 from emailsys import clock
 from emailsys.fields import choice_validate
@@ -52,6 +53,7 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
                 changes={"status": [previous, status]},
                 detail={"reason": reason} if reason else None,
             )
+        account_live_changed(locked.pk)
     for field in ("status", "status_reason", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
     return account
@@ -95,6 +97,7 @@ def account_reset_limits(*, account: SenderAccount) -> list[int]:
             target=locked,
             detail={"day": day.isoformat(), "reserved_before": usage or 0, "work_orders_woken": woken},
         )
+        account_live_changed(locked.pk)
     for field in ("next_available_at", "busy_until", "consecutive_failures"):
         setattr(account, field, getattr(locked, field))
     return woken

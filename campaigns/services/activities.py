@@ -1,6 +1,7 @@
 """The activity log: one row per send, skip, failure and status change, with structured detail."""
 
 from campaigns.models import Activity, Campaign, Lead, Recipient, SenderAccount
+from campaigns.services.live import campaign_live_progress
 from emailsys import clock
 from emailsys.live import live_progress
 
@@ -17,6 +18,7 @@ def activity_record(
     detail: dict | None = None,
 ) -> Activity:
     """Accepts instances or ids (callers often hold only ids). Never put secrets in `detail`."""
+    campaign_live_progress(getattr(campaign, "pk", campaign))  # the campaign page's activity stream, coalesced
 
     def pk(value):
         return value.pk if hasattr(value, "pk") else value

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.functions import Lower
 
 from campaigns.models import (
@@ -39,6 +39,7 @@ from campaigns.models import (
 )
 from campaigns.services.activities import activity_record
 from campaigns.services.ledger import attempts_exhausted, stale_claim_give_back, stale_hand_over_settle
+from campaigns.services.live import campaign_live_changed, campaign_live_progress
 from campaigns.services.outcomes import SendOutcome
 from campaigns.services.sends import Send, send_record_activity, send_record_final, sends_deliver
 from campaigns.services.smtp import SmtpSessions
@@ -53,6 +54,7 @@ from campaigns.services.throttling import (
 from campaigns.services.windows import window_next_open
 from emailsys import clock
 from emailsys.db import rows_update
+from emailsys.live import live_version_bump
 from emailsys.metrics import event_count
 
 logger = logging.getLogger(__name__)
@@ -614,6 +616,8 @@ def _batch_finish(works: list[LeadWork], *, token: uuid.UUID) -> None:
     activities = [activity for work in works for activity in work.activities]
     if activities:
         Activity.objects.bulk_create(activities)
+    for campaign_id in {work.lead.campaign_id for work in works}:  # leads by state and step, next due time
+        campaign_live_progress(campaign_id)
     finished_in = {work.lead.campaign_id for work in works if work.changes.get("state") == Lead.State.FINISHED}
     for campaign_id in finished_in:
         campaign_complete_if_done(campaign_id=campaign_id)
@@ -623,14 +627,16 @@ def campaign_complete_if_done(*, campaign_id: int) -> bool:
     """An active campaign whose every lead finished or stopped is completed."""
     if Lead.objects.filter(campaign_id=campaign_id, state=Lead.State.IN_PROGRESS).exists():
         return False
-    changed = Campaign.objects.filter(id=campaign_id, status=Campaign.Status.ACTIVE).update(
-        status=Campaign.Status.COMPLETED
-    )
-    if changed:
-        activity_record(
-            kind=Activity.Kind.STATUS_CHANGED,
-            campaign=campaign_id,
-            message="campaign completed: every lead finished or stopped",
-            detail={"from": "active", "to": "completed"},
+    with transaction.atomic():
+        changed = Campaign.objects.filter(id=campaign_id, status=Campaign.Status.ACTIVE).update(
+            status=Campaign.Status.COMPLETED, **live_version_bump()
         )
+        if changed:
+            activity_record(
+                kind=Activity.Kind.STATUS_CHANGED,
+                campaign=campaign_id,
+                message="campaign completed: every lead finished or stopped",
+                detail={"from": "active", "to": "completed"},
+            )
+            campaign_live_changed(campaign_id)
     return bool(changed)

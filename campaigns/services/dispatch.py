@@ -25,7 +25,9 @@ from django.db.models.functions import Coalesce
 
 from campaigns.models import Campaign, Lead
 from campaigns.services.activities import activity_record
+from campaigns.services.live import campaign_live_changed
 from campaigns.services.throttling import send_lease
+from emailsys.live import live_version_bump
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,17 @@ def campaigns_end_expired(*, now: datetime) -> list[int]:
     """Campaigns past their end date are completed; their leads stay as they are."""
     ended = list(Campaign.objects.filter(status=Campaign.Status.ACTIVE, ends_at__lte=now).values_list("id", flat=True))
     for campaign_id in ended:
-        if Campaign.objects.filter(id=campaign_id, status=Campaign.Status.ACTIVE).update(
-            status=Campaign.Status.COMPLETED
-        ):
-            activity_record(
-                kind="status_changed",
-                campaign=campaign_id,
-                message="campaign completed: its end date passed",
-                detail={"from": "active", "to": "completed"},
-            )
+        with transaction.atomic():
+            if Campaign.objects.filter(id=campaign_id, status=Campaign.Status.ACTIVE).update(
+                status=Campaign.Status.COMPLETED, **live_version_bump()
+            ):
+                activity_record(
+                    kind="status_changed",
+                    campaign=campaign_id,
+                    message="campaign completed: its end date passed",
+                    detail={"from": "active", "to": "completed"},
+                )
+                campaign_live_changed(campaign_id)
     return ended
 
 

@@ -6,6 +6,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from campaigns.models import Activity, Campaign, Lead, Recipient
 from campaigns.services.activities import activity_record
+from campaigns.services.live import campaign_live_changed
 from emailsys import clock
 
 
@@ -68,8 +69,10 @@ def lead_create(*, campaign: Campaign, external_id: str = "", custom_fields: dic
 
 
 def leads_stop(*, leads, reason: str) -> int:
-    """In-progress leads get no more emails; the reason is kept on the lead and in the activity log."""
+    """In-progress leads get no more emails; the reason is kept on the lead and in the activity log. Each
+    campaign's live pages hear of it once (in the caller's transaction, if any)."""
     stopped = 0
+    campaigns: set[int] = set()
     for lead in leads.filter(state=Lead.State.IN_PROGRESS):
         if Lead.objects.filter(pk=lead.pk, state=Lead.State.IN_PROGRESS).update(
             state=Lead.State.STOPPED, stop_reason=reason, next_due_at=None
@@ -88,4 +91,7 @@ def leads_stop(*, leads, reason: str) -> int:
                 changes={"state": [Lead.State.IN_PROGRESS, Lead.State.STOPPED]},
                 detail={"reason": reason},
             )
+            campaigns.add(lead.campaign_id)
+    for campaign_id in sorted(campaigns):
+        campaign_live_changed(campaign_id)
     return stopped

@@ -8,9 +8,11 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from campaigns.models import Activity, Campaign, DryRunRecord, Lead, Recipient, SendRecord
 from campaigns.services.activities import activity_record
+from campaigns.services.live import campaign_live_changed
 from campaigns.services.recipients import PROTECTED_RECIPIENT_STATUSES
 from emailsys import clock
 from emailsys.fields import choice_validate
+from emailsys.live import live_version_bump
 
 # Send records a reset may delete: each is known not to have delivered anything.
 RESETTABLE_SEND_STATES = (SendRecord.State.FAILED, SendRecord.State.SKIPPED, SendRecord.State.DEFERRED)
@@ -66,6 +68,7 @@ def campaign_set_status(*, campaign: Campaign, status: str, reason: str = "") ->
             message=reason or f"Campaign {previous} → {status}",
             detail={"from": previous, "to": status, **({"reason": reason} if reason else {})},
         )
+        campaign_live_changed(locked.pk)
         audit_record(
             action=_STATUS_ACTIONS[(previous == Campaign.Status.DRAFT, status)],
             target=locked,
@@ -107,6 +110,7 @@ def campaign_reset_progress(*, campaign: Campaign) -> int:
             kind=Activity.Kind.STATUS_CHANGED, campaign=locked, message=f"Progress reset: {count} leads", detail=detail
         )
         audit_record(action=AuditAction.CAMPAIGN_RESET_PROGRESS, target=locked, detail=detail)
+        campaign_live_changed(locked.pk)
     campaign.status = locked.status
     return count
 
@@ -139,8 +143,9 @@ def lead_reset_progress(*, lead: Lead, reactivate: bool = False) -> Lead:
             detail=detail,
         )  # fmt: skip
         audit_record(action=AuditAction.LEAD_RESET_PROGRESS, target=lead, detail=detail)
+        campaign_live_changed(campaign.pk)
         if campaign.status == Campaign.Status.COMPLETED:  # and reactivate: completed → paused → active, logged
-            Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+            Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED, **live_version_bump())
             campaign.status = Campaign.Status.PAUSED
             campaign_set_status(
                 campaign=campaign, status=Campaign.Status.ACTIVE, reason=f"Reactivated to send reset lead {lead.pk}"

@@ -11,6 +11,7 @@ from audit.services import audit_record
 from campaigns.models import Activity, Campaign, Lead, Recipient, SendRecord
 from campaigns.services.activities import activity_record
 from campaigns.services.leads import leads_stop
+from campaigns.services.live import campaign_live_changed
 from emailsys import clock
 from emailsys.fields import choice_validate
 
@@ -48,8 +49,11 @@ def recipient_mark_replied(*, recipient: Recipient, at: datetime | None = None, 
             changes={"status": [previous, Recipient.Status.REPLIED]},
             detail={"replied_at": at.isoformat()},
         )
-        if lead.campaign.stop_on_reply:
-            leads_stop(leads=Lead.objects.filter(id=lead.id), reason=f"{recipient.email} replied on {when}")
+        stopped = lead.campaign.stop_on_reply and leads_stop(
+            leads=Lead.objects.filter(id=lead.id), reason=f"{recipient.email} replied on {when}"
+        )
+        if not stopped:  # a stopped lead was announced with its stop
+            campaign_live_changed(lead.campaign_id)
     return True
 
 
@@ -76,6 +80,7 @@ def leads_bulk_update_status(*, campaign: Campaign, status: str) -> int:
         audit_record(
             action=AuditAction.CAMPAIGN_SET_RECIPIENT_STATUS, target=campaign, detail={"status": status, "count": count}
         )
+        campaign_live_changed(campaign.pk)
     return count
 
 

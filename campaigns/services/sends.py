@@ -25,6 +25,7 @@ from campaigns.models import Activity, Lead, Recipient, SendRecord, SequenceStep
 from campaigns.services.activities import activity_record
 from campaigns.services.delivery import deliver, delivery_start, delivery_would_connect
 from campaigns.services.ledger import ResolveAction, send_failure_settle, unknown_send_resolve
+from campaigns.services.live import account_live_progress, campaign_live_changed, campaign_live_progress
 from campaigns.services.outcomes import DeliveryResult, Outcome, SendOutcome
 from campaigns.services.smtp import SmtpSessions, smtp_first_answered
 from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
@@ -107,6 +108,11 @@ def sends_deliver(sends: list[Send], *, sessions: SmtpSessions) -> None:
     finally:  # every handed-over message gets its verdict read and recorded, whatever stopped the loop
         while awaiting:
             _verdict_next(awaiting, sessions)
+        # Once per account, not per email: a batch's sends reach its accounts' pages together (their
+        # reservation already did). Twenty unthrottled accounts sending at once would otherwise each publish
+        # a few times a second.
+        for account_id in {send.reservation.account_id for send in sends if send.reservation}:
+            account_live_progress(account_id)
 
 
 def _thread_references(earlier: Iterable[SendRecord]) -> tuple[list[str], str | None]:
@@ -318,7 +324,9 @@ def _verdict_next(awaiting: list[Awaiting], sessions: SmtpSessions, *, wait: flo
 
 
 def _send_settle(send: Send, result: DeliveryResult) -> SendOutcome:
-    return send.settled(_send_record_result(send, result))
+    outcome = _send_record_result(send, result)
+    campaign_live_progress(send.lead.campaign_id)  # the account's: once its batch's sends are done
+    return send.settled(outcome)
 
 
 _STATE_AFTER = {
@@ -366,7 +374,7 @@ def _send_record_result(send: Send, result: DeliveryResult) -> SendOutcome:
                     "kind": Activity.Kind.SENT, "provider_message_id": result.provider_message_id, **_STATES,
                 },
             )  # fmt: skip
-            reservation_commit(reservation=reservation, finished_at=finished, delivered=True)
+            reservation_commit(reservation=reservation, finished_at=finished, delivered=True, announce=False)
         if first_send:
             send.lead.sender_account_id = account.id
         record.state, record.sent_at = State.SENT, finished
@@ -451,6 +459,7 @@ def send_record_resolve(*, record_id: int, action: str, actor: str) -> SendRecor
             message=f"unknown send resolved by {actor}: {action}",
             detail={"send_record": record.id, "action": action},
         )
+        campaign_live_changed(record.campaign_id)
     return record
 
 
@@ -488,6 +497,7 @@ def send_record_resend(*, record_id: int, sessions: SmtpSessions) -> str:
         message_bytes=send.message_text.encode(), on_handover=_hand_over_hook(send),
     )  # fmt: skip
     outcome = _send_settle(send, result)
+    account_live_progress(send.reservation.account_id)
     if outcome in (SendOutcome.SENT, SendOutcome.UNKNOWN):
         Lead.objects.filter(id=record.lead_id).update(last_sent_at=clock.now())
     return outcome

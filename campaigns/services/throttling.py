@@ -19,6 +19,7 @@ from django.db.models import Case, F, Q, Value, When
 
 from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
 from campaigns.services.activities import activity_record
+from campaigns.services.live import account_live_changed, account_live_progress
 from emailsys import clock
 
 
@@ -154,6 +155,7 @@ def _reserve_on(*, account: SenderAccount, setting_id: int | None, count: int, n
     SenderAccount.objects.filter(id=account.id).update(
         last_reserved_at=now, busy_until=now + send_lease() if wait else None
     )
+    account_live_progress(account.id)  # today's usage
     reservation = Reservation(account, account.id, setting_id, day, wait, account.next_available_at)
     return [reservation] * taken  # frozen: one value per send
 
@@ -206,8 +208,14 @@ def reservation_commit_writes(reservation: Reservation, *, delivered: bool) -> b
     return bool(reservation.wait_seconds or (delivered and reservation.account.consecutive_failures))
 
 
-def reservation_commit(*, reservation: Reservation, finished_at: datetime, delivered: bool) -> None:
-    """The send happened (or may have): it keeps counting; the next slot opens `wait` after it finished."""
+def reservation_commit(
+    *, reservation: Reservation, finished_at: datetime, delivered: bool, announce: bool = True
+) -> None:
+    """The send happened (or may have): it keeps counting; the next slot opens `wait` after it finished. The
+    account's live pages hear of it (coalesced), unless the caller announces its sends itself (`announce`
+    False: a campaign batch, once per account when its sends are done)."""
+    if announce:
+        account_live_progress(reservation.account_id)  # sent today, next available
     if not reservation_commit_writes(reservation, delivered=delivered):
         return
     updates: dict = {"busy_until": None}
@@ -221,6 +229,7 @@ def reservation_commit(*, reservation: Reservation, finished_at: datetime, deliv
 def reservation_release(*, reservation: Reservation) -> None:
     """Nothing was delivered: give the count back and reopen the account as it was before."""
     with transaction.atomic():
+        account_live_progress(reservation.account_id)
         SenderAccount.objects.select_for_update().filter(id=reservation.account_id).update(
             busy_until=None, next_available_at=reservation.previous_available_at
         )
@@ -237,6 +246,7 @@ def usage_give_back(*, account_id: int, campaign_id: int | None, day: date) -> N
     """A crashed worker's claim that never reached the server: its reservation is returned (`campaign_id` None:
     an event mailing's, counted on the account only). The account's lease (busy_until) is left to expire: by
     now it may belong to another worker's send."""
+    account_live_progress(account_id)
     AccountDailyUsage.objects.filter(account_id=account_id, day=day, reserved__gt=0).update(reserved=F("reserved") - 1)
     if campaign_id is None:
         return
@@ -268,6 +278,9 @@ def account_record_failure(*, account_id: int, reason: str, pause_now: bool) -> 
                 message=f"{account.email} paused: {reason}",
                 detail={"consecutive_failures": account.consecutive_failures},
             )
+            account_live_changed(account.id)
+        else:
+            account_live_progress(account.id)
     return pause
 
 

@@ -20,14 +20,15 @@ from campaigns.tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-def test_campaign_progress_counts_leads_recipients_and_sends_in_five_queries(now, django_assert_num_queries):
+def test_campaign_progress_counts_leads_recipients_and_sends_in_one_statement(now, django_assert_num_queries):
     campaign = CampaignFactory(time_zone="America/New_York")  # 12:00 UTC is 08:00 EDT: the day began at 04:00 UTC
     step_1, step_2 = SequenceStepFactory(campaign=campaign), SequenceStepFactory(campaign=campaign)
-    at_step_2 = LeadFactory(campaign=campaign, current_step=2)
-    LeadFactory(campaign=campaign, current_step=1)
+    at_step_2 = LeadFactory(campaign=campaign, current_step=2, next_due_at=NOW + timedelta(hours=2))
+    LeadFactory(campaign=campaign, current_step=1, next_due_at=NOW + timedelta(hours=1))
     LeadFactory(campaign=campaign, current_step=2, state=Lead.State.FINISHED)
-    LeadFactory(campaign=campaign, current_step=1, state=Lead.State.STOPPED)
+    stopped = LeadFactory(campaign=campaign, current_step=1, state=Lead.State.STOPPED, next_due_at=NOW)
     LeadFactory(current_step=1)  # another campaign
+    RecipientFactory(lead=stopped, status="replied")
     today = RecipientFactory(lead=at_step_2, status="contacted")
     yesterday = RecipientFactory(lead=at_step_2, status="contacted")
     RecipientFactory(lead=at_step_2, status="bounced")
@@ -35,15 +36,17 @@ def test_campaign_progress_counts_leads_recipients_and_sends_in_five_queries(now
     SendRecordFactory(recipient=yesterday, step=step_1, state="sent", sent_at=NOW - timedelta(hours=9))
     SendRecordFactory(recipient=today, step=step_2, state="failed")
 
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(1):
         progress = campaign_progress(campaign=campaign)
 
-    assert progress["leads"] == {"total": 4, "in_progress": 2, "finished": 1, "stopped": 1}
+    assert progress["leads"] == {"total": 4, "in_progress": 2, "finished": 1, "stopped": 1, "replied": 1}
+    assert progress["next_due_at"] == NOW + timedelta(hours=1)  # of in-progress leads only
     assert progress["leads_by_step"] == {1: 2, 2: 2}
-    assert progress["recipients"] == {"not_contacted": 0, "contacted": 2, "replied": 0, "bounced": 1,
+    assert progress["recipients"] == {"not_contacted": 0, "contacted": 2, "replied": 1, "bounced": 1,
                                       "unsubscribed": 0}  # fmt: skip
     assert progress["send_records"]["sent"] == 2 and progress["send_records"]["failed"] == 1
     assert progress["send_records"]["claimed"] == 0
+    assert progress["sends_by_step"][1]["sent"] == 2 and progress["sends_by_step"][2]["failed"] == 1
     assert progress["sent_today"] == 1
 
 
