@@ -23,8 +23,10 @@ from emailsys.testing import BASE_DIR
 
 VIEW_WORKORDER = "workorders.view_workorder"
 VIEW_CAMPAIGN = "campaigns.view_campaign"
-DASHBOARD_PERMISSIONS = ("campaigns.view_activity", "campaigns.view_campaign", "campaigns.view_senderaccount",
-                         "campaigns.view_sendrecord", "workorders.view_mailingsend", "workorders.view_workorder")  # fmt: skip
+DASHBOARD_PERMISSIONS = (
+    "campaigns.view_activity", "campaigns.view_campaign", "campaigns.view_senderaccount",
+    "campaigns.view_sendrecord", "workorders.view_mailingsend", "workorders.view_workorder",
+)  # fmt: skip
 
 
 def permission(name: str) -> Permission:
