@@ -43,6 +43,32 @@ LIVE_FLUSH_SECONDS = 1.0
 _started_at: dict[str, float] = {}
 
 
+def histogram_observe(pipe, key: str, label: str, seconds: float, buckets: tuple[float, ...]) -> None:
+    """Adds one observation of `label` to the histogram kept in the Redis hash `key` (on the caller's pipeline):
+    shared by every process, read back by `histogram_add`."""
+    pipe.hincrbyfloat(key, f"{label}{_SEP}sum", seconds)
+    pipe.hincrby(key, f"{label}{_SEP}count", 1)
+    for bound in buckets:
+        if seconds <= bound:
+            pipe.hincrby(key, f"{label}{_SEP}le{_SEP}{bound}", 1)
+
+
+def histogram_add(family: HistogramMetricFamily, fields: dict[str, str], buckets: tuple[float, ...]) -> None:
+    """Adds to `family` each label's histogram that `histogram_observe` kept in a hash (its decoded fields; other
+    fields of the hash are left alone)."""
+    histograms: dict[str, dict[str, float]] = {}
+    for key, value in fields.items():
+        label, kind, *rest = key.split(_SEP)
+        if kind in ("sum", "count"):
+            histograms.setdefault(label, {})[kind] = float(value)
+        elif kind == "le":
+            histograms.setdefault(label, {})[rest[0]] = float(value)
+    for label, values in sorted(histograms.items()):
+        counts = [(str(bound), values.get(str(bound), 0.0)) for bound in buckets]
+        counts.append(("+Inf", values.get("count", 0.0)))
+        family.add_metric([label], buckets=counts, sum_value=values.get("sum", 0.0))
+
+
 def task_record_finished(*, task_name: str, state: str, runtime_seconds: float | None) -> None:
     """Adds one finished task to the shared counters; never raises (a metrics outage must not fail tasks)."""
     state_name = STATE_NAMES.get(state, state.lower())
@@ -50,11 +76,7 @@ def task_record_finished(*, task_name: str, state: str, runtime_seconds: float |
         pipe = ops_redis().pipeline(transaction=False)
         pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}state{_SEP}{state_name}", 1)
         if runtime_seconds is not None:
-            pipe.hincrbyfloat(TASK_METRICS_KEY, f"{task_name}{_SEP}sum", runtime_seconds)
-            pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}count", 1)
-            for bound in RUNTIME_BUCKETS:
-                if runtime_seconds <= bound:
-                    pipe.hincrby(TASK_METRICS_KEY, f"{task_name}{_SEP}le{_SEP}{bound}", 1)
+            histogram_observe(pipe, TASK_METRICS_KEY, task_name, runtime_seconds, RUNTIME_BUCKETS)
         pipe.execute()
     except Exception as error:  # noqa: BLE001
         logger.warning("could not record metrics for %s: %s", task_name, type(error).__name__)
@@ -240,17 +262,11 @@ class CeleryCollector(Collector):
             logger.warning("could not read task metrics: %s", type(error).__name__)
             raw = {}
         fields = {key.decode(): value.decode() for key, value in raw.items()}
-        histograms: dict[str, dict[str, float]] = {}
         for key, value in fields.items():
             task_name, kind, *rest = key.split(_SEP)
             if kind == "state":
                 tasks.add_metric([task_name, rest[0]], float(value))
-            else:
-                histograms.setdefault(task_name, {})[kind if not rest else rest[0]] = float(value)
-        for task_name, values in sorted(histograms.items()):
-            buckets = [(str(bound), values.get(str(bound), 0.0)) for bound in RUNTIME_BUCKETS]
-            buckets.append(("+Inf", values.get("count", 0.0)))
-            runtime.add_metric([task_name], buckets=buckets, sum_value=values.get("sum", 0.0))
+        histogram_add(runtime, fields, RUNTIME_BUCKETS)
         yield tasks
         yield runtime
 

@@ -13,6 +13,7 @@ from django.db.models import Count
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from emailsys.metrics import histogram_add, histogram_observe
 from emailsys.ops_clients import ops_redis
 from workorders.models import WorkOrder
 
@@ -21,19 +22,13 @@ logger = logging.getLogger(__name__)
 STEP_METRICS_KEY = "emailsys:metrics:workorder_steps"
 # Steps take from milliseconds (Count) to days (Send-Continuously).
 STEP_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0)
-_SEP = "\x1f"
 
 
 def step_duration_record(*, step: str, duration: timedelta) -> None:
     """Adds one ended step run to the shared histogram; never raises (a metrics outage must not fail the step)."""
-    seconds = max(0.0, duration.total_seconds())
     try:
         pipe = ops_redis().pipeline(transaction=False)
-        pipe.hincrbyfloat(STEP_METRICS_KEY, f"{step}{_SEP}sum", seconds)
-        pipe.hincrby(STEP_METRICS_KEY, f"{step}{_SEP}count", 1)
-        for bound in STEP_BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(STEP_METRICS_KEY, f"{step}{_SEP}{bound}", 1)
+        histogram_observe(pipe, STEP_METRICS_KEY, step, max(0.0, duration.total_seconds()), STEP_BUCKETS)
         pipe.execute()
     except Exception as error:  # noqa: BLE001
         logger.warning("could not record the duration of step %s: %s", step, type(error).__name__)
@@ -56,18 +51,11 @@ class WorkOrderCollector(Collector):
             "emailsys_workorder_step_duration_seconds", "How long work-order steps ran, per step.", labels=["step"]
         )
         try:
-            raw = {key.decode(): float(value) for key, value in ops_redis().hgetall(STEP_METRICS_KEY).items()}
+            fields = {key.decode(): value.decode() for key, value in ops_redis().hgetall(STEP_METRICS_KEY).items()}
         except Exception as error:  # noqa: BLE001
             logger.warning("could not read step metrics: %s", type(error).__name__)
-            raw = {}
-        steps: dict[str, dict[str, float]] = {}
-        for key, value in raw.items():
-            step, field = key.split(_SEP)
-            steps.setdefault(step, {})[field] = value
-        for step, values in sorted(steps.items()):
-            buckets = [(str(bound), values.get(str(bound), 0.0)) for bound in STEP_BUCKETS]
-            buckets.append(("+Inf", values.get("count", 0.0)))
-            family.add_metric([step], buckets=buckets, sum_value=values.get("sum", 0.0))
+            fields = {}
+        histogram_add(family, fields, STEP_BUCKETS)
         return family
 
     def _by_status(self) -> GaugeMetricFamily:
