@@ -11,6 +11,16 @@ from emailsys.testing import ManagedProcess, free_port, moto_server_argv, port_a
 StartProcess = Callable[..., ManagedProcess]
 
 
+@pytest.fixture(autouse=True)
+def live_marks_discarded() -> Iterator[None]:
+    """After each test, this process's coalescer reads nothing more: its pending marks would read snapshots while
+    the test database is flushed (a deadlock, or errors of tables gone)."""
+    yield
+    from emailsys.live import live_discard
+
+    live_discard()
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[StartProcess]:
     """Starts project processes (`start(name, argv, env=...)`); stops them all afterwards and prints their

@@ -319,6 +319,15 @@ def live_flush() -> None:
         _coalescer_instance.flush(gated=False)
 
 
+def live_discard() -> None:
+    """Drops this process's pending marks once the thread's flush in progress has ended: from then on the thread
+    reads nothing (test teardown: a snapshot read while the test database is flushed deadlocks the flush)."""
+    if _coalescer_instance is not None:
+        with _coalescer_instance.flushing, _coalescer_instance.lock:
+            _coalescer_instance.pending.clear()
+            _coalescer_instance.folded = 0
+
+
 @signals.worker_process_shutdown.connect  # a prefork child
 @signals.worker_shutdown.connect  # the worker's main process (threads and solo pools run tasks there)
 def _flush_at_worker_shutdown(**_kwargs) -> None:
