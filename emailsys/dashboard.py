@@ -302,7 +302,9 @@ def _system_view(health: dict | None, *, now: float) -> dict:
             "name": pool,
             "workers": len(workers.get(pool, [])),
             "state": "unknown" if stale or "workers" in errors else ("ok" if workers.get(pool) else "down"),
-            "depth": depths.get(pool) if "queue_depths" not in errors else None,
+            "depth": sum(depths.get(queue, 0) for queue in settings.WORKER_POOL_QUEUES[pool])
+            if "queue_depths" not in errors
+            else None,
         }
         for pool in settings.WORKER_POOLS
     ]

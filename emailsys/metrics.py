@@ -213,10 +213,10 @@ def _on_task_postrun(task_id: str | None = None, task=None, state: str | None = 
 
 
 def queue_depths() -> dict[str, int]:
-    """Messages waiting in each pool's queue (ready, not yet delivered to a worker)."""
+    """Messages waiting in each queue of each pool (ready, not yet delivered to a worker)."""
     depths: dict[str, int] = {}
     with ops_broker_connection() as conn:
-        for queue in settings.WORKER_POOLS:
+        for queue in (name for queues in settings.WORKER_POOL_QUEUES.values() for name in queues):
             try:
                 with conn.channel() as channel:
                     depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count

@@ -140,10 +140,11 @@ def unique_token() -> str:
 
 
 def worker_argv(pool: str, *, node_name: str, concurrency: int = 2) -> list[str]:
-    """The same shape of worker command as the Procfile: one pool, only its own queue."""
+    """The same shape of worker command as the Procfile: one pool, only its own queues."""
     worker_pool = "threads" if pool == "sending" else "prefork"
+    queues = ",".join(settings.WORKER_POOL_QUEUES[pool])
     return [
-        str(BIN_DIR / "celery"), "-A", "emailsys", "worker", "-Q", pool, "-n", node_name,
+        str(BIN_DIR / "celery"), "-A", "emailsys", "worker", "-Q", queues, "-n", node_name,
         "--pool", worker_pool, "--concurrency", str(concurrency), "-l", "INFO", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path
@@ -19,6 +20,7 @@ admin.site.site_title = "emailsys"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("health", views.healthz, name="health"),  # the inbound seed's path
     path("metrics", views.metrics, name="metrics"),
     path("captured/", views.captured_mail_index, name="captured-mail"),
     path("captured/<str:name>", views.captured_mail_detail, name="captured-mail-detail"),
@@ -42,6 +44,10 @@ urlpatterns = [
     path("w/", include("workorders.public_urls")),
     path("admin/workorders/workorder/", include(workorder_admin_urlpatterns)),  # before the admin's catch-all
     path("admin/", admin.site.urls),
+    path("", include("processing.urls")),
     # The front page (and the admin's "View site") is the operations dashboard, the admin index.
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
 ]
+
+if settings.INBOUND_SIMULATOR_ENABLED:
+    urlpatterns.insert(0, path("simulator/", include("simulator.urls")))

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "campaigns",
     "workorders",
     "processing",
+    "simulator",  # its tables always exist; its URLs only with INBOUND_SIMULATOR_ENABLED
 ]
 
 MIDDLEWARE = [
@@ -305,8 +306,16 @@ CELERY_ENABLE_UTC = True
 
 # One queue per worker pool; each pool's workers are started with `-Q <its queue>` only.
 WORKER_POOLS = ("default", "sending", "workorders", "inbound")
+# The queues each pool's workers consume, in priority order: the inbound pool takes fresh mail (`inbound`) before
+# backfill (`inbound_backfill`: full syncs, resyncs after expiry, fallback syncs, re-classification). On Redis the
+# order is strict (queue_order_strategy "priority" below); on RabbitMQ both queues are consumed side by side.
+WORKER_POOL_QUEUES = {pool: (pool,) for pool in WORKER_POOLS} | {"inbound": ("inbound", "inbound_backfill")}
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in WORKER_POOLS)
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for queues in WORKER_POOL_QUEUES.values()
+    for name in queues
+)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Fixed task names, routed by name. Anything unmatched runs on `default`.
 CELERY_TASK_ROUTES = {
@@ -335,6 +344,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 5,
     "socket_timeout": 30,
     "retry_on_timeout": True,
+    # A worker consuming several queues empties them in the order given (-Q inbound,inbound_backfill), not round
+    # robin. Each other pool consumes one queue, where the order does not matter.
+    "queue_order_strategy": "priority",
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30}
 CELERY_TASK_PUBLISH_RETRY = True
@@ -472,3 +484,32 @@ CONTENT_SECURITY_POLICY = {
 # /metrics answers only `Authorization: Bearer <this>` when set (production: set it, and give Prometheus the same
 # token); empty leaves it open, for local use. /healthz stays open for probes.
 METRICS_BEARER_TOKEN = env("METRICS_BEARER_TOKEN", default="")
+
+# --- Inbound mail (processing/) --------------------------------------------------------------------------
+# The provider simulator (the seed's FakeMail) is mounted at /simulator/ only when enabled: on in `make demo`
+# (local settings) and the tests, off in production. With AUTOCONNECT, a message to a mailbox nobody connected yet
+# connects it (our Mailbox row, its webhook subscription, a full sync), so the demo needs no setup.
+INBOUND_SIMULATOR_ENABLED = env.bool("INBOUND_SIMULATOR_ENABLED", default=False)
+INBOUND_SIMULATOR_AUTOCONNECT = env.bool("INBOUND_SIMULATOR_AUTOCONNECT", default=INBOUND_SIMULATOR_ENABLED)
+INBOUND_SIMULATOR_RETENTION = env.int("INBOUND_SIMULATOR_RETENTION", default=10000)  # history entries per mailbox
+_WEB_BASE_URL = f"http://127.0.0.1:{env.int('WEB_PORT', default=8000)}"
+# Where the provider's API answers (a Mailbox row's provider_url overrides it) and where it posts notifications.
+INBOUND_PROVIDER_URL = env("INBOUND_PROVIDER_URL", default=f"{_WEB_BASE_URL}/simulator")
+INBOUND_WEBHOOK_URL = env("INBOUND_WEBHOOK_URL", default=f"{_WEB_BASE_URL}/webhook")
+INBOUND_PROVIDER_TIMEOUT_SECONDS = env.float("INBOUND_PROVIDER_TIMEOUT_SECONDS", default=10.0)
+INBOUND_PROVIDER_RETRIES = env.int("INBOUND_PROVIDER_RETRIES", default=3)  # per call, with exponential backoff
+INBOUND_WEBHOOK_MAX_BYTES = env.int("INBOUND_WEBHOOK_MAX_BYTES", default=64 * 1024)  # larger bodies: 413
+INBOUND_WEBHOOK_TOLERANCE_SECONDS = env.int("INBOUND_WEBHOOK_TOLERANCE_SECONDS", default=300)  # replay window
+INBOUND_SYNC_LEASE_SECONDS = env.int("INBOUND_SYNC_LEASE_SECONDS", default=60)  # a killed sync frees the mailbox
+INBOUND_FALLBACK_SYNC_INTERVAL = env.int("INBOUND_FALLBACK_SYNC_INTERVAL", default=120)  # catches lost webhooks
+INBOUND_RESYNC_LIMIT = env.int("INBOUND_RESYNC_LIMIT", default=2000)  # messages read by a full sync or resync
+INBOUND_POISON_ATTEMPTS = 3  # a history entry failing this often is skipped, with a warning on the mailbox
+# The classifier (a dotted path to a class with `name`, `version` and `classify(parsed) -> Verdict`), and the
+# confidence below which a statistical verdict becomes `unknown`.
+INBOUND_CLASSIFIER = env("INBOUND_CLASSIFIER", default="processing.classifier.default.DefaultClassifier")
+INBOUND_UNKNOWN_BELOW = env.float("INBOUND_UNKNOWN_BELOW", default=0.5)
+# The seed's settings, with their meaning: classification processes of the inbound pool (the Procfile's
+# --concurrency), attempts after the first failure, and the first retry's delay (doubling, with jitter).
+PROCESSOR_WORKER_COUNT = env.int("PROCESSOR_WORKER_COUNT", default=3)
+PROCESSOR_MAX_RETRIES = env.int("PROCESSOR_MAX_RETRIES", default=3)
+PROCESSOR_RETRY_DELAY_MS = env.int("PROCESSOR_RETRY_DELAY_MS", default=1000)

@@ -3,12 +3,15 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DEBUG, env
+from .base import DEBUG, INBOUND_SIMULATOR_ENABLED, env
 
 # DEBUG's technical pages show settings, paths and code to anyone who reaches an error: refused rather than quietly
 # switched off, so whoever set DEBUG=true learns that it has no effect here.
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off with production settings (emailsys.settings.production).")
+# The provider simulator takes mail from anyone, unauthenticated: a development and test tool only.
+if INBOUND_SIMULATOR_ENABLED:
+    raise ImproperlyConfigured("INBOUND_SIMULATOR_ENABLED must be off with production settings.")
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secure-proxy-ssl-header
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -12,6 +12,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-only-for-the-test-suite-012
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 # Local ESP stand-ins (moto server, recording HTTP servers) listen on loopback at a random port.
 os.environ.setdefault("ESP_ENDPOINT_ALLOWLIST", "http://127.0.0.1,http://localhost")
+os.environ.setdefault("INBOUND_SIMULATOR_ENABLED", "true")
 
 from .base import *  # noqa: E402,F403
 

@@ -158,7 +158,7 @@ def test_the_probe_finds_no_worker_without_workers_and_the_panel_says_so() -> No
 
     assert health["errors"] == {}
     assert health["workers"] == {"default": [], "sending": [], "workorders": [], "inbound": []}
-    assert set(health["queue_depths"]) == {"default", "sending", "workorders", "inbound"}
+    assert set(health["queue_depths"]) == {"default", "sending", "workorders", "inbound", "inbound_backfill"}
     assert health["sqs"] == {"configured": False}
     dashboard_health_store(health)
     html = dashboard_fragments(0, live_current("dashboard", 0))["dashboard-system"]

@@ -168,15 +168,17 @@ def all_commands() -> dict[str, list[str]]:
 
 
 def check_worker_pools(workers: dict[str, list[str]], source: str) -> None:
-    """Each worker consumes exactly one pool's queue, is named after it, and every pool has exactly one worker."""
+    """Each worker consumes exactly one pool's queues (in priority order), is named after it, and every pool has
+    exactly one worker."""
     assert workers, f"{source}: no celery worker found"
     by_queue: dict[str, list[str]] = {}
     for name, args in workers.items():
         assert args[:3] == ["celery", "-A", CELERY_APP] and args[3] == "worker", f"{source} {name}: {args}"
         queues = worker_queues(args)
-        assert len(queues) == 1, f"{source} {name}: needs exactly one -Q queue, has {queues}"
-        queue = queues[0]
+        queue = queues[0] if queues else ""
         assert queue in settings.WORKER_POOLS, f"{source} {name}: queue {queue!r} is not in WORKER_POOLS"
+        expected = list(settings.WORKER_POOL_QUEUES[queue])
+        assert queues == expected, f"{source} {name}: should consume {expected} in this order, consumes {queues}"
         assert name == f"worker-{queue}", f"{source} {name}: should be named worker-{queue}"
         node = option_value(args, "-n", "--hostname")
         assert node == f"{queue}@%h", f"{source} {name}: node name should be {queue}@%h, is {node}"
