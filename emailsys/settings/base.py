@@ -499,7 +499,6 @@ INBOUND_WEBHOOK_URL = env("INBOUND_WEBHOOK_URL", default=f"{_WEB_BASE_URL}/webho
 INBOUND_PROVIDER_TIMEOUT_SECONDS = env.float("INBOUND_PROVIDER_TIMEOUT_SECONDS", default=10.0)
 INBOUND_PROVIDER_RETRIES = env.int("INBOUND_PROVIDER_RETRIES", default=3)  # per call, with exponential backoff
 INBOUND_WEBHOOK_MAX_BYTES = env.int("INBOUND_WEBHOOK_MAX_BYTES", default=64 * 1024)  # larger bodies: 413
-INBOUND_WEBHOOK_TOLERANCE_SECONDS = env.int("INBOUND_WEBHOOK_TOLERANCE_SECONDS", default=300)  # replay window
 INBOUND_SYNC_LEASE_SECONDS = env.int("INBOUND_SYNC_LEASE_SECONDS", default=60)  # a killed sync frees the mailbox
 INBOUND_FALLBACK_SYNC_INTERVAL = env.int("INBOUND_FALLBACK_SYNC_INTERVAL", default=120)  # catches lost webhooks
 INBOUND_RESYNC_LIMIT = env.int("INBOUND_RESYNC_LIMIT", default=2000)  # messages read by a full sync or resync
