@@ -13,7 +13,7 @@ export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
 export PYTHONUNBUFFERED := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-dev lint format clean bench browser
+.PHONY: demo test install install-dev lint format clean bench browser email-corpus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,13 @@ demo: install
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: install-dev lint browser
+# The inbound tests send Python's own email test corpus (Lib/test/test_email/data/msg_*.txt) through the simulator;
+# Debian ships it as libpython3.11-testsuite. Installed here when missing (needs root, as in CI).
+EMAIL_CORPUS := /usr/lib/python3.11/test/test_email/data
+email-corpus:
+	test -d $(EMAIL_CORPUS) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11-testsuite)
+
+test: install-dev lint browser email-corpus
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install-dev
