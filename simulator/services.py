@@ -24,6 +24,7 @@ from simulator.dispatcher import Notification, notification_enqueue
 from simulator.models import SimFaults, SimHistoryEntry, SimMailbox, SimMessage
 
 MAX_RECIPIENTS = 100
+MAX_ADDRESS_LENGTH = SimMailbox._meta.get_field("address").max_length or 254
 MAX_PAGE = 500
 MAX_MESSAGES_LIST = 10000
 WATCH_DAYS = 7  # Gmail's watch expires after a week
@@ -54,6 +55,8 @@ def address_normalize(value: object, *, field: str) -> str:
         raise SimulatorInputError(f'"{field}" must not contain line breaks')
     _, address = parseaddr(value)
     try:
+        if len(address) > MAX_ADDRESS_LENGTH:
+            raise ValidationError("too long")
         validate_email(address)
     except ValidationError:
         raise SimulatorInputError(f'"{field}" is not a valid email address: {value[:200]!r}') from None
@@ -165,11 +168,11 @@ def email_send(*, payload: object, base_url: str = "") -> list[Delivered]:
             headers=_headers(payload),
         )
     faults = faults_snapshot()
-    delivered = []
+    delivered = {}
     with transaction.atomic():
-        for address in recipients:
-            delivered.append(_deliver(address=address, raw=raw, faults=faults, base_url=base_url))
-    return delivered
+        for address in sorted(recipients):  # one lock order for every sender: no deadlock between two lists
+            delivered[address] = _deliver(address=address, raw=raw, faults=faults, base_url=base_url)
+    return [delivered[address] for address in recipients]
 
 
 def _recipient_texts(payload: dict) -> list[str]:
@@ -246,6 +249,8 @@ def _history_forget(mailbox: SimMailbox, *, below: int) -> None:
 
 
 def mailbox_get(address: str) -> SimMailbox:
+    if "\x00" in address:  # PostgreSQL text cannot hold NUL: no such mailbox
+        raise SimulatorNotFound("no such mailbox")
     try:
         return SimMailbox.objects.get(address=address.strip().lower())
     except SimMailbox.DoesNotExist:
@@ -311,6 +316,8 @@ def messages_list(*, address: str, max_results: str | None) -> dict:
 
 
 def message_get(*, address: str, email_id: str) -> SimMessage:
+    if "\x00" in address + email_id:
+        raise SimulatorNotFound("no such message")
     message = SimMessage.objects.filter(mailbox__address=address.strip().lower(), email_id=email_id).first()
     if message is None:
         raise SimulatorNotFound(f"no message {email_id[:64]!r} in mailbox {address[:254]!r}")
@@ -327,6 +334,8 @@ def watch_validate(payload: object) -> tuple[str, str]:
         raise SimulatorInputError('the body must be a JSON object {"url", "secret"}')
     url = _text(payload, "url", required=True)
     secret = _text(payload, "secret", required=True)
+    if any(ord(char) < 32 or ord(char) == 127 for char in url) or len(url) > 2000:
+        raise SimulatorInputError('"url" must be a URL of at most 2000 characters, without control characters')
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SimulatorInputError('"url" must be an http(s) URL')
