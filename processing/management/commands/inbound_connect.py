@@ -8,63 +8,16 @@ the exit code is 1 when some never arrived.
 """
 
 import time
-from email.message import EmailMessage
-from email.utils import make_msgid
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from processing.demo import DEMO_MAILBOX, sample_emails
 from processing.models import EmailResult, Mailbox
 from processing.provider_simulator import SimulatorProvider
 from processing.providers import ProviderError
 from processing.services.mailboxes import mailbox_connect
-
-DEMO_MAILBOX = "demo@example.com"
-
-
-def _meeting_invite(to: str) -> str:
-    message = EmailMessage()
-    message["From"] = "Carol <carol@example.org>"
-    message["To"] = to
-    message["Subject"] = "Invitation: project sync, Thursday 10:00"
-    message["Message-ID"] = make_msgid(domain="example.org")
-    message.set_content("You are invited to the project sync on Thursday at 10:00 (30 min).")
-    message.add_attachment(
-        "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nSUMMARY:Project sync\r\n"
-        "DTSTART:20270107T100000Z\r\nDTEND:20270107T103000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
-        subtype="calendar",
-        params={"method": "REQUEST"},
-    )
-    return message.as_string()
-
-
-def test_emails(to: str) -> list[dict]:
-    """One of each kind the classifier knows well, as send_email payloads."""
-    return [
-        {"to": to, "raw": _meeting_invite(to)},
-        {
-            "from": "Deals <news@shop.example>",
-            "to": to,
-            "subject": "48 hours only: 30% off everything",
-            "body": "Our biggest sale of the year ends Sunday. Shop now and save 30% on every order.",
-            "headers": {"List-Unsubscribe": "<https://shop.example/u/1>", "Precedence": "bulk"},
-        },
-        {
-            "from": "Dan <dan@example.net>",
-            "to": to,
-            "subject": "Introduction: Dan, meet Erin",
-            "body": "Hi both, I'd like to introduce you to each other. Erin runs growth at Acme; Dan is building "
-            "the new analytics product. I think you two should talk.",
-        },
-        {
-            "from": "Frank <frank@example.com>",
-            "to": to,
-            "subject": "Re: our call",
-            "body": "Thanks, that works for me.",
-            "headers": {"In-Reply-To": "<call-1@example.com>", "References": "<call-1@example.com>"},
-        },
-    ]
 
 
 class Command(BaseCommand):
@@ -101,7 +54,7 @@ class Command(BaseCommand):
 
     def _test(self, *, provider: SimulatorProvider, address: str, timeout: float) -> None:
         sent = {}
-        for payload in test_emails(address):
+        for payload in sample_emails(address):
             try:
                 answer = provider.send_email(payload)
             except ProviderError as error:
