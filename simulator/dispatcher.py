@@ -62,7 +62,7 @@ class Dispatcher:
         self._held: list[Notification] = []
         self._held_since = 0.0
         self._rng = random.Random()
-        self._faults_version: int | None = None
+        self._faults_key = ""
         self._senders = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix="simulator-notify")
         self._local = threading.local()  # a requests.Session per sender thread
         self.sent = 0  # POSTs answered 2xx, for tests and logs
@@ -72,8 +72,9 @@ class Dispatcher:
         self._inbox.put(notification)
 
     def _reseed(self, faults: dict) -> None:
-        if faults.get("version") != self._faults_version:
-            self._faults_version = faults.get("version")
+        key = json.dumps(faults, sort_keys=True)  # the version alone repeats once the table is emptied (tests)
+        if key != self._faults_key:
+            self._faults_key = key
             self._rng = random.Random(faults.get("seed"))
 
     def _accept(self, notification: Notification) -> None:
