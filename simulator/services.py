@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -180,14 +180,34 @@ def _recipient_texts(payload: dict) -> list[str]:
     return value if isinstance(value, list) else [value]
 
 
+def _history_id_allocate(address: str, *, step: int) -> SimMailbox | None:
+    """Raises the mailbox's id by `step` in one UPDATE … RETURNING, which holds the row lock until commit (so ids are
+    handed out in commit order across processes); None when the mailbox does not exist."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE simulator_simmailbox SET last_history_id = last_history_id + %s WHERE address = %s "
+            "RETURNING id, last_history_id, history_floor, watch_url, watch_secret",
+            [step, address],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, last, floor, url, secret = row
+    return SimMailbox(
+        pk=pk, address=address, last_history_id=last, history_floor=floor, watch_url=url, watch_secret=secret
+    )
+
+
 def _deliver(*, address: str, raw: bytes, faults: dict, base_url: str) -> Delivered:
-    mailbox, created = SimMailbox.objects.get_or_create(address=address)
-    if created and not mailbox.watch_url and settings.INBOUND_SIMULATOR_AUTOCONNECT:
-        _autoconnect(address=address, base_url=base_url)
-    mailbox = SimMailbox.objects.select_for_update().get(pk=mailbox.pk)
     # Gmail's ids rise with gaps (other changes happen in between): a small random step.
-    mailbox.last_history_id += random.randint(1, 3)
-    mailbox.save(update_fields=["last_history_id"])
+    step = random.randint(1, 3)
+    mailbox = _history_id_allocate(address, step=step)
+    if mailbox is None:
+        _, created = SimMailbox.objects.get_or_create(address=address)
+        if created and settings.INBOUND_SIMULATOR_AUTOCONNECT:
+            _autoconnect(address=address, base_url=base_url)
+        mailbox = _history_id_allocate(address, step=step)
+        assert mailbox is not None  # created above, in this transaction
     message = SimMessage.objects.create(
         mailbox=mailbox,
         email_id=uuid.uuid4().hex,
@@ -196,7 +216,8 @@ def _deliver(*, address: str, raw: bytes, faults: dict, base_url: str) -> Delive
         internal_date=timezone.now(),
     )
     SimHistoryEntry.objects.create(mailbox=mailbox, history_id=message.history_id, message=message)
-    _retention_apply(mailbox)
+    if mailbox.last_history_id - mailbox.history_floor > settings.INBOUND_SIMULATOR_RETENTION:
+        _retention_apply(mailbox)  # ids rise by at least 1 per entry: below that span, nothing can be over
     if mailbox.watch_url:
         notification = Notification(
             url=mailbox.watch_url,
