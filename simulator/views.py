@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -13,18 +15,25 @@ from django.views.decorators.csrf import csrf_exempt
 from simulator import services
 from simulator.services import SimulatorInputError, SimulatorNotFound
 
-MAX_BODY_BYTES = 25 * 1024 * 1024  # Gmail's message size limit
+
+class BodyTooLarge(Exception):
+    pass
 
 
 def _json_body(request: HttpRequest) -> object:
-    if len(request.body) > MAX_BODY_BYTES:
-        raise SimulatorInputError(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    if not request.body:
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raise BodyTooLarge(f"the body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE ({limit} bytes)") from None
+    if not body:
         raise SimulatorInputError("the body must be JSON (it is empty)")
     try:
-        return json.loads(request.body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise SimulatorInputError(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise SimulatorInputError("the body is not valid JSON: nested too deeply") from None
 
 
 def simulator_api(methods: tuple[str, ...]) -> Callable:
@@ -46,6 +55,8 @@ def simulator_api(methods: tuple[str, ...]) -> Callable:
                 return JsonResponse({"detail": str(error)}, status=400)
             except SimulatorNotFound as error:
                 return JsonResponse({"detail": str(error)}, status=404)
+            except BodyTooLarge as error:
+                return JsonResponse({"detail": str(error)}, status=413)
 
         return wrapped
 

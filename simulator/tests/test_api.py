@@ -92,6 +92,10 @@ def test_malformed_json_and_wrong_methods_are_clear(simulator_url: str) -> None:
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["detail"]
     assert requests.post(f"{simulator_url}/send_email", data=b"\xff\xfe", timeout=10).status_code == 400
     assert requests.get(f"{simulator_url}/send_email", timeout=10).status_code == 405
+    deep = requests.post(f"{simulator_url}/send_email", data=b"[" * 100_000, timeout=10)
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["detail"]
+    huge = requests.post(f"{simulator_url}/send_email", data=b'{"raw": "' + b"x" * 30_000_000 + b'"}', timeout=30)
+    assert huge.status_code == 413 and "DATA_UPLOAD_MAX_MEMORY_SIZE" in huge.json()["detail"]
     assert requests.get(f"{simulator_url}/mailboxes/nobody@example.com/profile", timeout=10).status_code == 404
     bad_page = requests.get(f"{simulator_url}/mailboxes/nobody@example.com/history?start_history_id=x", timeout=10)
     assert bad_page.status_code == 404  # unknown mailbox first
