@@ -20,8 +20,11 @@ from processing.parsing import ParsedEmail
 ARTIFACT_DIR = Path(__file__).with_name("artifact")
 WORD_CHARS = 4000  # text read by the word analyzer; the start of a message says what it is, and this bounds the cost
 CHAR_CHARS = 600  # text read by the character analyzer (the costlier one)
+# Below this many known word n-grams the probabilities are pulled towards uniform in proportion: a text the model
+# barely recognises ("message 0") must not come out 99 % sure, which temperature scaling alone allows.
+EVIDENCE_WORDS = 8
 PARAMETERS = {"word_ngrams": [1, 2], "char_ngrams": [3, 5], "C": 8.0, "min_df": 1, "word_chars": WORD_CHARS,
-              "char_chars": CHAR_CHARS, "max_features": 60000, "seed": 13}  # fmt: skip
+              "char_chars": CHAR_CHARS, "max_features": 60000, "evidence_words": EVIDENCE_WORDS}  # fmt: skip
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 _QUOTE = re.compile(r"^(>.*|On .{0,200} wrote:\s*)$", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
@@ -70,6 +73,7 @@ class TextModel:
     def probabilities(self, text: str) -> np.ndarray:
         logits = self.intercept.copy()
         offset = len(self.word_index)
+        evidence = 0
         for index, idf, grams, base in (
             (self.word_index, self.word_idf, words_analyze(text), 0),
             (self.char_index, self.char_idf, chars_analyze(text), offset),
@@ -81,6 +85,8 @@ class TextModel:
                     counts[column] = counts.get(column, 0) + 1
             if not counts:
                 continue
+            if base == 0:
+                evidence = sum(counts.values())
             columns = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
             values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * idf[columns]
             values /= np.sqrt(values @ values)
@@ -88,7 +94,9 @@ class TextModel:
         scaled = logits / self.temperature
         scaled -= scaled.max()
         exp = np.exp(scaled)
-        return exp / exp.sum()
+        probabilities = exp / exp.sum()
+        weight = min(1.0, evidence / EVIDENCE_WORDS)
+        return probabilities * weight + (1.0 - weight) / len(probabilities)
 
 
 def model_save(model: TextModel, directory: Path) -> None:

@@ -31,6 +31,7 @@ _BOUNCE_SUBJECT = re.compile(
 _AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
 _ESP_HEADERS = ("Feedback-ID", "X-Campaign-Id", "X-Mailgun-Tag", "X-SES-Outgoing", "X-Mailchimp-Campaign")
 _METHOD = re.compile(r"^METHOD:\s*([A-Z-]+)", re.MULTILINE | re.IGNORECASE)
+_REPLY_SUBJECT = re.compile(r"^\s*(re|aw|sv|vs|r|rif|res|antw|wg|fw|fwd|tr)\s*(\[\d+\])?\s*:", re.IGNORECASE)
 _REPORT_TYPES = ("message/delivery-status", "message/global-delivery-status")
 
 
@@ -83,6 +84,8 @@ def structure_read(parsed: ParsedEmail) -> Structure:
         facts["calendar"] = method
     if parsed.in_reply_to or parsed.references:
         facts["in_reply_to"] = "In-Reply-To" if parsed.in_reply_to else "References"
+    if _REPLY_SUBJECT.match(parsed.subject):
+        facts["reply_subject"] = parsed.subject[:80]
     if parsed.html:
         facts["html"] = "text/html"
     return Structure(facts)
@@ -147,7 +150,7 @@ def rule_decide(structure: Structure) -> RuleVerdict | None:
         return RuleVerdict("meeting", 0.98, f"itip_method_{f['calendar'].lower()}")
     if "calendar" in f:
         return None  # an invite in a newsletter, or a published calendar: the text decides
-    if bulk and "in_reply_to" not in f:
+    if bulk and "in_reply_to" not in f and "reply_subject" not in f:  # "Re:" on a list: a discussion, not marketing
         return RuleVerdict("promotion", 0.92, "list_unsubscribe" if "list_unsubscribe" in f else "bulk_headers",
                            needs_model=True)  # fmt: skip
     if "in_reply_to" in f and not bulk:

@@ -239,3 +239,20 @@ def test_every_message_of_pythons_email_test_corpus_gets_a_verdict() -> None:
     assert len(paths) > 40
     verdicts = {path.name: classify(path.read_bytes()) for path in paths}
     assert verdicts["msg_16.txt"].classification == "bounce"  # a real RFC 1894 delivery report in that corpus
+
+
+def test_discussion_list_reply_with_precedence_bulk_is_not_a_promotion() -> None:
+    raw = message("Re: Limiting Perl CPU usage", "Use ulimit in the login class, that works for us.",
+                  headers="Precedence: bulk\nX-Loop: lists.example.org\n")  # fmt: skip
+    assert classify(raw).classification != "promotion"
+
+
+def test_invite_inside_a_newsletter_is_left_to_the_text() -> None:
+    headers = "List-Unsubscribe: <https://news.example.com/u/1>\n"
+    raw = invite("PUBLISH", headers).replace(
+        "Quarterly review, Tuesday 14:00.", "Join our free product launch webinar! Register now, seats are limited. "
+        "Exclusive 20% launch discount for attendees. Unsubscribe."
+    )  # fmt: skip
+    verdict = classify(raw)
+    assert verdict.classification == "promotion"
+    assert verdict.signals["structure"]["calendar"] == "PUBLISH"

@@ -163,6 +163,16 @@ CORES: list[tuple[str, str, str, str, str]] = [
     ("unknown", "es", "Factura {num}", "Adjunto encontrarás la factura {num} correspondiente al mes pasado. El pago vence en 30 días.", "plain"),
     ("unknown", "it", "Il tuo ordine {num} è stato spedito", "Il tuo pacco è in viaggio. Consegna prevista: {day}.", "plain"),
     ("unknown", "nl", "Je bestelling {num} is verzonden", "Je pakket is onderweg. Verwachte levering: {day}.", "plain"),
+    ("unknown", "en", "Test message", "This is a test message, please ignore it. Just checking that the new mail server works.", "plain"),
+    ("unknown", "en", "Fwd: document", "Here is the message you asked for, forwarded below. The original message has the details.", "plain"),
+    ("unknown", "en", "see attached", "see attached, the body of the message is in the file", "plain"),
+    ("unknown", "en", "Your message to the helpdesk", "Your message has been added to ticket {num}. You can reply to this email to add a comment to the ticket.", "plain"),
+    ("unknown", "en", "Verify your email address", "Please confirm your email address by clicking the link below. This link expires in 24 hours.", "plain"),
+    ("unknown", "en", "New comment on your post", "{name} commented on your post: 'Great write-up, thanks for sharing!' Reply to this message to respond.", "plain"),
+    ("unknown", "en", "Re: dinner on saturday", "Perfect, we'll bring dessert. See you at 7!", "plain"),
+    ("unknown", "de", "Testnachricht", "Dies ist eine Testnachricht, bitte ignorieren. Ich prüfe nur, ob der neue Mailserver funktioniert.", "plain"),
+    ("unknown", "fr", "Message de test", "Ceci est un message de test, merci de l'ignorer.", "plain"),
+    ("unknown", "es", "Mensaje de prueba", "Este es un mensaje de prueba, por favor ignóralo.", "plain"),
     ("unknown", "pt", "Redefinir sua senha", "Recebemos uma solicitação para redefinir a senha da sua conta. Clique no link abaixo. Se não foi você, ignore este e-mail.", "plain"),
 ]
 # fmt: on
