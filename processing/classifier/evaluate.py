@@ -12,16 +12,17 @@ from processing.classifier.training import Example, corpus_load, corpus_split, m
 from processing.parsing import email_parse
 
 
-def throughput_measure(raws: list[bytes], classifier: DefaultClassifier, seconds: float = 3.0) -> float:
-    """Emails per second, parse + classify, single process."""
+def throughput_measure(raws: list[bytes], classifier: DefaultClassifier, seconds: float = 3.0) -> tuple[float, float]:
+    """(emails per CPU second, emails per wall second), parse + classify, single process. Per core is CPU time:
+    on a shared machine the wall figure also counts time the process waited for a core."""
     for raw in raws[:50]:  # warm-up: model loaded, regexes compiled
         classifier.classify(email_parse(raw))
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    done, wall, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < seconds:
         for raw in raws:
             classifier.classify(email_parse(raw))
         done += len(raws)
-    return done / (time.perf_counter() - started)
+    return done / (time.process_time() - cpu), done / (time.perf_counter() - wall)
 
 
 def held_out_evaluate(examples: list[Example] | None = None) -> dict:
@@ -61,11 +62,12 @@ def classification_benchmark() -> list[dict]:
     """Rows {"metric", "value", "detail"} for bench/inbound.py's table."""
     examples, _ = corpus_load()
     shipped = DefaultClassifier()
-    rate = throughput_measure([e.raw for e in examples], shipped)
+    per_core, per_wall = throughput_measure([e.raw for e in examples], shipped)
     figures = held_out_evaluate(examples)
     rows = [
-        {"metric": "classification throughput", "value": f"{rate:,.0f} emails/s",
-         "detail": f"parse + classify, 1 process, {len(examples)} corpus messages, model {shipped.version}"},
+        {"metric": "classification throughput", "value": f"{per_core:,.0f} emails/s per core",
+         "detail": f"parse + classify, 1 process, CPU time ({per_wall:,.0f}/s wall clock), "
+                   f"{len(examples)} corpus messages, model {shipped.version}"},
         {"metric": "held-out accuracy", "value": f"{figures['accuracy']:.3f}",
          "detail": f"rules + model, trained on {figures['train']}, tested on {figures['held_out']} unseen groups"},
     ]  # fmt: skip
