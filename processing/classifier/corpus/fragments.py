@@ -83,6 +83,12 @@ CORES: list[tuple[str, str, str, str, str]] = [
     ("intro", "it", "Presentazione: {name}", "Ciao a entrambi, vi presento a vicenda. {name} si occupa di partnership in {company}. Vi lascio continuare direttamente.", "plain"),
     ("intro", "nl", "Kennismaking: {name}", "Hallo allebei, graag stel ik jullie aan elkaar voor. {name} leidt de partnerships bij {company}. Ik laat het verder aan jullie over.", "plain"),
     ("intro", "pt", "Apresentação: {name}", "Olá aos dois, gostaria de apresentar vocês. {name} lidera parcerias na {company}. Deixo vocês conversarem diretamente.", "plain"),
+    ("intro", "en", "Welcome to {product}!", "Thanks for signing up, {me}! We're thrilled to have you on board. Here are three steps to get started: set up your profile, invite your team and create your first project.", "plain"),
+    ("intro", "en", "Welcome aboard, {me}", "Welcome to {company}! I'm {name}, your onboarding specialist. I'll be your point of contact during your first weeks, just reply to this email if you have any questions.", "plain"),
+    ("intro", "en", "Greetings from {company}", "Greetings! My name is {name} and I lead customer success at {company}. I wanted to say hello and introduce myself as your new contact.", "plain"),
+    ("intro", "de", "Willkommen bei {company}", "Schön, dass Sie dabei sind! Ich bin {name} und begleite Sie in den ersten Wochen. Bei Fragen antworten Sie einfach auf diese E-Mail.", "plain"),
+    ("intro", "fr", "Bienvenue chez {company}", "Bienvenue ! Je suis {name} et je vous accompagnerai pendant vos premières semaines. Pour toute question, répondez simplement à cet e-mail.", "plain"),
+    ("intro", "es", "Bienvenido a {company}", "¡Bienvenido! Soy {name} y te acompañaré durante tus primeras semanas. Si tienes preguntas, responde a este correo.", "plain"),
     ("intro", "en", "Re: hiring a data engineer", "Looping in {name} from {company}, who I mentioned on our call. {name}, meet {me}, they are hiring a data engineer and I think you two should talk.", "reply_intro"),
     ("intro", "en", "Re: Following up", "Thanks for the note! Let me introduce you to {name}, our head of partnerships, who is the right person for this. {name}, over to you.", "reply_intro"),
     # --- reply -----------------------------------------------------------------------------------------------
