@@ -71,11 +71,8 @@ class TextModel:
             (self.word_index, self.word_idf, words_analyze(text), 0),
             (self.char_index, self.char_idf, chars_analyze(text), offset),
         ):
-            counts: dict[int, int] = {}
-            for gram, count in Counter(grams).items():  # Counter counts in C; then one lookup per distinct gram
-                column = index.get(gram)
-                if column is not None:
-                    counts[column] = count
+            counted = Counter(grams)  # counted in C; the known grams found by a C-level key intersection
+            counts = {index[gram]: counted[gram] for gram in counted.keys() & index.keys()}
             if not counts:
                 continue
             if base == 0:
