@@ -36,6 +36,12 @@ CORES: list[tuple[str, str, str, str, str]] = [
     ("meeting", "it", "Riunione {day}?", "Saresti disponibile {day} alle {time} per una breve riunione sul progetto? Altrimenti proponimi due orari.", "plain"),
     ("meeting", "nl", "Afspraak op {day}?", "Heb je {day} om {time} tijd voor een kort overleg over het voorstel? Laat me anders twee momenten weten die jou passen.", "plain"),
     ("meeting", "pt", "Reunião na {day}?", "Você teria 30 minutos na {day} às {time} para uma chamada sobre a proposta? Se não puder, me envie dois horários.", "plain"),
+    ("meeting", "nl", "Uitnodiging: projectoverleg", "Je bent uitgenodigd voor een vergadering: projectoverleg op {day} om {time}. Locatie: vergaderzaal 3 of via Teams. Neem je deel? Ja - Misschien - Nee", "ics"),
+    ("meeting", "nl", "Afspraak verzetten", "Kunnen we onze afspraak van {day} verzetten naar donderdag op hetzelfde tijdstip? Sorry voor de korte termijn.", "plain"),
+    ("meeting", "it", "Spostare l'appuntamento", "Possiamo spostare il nostro appuntamento di {day} a giovedì alla stessa ora? Scusa il poco preavviso.", "plain"),
+    ("meeting", "it", "Invito: riunione di progetto", "Sei stato invitato all'evento: riunione di progetto, {day} alle {time}. Link della videochiamata: https://meet.example.com/prj. Parteciperai? Sì - Forse - No", "ics"),
+    ("meeting", "pt", "Remarcar nossa reunião", "Podemos remarcar nossa reunião de {day} para quinta-feira no mesmo horário? Desculpe o aviso em cima da hora.", "plain"),
+    ("meeting", "es", "¿Un café la semana que viene?", "Estaré en la ciudad la semana que viene y me encantaría tomar un café contigo. ¿Te viene bien el {day} por la mañana, sobre las {time}?", "plain"),
     ("meeting", "en", "Re: proposal", "Sounds good. Let's meet on {day} at {time} to go through it together, I'll send a calendar invite with the video link.", "reply"),
     # --- promotion -------------------------------------------------------------------------------------------
     ("promotion", "en", "{pct}% off everything this weekend", "Our biggest sale of the season is here. Take {pct}% off everything with code SAVE{pct} until Sunday midnight. Shop now and get free shipping on orders over $50.", "bulk"),
@@ -63,6 +69,9 @@ CORES: list[tuple[str, str, str, str, str]] = [
     ("promotion", "it", "Saldi: -{pct}% su tutto", "Approfitta dello sconto del {pct}% su tutto il negozio fino a domenica. Spedizione gratuita. Acquista ora.", "bulk"),
     ("promotion", "nl", "Uitverkoop: {pct}% korting", "Alleen dit weekend {pct}% korting op het hele assortiment. Gratis verzending vanaf 50 euro. Shop nu.", "bulk"),
     ("promotion", "pt", "Promoção: {pct}% de desconto", "Aproveite {pct}% de desconto em toda a loja até domingo. Frete grátis. Compre agora.", "bulk"),
+    ("promotion", "nl", "Je nieuwsbrief van {company}", "Deze week: nieuwe producten, handige tips en een exclusieve aanbieding voor abonnees. Je ontvangt deze e-mail omdat je je hebt ingeschreven. Uitschrijven.", "bulk"),
+    ("promotion", "it", "La tua newsletter di {company}", "Questa settimana: novità, consigli utili e un'offerta esclusiva per gli iscritti. Annulla l'iscrizione.", "bulk"),
+    ("promotion", "de", "Webinar-Einladung: Vertrieb 2027", "Sichern Sie sich jetzt Ihren kostenlosen Platz in unserem Live-Webinar am {day}. Exklusiv für Newsletter-Abonnenten: {pct}% Rabatt auf alle Kurse.", "bulk"),
     ("promotion", "en", "You're invited: {product} launch event", "Join us for the live launch of {product} on {day} at {time}. Add the event to your calendar with the attached invite. Exclusive launch-day discount for attendees.", "bulk_ics"),
     # --- intro -----------------------------------------------------------------------------------------------
     ("intro", "en", "Intro: {name} <> {me}", "Hi both, I'd like to introduce you to each other. {name} runs partnerships at {company} and is looking for exactly what you built. I'll let you two take it from here.", "plain"),
@@ -89,6 +98,9 @@ CORES: list[tuple[str, str, str, str, str]] = [
     ("intro", "de", "Willkommen bei {company}", "Schön, dass Sie dabei sind! Ich bin {name} und begleite Sie in den ersten Wochen. Bei Fragen antworten Sie einfach auf diese E-Mail.", "plain"),
     ("intro", "fr", "Bienvenue chez {company}", "Bienvenue ! Je suis {name} et je vous accompagnerai pendant vos premières semaines. Pour toute question, répondez simplement à cet e-mail.", "plain"),
     ("intro", "es", "Bienvenido a {company}", "¡Bienvenido! Soy {name} y te acompañaré durante tus primeras semanas. Si tienes preguntas, responde a este correo.", "plain"),
+    ("intro", "it", "Mi presento", "Buongiorno, mi chiamo {name} e sono il nuovo responsabile commerciale di {company} per la sua zona. Volevo presentarmi.", "plain"),
+    ("intro", "nl", "Even voorstellen", "Hallo, mijn naam is {name} en ik ben sinds kort accountmanager bij {company}. Ik wilde mezelf even voorstellen.", "plain"),
+    ("intro", "pt", "Prazer em conhecer", "Olá, meu nome é {name} e acabei de entrar na {company} como gerente de contas da sua região. Queria me apresentar.", "plain"),
     ("intro", "en", "Re: hiring a data engineer", "Looping in {name} from {company}, who I mentioned on our call. {name}, meet {me}, they are hiring a data engineer and I think you two should talk.", "reply_intro"),
     ("intro", "en", "Re: Following up", "Thanks for the note! Let me introduce you to {name}, our head of partnerships, who is the right person for this. {name}, over to you.", "reply_intro"),
     # --- reply -----------------------------------------------------------------------------------------------
