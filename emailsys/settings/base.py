@@ -245,7 +245,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # One name for a choice set used by several fields (a step's name, the step a restart starts from).
-    "ENUM_NAME_OVERRIDES": {"WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name"},
+    "ENUM_NAME_OVERRIDES": {
+        "WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name",
+        "InboundEmailStatusEnum": "processing.models.InboundEmail.Status",
+    },
 }
 
 # --- Login and API abuse ----------------------------------------------------------------------------
