@@ -244,6 +244,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Operation ids as before the inbound paths at the site root (/results, /emails, /stats): "v1_..." for /api/.
+    "SCHEMA_PATH_PREFIX": r"/api/",
     # One name for a choice set used by several fields (a step's name, the step a restart starts from).
     "ENUM_NAME_OVERRIDES": {
         "WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name",
