@@ -71,8 +71,8 @@ def processor_id(classifier: Classifier) -> str:
     from celery import current_task
 
     node = ""
-    if current_task is not None and getattr(current_task.request, "hostname", None):
-        node = current_task.request.hostname
+    if current_task:  # a proxy: false outside a task
+        node = getattr(current_task.request, "hostname", None) or ""
     return f"{node or socket.gethostname()}/{classifier.name}@{classifier.version}"[:200]
 
 
