@@ -56,6 +56,10 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
     """Syncs the mailbox under its lease, or returns at once when another sync holds it (that one loops: a
     notification that arrived meanwhile raised the wanted id, and the holder goes round again for it).
     `provider` replaces the mailbox's own client (tests)."""
+    if source == InboundEmail.Source.WEBHOOK:  # coalesced: the sync that held the lease already got this far
+        cursor, wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("last_history_id", "wanted_history_id")[0]
+        if cursor is not None and cursor >= wanted:
+            return
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
     while True:
         mailbox = _lease_take(mailbox_id, owner)

@@ -104,6 +104,11 @@ def stored(mailbox: Mailbox) -> list[str]:
 
 
 def sync(mailbox: Mailbox, provider: HistoryProvider, source: str = "webhook") -> Mailbox:
+    """A sync as a notification of the provider's newest id (source webhook) or the fallback (backfill) asks."""
+    if source == "webhook":
+        Mailbox.objects.filter(pk=mailbox.pk, wanted_history_id__lt=provider.current).update(
+            wanted_history_id=provider.current
+        )
     mailbox_sync(mailbox_id=mailbox.pk, source=source, provider=provider)
     mailbox.refresh_from_db()
     return mailbox
@@ -274,3 +279,11 @@ def test_a_notification_for_an_id_the_history_does_not_have_does_not_spin(mailbo
     provider.add("only")
     sync(mailbox, provider)
     assert mailbox.emails.count() == 1 and provider.history_calls == 2
+
+
+def test_a_notification_already_covered_by_the_last_sync_reads_nothing(mailbox, provider) -> None:
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_history_id=5, wanted_history_id=5)
+    mailbox_sync(mailbox_id=mailbox.pk, source="webhook", provider=provider)
+    assert provider.history_calls == 0
+    mailbox_sync(mailbox_id=mailbox.pk, source="backfill", provider=provider)  # the fallback always looks
+    assert provider.history_calls == 1
