@@ -326,6 +326,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_ROUTES = {
     "campaigns.send_*": {"queue": "sending"},
     "workorders.*": {"queue": "workorders"},
+    "processing.fallback_sync": {"queue": "inbound_backfill"},
     "processing.*": {"queue": "inbound"},
 }
 
