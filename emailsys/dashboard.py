@@ -97,6 +97,12 @@ DASHBOARD_PERMISSIONS: tuple[str, ...] = tuple(sorted({name for panel in PANELS 
 # --- snapshot ----------------------------------------------------------------------------------------------------
 
 
+def inbound_today() -> dict:
+    from processing.selectors import inbound_today as today
+
+    return today()
+
+
 def dashboard_snapshot(object_id: int = SINGLETON_ID) -> dict:
     """The dashboard's state as JSON: reads of PostgreSQL (about ten queries, none depending on the number of rows
     shown) and the stored health probe (one Redis read; None when there is none or Redis is down)."""
@@ -140,8 +146,8 @@ def dashboard_snapshot(object_id: int = SINGLETON_ID) -> dict:
             for activity in activity_list().select_related("campaign")[:ACTIVITY_ROWS]
         ],
         "health": dashboard_health_stored(),
-        # Inbound mail (issue #13): its counts go here, {"received_today", "unprocessed", ...}; None: not yet.
-        "inbound": None,
+        # Inbound mail (issue #13): today's counts per class and the latest classified messages.
+        "inbound": inbound_today(),
     }
 
 

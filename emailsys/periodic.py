@@ -66,6 +66,14 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         description="Probes workers, queues, beat and the SQS bridge for the dashboard and publishes it to its pages.",
         expire_seconds=30,
     ),
+    PeriodicTaskSpec(
+        name="processing: fallback sync",
+        task="processing.fallback_sync",
+        interval_setting="INBOUND_FALLBACK_SYNC_INTERVAL",
+        queue="inbound_backfill",
+        description="Syncs every enabled mailbox from its cursor, so a lost webhook is caught within the interval.",
+        expire_seconds=60,
+    ),
 )
 
 

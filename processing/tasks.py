@@ -1,11 +1,44 @@
 """Thin Celery tasks of the inbound pool (routed by name: processing.* → inbound; callers pick inbound_backfill
 for backfill work). The services do the work and are idempotent."""
 
+import random
+
 from celery import shared_task
+from django.conf import settings
 
-from processing.services import sync
+from processing.services import classify, sync
 
 
-@shared_task(name="processing.sync_mailbox", acks_late=True)
+@shared_task(
+    name="processing.sync_mailbox",
+    acks_late=True,
+    autoretry_for=(Exception,),  # ProviderError mostly; a failing entry too (counted: poison after 3 runs)
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=6,
+)
 def sync_mailbox(*, mailbox_id: int, source: str) -> None:
     sync.mailbox_sync(mailbox_id=mailbox_id, source=source)
+
+
+@shared_task(name="processing.classify_email", bind=True, acks_late=True)
+def classify_email(self, email_pk: int) -> None:
+    """PROCESSOR_MAX_RETRIES retries after the first failure, PROCESSOR_RETRY_DELAY_MS doubling (+ up to 25 %
+    jitter); after the last the message is marked failed."""
+    try:
+        classify.email_classify(email_pk=email_pk)
+    except Exception as error:
+        retries = self.request.retries
+        if retries >= settings.PROCESSOR_MAX_RETRIES:
+            classify.email_fail(email_pk=email_pk, error=f"{type(error).__name__}: {error}")
+            return
+        delay = settings.PROCESSOR_RETRY_DELAY_MS / 1000 * 2**retries
+        raise self.retry(
+            exc=error, countdown=delay * (1 + random.random() / 4), max_retries=settings.PROCESSOR_MAX_RETRIES
+        ) from error
+
+
+@shared_task(name="processing.fallback_sync", acks_late=True)
+def fallback_sync() -> int:
+    return sync.fallback_sync_request()

@@ -244,8 +244,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Operation ids as before the inbound paths at the site root (/results, /emails, /stats): "v1_..." for /api/.
+    "SCHEMA_PATH_PREFIX": r"/api/",
     # One name for a choice set used by several fields (a step's name, the step a restart starts from).
-    "ENUM_NAME_OVERRIDES": {"WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name"},
+    "ENUM_NAME_OVERRIDES": {
+        "WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name",
+        "InboundEmailStatusEnum": "processing.models.InboundEmail.Status",
+    },
 }
 
 # --- Login and API abuse ----------------------------------------------------------------------------
@@ -321,6 +326,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_ROUTES = {
     "campaigns.send_*": {"queue": "sending"},
     "workorders.*": {"queue": "workorders"},
+    "processing.fallback_sync": {"queue": "inbound_backfill"},
     "processing.*": {"queue": "inbound"},
 }
 

@@ -37,6 +37,7 @@ from campaigns.tests.factories import (
 )
 from emailsys.services import api_token_create
 from emailsys.testing import RecordingSmtpServer
+from processing.tests.inbound_rows import email_make
 from workorders.models import MailingSend, WorkOrder
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
@@ -52,6 +53,8 @@ RESOLVE = {"delete_selected": "nobody", "mark_sent": "operator", "mark_failed": 
 # model label → action → the least role offered it ("nobody": never offered).
 ACTIONS: dict[str, dict[str, str]] = {
     "auth.group": DELETE_ONLY,
+    "processing.mailbox": {**READ_ONLY, "sync_now": "operator"},
+    "processing.inboundemail": {**READ_ONLY, "reclassify": "operator"},
     "auth.user": DELETE_ONLY,
     "knox.authtoken": DELETE_ONLY,
     "auditlog.logentry": READ_ONLY,  # nobody edits or deletes the audit trail
@@ -152,6 +155,7 @@ def world() -> None:
     AccessLog.objects.create(username="token-owner", ip_address="127.0.0.1")
     with audit_context(source=AuditSource.COMMAND, command_user="matrix"):
         audit_record(action="campaign.pause", target=CampaignFactory())
+    email_make()  # and its mailbox
 
 
 def every_row() -> tuple:

@@ -288,6 +288,11 @@ OPERATIONS: dict[str, Op] = {
         lambda w: (f"/api/v1/workorders/{w.work_order.pk}/unlock/", None),
         done=lambda w, body: WorkOrder.objects.get(pk=w.work_order.pk).lock_owner == "",
     ),
+    # inbound mail (the seed's paths at the root; no message in the world: the allowed caller gets the 404)
+    "results_retrieve": Op("viewer", _path("/results/no-such-email"), (404,)),
+    "emails_list": Op("viewer", _path("/emails"), done=lambda w, body: body["count"] == 0),
+    "emails_retrieve": Op("viewer", _path("/emails/no-such-email"), (404,)),
+    "stats_retrieve": Op("viewer", _path("/stats"), done=lambda w, body: body["totals"]["received"] == 0),
     # last: it revokes the caller's own token
     "v1_auth_logout_create": Op("staff", _path("/api/v1/auth/logout/"), (204,)),
 }

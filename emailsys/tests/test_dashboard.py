@@ -101,7 +101,7 @@ def test_the_snapshot_counts_todays_sends_per_ledger_by_each_accounts_local_day(
         {"ledger": "campaigns.sendrecord", "label": "Campaigns", "count": 1},
         {"ledger": "workorders.mailingsend", "label": "Event mailings", "count": 2},
     ]
-    assert data["inbound"] is None and data["health"] is None
+    assert data["inbound"]["received_today"] == 0 and data["inbound"]["latest"] == [] and data["health"] is None
 
 
 def test_the_snapshot_shows_running_work_orders_with_their_current_step() -> None:
@@ -150,7 +150,7 @@ def test_with_no_data_every_panel_renders_its_empty_state() -> None:
     assert "No work order is running." in fragments["dashboard-workorders"]
     assert "Nothing has happened yet." in fragments["dashboard-activity"]
     assert "No health probe yet" in fragments["dashboard-system"]
-    assert "Not processed yet" in fragments["dashboard-inbound"]
+    assert "No message classified yet." in fragments["dashboard-inbound"]
 
 
 def test_the_probe_finds_no_worker_without_workers_and_the_panel_says_so() -> None:

@@ -19,6 +19,12 @@ EXPECTED = {
     "campaigns: dispatch": ("campaigns.dispatch_due", "CAMPAIGN_DISPATCH_INTERVAL", 5, "default"),
     "workorders: sweep": ("workorders.sweep", "WORKORDER_SWEEP_INTERVAL", 5, "workorders"),
     "emailsys: dashboard refresh": ("emailsys.dashboard_refresh", "DASHBOARD_REFRESH_INTERVAL", 3, "default"),
+    "processing: fallback sync": (
+        "processing.fallback_sync",
+        "INBOUND_FALLBACK_SYNC_INTERVAL",
+        120,
+        "inbound_backfill",
+    ),
 }
 
 

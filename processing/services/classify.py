@@ -4,16 +4,100 @@ task runs (the result's unique key decides; only the insert that won publishes a
 CONTRACT (owned by the sync helper; signatures fixed):
 """
 
+import socket
+import time
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from processing.classifier import Classifier, Verdict, classifier_get
 from processing.models import EmailResult, InboundEmail
+from processing.parsing import email_parse
 
 
 def email_classify(*, email_pk: int) -> EmailResult | None:
     """Classifies the message unless it has a result; returns the new result, None when it had one (or the
     message is gone). Raises on a classifier error (the task retries: PROCESSOR_MAX_RETRIES,
     PROCESSOR_RETRY_DELAY_MS); after the last attempt the message is marked failed with the error."""
-    raise NotImplementedError("the sync helper fills this in")
+    email = InboundEmail.objects.filter(pk=email_pk).first()
+    if email is None or EmailResult.objects.filter(email_id=email_pk).exists():
+        return None
+    InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
+    classifier = classifier_get()
+    verdict, elapsed = _verdict(classifier, email)
+    result = EmailResult(email=email, **_result_fields(classifier, verdict, elapsed))
+    try:
+        with transaction.atomic():
+            result.save(force_insert=True)
+            InboundEmail.objects.filter(pk=email_pk).update(status=InboundEmail.Status.CLASSIFIED, last_error="")
+    except IntegrityError:  # another run of this message's task inserted first: it publishes, not us
+        return None
+    email.status = InboundEmail.Status.CLASSIFIED
+    transaction.on_commit(lambda: _processed(email, result, elapsed))
+    return result
 
 
 def email_reclassify(*, email: InboundEmail) -> EmailResult:
     """An operator's re-classify: replaces the result in one transaction (with the current classifier)."""
-    raise NotImplementedError("the sync helper fills this in")
+    classifier = classifier_get()
+    verdict, elapsed = _verdict(classifier, email)
+    with transaction.atomic():
+        InboundEmail.objects.select_for_update().filter(pk=email.pk).first()  # serialises with a running task
+        EmailResult.objects.filter(email_id=email.pk).delete()
+        result = EmailResult.objects.create(email=email, **_result_fields(classifier, verdict, elapsed))
+        InboundEmail.objects.filter(pk=email.pk).update(status=InboundEmail.Status.CLASSIFIED, last_error="")
+        email.status = InboundEmail.Status.CLASSIFIED
+        transaction.on_commit(lambda: _processed(email, result, elapsed))
+    return result
+
+
+def email_fail(*, email_pk: int, error: str) -> bool:
+    """The last attempt failed: the message is marked failed with the error (unless a result exists after all).
+    True when it was marked."""
+    from processing.metrics import inbound_count
+
+    marked = (
+        InboundEmail.objects.filter(pk=email_pk, result__isnull=True)
+        .update(status=InboundEmail.Status.FAILED, last_error=error[:2000])
+    )  # fmt: skip
+    if marked:
+        inbound_count("failed")
+    return bool(marked)
+
+
+def processor_id(classifier: Classifier) -> str:
+    """ "<worker node>/<classifier name>@<model version>": which process and model produced a result."""
+    from celery import current_task
+
+    node = ""
+    if current_task:  # a proxy: false outside a task
+        node = getattr(current_task.request, "hostname", None) or ""
+    return f"{node or socket.gethostname()}/{classifier.name}@{classifier.version}"[:200]
+
+
+def _verdict(classifier: Classifier, email: InboundEmail) -> tuple[Verdict, float]:
+    started = time.perf_counter()
+    verdict = classifier.classify(email_parse(bytes(email.raw)))
+    return verdict, time.perf_counter() - started
+
+
+def _result_fields(classifier: Classifier, verdict: Verdict, elapsed: float) -> dict:
+    return {
+        "classification": verdict.classification,
+        "confidence": min(1.0, max(0.0, float(verdict.confidence))),
+        "processor_id": processor_id(classifier),
+        "model_version": str(classifier.version)[:100],
+        "processing_time_ms": elapsed * 1000,
+        "processed_at": timezone.now(),
+        "signals": verdict.signals,
+    }
+
+
+def _processed(email: InboundEmail, result: EmailResult, elapsed: float) -> None:
+    from processing.metrics import classification_observe, inbound_count
+    from processing.services import events
+
+    events.email_processed(email, result)
+    inbound_count("classified", label=result.classification)
+    classification_observe(seconds=elapsed, classification=result.classification)

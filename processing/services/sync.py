@@ -10,11 +10,23 @@ CONTRACT (owned by the sync helper; `mailbox_notify` and `sync_request` are the 
   (bounded by INBOUND_RESYNC_LIMIT, from `current_history_id()` read first) on HistoryExpired or a None cursor.
 """
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.db.models.functions import Greatest
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
 
-from processing.models import Mailbox, WebhookReceipt
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from processing.models import InboundEmail, Mailbox, WebhookReceipt
+from processing.providers import HistoryEntry, HistoryExpired, MailProvider, MessageGone, ProviderError, provider_for
+from processing.services.ingest import email_store
+
+logger = logging.getLogger(__name__)
 
 
 def sync_request(*, mailbox_id: int, source: str) -> None:
@@ -40,5 +52,167 @@ def mailbox_notify(*, mailbox: Mailbox, history_id: int, webhook_id: str) -> boo
     return True
 
 
-def mailbox_sync(*, mailbox_id: int, source: str) -> None:
-    raise NotImplementedError("the sync helper fills this in")
+def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None = None) -> None:
+    """Syncs the mailbox under its lease, or returns at once when another sync holds it (that one loops: a
+    notification that arrived meanwhile raised the wanted id, and the holder goes round again for it).
+    `provider` replaces the mailbox's own client (tests)."""
+    if source == InboundEmail.Source.WEBHOOK:  # coalesced: the sync that held the lease already got this far
+        cursor, wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("last_history_id", "wanted_history_id")[0]
+        if cursor is not None and cursor >= wanted:
+            return
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
+    while True:
+        mailbox = _lease_take(mailbox_id, owner)
+        if mailbox is None:
+            return
+        try:
+            progressed = _sync_pass(mailbox, provider or provider_for(mailbox), source=source, owner=owner)
+        finally:
+            Mailbox.objects.filter(pk=mailbox_id, sync_lease_owner=owner).update(
+                sync_lease_owner="", sync_lease_until=None
+            )
+        cursor, wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("last_history_id", "wanted_history_id")[0]
+        # Again while a notification announced more than we have; a pass that found nothing new ends it (an id
+        # announced but not (yet) in the history must not spin: the next notification or the fallback sync comes).
+        if not progressed or (cursor is not None and cursor >= wanted):
+            return
+
+
+def fallback_sync_request() -> int:
+    """Asks for a backfill sync of every enabled mailbox, so a lost notification is caught within the fallback
+    interval (the sync reads the history from the cursor, whatever the notifications said); returns how many."""
+    mailbox_ids = list(Mailbox.objects.filter(enabled=True).values_list("pk", flat=True))
+    for mailbox_id in mailbox_ids:
+        sync_request(mailbox_id=mailbox_id, source=InboundEmail.Source.BACKFILL)
+    return len(mailbox_ids)
+
+
+def _lease_take(mailbox_id: int, owner: str) -> Mailbox | None:
+    now = timezone.now()
+    taken = (
+        Mailbox.objects.filter(pk=mailbox_id, enabled=True)
+        .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
+        .update(sync_lease_owner=owner, sync_lease_until=now + timedelta(seconds=settings.INBOUND_SYNC_LEASE_SECONDS))
+    )  # fmt: skip
+    return Mailbox.objects.filter(pk=mailbox_id).first() if taken else None
+
+
+def _lease_renew(mailbox_id: int, owner: str) -> bool:
+    """False when the lease was lost (it expired and another sync took it): this one stops."""
+    until = timezone.now() + timedelta(seconds=settings.INBOUND_SYNC_LEASE_SECONDS)
+    return bool(Mailbox.objects.filter(pk=mailbox_id, sync_lease_owner=owner).update(sync_lease_until=until))
+
+
+def cursor_advance(*, mailbox_id: int, history_id: int) -> bool:
+    """Moves the cursor to `history_id` only if that is forward: a slower, older sync never moves it back."""
+    return bool(
+        Mailbox.objects.filter(pk=mailbox_id)
+        .filter(Q(last_history_id__lt=history_id) | Q(last_history_id__isnull=True))
+        .update(last_history_id=history_id)
+    )  # fmt: skip
+
+
+def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: str) -> bool:
+    """One pass from the cursor to the end of the history; True when it stored or skipped anything (progress)."""
+    message_source = InboundEmail.Source.WEBHOOK if source == "webhook" else InboundEmail.Source.BACKFILL
+    if mailbox.last_history_id is None:
+        return _resync(mailbox, provider, reason=None, owner=owner)
+    start = cursor = mailbox.last_history_id
+    progressed = False
+    page_token: str | None = None
+    while True:
+        try:  # the same start id for every page of one listing (a page token belongs to it)
+            page = provider.history_since(mailbox.address, start, page_token=page_token)
+        except HistoryExpired:
+            return _resync(mailbox, provider, reason=f"history from {start} expired", owner=owner)
+        _provider_seen(mailbox.pk, page.current_history_id)
+        for entry in sorted(page.entries, key=lambda entry: entry.history_id):
+            if entry.history_id <= cursor:
+                continue
+            if not _lease_renew(mailbox.pk, owner):
+                logger.warning("sync of %s lost its lease; another sync goes on", mailbox.address)
+                return progressed
+            _entry_store(mailbox, provider, entry, source=message_source)
+            cursor_advance(mailbox_id=mailbox.pk, history_id=entry.history_id)
+            cursor = entry.history_id
+            progressed = True
+        page_token = page.next_page_token
+        if not page_token:
+            return progressed
+
+
+def _entry_store(mailbox: Mailbox, provider: MailProvider, entry: HistoryEntry, *, source: str) -> None:
+    """Stores every message of one history entry. A failure counts against the entry across runs; at
+    INBOUND_POISON_ATTEMPTS the entry is skipped with a warning (the caller then moves the cursor past it)."""
+    try:
+        for email_id in entry.email_ids:
+            try:
+                message = provider.fetch_message(mailbox.address, email_id)
+            except MessageGone:
+                continue
+            email_store(mailbox=mailbox, message=message, source=source)
+    except ProviderError:
+        raise  # the provider is unwell, not the entry: the task retries later and nothing is skipped
+    except Exception as error:
+        attempts = _poison_count(mailbox.pk, entry.history_id)
+        if attempts < settings.INBOUND_POISON_ATTEMPTS:
+            raise
+        text = (
+            f"History entry {entry.history_id} skipped after {attempts} failures "
+            f"({type(error).__name__}: {error}); its messages {', '.join(entry.email_ids)} were not stored."
+        )
+        logger.warning("mailbox %s: %s", mailbox.address, text)
+        _warn(mailbox.pk, text)
+        from processing.metrics import inbound_count
+
+        inbound_count("poison_skipped")
+    else:
+        Mailbox.objects.filter(pk=mailbox.pk, poison_history_id=entry.history_id).update(
+            poison_history_id=None, poison_attempts=0
+        )
+
+
+def _poison_count(mailbox_id: int, history_id: int) -> int:
+    """One more failure of this entry (a different entry starts counting at 1); the count now."""
+    with transaction.atomic():
+        mailbox = Mailbox.objects.select_for_update().get(pk=mailbox_id)
+        attempts = mailbox.poison_attempts + 1 if mailbox.poison_history_id == history_id else 1
+        Mailbox.objects.filter(pk=mailbox_id).update(poison_history_id=history_id, poison_attempts=attempts)
+    return attempts
+
+
+def _resync(mailbox: Mailbox, provider: MailProvider, *, reason: str | None, owner: str) -> bool:
+    """A full sync (never synced) or a bounded resync (the history expired): the provider's current id first,
+    then the newest INBOUND_RESYNC_LIMIT messages, each stored once (the unique key dedupes), then the cursor to
+    that id. Whatever arrives meanwhile has a higher id, so the next pass lists it."""
+    current = provider.current_history_id(mailbox.address)
+    refs = provider.recent_messages(mailbox.address, limit=settings.INBOUND_RESYNC_LIMIT)
+    for ref in refs:
+        if not _lease_renew(mailbox.pk, owner):
+            return True
+        try:
+            message = provider.fetch_message(mailbox.address, ref.email_id)
+        except MessageGone:
+            continue
+        email_store(mailbox=mailbox, message=message, source=InboundEmail.Source.BACKFILL)
+    cursor_advance(mailbox_id=mailbox.pk, history_id=current)
+    _provider_seen(mailbox.pk, current)
+    if reason is not None:
+        from processing.metrics import inbound_count
+
+        text = f"Resynced: {reason}; stored the newest {len(refs)} messages and continued from {current}."
+        logger.warning("mailbox %s: %s", mailbox.address, text)
+        _warn(mailbox.pk, text)
+        inbound_count("resync")
+    return True
+
+
+def _provider_seen(mailbox_id: int, history_id: int) -> None:
+    """The provider's current id and the sync time: sync lag = provider id − cursor."""
+    Mailbox.objects.filter(pk=mailbox_id).update(
+        provider_history_id=Greatest(F("provider_history_id"), history_id), last_synced_at=timezone.now()
+    )
+
+
+def _warn(mailbox_id: int, text: str) -> None:
+    Mailbox.objects.filter(pk=mailbox_id).update(last_warning=text, last_warning_at=timezone.now())

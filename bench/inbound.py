@@ -1,0 +1,155 @@
+"""Inbound: webhook-to-result latency at a sustained send rate, plus the classifier's own figures.
+
+Runs in a scratch PostgreSQL database with its own redis-server, one daphne serving the simulator and POST /webhook
+on loopback, and the inbound pool shaped as in the Procfile (one worker, -Q inbound,inbound_backfill, concurrency
+PROCESSOR_WORKER_COUNT). One mailbox is connected; `--rate` messages per second are sent for `--seconds` through
+POST /simulator/send_email (several sender threads, each message at its scheduled time). Latency = the result's
+processed_at − the moment its send_email was posted, so it covers the simulator's notification, the webhook, the
+sync (history + fetch), the store and the classification. Then, if processing.classifier.evaluate exists, the rows
+of its classification_benchmark() (throughput per core, accuracy, confusion matrix).
+
+    .venv/bin/python bench/inbound.py [--rate 100] [--seconds 60] [--concurrency 3]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.support.environment import bench_environment, redis_start, scratch_database  # noqa: E402
+from bench.support.tables import print_table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="messages sent per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the rate is sustained")
+    parser.add_argument("--concurrency", type=int, default=3, help="the inbound worker's processes")
+    parser.add_argument("--skip-latency", action="store_true", help="only the classifier's rows")
+    options = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-inbound-"))
+    try:
+        with scratch_database() as (_, database_url):
+            if not options.skip_latency:
+                latency(options, scratch, database_url)
+            classifier_rows()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def latency(options, scratch: Path, database_url: str) -> None:
+    from emailsys.testing import daphne_argv, free_port, port_answers, start_process, wait_until
+
+    redis_port = free_port()
+    bench_environment(database_url, f"redis://127.0.0.1:{redis_port}/0")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        ALLOWED_HOSTS="127.0.0.1",
+        INBOUND_SIMULATOR_ENABLED="true",
+        INBOUND_SIMULATOR_AUTOCONNECT="false",
+        INBOUND_PROVIDER_URL=f"{base}/simulator",
+        INBOUND_WEBHOOK_URL=f"{base}/webhook",
+        PROCESSOR_WORKER_COUNT=str(options.concurrency),
+    )
+    import django
+
+    django.setup()
+    import requests
+    from django.db import connection
+
+    from emailsys.testing import worker_argv
+    from processing.models import EmailResult
+    from processing.services.mailboxes import mailbox_connect
+
+    redis = redis_start(redis_port, scratch)
+    daphne = start_process("daphne", daphne_argv(port), env=dict(os.environ), log_dir=scratch)
+    argv = worker_argv("inbound", node_name="inbound@bench", concurrency=options.concurrency)
+    worker = start_process("worker-inbound", argv, env=dict(os.environ), log_dir=scratch)
+    sent: dict[str, float] = {}
+    total = int(options.rate * options.seconds)
+    send_seconds = float("nan")
+    load_before = os.getloadavg()[0]
+    try:
+        wait_until(lambda: port_answers(port) or not daphne.alive, timeout=30, what="daphne listening")
+        wait_until(lambda: " ready." in worker.log_path.read_text(errors="replace"), timeout=60, what="worker ready")
+        address = "bench@example.com"
+        mailbox_connect(address=address, provider_url=f"{base}/simulator", webhook_url=f"{base}/webhook")
+        lock = threading.Lock()
+        local = threading.local()
+        started = time.monotonic() + 0.5
+
+        def send(n: int) -> None:
+            delay = started + n / options.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the message's slot in the schedule
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            body = {"from": f"s{n}@example.org", "to": address, "subject": f"Bench {n}", "body": f"Message {n}."}
+            at = time.time()
+            answer = session.post(f"{base}/simulator/send_email", json=body, timeout=30)
+            answer.raise_for_status()
+            with lock:
+                sent[answer.json()["email_id"]] = at
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(send, range(total)))
+        send_seconds = time.monotonic() - started
+        wait_until(
+            lambda: EmailResult.objects.count() >= total, timeout=120, interval=0.5, what="every result (or the table)"
+        )
+    except TimeoutError as error:
+        print(f"! {error}")
+    finally:
+        load_after = os.getloadavg()[0]
+        processed = dict(EmailResult.objects.values_list("email__email_id", "processed_at"))
+        worker.stop()
+        daphne.stop()
+        redis.stop()
+        connection.close()
+
+    latencies = sorted((processed[email_id].timestamp() - at) * 1000 for email_id, at in sent.items()
+                       if email_id in processed)  # fmt: skip
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    print(f"\nInbound, {total} messages at {options.rate:g}/s for {options.seconds:g} s "
+          f"(sent in {send_seconds:.1f} s), "
+          f"one mailbox, 1 inbound worker × {options.concurrency}, DEBUG off; load average before/after: "
+          f"{load_before:.1f}/{load_after:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print_table(
+        ["send_email → processed_at", "results", "missing", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        [["latency", len(latencies), total - len(latencies), f"{q[49]:.0f}", f"{q[94]:.0f}", f"{q[98]:.0f}",
+          f"{max(latencies, default=float('nan')):.0f}"]],
+    )  # fmt: skip
+    print("target: p95 < 500 ms")
+
+
+def classifier_rows() -> None:
+    """The classifier helper's figures (throughput per core, accuracy, confusion matrix), when its module exists."""
+    try:
+        from processing.classifier.evaluate import classification_benchmark
+    except ImportError:
+        print("\n(processing.classifier.evaluate is not there yet: no classifier rows)")
+        return
+    rows = classification_benchmark()
+    print("\nClassifier (processing.classifier.evaluate.classification_benchmark)")
+    if isinstance(rows, dict):
+        rows = [{"figure": key, "value": value} for key, value in rows.items()]
+    rows = list(rows)
+    if rows and isinstance(rows[0], dict):
+        header = list(rows[0])
+        print_table(header, [[row.get(key, "") for key in header] for row in rows])
+    else:
+        for row in rows:
+            print(row if isinstance(row, str) else "  ".join(str(cell) for cell in row))
+
+
+if __name__ == "__main__":
+    main()
