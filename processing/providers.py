@@ -98,7 +98,11 @@ class MailProvider(Protocol):
 def provider_for(mailbox) -> MailProvider:
     """The client for a Mailbox row (its provider and URL, or the INBOUND_PROVIDER_URL setting)."""
     from django.conf import settings
+    from django.utils.module_loading import import_string
 
-    from processing.provider_simulator import SimulatorProvider
+    # By name: the implementations import this module (their interface), not the other way round.
+    provider_class = import_string(PROVIDER_CLASSES[mailbox.provider])
+    return provider_class(base_url=mailbox.provider_url or settings.INBOUND_PROVIDER_URL)
 
-    return SimulatorProvider(base_url=mailbox.provider_url or settings.INBOUND_PROVIDER_URL)
+
+PROVIDER_CLASSES = {"simulator": "processing.provider_simulator.SimulatorProvider"}
