@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from emailsys.services import admin_ensure, database_ensure_exists, services_unreachable
+from processing.demo import demo_inbound_load
 
 START_HINTS = """\
 Start them on this machine:
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "emailsys-demo")
         admin_ensure(username=username, password=password, email=os.environ.get("DEMO_ADMIN_EMAIL", "admin@localhost"))
         call_command("load_demo_data", stdout=self.stdout)
+        demo_inbound_load(stdout=self.stdout)
         self.stdout.write(
             self.style.SUCCESS(
                 "\nemailsys demo is ready:\n"
