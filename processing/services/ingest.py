@@ -8,6 +8,7 @@ import logging
 
 from django.db import connection, transaction
 
+from emailsys.celery import app as celery_app
 from processing.models import InboundEmail, Mailbox
 from processing.parsing import ParsedEmail, email_parse
 from processing.providers import ProviderMessage
@@ -35,9 +36,8 @@ def email_store(*, mailbox: Mailbox, message: ProviderMessage, source: str) -> I
 def _queued(row: InboundEmail, queue: str) -> None:
     from processing.metrics import inbound_count
     from processing.services import events
-    from processing.tasks import classify_email
 
-    classify_email.apply_async(kwargs={"email_pk": row.pk}, queue=queue)
+    celery_app.send_task("processing.classify_email", kwargs={"email_pk": row.pk}, queue=queue)
     events.email_queued(row)
     inbound_count("received")
 

@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from emailsys.celery import app as celery_app
 from processing.models import InboundEmail, Mailbox, WebhookReceipt
 from processing.providers import HistoryEntry, HistoryExpired, MailProvider, MessageGone, ProviderError, provider_for
 from processing.services.ingest import email_store
@@ -31,10 +32,9 @@ logger = logging.getLogger(__name__)
 
 def sync_request(*, mailbox_id: int, source: str) -> None:
     """Enqueues a sync of the mailbox (source "webhook": the fresh queue; "backfill": the backfill queue)."""
-    from processing.tasks import sync_mailbox
-
     queue = "inbound" if source == "webhook" else "inbound_backfill"
-    sync_mailbox.apply_async(kwargs={"mailbox_id": mailbox_id, "source": source}, queue=queue)
+    # By name: processing.tasks imports the services, never the other way round.
+    celery_app.send_task("processing.sync_mailbox", kwargs={"mailbox_id": mailbox_id, "source": source}, queue=queue)
 
 
 def mailbox_notify(*, mailbox: Mailbox, history_id: int, webhook_id: str) -> bool:
