@@ -75,6 +75,7 @@ def latency(options, scratch: Path, database_url: str) -> None:
     argv = worker_argv("inbound", node_name="inbound@bench", concurrency=options.concurrency)
     worker = start_process("worker-inbound", argv, env=dict(os.environ), log_dir=scratch)
     sent: dict[str, float] = {}
+    failed: list[int] = []
     total = int(options.rate * options.seconds)
     send_seconds = float("nan")
     load_before = os.getloadavg()[0]
@@ -96,15 +97,21 @@ def latency(options, scratch: Path, database_url: str) -> None:
             body = {"from": f"s{n}@example.org", "to": address, "subject": f"Bench {n}", "body": f"Message {n}."}
             at = time.time()
             answer = session.post(f"{base}/simulator/send_email", json=body, timeout=30)
-            answer.raise_for_status()
+            if answer.status_code != 201:  # counted, not fatal: the table says how many sends failed
+                with lock:
+                    failed.append(answer.status_code)
+                return
             with lock:
                 sent[answer.json()["email_id"]] = at
 
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(8) as pool:
             list(pool.map(send, range(total)))
         send_seconds = time.monotonic() - started
         wait_until(
-            lambda: EmailResult.objects.count() >= total, timeout=120, interval=0.5, what="every result (or the table)"
+            lambda: EmailResult.objects.count() >= len(sent),
+            timeout=120,
+            interval=0.5,
+            what="every result (or the table)",
         )
     except TimeoutError as error:
         print(f"! {error}")
@@ -128,6 +135,8 @@ def latency(options, scratch: Path, database_url: str) -> None:
         [["latency", len(latencies), total - len(latencies), f"{q[49]:.0f}", f"{q[94]:.0f}", f"{q[98]:.0f}",
           f"{max(latencies, default=float('nan')):.0f}"]],
     )  # fmt: skip
+    if failed:
+        print(f"! {len(failed)} send_email calls failed (HTTP {sorted(set(failed))}): not in the table")
     print("target: p95 < 500 ms")
 
 
