@@ -8,6 +8,11 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
+# Under ASGI every request runs its sync code in a thread of its own, and Django's persistent connections belong
+# to a thread: with DB_CONN_MAX_AGE > 0 each request would leave its connection open until PostgreSQL ran out
+# ("too many clients" after a burst of webhooks). Web processes close theirs after each request unless told
+# otherwise (DB_POOL_MAX_SIZE, a psycopg pool, is the way to reuse them here).
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 django_asgi_app = get_asgi_application()  # before importing consumers: it sets up Django
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
