@@ -186,7 +186,8 @@ def check_worker_pools(workers: dict[str, list[str]], source: str) -> None:
     assert sorted(by_queue) == sorted(settings.WORKER_POOLS), f"{source}: pools without a worker"
     duplicated = {queue: names for queue, names in by_queue.items() if len(names) > 1}
     assert not duplicated, f"{source}: pools with more than one worker service: {duplicated}"
-    missing = routed_queues() - set(by_queue)
+    consumed = {name for queue in by_queue for name in settings.WORKER_POOL_QUEUES[queue]}
+    missing = routed_queues() - consumed
     assert not missing, f"{source}: tasks are routed to {sorted(missing)} but no worker consumes them"
 
 
