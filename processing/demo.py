@@ -68,3 +68,12 @@ def demo_inbound_load(*, stdout: TextIO) -> None:
     for payload in sample_emails(DEMO_MAILBOX):
         email_send(payload=payload)
     stdout.write(f"Sent {len(sample_emails(DEMO_MAILBOX))} sample emails to {DEMO_MAILBOX} (the simulator).\n")
+
+
+def demo_load() -> str:
+    """load_demo_data's hook (every app's demo module has one): the same sample mail, once."""
+    import io
+
+    out = io.StringIO()
+    demo_inbound_load(stdout=out)
+    return out.getvalue().strip() or "inbound: simulator off, no sample mail"

@@ -10,6 +10,7 @@ from django.db import connection
 
 from emailsys.ops_clients import ops_redis
 from emailsys.testing import process_env, unique_token, wait_until, worker_argv
+from processing.classifier import classifier_get
 from processing.models import EmailResult, InboundEmail, Mailbox
 from processing.providers import ProviderMessage
 from processing.services.classify import email_classify, email_reclassify
@@ -45,7 +46,7 @@ def test_racing_classifications_of_one_message_store_one_result() -> None:
         thread.join(timeout=30)
     assert len([result for result in won if result is not None]) == 1 and len(won) == 6
     result = EmailResult.objects.get(email=email)
-    assert result.processor_id.endswith("/default@placeholder") and result.processing_time_ms >= 0
+    assert result.processor_id.endswith(f"/default@{classifier_get().version}") and result.processing_time_ms >= 0
     email.refresh_from_db()
     assert email.status == "classified"
     assert email_classify(email_pk=email.pk) is None and EmailResult.objects.count() == 1
