@@ -96,6 +96,8 @@ class Dispatcher:
             if len(self._held) >= REORDER_HOLD:
                 self._release_held()
             return
+        if self._held:  # faults changed: what was held goes out first, not after the next messages
+            self._release_held()
         for copy in copies:
             self._schedule(copy)
 

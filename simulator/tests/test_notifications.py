@@ -38,6 +38,10 @@ def history_ids(records: list[HttpRequestRecord], address: str) -> list[int]:
     return [body["history_id"] for body in bodies if body["email_address"] == address]
 
 
+def mailbox_records(recorder: RecordingHttpServer, address: str) -> list[HttpRequestRecord]:
+    return [record for record in recorder.snapshot() if json.loads(record.body)["email_address"] == address]
+
+
 def sentinel_arrived(simulator_url: str, recorder: RecordingHttpServer) -> None:
     """Faults off, one message to another mailbox, wait for its notification: everything queued before it has left
     the dispatcher."""
@@ -109,7 +113,17 @@ def test_duplicates_reuse_the_webhook_id_or_send_a_new_one(simulator_url: str) -
         faults(simulator_url, duplicate=1.0, seed=11)
         sent = [send(simulator_url, "dup@example.com", n)["history_id"] for n in range(20)]
         sentinel_arrived(simulator_url, recorder)
-        records = [r for r in recorder.snapshot() if json.loads(r.body)["email_address"] == "dup@example.com"]
+        records = wait_until(
+            lambda: (
+                len(
+                    mine := [r for r in recorder.snapshot() if json.loads(r.body)["email_address"] == "dup@example.com"]
+                )
+                >= 40
+                and mine
+            ),
+            timeout=10,
+            what="40 deliveries",
+        )
     by_history: dict[int, set[str]] = {}
     for record in records:
         by_history.setdefault(json.loads(record.body)["history_id"], set()).add(record.headers["webhook-id"])
@@ -126,8 +140,13 @@ def test_reorder_and_delay(simulator_url: str) -> None:
         faults(simulator_url, reorder=True, seed=5)
         sent = [send(simulator_url, "ro@example.com", n)["history_id"] for n in range(20)]
         sentinel_arrived(simulator_url, recorder)
-        order = history_ids(recorder.snapshot(), "ro@example.com")
-        assert sorted(order) == sent and order != sent
+        # Eight sender threads: the sentinel may overtake the last of them on the wire, so wait for all 20.
+        order = wait_until(
+            lambda: (ids := history_ids(recorder.snapshot(), "ro@example.com")) and sorted(ids) == sent and ids,
+            timeout=10,
+            what="all 20 reordered notifications",
+        )
+        assert order != sent
         print(f"reorder: arrival order {order}")
 
         watch(simulator_url, "delay@example.com", recorder.url)
