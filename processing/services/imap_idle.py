@@ -10,6 +10,7 @@ beat's poll. `IdleSupervisor.run` returns within about a second of `stop()` (SIG
 
 import logging
 import random
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ IDLE_CHECK_SECONDS = 1.0  # how long one wait for IDLE responses lasts: the late
 WAKING_RESPONSES = {b"EXISTS", b"RECENT"}
 
 Wake = Callable[[int], None]
+
+
+class IdleConnectionLost(ConnectionError):
+    """The server ended the IDLE connection (BYE, or EOF): reconnect."""
 
 
 @dataclass
@@ -145,10 +150,32 @@ def _idle_until_stopped(client: IMAPClient, stop: threading.Event, wake: Wake, m
     while not stop.is_set():
         client.idle()
         renew_at = time.monotonic() + settings.IMAP_IDLE_RENEW_SECONDS
+        lost = False
         try:
             while not stop.is_set() and time.monotonic() < renew_at:
                 responses = client.idle_check(timeout=IDLE_CHECK_SECONDS)
+                if any(response[:1] == (b"BYE",) for response in responses) or _closed(client, responses):
+                    lost = True
+                    break
                 if any(len(response) > 1 and response[1] in WAKING_RESPONSES for response in responses):
                     wake(mailbox_id)
         finally:
-            client.idle_done()
+            if not lost:
+                client.idle_done()
+        if lost:
+            raise IdleConnectionLost("the server closed the connection")
+
+
+def _closed(client: IMAPClient, responses: list) -> bool:
+    """imapclient's idle_check swallows EOF and returns nothing, at once and forever after: a socket that still
+    polls readable after an empty check, twice, is closed. (A false alarm costs a reconnection and a catch-up
+    poll.)"""
+    if responses or not _readable(client):
+        return False
+    return not client.idle_check(timeout=0) and _readable(client)
+
+
+def _readable(client: IMAPClient) -> bool:
+    poller = select.poll()
+    poller.register(client.socket().fileno(), select.POLLIN)
+    return bool(poller.poll(0))
