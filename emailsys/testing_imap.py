@@ -4,7 +4,7 @@ temporary directory, run in the foreground (`dovecot -F`) as a ManagedProcess.
     def test_something(imap_server):
         imap_server.add_user("alice", "secret")
         imap_server.deliver("alice", b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
-        imap_server.set_uidvalidity("alice", "INBOX", 4242)
+        imap_server.set_uidvalidity("alice", "INBOX", 4242)  # or .renumber("alice"): new UIDs too
 
 We run as root; Dovecot refuses mail access as UID 0, so the mail processes run as Debian's `dovecot` user, which
 owns the Maildirs (hence a directory under /tmp that it can traverse, not pytest's 0700 tmp_path). Plaintext login
@@ -129,6 +129,29 @@ class DovecotServer:
         """Gives the folder a new UIDVALIDITY, as a server does after rebuilding its index: every UID a client
         kept for it is void. (Dovecot requires it to be higher than the current one.)"""
         self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
+
+    def renumber(self, user: str, folder: str = "INBOX") -> int:
+        """Forgets the folder's UIDs, as a server whose index was lost does: Dovecot numbers the messages again from
+        1 under a new UIDVALIDITY (returned; made higher than the old one should both fall in the same second)."""
+        old = self.uidvalidity(user, folder)
+        maildir = self.root / "mail" / user / "Maildir"
+        directory = maildir if folder == "INBOX" else maildir / f".{folder}"
+        for path in directory.glob("dovecot*"):  # dovecot-uidlist, dovecot.index, .index.log, .index.cache
+            path.unlink()
+        new = self.uidvalidity(user, folder)
+        if new <= old:
+            self.set_uidvalidity(user, folder, old + 1)
+            new = old + 1
+        return new
+
+    def expunge(self, user: str, uid: int, folder: str = "INBOX") -> None:
+        client = self.client(user)
+        try:
+            client.select_folder(folder)
+            client.delete_messages([uid])
+            client.expunge()
+        finally:
+            client.logout()
 
     def uidvalidity(self, user: str, folder: str = "INBOX") -> int:
         client = self.client(user)

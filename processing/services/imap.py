@@ -243,7 +243,8 @@ def imap_poll_all_request() -> int:
 
 
 def imap_poll(mailbox_id: int) -> PollResult:
-    """Polls one IMAP mailbox under its lease (see the module's CONTRACT). Never raises for the server's errors."""
+    """Polls one IMAP mailbox under its lease (see the module's CONTRACT). Errors are recorded and returned, not
+    raised (only a database that is down gets through)."""
     account = ImapAccount.objects.select_related("mailbox", "sender_account").filter(mailbox_id=mailbox_id).first()
     if account is None or not account.enabled:
         return PollResult(mailbox_id=mailbox_id, outcome="disabled")
@@ -259,6 +260,12 @@ def imap_poll(mailbox_id: int) -> PollResult:
     except (*CONNECTION_ERRORS, ImapRefused) as error:
         text = f"{CONNECTION_WARNING} ({account}): {_error_text(error)}"
         logger.warning("mailbox %s: %s", account.mailbox.address, text)
+        _warn(mailbox_id, text)
+        _count("failed")
+        return PollResult(mailbox_id=mailbox_id, outcome="failed", error=text)
+    except Exception as error:  # noqa: BLE001 - a surprise (a server's odd answer, a database hiccup): recorded too
+        text = f"IMAP poll of {account} failed unexpectedly: {_error_text(error)}"
+        logger.exception("mailbox %s: %s", account.mailbox.address, text)
         _warn(mailbox_id, text)
         _count("failed")
         return PollResult(mailbox_id=mailbox_id, outcome="failed", error=text)

@@ -140,6 +140,22 @@ def test_a_uidvalidity_change_resyncs_every_message_exactly_once_and_keeps_the_n
     assert len(subjects(account)) == 7
 
 
+def test_a_lost_server_index_renumbers_the_folder_and_still_nothing_is_stored_twice_or_lost(
+    imap_server, imap_user
+) -> None:
+    account = account_for(imap_server, imap_user)
+    for n in range(5):
+        imap_server.deliver(imap_user[0], message(f"old {n}"))
+    assert imap_poll(account.mailbox_id).last_uid == 5
+    imap_server.expunge(imap_user[0], 2)  # "old 1" goes: the survivors get other UIDs than before
+    new_uidvalidity = imap_server.renumber(imap_user[0])
+    imap_server.deliver(imap_user[0], message("new 0"))  # UID 5 again, under the new UIDVALIDITY
+    result = imap_poll(account.mailbox_id)
+    assert (result.resynced, result.uidvalidity, result.stored, result.duplicates) == (True, new_uidvalidity, 1, 4)
+    assert result.last_uid == 5
+    assert subjects(account) == ["new 0", "old 0", "old 1", "old 2", "old 3", "old 4"]
+
+
 def test_a_resync_interrupted_midway_still_stores_each_message_once(imap_server, imap_user, monkeypatch) -> None:
     account = account_for(imap_server, imap_user)
     for n in range(4):
