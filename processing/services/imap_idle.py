@@ -153,7 +153,7 @@ def _idle_until_stopped(client: IMAPClient, stop: threading.Event, wake: Wake, m
         lost = False
         try:
             while not stop.is_set() and time.monotonic() < renew_at:
-                responses = client.idle_check(timeout=IDLE_CHECK_SECONDS)
+                responses = _idle_check(client, IDLE_CHECK_SECONDS)
                 if any(response[:1] == (b"BYE",) for response in responses) or _closed(client, responses):
                     lost = True
                     break
@@ -172,7 +172,16 @@ def _closed(client: IMAPClient, responses: list) -> bool:
     poll.)"""
     if responses or not _readable(client):
         return False
-    return not client.idle_check(timeout=0) and _readable(client)
+    return not _idle_check(client, 0) and _readable(client)
+
+
+def _idle_check(client: IMAPClient, timeout: float) -> list:
+    """idle_check, then the socket's timeout back: imapclient leaves it blocking without one, and a dead server
+    would then hang idle_done() forever."""
+    try:
+        return client.idle_check(timeout=timeout)
+    finally:
+        client.socket().settimeout(settings.IMAP_TIMEOUT_SECONDS)
 
 
 def _readable(client: IMAPClient) -> bool:
