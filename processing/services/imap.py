@@ -21,12 +21,13 @@ import socket
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
@@ -48,6 +49,8 @@ PASSWORD_DESTINATION: tuple[str, ...] = ("host", "port", "security", "username")
 NOT_STORED_TEXT = "no IMAP password stored (it is cleared when the host, port, security or username changes)"
 # Errors of the server or the way to it (not of one message): recorded, the poll ends, the next one retries.
 CONNECTION_ERRORS = (OSError, IMAPClientError, ssl.SSLError)
+# Rounds one poll goes at most when polls asked for meanwhile keep coming (the rest is beat's).
+MAX_POLL_ROUNDS = 5
 
 
 class ImapRefused(Exception):
@@ -244,13 +247,36 @@ def imap_poll_all_request() -> int:
 
 def imap_poll(mailbox_id: int) -> PollResult:
     """Polls one IMAP mailbox under its lease (see the module's CONTRACT). Errors are recorded and returned, not
-    raised (only a database that is down gets through)."""
+    raised (only a database that is down gets through).
+
+    Polls asked for while one runs coalesce: each poll first counts itself in `Mailbox.wanted_history_id` (for an
+    IMAP mailbox, a counter of poll requests), then tries the lease; the holder, after letting the lease go, polls
+    again when the counter moved meanwhile. So a message IDLE announced during a poll is read by that poll's next
+    round, or by the asking poll itself, never left for beat."""
     account = ImapAccount.objects.select_related("mailbox", "sender_account").filter(mailbox_id=mailbox_id).first()
     if account is None or not account.enabled:
         return PollResult(mailbox_id=mailbox_id, outcome="disabled")
     owner = f"imap:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
-    if _lease_take(mailbox_id, owner) is None:
-        return PollResult(mailbox_id=mailbox_id, outcome="busy")
+    Mailbox.objects.filter(pk=mailbox_id).update(wanted_history_id=F("wanted_history_id") + 1)
+    total: PollResult | None = None
+    for _ in range(MAX_POLL_ROUNDS):
+        mailbox = _lease_take(mailbox_id, owner)
+        if mailbox is None:  # another poll holds it, and will go round once more for this request
+            return total or PollResult(mailbox_id=mailbox_id, outcome="busy")
+        asked = mailbox.wanted_history_id
+        account.refresh_from_db()
+        account.mailbox = mailbox
+        result = _poll_round(account, owner)
+        total = result if total is None else _merged(total, result)
+        wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("wanted_history_id", flat=True).first()
+        if result.outcome != "polled" or wanted == asked:
+            break
+    return total
+
+
+def _poll_round(account: ImapAccount, owner: str) -> PollResult:
+    """One connection: the folder from the cursor to its end. Gives the lease back."""
+    mailbox_id = account.mailbox_id
     try:
         client = imap_connect(account)
         try:
@@ -278,6 +304,13 @@ def imap_poll(mailbox_id: int) -> PollResult:
         last_warning="", last_warning_at=None
     )
     return result
+
+
+def _merged(first: PollResult, then: PollResult) -> PollResult:
+    return replace(
+        then, stored=first.stored + then.stored, duplicates=first.duplicates + then.duplicates,
+        skipped=first.skipped + then.skipped, resynced=first.resynced or then.resynced,
+    )  # fmt: skip
 
 
 def _folder_poll(account: ImapAccount, client: IMAPClient, *, owner: str) -> PollResult:
