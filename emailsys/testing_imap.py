@@ -32,13 +32,16 @@ DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 MAIL_USER = "dovecot"  # Debian's dovecot-core creates it; mail processes must not run as root
 
 CONFIG = """\
-# A test instance: loopback only, plaintext logins, one passwd-file per user (read at once), Maildirs under {root}.
+# A test instance: loopback only; plaintext logins allowed, STARTTLS on {port} and implicit TLS on {tls_port} with a
+# certificate of the test's own CA; one passwd-file per user (read at once), Maildirs under {root}.
 instance_name = emailsys-test-{port}
 base_dir = {root}/run
 state_dir = {root}/state
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{root}/tls/server.pem
+ssl_key = <{root}/tls/server.key
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -62,7 +65,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -76,7 +80,8 @@ class DovecotServer:
     """A running test Dovecot: `host`, `port`, and helpers to add users, deliver mail and change UIDVALIDITY."""
 
     root: Path
-    port: int
+    port: int  # plaintext, STARTTLS offered
+    tls_port: int  # implicit TLS (IMAPS)
     process: ManagedProcess
     host: str = "127.0.0.1"
     passwords: dict[str, str] = field(default_factory=dict)
@@ -85,6 +90,11 @@ class DovecotServer:
     @property
     def config_path(self) -> Path:
         return self.root / "dovecot.conf"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the server's certificate (for 127.0.0.1 and localhost): trust it with SSL_CERT_FILE."""
+        return self.root / "tls" / "ca.pem"
 
     def add_user(self, name: str, password: str) -> str:
         """A new login (its Maildir is created on first use); returns the name once Dovecot accepts it."""
@@ -183,15 +193,17 @@ def dovecot_start(*, log_dir: Path) -> DovecotServer:
     os.chown(root / "mail", mail_user.pw_uid, mail_user.pw_gid)
     (root / "users").mkdir()
     (root / "users").chmod(0o755)
-    port = free_port()
-    config = CONFIG.format(root=root, port=port, uid=mail_user.pw_uid, gid=mail_user.pw_gid)
+    _certificates_write(root / "tls")
+    port, tls_port = free_port(), free_port()
+    config = CONFIG.format(root=root, port=port, tls_port=tls_port, uid=mail_user.pw_uid, gid=mail_user.pw_gid)
     (root / "dovecot.conf").write_text(config)
     process = start_process(
         f"dovecot-{port}", [DOVECOT, "-F", "-c", str(root / "dovecot.conf")], env=dict(os.environ), log_dir=log_dir
     )
-    server = DovecotServer(root=root, port=port, process=process)
+    server = DovecotServer(root=root, port=port, tls_port=tls_port, process=process)
     try:
-        wait_until(lambda: port_answers(port) or not process.alive, timeout=30, what="dovecot listening")
+        wait_until(lambda: (port_answers(port) and port_answers(tls_port)) or not process.alive, timeout=30,
+                   what="dovecot listening")  # fmt: skip
         if not process.alive:
             raise RuntimeError(f"dovecot exited:\n{process.log()}")
     except BaseException:
@@ -199,6 +211,47 @@ def dovecot_start(*, log_dir: Path) -> DovecotServer:
         shutil.rmtree(root, ignore_errors=True)
         raise
     return server
+
+
+def _certificates_write(directory: Path) -> None:
+    """A CA (ca.pem) and the server's key and certificate signed by it, for 127.0.0.1 and localhost."""
+    import ipaddress
+    from datetime import UTC, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(mode=0o755)
+    now = datetime.now(tz=UTC)
+
+    def certificate(subject: str, key, issuer: x509.Name, signer, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emailsys test CA")])
+    ca = certificate("emailsys test CA", ca_key, ca_name, ca_key, ca=True)
+    server = certificate("localhost", server_key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(server.public_bytes(pem))
+    key_bytes = server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (directory / "server.key").write_bytes(key_bytes)
+    (directory / "server.key").chmod(0o600)
 
 
 def dovecot_server_fixture(log_dir: Path) -> Iterator[DovecotServer]:

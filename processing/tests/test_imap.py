@@ -248,6 +248,31 @@ def test_broken_accounts_record_a_warning_and_the_others_are_still_polled(imap_s
     assert not Mailbox.objects.get(pk=wrong_password.mailbox_id).last_warning
 
 
+def test_tls_and_starttls_log_in_when_the_certificate_is_trusted_and_fail_with_a_warning_when_not(
+    imap_server, imap_user, monkeypatch
+) -> None:
+    name, password = imap_user
+    imap_server.deliver(name, message("over TLS"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(imap_server.ca_file))  # the test CA, as an operator's CA bundle
+    tls = account_for(imap_server, imap_user, port=imap_server.tls_port, security="tls")
+    starttls = imap_account_create(sender_account=SenderAccountFactory(), host="localhost", port=imap_server.port,
+                                   security="starttls", username=name, password=password)  # fmt: skip
+    for account in (tls, starttls):
+        ok, detail = imap_connection_test(account=account)
+        assert ok, detail
+        result = imap_poll(account.mailbox_id)
+        assert (result.outcome, result.stored) == ("polled", 1), result
+        assert subjects(account) == ["over TLS"]
+
+    monkeypatch.delenv("SSL_CERT_FILE")  # the system's CAs only: the server's certificate is not trusted
+    imap_server.deliver(name, message("not read"))
+    for account in (tls, starttls):
+        result = imap_poll(account.mailbox_id)
+        assert result.outcome == "failed" and "CERTIFICATE_VERIFY_FAILED" in result.error, result
+        assert "CERTIFICATE_VERIFY_FAILED" in Mailbox.objects.get(pk=account.mailbox_id).last_warning
+        assert subjects(account) == ["over TLS"]
+
+
 def test_a_login_without_tls_to_a_remote_host_is_refused_before_connecting(imap_server, imap_user) -> None:
     with pytest.raises(ValidationError, match="unencrypted"):
         imap_account_create(sender_account=SenderAccountFactory(), host="imap.example.com", port=143,
