@@ -466,6 +466,7 @@ def _logout(client: IMAPClient) -> None:
 
 
 def _count(outcome: str) -> None:
+    """emailsys_inbound_emails{event="imap_failed" | "imap_resync" | "imap_poison_skipped"} on /metrics."""
     from processing.metrics import inbound_count
 
-    inbound_count("imap", label=outcome)
+    inbound_count(f"imap_{outcome}")

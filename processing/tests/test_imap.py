@@ -13,7 +13,9 @@ from django.core.exceptions import ValidationError
 
 from campaigns.tests.factories import SenderAccountFactory
 from emailsys.celery import app as celery_app
+from emailsys.ops_clients import ops_redis
 from emailsys.testing import free_port
+from processing.metrics import COUNTS_KEY
 from processing.models import ImapAccount, InboundEmail, Mailbox
 from processing.services import imap as imap_service
 from processing.services.imap import imap_account_create, imap_connection_test, imap_poll, imap_poll_all_request
@@ -223,6 +225,7 @@ def test_broken_accounts_record_a_warning_and_the_others_are_still_polled(imap_s
     server_down = account_for(imap_server, ("down-user", "pw"), port=free_port())
     bad_tls = account_for(imap_server, ("tls-user", "pw"), security="tls")
 
+    ops_redis().delete(COUNTS_KEY)
     assert imap_poll_all_request() == 4
     polled = [kwargs["mailbox_id"] for name, kwargs, queue in sent_tasks if name == "processing.imap_poll"]
     assert {queue for name, _, queue in sent_tasks} == {"inbound_backfill"}
@@ -236,6 +239,7 @@ def test_broken_accounts_record_a_warning_and_the_others_are_still_polled(imap_s
         assert warning.startswith("IMAP connection failed") and expected in warning, warning
         assert not InboundEmail.objects.filter(mailbox=broken.mailbox).exists()
     assert not Mailbox.objects.get(pk=good.mailbox_id).last_warning
+    assert int(ops_redis().hget(COUNTS_KEY, "imap_failed\x1f")) == 3  # /metrics: emailsys_inbound_emails
 
     ok, detail = imap_connection_test(account=good)
     assert ok and "IDLE yes" in detail, detail
