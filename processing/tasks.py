@@ -12,6 +12,7 @@ from processing.services import classify, imap, sync
 @shared_task(
     name="processing.sync_mailbox",
     acks_late=True,
+    ignore_result=True,
     autoretry_for=(Exception,),  # ProviderError mostly; a failing entry too (counted: poison after 3 runs)
     retry_backoff=True,
     retry_backoff_max=60,
@@ -22,7 +23,7 @@ def sync_mailbox(*, mailbox_id: int, source: str) -> None:
     sync.mailbox_sync(mailbox_id=mailbox_id, source=source)
 
 
-@shared_task(name="processing.classify_email", bind=True, acks_late=True)
+@shared_task(name="processing.classify_email", bind=True, acks_late=True, ignore_result=True)
 def classify_email(self, email_pk: int) -> None:
     """PROCESSOR_MAX_RETRIES retries after the first failure, PROCESSOR_RETRY_DELAY_MS doubling (+ up to 25 %
     jitter); after the last the message is marked failed."""

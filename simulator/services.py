@@ -345,6 +345,23 @@ def message_get(*, address: str, email_id: str) -> SimMessage:
     return message
 
 
+MAX_BATCH_GET = 100
+
+
+def messages_batch_get(*, address: str, payload: object) -> tuple[list[SimMessage], list[str]]:
+    """Several messages in one call (Gmail's batch requests): (found, ids not found), found in the order asked."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
+        raise SimulatorInputError('the body must be {"ids": ["<email_id>", ...]}')
+    ids = payload["ids"]
+    if not all(isinstance(email_id, str) for email_id in ids):
+        raise SimulatorInputError('"ids" must be strings')
+    if len(ids) > MAX_BATCH_GET:
+        raise SimulatorInputError(f'at most {MAX_BATCH_GET} "ids" per call')
+    mailbox = mailbox_get(address)
+    found = {message.email_id: message for message in mailbox.messages.filter(email_id__in=ids)}
+    return [found[email_id] for email_id in ids if email_id in found], [e for e in ids if e not in found]
+
+
 def message_delete(*, address: str, email_id: str) -> None:
     """Deletes a message (its history entry stays, as in Gmail): a later fetch answers 404."""
     message_get(address=address, email_id=email_id).delete()
