@@ -84,3 +84,22 @@ def database_sessions_drained(django_db_setup, django_db_blocker) -> Iterator[No
             pass  # pytest-django says which sessions are left, when it cannot drop the database
         finally:
             connection.close()
+
+
+@pytest.fixture(scope="session")
+def imap_server(tmp_path_factory: pytest.TempPathFactory):
+    """A private Dovecot on loopback for this test session or xdist worker (emailsys/testing_imap.py): .host .port
+    .add_user(name, password) .deliver(user, raw) .set_uidvalidity(user, folder, value). Tests keep apart by user."""
+    from emailsys.testing_imap import dovecot_server_fixture
+
+    yield from dovecot_server_fixture(tmp_path_factory.mktemp("dovecot"))
+
+
+@pytest.fixture
+def imap_user(imap_server) -> tuple[str, str]:
+    """A new user of `imap_server` for this test: (name, password)."""
+    from emailsys.testing import unique_token
+
+    name, password = f"user-{unique_token()}", f"pw-{unique_token()}"
+    imap_server.add_user(name, password)
+    return name, password

@@ -6,7 +6,7 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from processing.services import classify, sync
+from processing.services import classify, imap, sync
 
 
 @shared_task(
@@ -43,3 +43,15 @@ def classify_email(self, email_pk: int) -> None:
 @shared_task(name="processing.fallback_sync", acks_late=True)
 def fallback_sync() -> int:
     return sync.fallback_sync_request()
+
+
+@shared_task(name="processing.imap_poll", acks_late=True)
+def imap_poll(*, mailbox_id: int) -> str:
+    """No retries: the poll records its own failures on the mailbox, and beat polls again within
+    IMAP_POLL_INTERVAL (or IDLE wakes it sooner)."""
+    return imap.imap_poll(mailbox_id).outcome
+
+
+@shared_task(name="processing.imap_poll_all", acks_late=True)
+def imap_poll_all() -> int:
+    return imap.imap_poll_all_request()

@@ -134,7 +134,9 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
 def fallback_sync_request() -> int:
     """Asks for a backfill sync of every enabled mailbox, so a lost notification is caught within the fallback
     interval (the sync reads the history from the cursor, whatever the notifications said); returns how many."""
-    mailbox_ids = list(Mailbox.objects.filter(enabled=True).values_list("pk", flat=True))
+    # IMAP mailboxes have their own poll (services/imap.py, "processing: IMAP poll").
+    mailboxes = Mailbox.objects.filter(enabled=True).exclude(provider=Mailbox.Provider.IMAP)
+    mailbox_ids = list(mailboxes.values_list("pk", flat=True))
     for mailbox_id in mailbox_ids:
         sync_request(mailbox_id=mailbox_id, source=InboundEmail.Source.BACKFILL)
     return len(mailbox_ids)
