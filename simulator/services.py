@@ -239,15 +239,20 @@ class _InProcessWatch:
 
 
 def _autoconnect(*, address: str, base_url: str) -> None:
-    from processing.services.mailboxes import mailbox_connect
+    """Connects our side to the new simulator mailbox, unless the address is one we read otherwise (IMAP)."""
+    from processing.services.mailboxes import MailboxProviderMismatch, mailbox_connect
 
     provider_url = base_url if base_url and base_url != settings.INBOUND_PROVIDER_URL.rstrip("/") else ""
-    mailbox_connect(
-        address=address,
-        provider_url=provider_url,
-        webhook_url=settings.INBOUND_WEBHOOK_URL,
-        provider=_InProcessWatch(),  # type: ignore[arg-type] - only watch() is called
-    )
+    try:
+        with transaction.atomic():
+            mailbox_connect(
+                address=address,
+                provider_url=provider_url,
+                webhook_url=settings.INBOUND_WEBHOOK_URL,
+                provider=_InProcessWatch(),  # type: ignore[arg-type] - only watch() is called
+            )
+    except MailboxProviderMismatch:
+        return
 
 
 def _retention_apply(mailbox: SimMailbox) -> None:

@@ -295,3 +295,17 @@ def test_a_disabled_account_is_not_polled(imap_server, imap_user, sent_tasks) ->
     assert imap_poll(account.mailbox_id).outcome == "disabled"
     assert imap_poll_all_request() == 0
     assert not InboundEmail.objects.exists()
+
+
+def test_a_simulator_message_to_an_imap_account_is_taken_but_not_connected(settings, client) -> None:
+    """The simulator's autoconnect leaves a mailbox read over IMAP alone (it has no webhook to subscribe)."""
+    settings.INBOUND_SIMULATOR_AUTOCONNECT = True
+    mailbox = Mailbox.objects.create(address="imap-owned@example.com", provider=Mailbox.Provider.IMAP)
+    answer = client.post(
+        "/simulator/send_email",
+        {"from": "a@example.org", "to": "imap-owned@example.com", "subject": "s", "body": "b"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 201, answer.content
+    mailbox.refresh_from_db()
+    assert mailbox.provider == Mailbox.Provider.IMAP and not mailbox.webhook_secret
