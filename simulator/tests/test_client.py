@@ -47,7 +47,7 @@ def test_transient_failures_are_retried(flaky_server, status: int) -> None:
     server = flaky_server(failures=2, fail_status=status, reply={"history_id": 42})
     client = SimulatorProvider(base_url=server.url, retries=3, backoff=0.01)
     assert client.current_history_id("a@example.com") == 42
-    assert [path for _, path, _ in server.requests] == ["/mailboxes/a@example.com/profile"] * 3
+    assert [record.path for record in server.snapshot()] == ["/mailboxes/a@example.com/profile"] * 3
 
 
 def test_retries_run_out_into_a_clear_provider_error(flaky_server) -> None:
@@ -55,7 +55,7 @@ def test_retries_run_out_into_a_clear_provider_error(flaky_server) -> None:
     client = SimulatorProvider(base_url=server.url, retries=2, backoff=0.01)
     with pytest.raises(ProviderError, match=r"failed after 3 attempts: HTTP 502 try later"):
         client.history_since("a@example.com", 1)
-    assert len(server.requests) == 3
+    assert len(server.snapshot()) == 3
 
 
 def test_a_client_error_is_not_retried(flaky_server) -> None:
@@ -63,7 +63,7 @@ def test_a_client_error_is_not_retried(flaky_server) -> None:
     client = SimulatorProvider(base_url=server.url, retries=3, backoff=0.01)
     with pytest.raises(ProviderError, match="HTTP 400"):
         client.fetch_message("a@example.com", "x")
-    assert len(server.requests) == 1
+    assert len(server.snapshot()) == 1
 
 
 def test_connection_refused_is_retried_then_a_provider_error() -> None:
