@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the rate is sustained")
     parser.add_argument("--concurrency", type=int, default=3, help="the inbound worker's processes")
     parser.add_argument("--skip-latency", action="store_true", help="only the classifier's rows")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (their path is printed)")
     options = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-inbound-"))
@@ -44,7 +45,10 @@ def main() -> None:
                 latency(options, scratch, database_url, dbname)
             classifier_rows()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if options.keep_logs:
+            print(f"\nlogs: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def latency(options, scratch: Path, database_url: str, dbname: str) -> None:
@@ -69,7 +73,7 @@ def latency(options, scratch: Path, database_url: str, dbname: str) -> None:
     from django.db import connection
 
     from emailsys.testing import worker_argv
-    from processing.models import EmailResult
+    from processing.models import EmailResult, WebhookReceipt
     from processing.services.mailboxes import mailbox_connect
 
     redis = redis_start(redis_port, scratch)
@@ -130,19 +134,28 @@ def latency(options, scratch: Path, database_url: str, dbname: str) -> None:
         cpu = {name: process_groups_cpu_seconds({process.popen.pid}) - cpu_before.get(name, 0.0)
                for name, process in groups.items()}  # fmt: skip
         cpu["PostgreSQL backends"] = database.stop()[1] if database.is_alive() else float("nan")
-        rows = EmailResult.objects.values_list("email__email_id", "email__created_at", "processed_at")
-        processed = {email_id: (stored, done) for email_id, stored, done in rows}
+        rows = EmailResult.objects.values_list(
+            "email__email_id", "email__created_at", "processed_at", "email__history_id"
+        )
+        # The notification that announced each message (without faults the simulator sends one per message).
+        announced = dict(WebhookReceipt.objects.values_list("history_id", "received_at"))
+        processed = {email_id: (stored, done, announced.get(history_id)) for email_id, stored, done, history_id in rows}
         worker.stop()
         daphne.stop()
         provider_daphne.stop()
         redis.stop()
         connection.close()
 
-    def stage(since: Callable[[str, float], float]) -> list:
-        values = sorted(since(email_id, at) * 1000 for email_id, at in sent.items() if email_id in processed)
+    def stage(since: Callable[[str, float], float | None]) -> list:
+        values = sorted(value * 1000 for email_id, at in sent.items()
+                        if email_id in processed and (value := since(email_id, at)) is not None)  # fmt: skip
         q = statistics.quantiles(values, n=100) if len(values) > 1 else [float("nan")] * 99
         return [len(values), total - len(values), f"{q[49]:.0f}", f"{q[94]:.0f}", f"{q[98]:.0f}",
                 f"{max(values, default=float('nan')):.0f}"]  # fmt: skip
+
+    def webhook_to_result(email_id: str) -> float | None:
+        _, done, webhook_at = processed[email_id]
+        return None if webhook_at is None else (done - webhook_at).total_seconds()
 
     print(f"\nInbound, {total} messages at {options.rate:g}/s for {options.seconds:g} s "
           f"(sent in {send_seconds:.1f} s), "
@@ -152,6 +165,7 @@ def latency(options, scratch: Path, database_url: str, dbname: str) -> None:
         ["stage", "results", "missing", "p50 ms", "p95 ms", "p99 ms", "max ms"],
         [
             ["send_email → processed_at", *stage(lambda email_id, at: processed[email_id][1].timestamp() - at)],
+            ["webhook received → processed_at", *stage(lambda email_id, _: webhook_to_result(email_id))],
             ["  send_email → stored", *stage(lambda email_id, at: processed[email_id][0].timestamp() - at)],
             ["  stored → processed_at", *stage(lambda email_id, at: (processed[email_id][1] - processed[email_id][0])
                                                .total_seconds())],

@@ -15,11 +15,13 @@ def host_normalized(host: str) -> str:
 
 def smtp_plaintext_auth_allowed(host: str) -> bool:
     """Whether AUTH may go over an unencrypted connection to `host`: loopback, or `SMTP_PLAINTEXT_AUTH_HOSTS`."""
-    return _plaintext_auth_allowed(host, tuple(settings.SMTP_PLAINTEXT_AUTH_HOSTS))
+    return plaintext_auth_allowed(host, tuple(settings.SMTP_PLAINTEXT_AUTH_HOSTS))
 
 
 @lru_cache(maxsize=1024)  # the answer for a host and a setting never changes; parsing costs ~25 µs
-def _plaintext_auth_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+def plaintext_auth_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether a login may go unencrypted to `host`: loopback (taken as written, never resolved) or one of
+    `allowed_hosts` (SMTP's and IMAP's settings)."""
     name = host_normalized(host)
     if name == "localhost" or name in {host_normalized(allowed) for allowed in allowed_hosts}:
         return True

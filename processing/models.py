@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from emailsys.crypto import EncryptedTextField
 from emailsys.fields import LowerCaseEmailField
+from processing.validators import NO_TLS, imap_settings_errors
 
 
 class Mailbox(models.Model):
@@ -171,7 +172,7 @@ class ImapAccount(models.Model):
     class Security(models.TextChoices):
         TLS = "tls", "Implicit TLS (IMAPS)"
         STARTTLS = "starttls", "STARTTLS"
-        NONE = "none", "None (loopback only)"
+        NONE = NO_TLS, "None (loopback only)"
 
     sender_account = models.OneToOneField(
         "campaigns.SenderAccount", on_delete=models.CASCADE, related_name="imap_settings"
@@ -215,8 +216,6 @@ class ImapAccount(models.Model):
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
-
-        from processing.services.imap import imap_settings_errors
 
         errors = imap_settings_errors(self)
         if errors:

@@ -39,6 +39,7 @@ from processing.parsing import email_parse
 from processing.providers import ProviderMessage
 from processing.services.ingest import email_store
 from processing.services.sync import _lease_renew, _lease_take, _poison_count, _warn
+from processing.validators import imap_plaintext_auth_allowed, imap_plaintext_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -73,36 +74,6 @@ class PollResult:
 
 
 # --- the rules on settings ---------------------------------------------------------------------------------------
-
-
-def imap_plaintext_auth_allowed(host: str) -> bool:
-    """Whether a login may go unencrypted to `host`: loopback (taken as written, never resolved) or a host in
-    IMAP_PLAINTEXT_AUTH_HOSTS, as for SMTP (campaigns.validators)."""
-    import ipaddress
-
-    name = host_normalized(host)
-    if name == "localhost" or name in {host_normalized(allowed) for allowed in settings.IMAP_PLAINTEXT_AUTH_HOSTS}:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def imap_plaintext_refusal(host: str) -> str:
-    return (
-        f"IMAP login over an unencrypted connection refused: {host} is neither loopback nor in "
-        "IMAP_PLAINTEXT_AUTH_HOSTS; use TLS or STARTTLS"
-    )
-
-
-def imap_settings_errors(account: ImapAccount) -> dict[str, str]:
-    """The rules as errors by field, for saving (the model's `clean`, the admin form)."""
-    if account.security == ImapAccount.Security.NONE and account.host and not imap_plaintext_auth_allowed(
-        account.host
-    ):  # fmt: skip
-        return {"security": imap_plaintext_refusal(account.host) + "."}
-    return {}
 
 
 def imap_login_refusal(account: ImapAccount) -> str | None:
