@@ -518,3 +518,16 @@ INBOUND_UNKNOWN_BELOW = env.float("INBOUND_UNKNOWN_BELOW", default=0.5)
 PROCESSOR_WORKER_COUNT = env.int("PROCESSOR_WORKER_COUNT", default=3)
 PROCESSOR_MAX_RETRIES = env.int("PROCESSOR_MAX_RETRIES", default=3)
 PROCESSOR_RETRY_DELAY_MS = env.int("PROCESSOR_RETRY_DELAY_MS", default=1000)
+
+# --- Inbound results: replies stop sequences, bounces suppress (campaigns/services/inbound.py) -----------------
+# Called with each new classification, inside its transaction (each in a savepoint; an error is recorded on the
+# message's last_error and the classification still commits): dotted paths to `handler(*, email, result, parsed)`.
+INBOUND_RESULT_HANDLERS = env.list(
+    "INBOUND_RESULT_HANDLERS", default=["campaigns.services.inbound.inbound_email_handle"]
+)
+# An account whose hard and soft bounces over its last 100 sends exceed this share is paused, with the reason.
+ACCOUNT_BOUNCE_PAUSE_RATE = env.float("ACCOUNT_BOUNCE_PAUSE_RATE", default=0.05)
+# The fewest sends in that window before the rate may pause an account (1 bounce in 3 sends proves nothing).
+ACCOUNT_BOUNCE_PAUSE_MIN_SENDS = env.int("ACCOUNT_BOUNCE_PAUSE_MIN_SENDS", default=20)
+# An out-of-office answer "away until <date>" postpones that lead's next step to the day after the date.
+AUTO_REPLY_POSTPONE = env.bool("AUTO_REPLY_POSTPONE", default=False)
