@@ -202,11 +202,13 @@ def _bounce_handle(email: InboundEmail, account: SenderAccount, bounce: BounceRe
     address suppressed for every campaign and mailing, the lead stopped when no recipient of it is left to
     mail (as a send-time bounce does); soft → counted. Then the account's bounce rate is checked."""
     send = _original_send(bounce)
+    mailing = _original_mailing_send(bounce) if send is None else None
     touched: list[int] = []
     for address in bounce.addresses:
         original = send if send is not None and send.recipient.email == address.email else None
-        if original is None and send is None:
+        if original is None and send is None and mailing is None:
             original = _last_send_to(account, address.email)
+        mailed_by = (mailing.account_id or account.id) if mailing is not None else None
         try:
             with transaction.atomic():
                 BounceRecord.objects.create(
@@ -215,10 +217,10 @@ def _bounce_handle(email: InboundEmail, account: SenderAccount, bounce: BounceRe
                     kind=BounceRecord.Kind.HARD if address.hard else BounceRecord.Kind.SOFT,
                     status=address.status,
                     diagnostic=address.diagnostic,
-                    message_id=original.message_id if original else (bounce.message_ids or [""])[0],
+                    message_id=_original_message_id(original, mailing, bounce),
                     send_record=original,
-                    account=(original.account if original and original.account_id else account),
-                    original_sent_at=original.sent_at if original else None,
+                    account_id=(original.account_id if original and original.account_id else mailed_by or account.id),
+                    original_sent_at=original.sent_at if original else (mailing.sent_at if mailing else None),
                 )
         except IntegrityError:
             continue  # this message already reported this address
@@ -257,13 +259,38 @@ def _bounce_handle(email: InboundEmail, account: SenderAccount, bounce: BounceRe
 
 def _original_send(bounce: BounceReport) -> SendRecord | None:
     """The campaign send this bounce returns, by our X-Emailsys-Send or the original's Message-ID."""
+    ids = _original_ids(bounce)
+    if not ids:
+        return None
+    return SendRecord.objects.select_related("recipient__lead", "step").filter(message_id__in=ids).first()
+
+
+def _original_ids(bounce: BounceReport) -> list[str]:
+    """Our Message-IDs the bounce names (with <>): its X-Emailsys-Send's first (it survives a rewritten
+    Message-ID), then the returned headers'."""
     ids = list(bounce.message_ids)
     parsed_reference = send_reference_parse(bounce.send_reference) if bounce.send_reference else None
     if parsed_reference is not None:
         ids.insert(0, parsed_reference[1])
+    return ids
+
+
+def _original_mailing_send(bounce: BounceReport):
+    """The event mailing's send this bounce returns (its address is suppressed like a campaign's)."""
+    from workorders.models import MailingSend  # workorders builds on campaigns: imported where it is needed
+
+    ids = _original_ids(bounce)
     if not ids:
         return None
-    return SendRecord.objects.select_related("recipient__lead", "step").filter(message_id__in=ids).first()
+    return MailingSend.objects.filter(message_id__in=ids).only("id", "message_id", "account_id", "sent_at").first()
+
+
+def _original_message_id(original: SendRecord | None, mailing, bounce: BounceReport) -> str:
+    if original is not None:
+        return original.message_id
+    if mailing is not None:
+        return mailing.message_id
+    return (bounce.message_ids or [""])[0]
 
 
 def _last_send_to(account: SenderAccount, address: str) -> SendRecord | None:

@@ -108,7 +108,11 @@ def _dsn_addresses(message: Message) -> list[BouncedAddress] | None:
 
 
 def _flufl_addresses(message: Message) -> list[BouncedAddress]:
-    temporary, permanent = flufl.bounce.all_failures(message)
+    try:
+        temporary, permanent = flufl.bounce.all_failures(message)
+    except Exception:  # noqa: BLE001 - a detector choking on odd mail means "no bounce we can read"
+        logging.getLogger(__name__).warning("flufl.bounce failed on a bounce candidate", exc_info=True)
+        return []
     text = _message_text(message)
     found: dict[str, BouncedAddress] = {}
     for hard, addresses in ((False, temporary), (True, permanent)):

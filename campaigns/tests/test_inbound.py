@@ -322,3 +322,42 @@ def test_a_failing_handler_is_recorded_on_the_message_and_the_classification_sti
 def handler_that_fails(**_kwargs) -> None:
     Recipient.objects.update(name="written before the error")  # rolled back with its savepoint
     raise RuntimeError("boom")
+
+
+# --- the campaign page -----------------------------------------------------------------------------------------
+
+
+def test_an_inbound_reply_and_a_bounce_reach_the_campaign_page_live() -> None:
+    from campaigns.models import Campaign
+    from emailsys.live import live_current
+
+    record = sent()
+    campaign = record.lead.campaign
+    deliver(record.account, render("reply_no_headers.eml", record))
+    version = Campaign.objects.values_list("live_version", flat=True).get(pk=campaign.pk)
+    assert version >= 1
+    assert live_current("campaign", campaign.pk)["data"]["leads"]["replied"] == 1
+    bounced = sent(lead=LeadFactory(campaign=campaign))
+    deliver(bounced.account, render("exim_hard.eml", bounced))
+    assert Campaign.objects.values_list("live_version", flat=True).get(pk=campaign.pk) > version
+    assert live_current("campaign", campaign.pk)["data"]["leads"]["stopped"] == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: MAILER-DAEMON@x.test\r\nSubject: Undelivered Mail\r\nContent-Type: multipart/report; "
+        b"report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"\xff\xfe garbage: \r\n\r\nFinal-Recipient: nonsense\r\nAction: failed\r\nStatus: 9.9\r\n--b--\r\n",
+        b"From: postmaster@x.test\r\nSubject: failure notice\r\nContent-Type: multipart/report; boundary=\r\n\r\n",
+        b"From: <>\r\nSubject: Automatic reply\r\nAuto-Submitted: auto-replied\r\n\r\n" + b"\x00" * 100,
+        b"\r\n\r\n\r\n",
+    ],
+    ids=["broken-dsn", "report-without-parts", "nul-bytes", "empty"],
+)
+def test_malformed_mail_to_an_account_is_classified_and_harms_nothing(raw: bytes) -> None:
+    record = sent()
+    email = deliver(record.account, raw)
+    assert email.status == InboundEmail.Status.CLASSIFIED
+    assert email.last_error == ""
+    assert Lead.objects.get(id=record.lead_id).state == Lead.State.IN_PROGRESS
