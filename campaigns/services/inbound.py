@@ -61,7 +61,8 @@ class InboundOutcome:
 def inbound_email_handle(*, email: InboundEmail, result: EmailResult, parsed: ParsedEmail) -> InboundOutcome:
     """The INBOUND_RESULT_HANDLERS entry point (signature fixed by processing/services/classify.py)."""
     mailbox_address = Subquery(Mailbox.objects.filter(pk=email.mailbox_id).values("address")[:1])  # lower-case
-    account = SenderAccount.objects.alias(address=Lower("email")).filter(address=mailbox_address).first()
+    accounts = SenderAccount.objects.alias(address=Lower("email")).filter(address=mailbox_address)
+    account = accounts.only("id", "email", "status").first()  # not its secrets: nothing here decrypts them
     if account is None:
         return InboundOutcome("none")
     bounce = bounce_parse(parsed)
@@ -72,6 +73,8 @@ def inbound_email_handle(*, email: InboundEmail, result: EmailResult, parsed: Pa
     if automatic:
         return _auto_reply_handle(email, parsed, recipient, reason=automatic)
     if recipient is None:
+        if unsubscribe_requested(parsed) and _mailing_unsubscribe(parsed):
+            return InboundOutcome("unsubscribe")
         return _domain_reply_handle(email, parsed, account)
     if unsubscribe_requested(parsed):
         recipient_unsubscribe(recipient=recipient, source=f"reply {_reference(email)}")
@@ -121,12 +124,25 @@ def _recipient_of_reply(parsed: ParsedEmail, account: SenderAccount) -> Recipien
 
 def _reply_link(email: InboundEmail, recipient: Recipient) -> None:
     """The REPLIED activity that recipient_mark_replied wrote names the reply (its inbound pk and Message-ID)."""
-    activity = (
-        Activity.objects.filter(kind=Activity.Kind.REPLIED, recipient=recipient).order_by("-created_at", "-id").first()
-    )
+    replied = Activity.objects.filter(lead_id=recipient.lead_id, recipient=recipient, kind=Activity.Kind.REPLIED)
+    activity = replied.order_by("-created_at", "-id").first()  # the lead's index: a lead has few activities
     if activity is not None:
         activity.detail = {**activity.detail, "inbound_email": email.pk, "inbound_message_id": email.message_id}
         activity.save(update_fields=["detail"])
+
+
+def _mailing_unsubscribe(parsed: ParsedEmail) -> bool:
+    """An unsubscribe request answering an event mailing's send: its contact unsubscribes (every segment, the
+    address suppressed), as with the link in the email."""
+    from workorders.models import MailingSend
+    from workorders.services.unsubscribes import contact_unsubscribe
+
+    ids = [f"<{value}>" for value in [parsed.in_reply_to, *parsed.references] if value]
+    send = MailingSend.objects.select_related("contact").filter(message_id__in=ids, is_test=False).first()
+    if send is None or send.contact is None:
+        return False
+    contact_unsubscribe(contact=send.contact)
+    return True
 
 
 def _domain_reply_handle(email: InboundEmail, parsed: ParsedEmail, account: SenderAccount) -> InboundOutcome:
@@ -224,7 +240,7 @@ def _bounce_handle(email: InboundEmail, account: SenderAccount, bounce: BounceRe
                 )
         except IntegrityError:
             continue  # this message already reported this address
-        recipients = _bounced_recipients(address.email, original)
+        recipients = _bounced_recipients(address.email, original, hard=address.hard)
         detail = {
             "inbound_email": email.pk,
             "status": address.status,
@@ -303,9 +319,11 @@ def _last_send_to(account: SenderAccount, address: str) -> SendRecord | None:
     )
 
 
-def _bounced_recipients(address: str, original: SendRecord | None) -> list[Recipient]:
-    """The recipient the bounce names; for a hard bounce every recipient with that address in an in-progress
-    lead gets no more steps anyway (it is suppressed), so the sequences that wrote to it hear of it too."""
+def _bounced_recipients(address: str, original: SendRecord | None, *, hard: bool) -> list[Recipient]:
+    """The recipient of the send the bounce returns; for a hard bounce also every recipient with that address
+    in an in-progress lead (the address is suppressed: those sequences hear why it gets nothing more)."""
+    if not hard:
+        return [original.recipient] if original is not None else []
     recipients = Recipient.objects.select_related("lead").filter(
         Q(email=address, lead__state=Lead.State.IN_PROGRESS) | Q(id=original.recipient_id if original else None)
     )

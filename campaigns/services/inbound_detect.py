@@ -316,20 +316,21 @@ _UNSUBSCRIBE = re.compile(
     r"\bafmelden\b|\buitschrijven\b|\bverwijder (mij|me)\b",
     re.IGNORECASE,
 )
-_LINK_LINE = re.compile(r"^.*(https?://\S*/u/[0-9a-f-]{36}/?|unsubscribe:\s*https?://\S+).*$", re.IGNORECASE | re.M)
+_LINK = re.compile(r"https?://\S+", re.IGNORECASE)
 
 
 def reply_own_text(text: str) -> str:
     """The author's own words: quoted text ("On … wrote:", "> …", Outlook's original-message block) and any
-    line carrying our unsubscribe link (a quote of our own footer) removed."""
+    unsubscribe link line (a quote of our own footer, "Abmelden: https://…") removed."""
     text = text.replace("\r\n", "\n")
     try:
         parts = quotequail.quote(text, limit=2000)
         own = "\n".join(chunk for expanded, chunk in parts if expanded)
     except Exception:  # noqa: BLE001 - a text quotequail cannot split is taken whole (the filters below still run)
         own = text
-    own = "\n".join(line for line in own.split("\n") if not line.lstrip().startswith(">"))
-    return _LINK_LINE.sub("", own)
+    lines = [line for line in own.split("\n") if not line.lstrip().startswith(">")]
+    # A line with a link and an unsubscribe word is a footer (ours, in any language), never the author's request.
+    return "\n".join(line for line in lines if not (_LINK.search(line) and _UNSUBSCRIBE.search(line)))
 
 
 def unsubscribe_requested(parsed: ParsedEmail) -> bool:

@@ -361,3 +361,9 @@ def test_malformed_mail_to_an_account_is_classified_and_harms_nothing(raw: bytes
     assert email.status == InboundEmail.Status.CLASSIFIED
     assert email.last_error == ""
     assert Lead.objects.get(id=record.lead_id).state == Lead.State.IN_PROGRESS
+
+
+def test_an_unquoted_footer_link_in_any_language_is_not_an_unsubscribe_request() -> None:
+    text = "Gerne, rufen Sie mich an.\n\nHallo,\nunser Angebot ...\nAbmelden: https://mail.example.test/x/abc?lang=de\n"
+    assert "Abmelden" not in reply_own_text(text)
+    assert "Gerne" in reply_own_text(text)

@@ -36,3 +36,17 @@ def test_a_hard_bounce_of_a_mailing_send_suppresses_the_address_and_names_that_s
     bounce = BounceRecord.objects.get(inbound_email=inbound)
     assert (bounce.kind, bounce.message_id, bounce.account_id) == ("hard", send.message_id, work_order.account_id)
     assert suppression_matches(email=contact.email)
+
+
+def test_an_unsubscribe_request_answering_a_mailing_unsubscribes_the_contact(smtp) -> None:
+    contact = ContactFactory(language="fr")
+    work_order = WorkOrderFactory(account__smtp_port=smtp.port, auto_approve=True)
+    workorder_steps_create(work_order=work_order)
+    assert workorder_run(work_order_id=work_order.id) == "complete"
+    send = MailingSend.objects.get(work_order=work_order, email=contact.email)
+    raw = fixture_render("unsubscribe_fr.eml", account=work_order.account.email, recipient=contact.email,
+                         message_id=send.message_id)  # fmt: skip
+    deliver(work_order.account, raw)
+    contact.refresh_from_db()
+    assert not contact.subscribed
+    assert suppression_matches(email=contact.email)
