@@ -20,6 +20,7 @@ from campaigns.models import Activity, BounceRecord, Lead, Recipient, SenderAcco
 from campaigns.services.accounts import account_set_status
 from campaigns.services.activities import activity_record
 from campaigns.services.inbound_detect import (
+    BouncedAddress,
     BounceReport,
     auto_reply_detect,
     away_until_parse,
@@ -216,61 +217,83 @@ def _auto_reply_handle(
 def _bounce_handle(email: InboundEmail, account: SenderAccount, bounce: BounceReport) -> InboundOutcome:
     """Each reported address: a BounceRecord (once per message and address); hard → the recipient bounced, the
     address suppressed for every campaign and mailing, the lead stopped when no recipient of it is left to
-    mail (as a send-time bounce does); soft → counted. Then the account's bounce rate is checked."""
+    mail (as a send-time bounce does); soft → counted. Then the account's bounce rate is checked. An address
+    that cannot be recorded (an MTA's garbage) fails alone, logged."""
     send = _original_send(bounce)
     mailing = _original_mailing_send(bounce) if send is None else None
     touched: list[int] = []
     for address in bounce.addresses:
         original = send if send is not None and send.recipient.email == address.email else None
+        if send is not None and original is None and len(bounce.addresses) == 1:
+            original = send  # the send the report returns, bounced under another name (an alias, a forward)
         if original is None and send is None and mailing is None:
             original = _last_send_to(account, address.email)
-        mailed_by = (mailing.account_id or account.id) if mailing is not None else None
         try:
             with transaction.atomic():
-                BounceRecord.objects.create(
-                    inbound_email=email,
-                    email=address.email,
-                    kind=BounceRecord.Kind.HARD if address.hard else BounceRecord.Kind.SOFT,
-                    status=address.status,
-                    diagnostic=address.diagnostic,
-                    message_id=_original_message_id(original, mailing, bounce),
-                    send_record=original,
-                    account_id=(original.account_id if original and original.account_id else mailed_by or account.id),
-                    original_sent_at=original.sent_at if original else (mailing.sent_at if mailing else None),
-                )
-        except IntegrityError:
-            continue  # this message already reported this address
-        recipients = _bounced_recipients(address.email, original, hard=address.hard)
-        detail = {
-            "inbound_email": email.pk,
-            "status": address.status,
-            "diagnostic": address.diagnostic[:300],
-            "message_id": original.message_id if original else "",
-        }
-        if address.hard:
-            suppression_ensure(value=address.email, reason=f"hard bounce {address.status}".strip())
-        for recipient in recipients:
-            if address.hard:
-                Recipient.objects.filter(id=recipient.id).exclude(status=Recipient.Status.UNSUBSCRIBED).update(
-                    status=Recipient.Status.BOUNCED
-                )
-                _lead_stop_if_nobody_left(recipient.lead)
-            activity_record(
-                kind=Activity.Kind.BOUNCED if address.hard else Activity.Kind.SOFT_BOUNCED,
-                campaign=recipient.lead.campaign_id,
-                lead=recipient.lead,
-                recipient=recipient,
-                account=original.account_id if original else account,
-                step_order=original.step.order if original and original.recipient_id == recipient.id else None,
-                message=f"{'hard' if address.hard else 'soft'} bounce of {address.email} {address.status}".strip(),
-                detail=detail,
-            )
-            campaign_live_changed(recipient.lead.campaign_id)
-            touched.append(recipient.id)
+                touched += _bounced_address_record(email, account, bounce, address, original, mailing)
+        except Exception:  # noqa: BLE001 - one reported address fails alone
+            logger.exception("bounce of %r in inbound message %s not recorded", address.email, email.pk)
     accounts = {account.id} | ({send.account_id} if send is not None and send.account_id else set())
     for account_id in sorted(accounts):
         account_bounce_check(account=SenderAccount.objects.get(id=account_id))
     return InboundOutcome("bounce", tuple(touched))
+
+
+def _bounced_address_record(
+    email: InboundEmail,
+    account: SenderAccount,
+    bounce: BounceReport,
+    address: BouncedAddress,
+    original: SendRecord | None,
+    mailing,
+) -> list[int]:
+    """The recipients it touched; [] when this message already reported this address."""
+    bounced_email = original.recipient.email if original is not None else address.email  # the one we wrote to
+    mailed_by = (mailing.account_id or account.id) if mailing is not None else None
+    try:
+        with transaction.atomic():
+            BounceRecord.objects.create(
+                inbound_email=email,
+                email=bounced_email,
+                kind=BounceRecord.Kind.HARD if address.hard else BounceRecord.Kind.SOFT,
+                status=address.status,
+                diagnostic=address.diagnostic,
+                message_id=_original_message_id(original, mailing, bounce),
+                send_record=original,
+                account_id=(original.account_id if original and original.account_id else mailed_by or account.id),
+                original_sent_at=original.sent_at if original else (mailing.sent_at if mailing else None),
+            )
+    except IntegrityError:
+        return []
+    detail = {
+        "inbound_email": email.pk,
+        "status": address.status,
+        "diagnostic": address.diagnostic[:300],
+        "message_id": original.message_id if original else "",
+        "reported_address": address.email,
+    }
+    if address.hard:
+        suppression_ensure(value=bounced_email, reason=f"hard bounce {address.status}".strip())
+    touched = []
+    for recipient in _bounced_recipients(bounced_email, original, hard=address.hard):
+        if address.hard:
+            Recipient.objects.filter(id=recipient.id).exclude(status=Recipient.Status.UNSUBSCRIBED).update(
+                status=Recipient.Status.BOUNCED
+            )
+            _lead_stop_if_nobody_left(recipient.lead)
+        activity_record(
+            kind=Activity.Kind.BOUNCED if address.hard else Activity.Kind.SOFT_BOUNCED,
+            campaign=recipient.lead.campaign_id,
+            lead=recipient.lead,
+            recipient=recipient,
+            account=original.account_id if original else account,
+            step_order=original.step.order if original and original.recipient_id == recipient.id else None,
+            message=f"{'hard' if address.hard else 'soft'} bounce of {bounced_email} {address.status}".strip(),
+            detail=detail,
+        )
+        campaign_live_changed(recipient.lead.campaign_id)
+        touched.append(recipient.id)
+    return touched
 
 
 def _original_send(bounce: BounceReport) -> SendRecord | None:

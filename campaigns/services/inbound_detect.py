@@ -88,9 +88,9 @@ def _dsn_addresses(message: Message) -> list[BouncedAddress] | None:
         found = []
         for block in blocks[1:]:  # [0] is the per-message block (Reporting-MTA, Arrival-Date)
             action = str(block.get("Action", "")).strip().lower()
-            recipient = _ADDRESS_TYPE.sub(
-                "", str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
-            )
+            # Original-Recipient is the address we wrote to (Final-Recipient may be an alias it expanded to).
+            named = block.get("Original-Recipient") or block.get("Final-Recipient") or ""
+            recipient = _ADDRESS_TYPE.sub("", str(named))
             status_match = _STATUS.search(str(block.get("Status", "")))
             diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
             if not status_match:

@@ -367,3 +367,33 @@ def test_an_unquoted_footer_link_in_any_language_is_not_an_unsubscribe_request()
     text = "Gerne, rufen Sie mich an.\n\nHallo,\nunser Angebot ...\nAbmelden: https://mail.example.test/x/abc?lang=de\n"
     assert "Abmelden" not in reply_own_text(text)
     assert "Gerne" in reply_own_text(text)
+
+
+def test_a_bounce_reported_for_an_alias_of_the_address_we_wrote_to_bounces_that_recipient() -> None:
+    record = sent()
+    raw = render("sendmail_hard.eml", record).replace(
+        f"Final-Recipient: RFC822; {record.recipient.email}".encode(), b"Final-Recipient: RFC822; mbox17@mx.test"
+    )
+    deliver(record.account, raw)
+    record.recipient.refresh_from_db()
+    assert record.recipient.status == Recipient.Status.BOUNCED
+    assert suppression_matches(email=record.recipient.email)
+
+
+def test_a_garbage_address_in_a_report_fails_alone() -> None:
+    record = sent()
+    block = f"Final-Recipient: rfc822; {record.recipient.email}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    garbage = "Final-Recipient: rfc822; @@@" + "x" * 300 + "@\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    raw = (
+        f"From: MAILER-DAEMON@mx.test\r\nTo: {record.account.email}\r\nSubject: Undelivered Mail\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.test\r\n\r\n{garbage}\r\n{block}\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {record.message_id}\r\n\r\n--b--\r\n"
+    ).encode()
+    email = deliver(record.account, raw)
+    assert email.last_error == ""
+    assert BounceRecord.objects.filter(inbound_email=email).values_list("email", flat=True).get() == (
+        record.recipient.email
+    )
+    assert Recipient.objects.get(id=record.recipient_id).status == Recipient.Status.BOUNCED
