@@ -3,12 +3,22 @@ bounce, whether it is detected as a bounce, of the right kind, for the right add
 send (its Message-ID or X-Emailsys-Send); and that no reply or automatic answer is taken for a bounce. Pure
 parsing: no database, no Redis.
 
-    .venv/bin/python bench/bounces.py
+With `--corpus DIR` it also reads a directory of real bounces: each `*.eml` file there is one bounce (files named
+`rfc3834-*` are automatic answers, `arf-*` abuse reports, both left out of the bounce count), e.g. the BSD-licensed
+collection sisimai/set-of-emails (`maildir/bsd`, 600 bounces of 50 MTAs and providers). For each file it says
+whether a bounce with an address was detected, and whether hard/soft agrees with the first enhanced status code or
+SMTP reply code in the file (files with neither are counted as detected only). `--not DIR` reads non-bounces
+(false positives).
+
+    .venv/bin/python bench/bounces.py [--corpus /path/to/set-of-emails/maildir/bsd] [--not .../maildir/not]
 """
 
+import argparse
 import os
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,7 +41,57 @@ from processing.parsing import email_parse  # noqa: E402
 ACCOUNT, RECIPIENT, MESSAGE_ID = "sales@sender.test", "pat.doe@recipient.test", "<176.1.abc@sender.test>"
 
 
+_FIRST_STATUS = re.compile(rb"\b([45])\.\d{1,3}\.\d{1,3}\b|\b([45])\d\d[ -]")
+
+
+def corpus_report(directory: Path, non_bounces: Path | None) -> None:
+    """Detection on a directory of real bounces, per MTA family (the file name up to its number)."""
+    per_family: dict[str, Counter] = {}
+    totals = Counter()
+    for path in sorted(directory.glob("*.eml")):
+        family = re.sub(r"-\d+$", "", path.stem)
+        if family.startswith(("rfc3834", "arf")):
+            continue
+        raw = path.read_bytes()
+        report = bounce_parse(email_parse(raw))
+        counts = per_family.setdefault(family, Counter())
+        counts["files"] += 1
+        if report is None or not report.addresses:
+            continue
+        counts["detected"] += 1
+        found = _FIRST_STATUS.search(raw.split(b"\n\n", 1)[-1])
+        if found:
+            counts["with code"] += 1
+            expected_hard = (found.group(1) or found.group(2)) == b"5"
+            counts["kind agrees"] += report.addresses[0].hard == expected_hard
+    for counts in per_family.values():
+        totals.update(counts)
+    print(f"\n{'MTA family':<26} {'files':>5} {'detected':>8} {'with code':>9} {'hard/soft agrees':>16}")
+    for family, counts in sorted(per_family.items(), key=lambda item: -item[1]["files"]):
+        print(f"{family:<26} {counts['files']:>5} {counts['detected']:>8} {counts['with code']:>9} "
+              f"{counts['kind agrees']:>16}")  # fmt: skip
+    print(f"{'all':<26} {totals['files']:>5} {totals['detected']:>8} {totals['with code']:>9} "
+          f"{totals['kind agrees']:>16}")  # fmt: skip
+    print(f"real bounces detected: {totals['detected']}/{totals['files']} ({totals['detected'] / totals['files']:.0%});"
+          f" hard/soft agrees with the first status code: {totals['kind agrees']}/{totals['with code']}"
+          f" ({totals['kind agrees'] / max(1, totals['with code']):.0%})")  # fmt: skip
+    automatic = sorted(directory.glob("rfc3834-*.eml"))
+    if automatic:
+        recognised = sum(bool(auto_reply_detect(email_parse(path.read_bytes()))) for path in automatic)
+        not_bounces = sum(bounce_parse(email_parse(path.read_bytes())) is None for path in automatic)
+        print(f"RFC 3834 automatic answers recognised: {recognised}/{len(automatic)}, not taken for bounces: "
+              f"{not_bounces}/{len(automatic)}")  # fmt: skip
+    if non_bounces is not None:
+        files = sorted(non_bounces.glob("*.eml"))
+        wrong = [path.name for path in files if bounce_parse(email_parse(path.read_bytes())) is not None]
+        print(f"non-bounces taken for bounces: {len(wrong)}/{len(files)} {wrong or ''}")
+
+
 def main() -> None:
+    arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    arguments.add_argument("--corpus", type=Path, help="a directory of real bounces (*.eml)")
+    arguments.add_argument("--not", dest="not_bounces", type=Path, help="a directory of non-bounces (*.eml)")
+    options = arguments.parse_args()
     rows, correct = [], {True: 0, False: 0}
     totals = {True: 0, False: 0}
     started = time.perf_counter()
@@ -76,6 +136,8 @@ def main() -> None:
     print(f"automatic answers recognised:    {len(AUTO_REPLY_FIXTURES) - len(auto_missed)}/{len(AUTO_REPLY_FIXTURES)} "
           f"{auto_missed or ''}")  # fmt: skip
     print(f"time: {elapsed * 1000:.0f} ms for {len(rows) + len(false_positives) + len(AUTO_REPLY_FIXTURES) * 2} parses")
+    if options.corpus:
+        corpus_report(options.corpus, options.not_bounces)
 
 
 if __name__ == "__main__":

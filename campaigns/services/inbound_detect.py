@@ -69,7 +69,7 @@ def bounce_parse(parsed: ParsedEmail) -> BounceReport | None:
         return None
     message = parsed.message
     addresses = _dsn_addresses(message)
-    if addresses is None:
+    if not addresses:  # no delivery-status part, or one without a failed or delayed recipient block
         addresses = _flufl_addresses(message)
     if not addresses:
         return None
