@@ -1,8 +1,9 @@
 """The real loop on loopback: a three-step campaign sends from two accounts through real Celery workers to an SMTP
 server; after step 1 the recipients answer into the accounts' mailboxes (a reply, an unsubscribe request, an
 out-of-office answer, hard bounces of Postfix, Exim, Exchange and Gmail, a soft bounce), built around the
-Message-IDs and X-Emailsys-Send headers the SMTP server received. The mail enters the inbound pipeline (daphne's
-provider simulator, webhook, an inbound worker) through one seam, `deliver_inbound`. Judged from the SMTP
+Message-IDs and X-Emailsys-Send headers the SMTP server received. The mail enters the inbound pipeline through
+one seam, `deliver_inbound`: each account's Dovecot inbox on loopback, read by the IMAP poll (the issue's path),
+or the provider simulator (daphne, webhook). Classification runs in a real inbound worker. Judged from the SMTP
 server's log: no replied, bounced or unsubscribed recipient gets a later step, the out-of-office and soft-bounced
 ones do, and a second campaign started afterwards is refused the suppressed addresses."""
 
@@ -12,12 +13,14 @@ from collections.abc import Callable
 
 import pytest
 
-from campaigns.models import Activity, Lead, Recipient, SendRecord
+from campaigns.models import Activity, Lead, Recipient, SenderAccount, SendRecord
 from campaigns.services.templating import SEND_REFERENCE_HEADER
 from campaigns.tests.inbound_fixtures import fixture_render
 from campaigns.tests.scenarios import campaign_scenario, mail_step, mails_by_recipient
 from campaigns.tests.test_campaign_processes import start_engine, wait_for_quiet
-from emailsys.testing import RecordingSmtpServer, wait_until
+from emailsys.testing import RecordingSmtpServer, unique_token, wait_until
+from processing.models import InboundEmail
+from processing.services.imap import imap_account_create, imap_poll
 from processing.tests.test_inbound_acceptance import Stack, all_classified
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(360)]
@@ -42,10 +45,11 @@ def address(index: int) -> str:
     return f"r0.lead{index}@customer.test"
 
 
-def inbound_seam(stack: Stack) -> Callable[[str, bytes], str]:
-    """THE delivery seam: puts raw mail into a sender account's mailbox and returns the provider's message id.
-    Today the provider simulator (POST /simulator/send_email with "raw"); the IMAP integration swaps this one
-    function for an APPEND into the account's Dovecot inbox."""
+def simulator_seam(stack: Stack, accounts: list[SenderAccount]) -> Callable[[str, bytes], str]:
+    """The provider simulator: POST /simulator/send_email with "raw" to the account's address; its webhook and
+    sync store the message. Returns the provider's message id."""
+    for account in accounts:
+        stack.connect(account.email)
 
     def deliver_inbound(account_email: str, raw: bytes) -> str:
         answer = stack.http.post(f"{stack.simulator_url}/send_email",
@@ -56,19 +60,45 @@ def inbound_seam(stack: Stack) -> Callable[[str, bytes], str]:
     return deliver_inbound
 
 
-def test_replies_bounces_auto_replies_and_unsubscribes_steer_a_running_campaign(processes, settings, tmp_path) -> None:
+def dovecot_seam(imap_server, accounts: list[SenderAccount]) -> Callable[[str, bytes], str]:
+    """Each account's own Dovecot user and IMAP settings; a message is delivered into its INBOX and the mailbox
+    polled (as beat or IDLE would have it). Returns the stored message's provider id (UIDVALIDITY:UID)."""
+    users = {}
+    for account in accounts:
+        name, password = f"loop-{unique_token()}", f"pw-{unique_token()}"
+        imap_server.add_user(name, password)
+        imap = imap_account_create(sender_account=account, host=imap_server.host, port=imap_server.port,
+                                   security="none", username=name, password=password)  # fmt: skip
+        users[account.email] = (name, imap.mailbox_id)
+
+    def deliver_inbound(account_email: str, raw: bytes) -> str:
+        name, mailbox_id = users[account_email]
+        before = set(InboundEmail.objects.filter(mailbox_id=mailbox_id).values_list("email_id", flat=True))
+        imap_server.deliver(name, raw)
+        assert imap_poll(mailbox_id).stored == 1
+        (new,) = set(InboundEmail.objects.filter(mailbox_id=mailbox_id).values_list("email_id", flat=True)) - before
+        return new
+
+    return deliver_inbound
+
+
+@pytest.mark.parametrize("seam", ["dovecot", "simulator"])
+def test_replies_bounces_auto_replies_and_unsubscribes_steer_a_running_campaign(
+    seam: str, processes, settings, tmp_path, request
+) -> None:
     stack = Stack(processes, settings)
     # The bounces are about recipients here; the account pause has its own test (4 bounces of 10 sends would
     # pause both accounts at the default minimum of 20 sends only later, but never in the middle of this proof).
     stack.worker("inbound-loop", ACCOUNT_BOUNCE_PAUSE_MIN_SENDS="1000")
-    deliver_inbound = inbound_seam(stack)
     with RecordingSmtpServer() as smtp:
         first = campaign_scenario(smtp_port=smtp.port, accounts=2, daily_limit=100, leads=LEADS, recipients_per_lead=1,
                                   steps=STEPS, step_delay_seconds=DELAY, batch_size=5, threaded_follow_up=True,
                                   name="Inbound loop")  # fmt: skip
         first_senders = {account.email for account in first.accounts}
-        for account in first.accounts:
-            stack.connect(account.email)
+        if seam == "dovecot":
+            deliver_inbound = dovecot_seam(request.getfixturevalue("imap_server"), first.accounts)
+        else:
+            deliver_inbound = simulator_seam(stack, first.accounts)
         stack.workers_ready()
         start_engine(processes, tmp_path)
 
