@@ -190,6 +190,11 @@ class Campaign(models.Model):
     stop_on_reply = models.BooleanField(
         default=True, help_text="A reply from any recipient of a lead stops the whole lead."
     )
+    stop_on_domain_reply = models.BooleanField(
+        default=False,
+        help_text="A reply from anyone at a lead's domain (not a free-mail domain) stops the lead, even from an "
+        "address we never wrote to.",
+    )
     live_version = models.PositiveBigIntegerField(
         default=0, editable=False, help_text="Incremented with each live change (emailsys.live): pages keep the newest."
     )
@@ -353,6 +358,8 @@ class Recipient(models.Model):
 
     class Meta:
         ordering = ["lead", "position"]
+        # Inbound mail finds the recipient who wrote to us by address (a reply without our Message-ID).
+        indexes = [models.Index(fields=["email"], name="recipient_email")]
         constraints = [
             models.UniqueConstraint(fields=["lead", "position"], name="one_recipient_per_position"),
             models.UniqueConstraint(fields=["lead", "email"], name="one_recipient_per_email_per_lead"),
@@ -460,6 +467,8 @@ class SendRecord(SendAttempt):
                          condition=Q(state__in=["claimed", "handed_over"])),
             models.Index(fields=["state"], name="send_unknown", condition=Q(state="unknown")),
             models.Index(fields=["account", "sent_at"]),
+            # Inbound mail: a reply's In-Reply-To/References and a bounce's quoted headers name our Message-ID.
+            models.Index(fields=["message_id"], name="send_message_id", condition=~Q(message_id="")),
         ]  # fmt: skip
 
     def __str__(self) -> str:
@@ -541,6 +550,8 @@ class Activity(models.Model):
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
         REPLIED = "replied", "Replied"
         SENDER_CHANGED = "sender_changed", "Sender changed"
+        AUTO_REPLIED = "auto_replied", "Auto-reply received"
+        SOFT_BOUNCED = "soft_bounced", "Soft bounce"
 
     created_at = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -568,3 +579,35 @@ class Activity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BounceRecord(models.Model):
+    """One bounced address reported by one inbound message (a DSN or an MTA's own format): hard (5.x.x, the
+    address is suppressed) or soft (4.x.x, only counted). Unique per (message, address), so a redelivered or
+    re-processed bounce never counts twice; the account's bounce rate counts distinct bounced sends."""
+
+    class Kind(models.TextChoices):
+        HARD = "hard", "Hard (permanent)"
+        SOFT = "soft", "Soft (temporary)"
+
+    inbound_email = models.ForeignKey("processing.InboundEmail", on_delete=models.CASCADE, related_name="+")
+    email = LowerCaseEmailField(help_text="The address that bounced, lower-case.")
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    status = models.CharField(max_length=20, blank=True, help_text="The enhanced status code (5.1.1), if given.")
+    diagnostic = models.TextField(blank=True)
+    # The original send, when the bounce quotes our Message-ID or X-Emailsys-Send (empty: matched by address).
+    message_id = models.CharField(max_length=300, blank=True)
+    send_record = models.ForeignKey(SendRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    account = models.ForeignKey(SenderAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    original_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["inbound_email", "email"], name="one_bounce_per_message_address"),
+            models.CheckConstraint(condition=Q(kind__in=["hard", "soft"]), name="bounce_kind_known"),
+        ]
+        indexes = [models.Index(fields=["account", "original_sent_at"], name="bounce_account_sent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} bounce of {self.email}"

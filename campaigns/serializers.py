@@ -59,7 +59,7 @@ class CampaignSerializer(StorableJSONMixin, ModelCleanMixin, serializers.ModelSe
         model = Campaign
         fields = [
             "id", "name", "status", "starts_at", "ends_at", "batch_size", "time_zone", "send_days",
-            "send_hour_start", "send_hour_end", "sender_policy", "stop_on_reply",
+            "send_hour_start", "send_hour_end", "sender_policy", "stop_on_reply", "stop_on_domain_reply",
             "step_count", "account_count", "lead_count", "in_progress_count",
             "sent_today", "unknown_count", "created_at", "updated_at",
         ]  # fmt: skip

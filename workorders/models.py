@@ -369,6 +369,8 @@ class MailingSend(SendAttempt):
         indexes = [
             models.Index(fields=["work_order", "state"], name="mailing_send_workorder_state"),
             models.Index(fields=["event_code", "sub_event", "stage", "state"], name="mailing_send_key_state"),
+            # Inbound mail: a bounce's quoted headers name our Message-ID.
+            models.Index(fields=["message_id"], name="mailing_send_message_id", condition=~Q(message_id="")),
         ]
 
     def __str__(self) -> str:

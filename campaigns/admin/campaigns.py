@@ -143,7 +143,7 @@ class CampaignAdmin(ActionPermissionsAdmin):
         (None, {"fields": ["name"]}),  # the status is the live panel's
         ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
                                  "send_hour_end", "batch_size"]}),
-        ("Conversations", {"fields": ["sender_policy", "stop_on_reply"]}),
+        ("Conversations", {"fields": ["sender_policy", "stop_on_reply", "stop_on_domain_reply"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]  # fmt: skip
 

@@ -28,7 +28,14 @@ from campaigns.services.ledger import ResolveAction, send_failure_settle, unknow
 from campaigns.services.live import account_live_progress, campaign_live_changed, campaign_live_progress
 from campaigns.services.outcomes import DeliveryResult, Outcome, SendOutcome
 from campaigns.services.smtp import SmtpSessions, smtp_first_answered
-from campaigns.services.templating import TemplateRenderError, message_build, message_id_new, step_render
+from campaigns.services.templating import (
+    SEND_REFERENCE_HEADER,
+    TemplateRenderError,
+    message_build,
+    message_id_new,
+    send_reference,
+    step_render,
+)
 from campaigns.services.throttling import (
     NoAccount,
     Reservation,
@@ -141,6 +148,7 @@ def send_prepare(send: Send, now: datetime) -> bool:
             date=now,
             unsubscribe_url=recipient_unsubscribe_url(send.recipient),
             references=references,
+            extra_headers={SEND_REFERENCE_HEADER: send_reference(kind="c", message_id=message_id)},
         )
         send.message_text = message.as_string()
     except Exception as error:  # noqa: BLE001 - whatever this recipient's message does, it fails this one alone

@@ -567,6 +567,17 @@ def message_id_new(*, account: SenderAccount) -> str:
     return make_msgid(domain=account.email.rpartition("@")[2] or "localhost")
 
 
+# Our header on every campaign and mailing send: a bounce that quotes the original's headers leads back to the
+# send even where a relay rewrote the Message-ID. A reference, not a secret: "c." (campaign) or "m." (mailing),
+# then the Message-ID we generated, without <> (SendRecord / MailingSend.message_id, indexed).
+SEND_REFERENCE_HEADER = "X-Emailsys-Send"
+
+
+def send_reference(*, kind: str, message_id: str) -> str:
+    """The X-Emailsys-Send value of a campaign send (kind "c") or a mailing send (kind "m")."""
+    return f"{kind}.{message_id.strip().strip('<>')}"
+
+
 def message_build(
     *,
     rendered: RenderedEmail,

@@ -529,3 +529,16 @@ IMAP_BATCH_SIZE = env.int("IMAP_BATCH_SIZE", default=50)  # messages per UID FET
 IMAP_PLAINTEXT_AUTH_HOSTS = env.list("IMAP_PLAINTEXT_AUTH_HOSTS", default=[])  # besides loopback: login without TLS
 IMAP_IDLE_RENEW_SECONDS = env.int("IMAP_IDLE_RENEW_SECONDS", default=25 * 60)  # RFC 2177: re-issue IDLE within 29 min
 IMAP_IDLE_BACKOFF_MAX_SECONDS = env.float("IMAP_IDLE_BACKOFF_MAX_SECONDS", default=60.0)  # reconnect backoff cap
+
+# --- Inbound results: replies stop sequences, bounces suppress (campaigns/services/inbound.py) -----------------
+# Called with each new classification, inside its transaction (each in a savepoint; an error is recorded on the
+# message's last_error and the classification still commits): dotted paths to `handler(*, email, result, parsed)`.
+INBOUND_RESULT_HANDLERS = env.list(
+    "INBOUND_RESULT_HANDLERS", default=["campaigns.services.inbound.inbound_email_handle"]
+)
+# An account whose hard and soft bounces over its last 100 sends exceed this share is paused, with the reason.
+ACCOUNT_BOUNCE_PAUSE_RATE = env.float("ACCOUNT_BOUNCE_PAUSE_RATE", default=0.05)
+# The fewest sends in that window before the rate may pause an account (1 bounce in 3 sends proves nothing).
+ACCOUNT_BOUNCE_PAUSE_MIN_SENDS = env.int("ACCOUNT_BOUNCE_PAUSE_MIN_SENDS", default=20)
+# An out-of-office answer "away until <date>" postpones that lead's next step to the day after the date.
+AUTO_REPLY_POSTPONE = env.bool("AUTO_REPLY_POSTPONE", default=False)

@@ -4,16 +4,21 @@ task runs (the result's unique key decides; only the insert that won publishes a
 CONTRACT (owned by the sync helper; signatures fixed):
 """
 
+import logging
 import socket
 import time
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from processing.classifier import Classifier, Verdict, classifier_get
 from processing.models import EmailResult, InboundEmail
-from processing.parsing import email_parse
+from processing.parsing import ParsedEmail, email_parse
+
+logger = logging.getLogger(__name__)
 
 
 def email_classify(*, email_pk: int) -> EmailResult | None:
@@ -30,7 +35,8 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
         return None
     classifier = classifier_get()
     try:
-        verdict, elapsed = _verdict(classifier, email)
+        parsed = email_parse(bytes(email.raw))
+        verdict, elapsed = _verdict(classifier, parsed)
     except Exception:  # a failed attempt counts here; one that works, in the result's own UPDATE below
         InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
         raise
@@ -41,6 +47,7 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
             InboundEmail.objects.filter(pk=email_pk).update(
                 status=InboundEmail.Status.CLASSIFIED, last_error="", attempts=F("attempts") + 1
             )
+            _handlers_run(email, result, parsed)
     except IntegrityError:  # another run of this message's task inserted first: it publishes, not us
         return None
     email.status = InboundEmail.Status.CLASSIFIED
@@ -51,7 +58,7 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
 def email_reclassify(*, email: InboundEmail) -> EmailResult:
     """An operator's re-classify: replaces the result in one transaction (with the current classifier)."""
     classifier = classifier_get()
-    verdict, elapsed = _verdict(classifier, email)
+    verdict, elapsed = _verdict(classifier, email_parse(bytes(email.raw)))
     with transaction.atomic():
         InboundEmail.objects.select_for_update().filter(pk=email.pk).first()  # serialises with a running task
         EmailResult.objects.filter(email_id=email.pk).delete()
@@ -86,10 +93,27 @@ def processor_id(classifier: Classifier) -> str:
     return f"{node or socket.gethostname()}/{classifier.name}@{classifier.version}"[:200]
 
 
-def _verdict(classifier: Classifier, email: InboundEmail) -> tuple[Verdict, float]:
+def _verdict(classifier: Classifier, parsed: ParsedEmail) -> tuple[Verdict, float]:
     started = time.perf_counter()
-    verdict = classifier.classify(email_parse(bytes(email.raw)))
+    verdict = classifier.classify(parsed)
     return verdict, time.perf_counter() - started
+
+
+def _handlers_run(email: InboundEmail, result: EmailResult, parsed: ParsedEmail) -> None:
+    """INBOUND_RESULT_HANDLERS (other apps' reactions: a reply stops a sequence, a bounce suppresses), in the
+    transaction that inserts the result, so each runs exactly once per message and atomically with it. Each
+    runs in a savepoint: its error is logged and kept on the message's last_error, and the result still
+    commits (imported by name: processing never imports the apps that react to it)."""
+    errors = []
+    for path in settings.INBOUND_RESULT_HANDLERS:
+        try:
+            with transaction.atomic():
+                import_string(path)(email=email, result=result, parsed=parsed)
+        except Exception as error:  # noqa: BLE001 - one message's reaction fails alone
+            logger.exception("inbound result handler %s failed for message %s", path, email.pk)
+            errors.append(f"{path}: {type(error).__name__}: {error}")
+    if errors:
+        InboundEmail.objects.filter(pk=email.pk).update(last_error="\n".join(errors)[:2000])
 
 
 def _result_fields(classifier: Classifier, verdict: Verdict, elapsed: float) -> dict:

@@ -27,7 +27,13 @@ from campaigns.services.ledger import (
 )
 from campaigns.services.outcomes import DeliveryResult, Outcome, SendOutcome
 from campaigns.services.smtp import SmtpSessions
-from campaigns.services.templating import RenderedEmail, message_build, message_id_new
+from campaigns.services.templating import (
+    SEND_REFERENCE_HEADER,
+    RenderedEmail,
+    message_build,
+    message_id_new,
+    send_reference,
+)
 from campaigns.services.throttling import (
     NoAccount,
     Reservation,
@@ -102,6 +108,7 @@ def mailing_send(
         rendered = RenderedEmail(subject=f"[TEST] {rendered.subject}", text=rendered.text, html=rendered.html)
         headers["X-Emailsys-Test"] = f"work order {work_order.id} test run {addressee.test_run}"
     message_id = message_id_new(account=account)
+    headers[SEND_REFERENCE_HEADER] = send_reference(kind="m", message_id=message_id)
     try:
         message = message_build(
             rendered=rendered,
@@ -112,7 +119,7 @@ def mailing_send(
             date=now,
             unsubscribe_url=unsubscribe_url(contact=None if is_test else addressee.contact, language=language),
             unsubscribe_label=unsubscribe_link_text(language=language),
-            extra_headers=headers or None,
+            extra_headers=headers,
         ).as_string()
     except (ValueError, TypeError) as error:  # e.g. an address no message can carry: this contact only fails
         reservation_release(reservation=reservation)
