@@ -3,8 +3,8 @@ bounce, whether it is detected as a bounce, of the right kind, for the right add
 send (its Message-ID or X-Emailsys-Send); and that no reply or automatic answer is taken for a bounce. Pure
 parsing: no database, no Redis.
 
-Then a directory of real bounces (default: the 48 committed in data/inbound/real; `--corpus DIR` for another,
-e.g. the BSD-licensed sisimai/set-of-emails `maildir/bsd`, 600 bounces of 50 MTAs and providers): each `*.eml` is
+With `--corpus DIR` it also reads a directory of real bounces, e.g. a checkout of the BSD-licensed
+sisimai/set-of-emails (`maildir/bsd`, 600 bounces of 50 MTAs and providers; not shipped here): each `*.eml` is
 one bounce (`rfc3834-*` automatic answers and `arf-*` abuse reports are left out of the bounce count). Per file:
 whether a bounce with an address was detected, and whether hard/soft agrees with the first enhanced status code or
 SMTP reply code in the file (files with neither count as detected only). `--not DIR` reads non-bounces.
@@ -31,7 +31,6 @@ from campaigns.services.inbound_detect import auto_reply_detect, bounce_parse, s
 from campaigns.tests.inbound_fixtures import (  # noqa: E402
     AUTO_REPLY_FIXTURES,
     BOUNCE_FIXTURES,
-    FIXTURES,
     REPLY_FIXTURES,
     UNSUBSCRIBE_FIXTURES,
     fixture_render,
@@ -136,8 +135,8 @@ def main() -> None:
     print(f"automatic answers recognised:    {len(AUTO_REPLY_FIXTURES) - len(auto_missed)}/{len(AUTO_REPLY_FIXTURES)} "
           f"{auto_missed or ''}")  # fmt: skip
     print(f"time: {elapsed * 1000:.0f} ms for {len(rows) + len(false_positives) + len(AUTO_REPLY_FIXTURES) * 2} parses")
-    # Without --corpus: the 48 real bounces committed beside the fixtures (data/inbound/real).
-    corpus_report(options.corpus or FIXTURES / "real", options.not_bounces)
+    if options.corpus:
+        corpus_report(options.corpus, options.not_bounces)
 
 
 if __name__ == "__main__":

@@ -397,36 +397,3 @@ def test_a_garbage_address_in_a_report_fails_alone() -> None:
         record.recipient.email
     )
     assert Recipient.objects.get(id=record.recipient_id).status == Recipient.Status.BOUNCED
-
-
-# --- real bounces ----------------------------------------------------------------------------------------------
-
-
-# Real bounces not recognised: reports without a delivery-status part (two anonymised Office 365 samples that
-# announce one) in wordings flufl.bounce has no detector for. Reading them would mean parsing text by hand.
-KNOWN_MISSES = {"lhost-exim-52.eml", "lhost-office365-01.eml", "lhost-office365-02.eml", "lhost-postfix-75.eml",
-                "lhost-sendmail-54.eml", "rfc3464-35.eml"}  # fmt: skip
-
-
-def test_real_bounces_of_the_common_mtas_are_detected_with_their_address() -> None:
-    """48 bounces as real MTAs sent them (data/inbound/real, from sisimai/set-of-emails): 42 give a bounced
-    address (the 6 others are known misses); hard or soft follows the report's status class where it has one."""
-    from pathlib import Path
-
-    from campaigns.services.inbound_detect import bounce_parse
-    from processing.parsing import email_parse
-
-    files = sorted((Path(__file__).parent / "data" / "inbound" / "real").glob("*.eml"))
-    assert len(files) == 48
-    missed, wrong_kind = [], []
-    for path in files:
-        report = bounce_parse(email_parse(path.read_bytes()))
-        if report is None or not report.addresses:
-            missed.append(path.name)
-            continue
-        first = report.addresses[0]
-        assert "@" in first.email, (path.name, first)
-        if first.status and first.hard != first.status.startswith("5"):
-            wrong_kind.append((path.name, first.status))
-    assert set(missed) <= KNOWN_MISSES, set(missed) - KNOWN_MISSES
-    assert not wrong_kind, wrong_kind
