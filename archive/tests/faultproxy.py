@@ -14,6 +14,11 @@ S3_INTERNAL_ERROR = (
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client killed mid-request (the tests kill -9 the archiver) is expected, not worth a traceback."""
+
+
 class FaultProxy:
     """`fail_next(n, methods=("PUT",), after_forwarding=False)` answers the next n matching requests with 500;
     `delay` seconds are waited before each forwarded request. Counts in `forwarded` and `faults_answered`."""
@@ -74,7 +79,7 @@ class FaultProxy:
             def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
