@@ -12,8 +12,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.conf import settings
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from archive.metrics import REGISTRY
 from emailsys.ops_clients import ops_redis
 
 logger = logging.getLogger(__name__)

@@ -81,7 +81,7 @@ def test_500_messages_archived_exactly_once_through_kills_and_s3_errors(archive_
                    what="the second burst answered and 300 archived")  # fmt: skip
         second.kill()
         third = processes("archiver-3", archiver_argv(), env=env)
-        wait_until(lambda: len(archive_setup.keys()) >= 500, timeout=90, interval=0.2, what="500 archived")
+        wait_until(lambda: len(archive_setup.keys()) >= 500, timeout=120, interval=0.2, what="500 archived")
         # Nothing left once the killed archivers' messages came back (visibility timeout 4 s) and were handled.
         wait_until(lambda: archive_setup.counts() == (0, 0), timeout=30, interval=0.5, what="the queue empty")
         elapsed = time.monotonic() - started

@@ -125,6 +125,7 @@ def test_health_endpoints_and_metrics(archive_setup) -> None:
         assert 'archive_messages_total{outcome="archived"}' in text
         assert 'archive_storage_writes_total{outcome="created",storage="s3"}' in text
         assert "archive_latency_seconds_bucket" in text and 'archive_queue_messages{queue="main"' in text
+        assert "inbound" not in text and "django_" not in text, "the archiver's metrics only"
     finally:
         server.shutdown()
         server.server_close()
