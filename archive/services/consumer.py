@@ -31,6 +31,7 @@ SQS_MAX_BATCH = 10  # ReceiveMessage and DeleteMessageBatch take at most 10
 SQS_MAX_WAIT = 20  # ReceiveMessage's longest long poll
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats written to Redis
 DEPTH_EVERY = 15.0  # seconds between queue-depth refreshes
+STOP_GRACE = 10.0  # after a stop request, failing writes and deletes are retried this long at most
 
 ARCHIVED = "archived"
 ALREADY_ARCHIVED = "already_archived"
@@ -45,7 +46,17 @@ class ArchiverControl(BridgeControl):
 
     last_beat: float = field(default_factory=time.monotonic)  # the loop's last sign of life (monotonic)
     outcomes: dict[str, int] = field(default_factory=dict)
+    stop_deadline: float | None = None  # set when a stop request is first seen by a retry
     _heartbeat_written: float = 0.0
+
+    def retry_until(self, deadline: float) -> float:
+        """`deadline`, or sooner once a stop is requested: an orchestrator's kill timeout (often 30 s) must not
+        find the archiver still retrying a storage outage. What is not done then comes back from the queue."""
+        if not self.stop_requested:
+            return deadline
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + STOP_GRACE
+        return min(deadline, self.stop_deadline)
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -173,7 +184,7 @@ def _write_retrying(storage: ArchiveStorage, key: str, body: bytes, deadline: fl
         except Exception as error:  # noqa: BLE001 - every storage failure is retried, then left to redelivery
             metrics.storage_writes.labels(storage.label, "error").inc()
             metrics.errors.labels("storage").inc()
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > control.retry_until(deadline):
                 logger.error("archive: writing %s failed, giving up for now: %s", key, error)
                 return None
             logger.warning("archive: writing %s failed, again in %.1fs: %s", key, delay, error)
@@ -240,7 +251,7 @@ def _delete(queue_url: str, messages: list[dict], *, control: ArchiverControl, d
         except Exception as caught:  # noqa: BLE001 - retried below
             error = caught
         metrics.errors.labels("delete").inc()
-        if time.monotonic() + delay > deadline:
+        if time.monotonic() + delay > control.retry_until(deadline):
             logger.error("archive: %s message(s) archived but not deleted (they come back): %s", len(pending), error)
             return
         logger.warning("archive: delete failed, again in %.1fs: %s", delay, error)

@@ -117,3 +117,18 @@ def test_sigterm_in_the_middle_of_a_batch_finishes_the_batch_and_exits_0(archive
     assert set(written) <= set(expected)
     assert archive_setup.counts() == (20, 0), "the finished batch was deleted; the rest is waiting, none in flight"
     assert "archive_emails stopped: {'archived': 10}" in archiver.log()
+
+
+def test_sigterm_during_an_s3_outage_exits_within_the_grace_and_deletes_nothing(archive_setup, processes) -> None:
+    send_all(archive_setup.queue_url, seed_bodies(5))
+    with FaultProxy(archive_setup.moto) as proxy:
+        proxy.fail_next(1_000_000)  # S3 answers every write with 500
+        env = archive_setup.env(ARCHIVE_S3_ENDPOINT_URL=proxy.url, VISIBILITY_TIMEOUT_SECONDS="300")
+        archiver = processes("archiver", archiver_argv(), env=env)
+        wait_until(lambda: proxy.faults_answered >= 4, timeout=60, what="writes failing")
+        stopped = time.monotonic()
+        archiver.signal_group(signal.SIGTERM)
+        assert archiver.popen.wait(timeout=30) == 0
+        assert time.monotonic() - stopped < 20, "retries end 10 s after the stop request, not at the deadline"
+    assert archive_setup.keys() == []
+    assert sum(archive_setup.counts()) == 5, "nothing deleted: every message comes back after its visibility timeout"
