@@ -92,21 +92,25 @@ def archive_run(*, queue_url: str, storage: ArchiveStorage, control: ArchiverCon
         logger.warning("archive queue %s has no dead-letter queue: refused messages stay on it", queue_url)
     depth_read = 0.0
     while not control.stop_requested:
-        control.beat()
         if time.monotonic() - depth_read >= DEPTH_EVERY:
             depth_read = time.monotonic()
             _depth_refresh(queue_url, dead_letter_url)
-        response = sqs_retrying(
-            lambda: client.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=per_poll,
-                WaitTimeSeconds=wait,
-                VisibilityTimeout=settings.VISIBILITY_TIMEOUT_SECONDS,
-                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-            ),
-            what="receive",
-            control=control,
-        )
+
+        def receive() -> dict:
+            control.beat()  # an SQS outage waited out is the loop alive, not stuck
+            try:
+                return client.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=per_poll,
+                    WaitTimeSeconds=wait,
+                    VisibilityTimeout=settings.VISIBILITY_TIMEOUT_SECONDS,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                )
+            except Exception:
+                metrics.errors.labels("receive").inc()
+                raise
+
+        response = sqs_retrying(receive, what="receive", control=control)
         if response is None:
             break
         messages = response.get("Messages", [])
