@@ -13,7 +13,7 @@ export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
 export PYTHONUNBUFFERED := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-dev lint format clean bench browser email-corpus
+.PHONY: demo test install install-dev lint format clean bench browser email-corpus imap-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,13 @@ EMAIL_CORPUS := /usr/lib/python3.11/test/test_email/data
 email-corpus:
 	test -d $(EMAIL_CORPUS) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11-testsuite)
 
-test: install-dev lint browser email-corpus
+# The IMAP tests run a private Dovecot on loopback (emailsys/testing_imap.py); Debian's dovecot-imapd brings dovecot
+# and doveadm. Installed here when missing (needs root, as in CI); its system service is never started.
+imap-server:
+	command -v dovecot >/dev/null && command -v doveadm >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd)
+
+test: install-dev lint browser email-corpus imap-server
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install-dev

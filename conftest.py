@@ -61,3 +61,45 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emailsys.testing_browser import collectstatic_into
 
     return collectstatic_into(tmp_path_factory.mktemp("static"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database_sessions_drained(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Before the test database is dropped: PostgreSQL has ended the sessions of the processes the tests stopped
+    (a web process's pooled connections end with the process, but their backends notice a moment later)."""
+    yield
+    from django.db import connection
+
+    def others() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    with django_db_blocker.unblock():
+        try:
+            wait_until(lambda: others() == 0, timeout=15, what="the stopped processes' database sessions to end")
+        except TimeoutError:
+            pass  # pytest-django says which sessions are left, when it cannot drop the database
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="session")
+def imap_server(tmp_path_factory: pytest.TempPathFactory):
+    """A private Dovecot on loopback for this test session or xdist worker (emailsys/testing_imap.py): .host .port
+    .add_user(name, password) .deliver(user, raw) .set_uidvalidity(user, folder, value). Tests keep apart by user."""
+    from emailsys.testing_imap import dovecot_server_fixture
+
+    yield from dovecot_server_fixture(tmp_path_factory.mktemp("dovecot"))
+
+
+@pytest.fixture
+def imap_user(imap_server) -> tuple[str, str]:
+    """A new user of `imap_server` for this test: (name, password)."""
+    from emailsys.testing import unique_token
+
+    name, password = f"user-{unique_token()}", f"pw-{unique_token()}"
+    imap_server.add_user(name, password)
+    return name, password

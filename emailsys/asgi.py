@@ -10,8 +10,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 # Under ASGI every request runs its sync code in a thread of its own, and Django's persistent connections belong
 # to a thread: with DB_CONN_MAX_AGE > 0 each request would leave its connection open until PostgreSQL ran out
-# ("too many clients" after a burst of webhooks). Web processes close theirs after each request unless told
-# otherwise (DB_POOL_MAX_SIZE, a psycopg pool, is the way to reuse them here).
+# ("too many clients" after a burst of webhooks), and with 0 each request connected anew (a third of a webhook's
+# time). Web processes take connections from a pool of their own (psycopg's, DB_POOL_MAX_SIZE) unless told
+# otherwise; DB_POOL_MAX_SIZE=0 closes them after each request instead.
+os.environ.setdefault("DB_POOL_MAX_SIZE", "8")
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 django_asgi_app = get_asgi_application()  # before importing consumers: it sets up Django
 

@@ -85,7 +85,11 @@ PANELS: tuple[Panel, ...] = (
     Panel("dashboard-sends", "live/dashboard_sends.html", SEND_LEDGERS_VIEW),
     Panel("dashboard-unknown", "live/dashboard_unknown.html", SEND_LEDGERS_VIEW),
     Panel("dashboard-system", "live/dashboard_system.html", ()),
-    Panel("dashboard-inbound", "live/dashboard_inbound.html", ()),
+    Panel(
+        "dashboard-inbound",
+        "live/dashboard_inbound.html",
+        ("processing.view_emailresult", "processing.view_inboundemail"),
+    ),
     Panel("dashboard-workorders", "live/dashboard_workorders.html", ("workorders.view_workorder",)),
     Panel("dashboard-accounts", "live/dashboard_accounts.html", ("campaigns.view_senderaccount",)),
     Panel("dashboard-activity", "live/dashboard_activity.html", ("campaigns.view_activity", "campaigns.view_campaign")),

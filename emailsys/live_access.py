@@ -37,6 +37,8 @@ LIVE_GROUP_KINDS: dict[str, LiveGroupKind] = {
             "campaigns.view_campaign",
             "campaigns.view_senderaccount",
             "campaigns.view_sendrecord",
+            "processing.view_emailresult",
+            "processing.view_inboundemail",
             "workorders.view_mailingsend",
             "workorders.view_workorder",
         ),

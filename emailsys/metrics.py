@@ -11,10 +11,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from celery import signals
 from django.conf import settings
+from kombu import Connection
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -212,16 +213,25 @@ def _on_task_postrun(task_id: str | None = None, task=None, state: str | None = 
     task_record_finished(task_name=getattr(task, "name", "unknown"), state=state or "UNKNOWN", runtime_seconds=runtime)
 
 
-def queue_depths() -> dict[str, int]:
-    """Messages waiting in each queue of each pool (ready, not yet delivered to a worker)."""
+def queue_depths(conn: Connection | None = None, *, queues: Sequence[str] = ()) -> dict[str, int]:
+    """Messages waiting in each queue of each pool, or in `queues` (ready, not yet delivered to a worker).
+    `conn`: a broker connection the caller keeps open (a frequent caller); otherwise one is opened here."""
+    if conn is None:
+        with ops_broker_connection() as own:
+            return queue_depths(own, queues=queues)
     depths: dict[str, int] = {}
-    with ops_broker_connection() as conn:
-        for queue in (name for queues in settings.WORKER_POOL_QUEUES.values() for name in queues):
+    # One channel for every queue: on Redis each channel is a connection of its own.
+    channel = conn.channel()
+    try:
+        for queue in queues or [name for names in settings.WORKER_POOL_QUEUES.values() for name in names]:
             try:
-                with conn.channel() as channel:
-                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
             except conn.channel_errors:  # the queue was never declared: nothing waits in it
                 depths[queue] = 0
+                if not getattr(channel, "is_open", True):  # AMQP closes a channel on a failed passive declare
+                    channel = conn.channel()
+    finally:
+        channel.close()
     return depths
 
 

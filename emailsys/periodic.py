@@ -74,6 +74,14 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         description="Syncs every enabled mailbox from its cursor, so a lost webhook is caught within the interval.",
         expire_seconds=60,
     ),
+    PeriodicTaskSpec(
+        name="processing: IMAP poll",
+        task="processing.imap_poll_all",
+        interval_setting="IMAP_POLL_INTERVAL",
+        queue="inbound_backfill",
+        description="Polls every enabled IMAP sender mailbox from its UID cursor (IDLE only wakes a poll sooner).",
+        expire_seconds=60,
+    ),
 )
 
 

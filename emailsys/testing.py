@@ -426,6 +426,7 @@ class HttpRequestRecord:
     path: str
     headers: dict[str, str]  # names lower-case
     body: bytes = field(repr=False)
+    number: int = 0  # 1 for the server's first request, 2 for the next…
 
     @property
     def raw(self) -> bytes:
@@ -436,11 +437,17 @@ class HttpRequestRecord:
 
 class RecordingHttpServer:
     """A real HTTP server on loopback (a thread per request) that records every request — method, path, headers,
-    body — and answers each with `status` and the JSON `reply` (a dict, or a function of the request). Stands in
-    for an ESP's API: a test reads what a client sent, credentials included. Use as a context manager; `url` is
-    its base URL."""
+    body — and answers each with `status` and the JSON `reply`: a dict, or a function of the request (its `number`
+    counts the requests so far) returning the dict or (status, dict). Stands in for an ESP's API, a provider or a
+    webhook receiver that fails: a test reads what a client sent, credentials included. Use as a context manager;
+    `url` is its base URL."""
 
-    def __init__(self, *, reply: dict | Callable[[HttpRequestRecord], dict] | None = None, status: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        reply: dict | Callable[[HttpRequestRecord], dict | tuple[int, dict]] | None = None,
+        status: int = 200,
+    ) -> None:
         import json
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -451,13 +458,17 @@ class RecordingHttpServer:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                record = HttpRequestRecord(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
-                )
+                body = self.rfile.read(length)
                 with recorder._lock:
+                    record = HttpRequestRecord(
+                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                        number=len(recorder.requests) + 1,
+                    )  # fmt: skip
                     recorder.requests.append(record)
-                body = json.dumps(reply(record) if callable(reply) else (reply or {})).encode()
-                self.send_response(status)
+                answer = reply(record) if callable(reply) else (reply or {})
+                code, data = answer if isinstance(answer, tuple) else (status, answer)
+                body = json.dumps(data).encode()
+                self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -4,16 +4,24 @@ the provider's truth, written by the sync; actions call services (a sync request
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from emailsys.admin import ReadOnlyAdmin, preformatted
-from processing.models import EmailResult, InboundEmail, Mailbox
+from emailsys.admin import ActionPermissionsAdmin, ReadOnlyAdmin, preformatted
+from processing.models import EmailResult, ImapAccount, InboundEmail, Mailbox
 from processing.parsing import email_parse
 from processing.services.classify import email_reclassify
+from processing.services.imap import (
+    imap_connection_test,
+    imap_mailbox_ensure,
+    imap_password_cleared_message,
+    imap_poll_request,
+    imap_settings_bind,
+)
 from processing.services.sync import sync_request
 
 
@@ -60,7 +68,10 @@ class MailboxAdmin(ReadOnlyAdmin):
     @admin.action(description="Sync selected mailboxes now", permissions=["sync_mailbox"])
     def sync_now(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
         for mailbox in queryset:
-            sync_request(mailbox_id=mailbox.pk, source="backfill")
+            if mailbox.provider == Mailbox.Provider.IMAP:
+                imap_poll_request(mailbox_id=mailbox.pk)
+            else:
+                sync_request(mailbox_id=mailbox.pk, source="backfill")
         self.message_user(request, f"Sync requested for {queryset.count()} mailbox(es).", messages.SUCCESS)
 
 
@@ -162,3 +173,104 @@ class InboundEmailAdmin(ReadOnlyAdmin):
             except Exception as error:  # noqa: BLE001 - one message's failure is reported, the rest go on
                 self.message_user(request, f"{email.email_id}: {type(error).__name__}: {error}", messages.ERROR)
         self.message_user(request, f"{done} email(s) re-classified.", messages.SUCCESS)
+
+
+class ImapAccountForm(forms.ModelForm):
+    """The password is write-only as SMTP's is: never rendered back; empty on edit keeps the stored one, unless
+    the edit changes the host, port, security or username (`imap_settings_bind`): then it is cleared, and
+    `password_cleared` names the fields that moved it."""
+
+    password = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
+        label="IMAP password",
+        help_text="Write-only. Leave empty to keep the stored password — unless you change the host, port, "
+        "security or username: then the stored password is cleared; enter it again to keep it.",
+    )
+
+    class Meta:
+        model = ImapAccount
+        fields = ["sender_account", "host", "port", "security", "username", "password", "folder", "enabled"]
+        help_texts = {
+            "security": "None: no TLS; logging in without TLS is refused except to loopback or "
+            "IMAP_PLAINTEXT_AUTH_HOSTS."
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial.pop("password", None)  # the plaintext never reaches the page, not even hidden
+        self.password_cleared: list[str] = []
+
+    def clean(self) -> dict:
+        """An empty password is the stored one, or "" when the edit moves it elsewhere; `self.instance` is still
+        the stored row here. A sender account whose address is already another provider's mailbox is refused."""
+        cleaned = super().clean()
+        entered = {name: value for name, value in cleaned.items() if name != "password" or value}
+        bound, self.password_cleared = imap_settings_bind(account=self.instance, changes=entered)
+        cleaned["password"] = bound.get("password", self.instance.password)
+        sender = cleaned.get("sender_account")
+        if sender is not None:
+            taken = Mailbox.objects.filter(address=sender.email.strip().lower()).exclude(provider=Mailbox.Provider.IMAP)
+            if taken.exists():
+                self.add_error("sender_account", f"{sender.email} is already a mailbox of another provider.")
+        return cleaned
+
+
+@admin.register(ImapAccount)
+class ImapAccountAdmin(ActionPermissionsAdmin):
+    """IMAP settings of sender accounts: editable (Django's change permission), the password write-only; the
+    cursor, IDLE support and the mailbox's last warning read-only; test and poll as actions."""
+
+    form = ImapAccountForm
+    list_display = ["sender_account", "host", "port", "security", "folder", "enabled", "uidvalidity", "last_uid",
+                    "has_idle", "last_polled_at", "warning"]  # fmt: skip
+    list_filter = ["enabled", "security", "has_idle"]
+    list_select_related = ["sender_account", "mailbox"]
+    search_fields = ["sender_account__email", "host", "username"]
+    ordering = ["sender_account__email"]
+    actions = ["test_connection", "poll_now"]
+    readonly_fields = ["has_password", "mailbox", "state_folder", "uidvalidity", "last_uid", "resync_until_uid",
+                       "has_idle", "last_polled_at", "warning", "warning_at", "created_at"]  # fmt: skip
+    fieldsets = [
+        (None, {"fields": ["sender_account", "enabled"]}),
+        ("Server", {"fields": ["host", "port", "security", "username", "password", "has_password", "folder"]}),
+        ("State", {"fields": ["mailbox", "state_folder", "uidvalidity", "last_uid", "resync_until_uid", "has_idle",
+                              "last_polled_at", "warning", "warning_at", "created_at"]}),
+    ]  # fmt: skip
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ImapAccount | None = None) -> list[str]:
+        """The sender account is chosen once: the messages already stored belong to its mailbox."""
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "sender_account"] if obj is not None else fields
+
+    def save_model(self, request: HttpRequest, obj: ImapAccount, form: ImapAccountForm, change: bool) -> None:
+        imap_mailbox_ensure(account=obj)
+        super().save_model(request, obj, form, change)
+        if form.password_cleared:
+            self.message_user(request, imap_password_cleared_message(form.password_cleared), messages.WARNING)
+
+    @admin.display(description="Password stored", boolean=True)
+    def has_password(self, account: ImapAccount) -> bool:
+        return bool(account.password)
+
+    @admin.display(description="Last warning")
+    def warning(self, account: ImapAccount) -> str:
+        return account.mailbox.last_warning if account.mailbox_id else ""
+
+    @admin.display(description="Warned at")
+    def warning_at(self, account: ImapAccount):
+        return account.mailbox.last_warning_at if account.mailbox_id else None
+
+    @admin.action(description="Test IMAP connection of selected settings", permissions=["poll_imapaccount"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ImapAccount]) -> None:
+        for account in queryset:
+            ok, detail = imap_connection_test(account=account)
+            level = messages.SUCCESS if ok else messages.ERROR
+            self.message_user(request, f"{account.sender_account.email}: {'OK' if ok else 'FAILED'} — {detail}", level)
+
+    @admin.action(description="Poll selected IMAP mailboxes now", permissions=["poll_imapaccount"])
+    def poll_now(self, request: HttpRequest, queryset: QuerySet[ImapAccount]) -> None:
+        for account in queryset:
+            imap_poll_request(mailbox_id=account.mailbox_id)
+        self.message_user(request, f"Poll requested for {queryset.count()} IMAP mailbox(es).", messages.SUCCESS)

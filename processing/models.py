@@ -19,6 +19,7 @@ class Mailbox(models.Model):
 
     class Provider(models.TextChoices):
         SIMULATOR = "simulator", "Simulator (FakeMail)"
+        IMAP = "imap", "IMAP (a sender account's mailbox)"
 
     address = LowerCaseEmailField(unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.SIMULATOR)
@@ -154,3 +155,69 @@ class WebhookReceipt(models.Model):
 
     def __str__(self) -> str:
         return self.webhook_id
+
+
+class ImapAccount(models.Model):
+    """A sender account's mailbox read over IMAP, and where reading it got to. The password is bound to its
+    destination as SMTP's is (#7): an edit of host, port, security or username that does not enter it again clears
+    it (services/imap.py `imap_settings_bind`). Its messages are InboundEmails of `mailbox` (provider "imap"),
+    email_id "<uidvalidity>:<uid>".
+
+    The cursor is (`state_folder`, `uidvalidity`, `last_uid`): every message of that folder up to `last_uid` in that
+    UIDVALIDITY is stored. `last_uid` only moves forward within one UIDVALIDITY (a conditional UPDATE); a new
+    UIDVALIDITY (or folder) starts it again at 0, and the messages up to `resync_until_uid` are then checked
+    against what the mailbox stored already, by Message-ID (or the raw bytes), so nothing is processed twice."""
+
+    class Security(models.TextChoices):
+        TLS = "tls", "Implicit TLS (IMAPS)"
+        STARTTLS = "starttls", "STARTTLS"
+        NONE = "none", "None (loopback only)"
+
+    sender_account = models.OneToOneField(
+        "campaigns.SenderAccount", on_delete=models.CASCADE, related_name="imap_settings"
+    )
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.PROTECT, related_name="imap_account")
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=993)
+    security = models.CharField(max_length=10, choices=Security.choices, default=Security.TLS)
+    username = models.CharField(max_length=255)
+    password = EncryptedTextField(blank=True, default="")
+    folder = models.CharField(max_length=255, default="INBOX")
+    enabled = models.BooleanField(default=True)
+    # The cursor (see above). state_folder "" and uidvalidity None: never polled.
+    state_folder = models.CharField(max_length=255, blank=True, default="")
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0)
+    resync_until_uid = models.BigIntegerField(default=0)  # messages up to it are deduplicated by Message-ID
+    has_idle = models.BooleanField(null=True, blank=True)  # CAPABILITY IDLE at the last connection (None: unknown)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "IMAP settings"
+        verbose_name_plural = "IMAP settings"
+        permissions = [("poll_imapaccount", "Can poll an IMAP mailbox and test its connection")]
+        constraints = [
+            models.CheckConstraint(condition=Q(port__gte=1) & Q(port__lte=65535), name="imap_port_valid"),
+            models.CheckConstraint(condition=Q(last_uid__gte=0), name="imap_last_uid_not_negative"),
+            models.CheckConstraint(condition=Q(resync_until_uid__gte=0), name="imap_resync_until_not_negative"),
+            models.CheckConstraint(
+                condition=Q(uidvalidity__isnull=True) | Q(uidvalidity__gt=0), name="imap_uidvalidity_positive"
+            ),  # fmt: skip
+            # No cursor without the UIDVALIDITY it belongs to.
+            models.CheckConstraint(
+                condition=Q(uidvalidity__isnull=False) | Q(last_uid=0), name="imap_last_uid_needs_uidvalidity"
+            ),  # fmt: skip
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}/{self.folder}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from processing.services.imap import imap_settings_errors
+
+        errors = imap_settings_errors(self)
+        if errors:
+            raise ValidationError(errors)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import random
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ import requests
 from django.conf import settings
 
 from processing.providers import (
+    FetchedMessages,
     HistoryEntry,
     HistoryExpired,
     HistoryPage,
@@ -26,6 +28,7 @@ from processing.providers import (
 BACKOFF_BASE_SECONDS = 0.2  # doubled each retry, ±50 % jitter
 BACKOFF_MAX_SECONDS = 5.0
 HISTORY_PAGE_SIZE = 500
+BATCH_GET_SIZE = 100  # the simulator's limit per batch_get, as Gmail's per batch request
 
 
 class _NotFound(Exception):
@@ -120,16 +123,28 @@ class SimulatorProvider:
             data = self._call("GET", f"{self._mailbox_path(address)}/messages/{quote(email_id, safe='')}")
         except _NotFound as error:
             raise MessageGone(f"message {email_id} of {address}: {error}") from None
-        try:
-            raw = base64.urlsafe_b64decode(data["raw"] + "=" * (-len(data["raw"]) % 4))
-            return ProviderMessage(
-                email_id=str(data["id"]),
-                history_id=int(data["history_id"]),
-                raw=raw,
-                internal_date=datetime.fromisoformat(data["internal_date"]),
-            )
-        except (KeyError, TypeError, ValueError, binascii.Error) as error:
-            raise ProviderError(f"message {email_id} of {address}: unexpected answer ({error!r})") from None
+        return _message(data, what=f"message {email_id} of {address}")
+
+    def fetch_messages(self, address: str, email_ids: Sequence[str]) -> FetchedMessages:
+        found: FetchedMessages = {}
+        for start in range(0, len(email_ids), BATCH_GET_SIZE):
+            ids = list(email_ids[start : start + BATCH_GET_SIZE])
+            try:
+                data = self._call("POST", f"{self._mailbox_path(address)}/batch_get", json={"ids": ids})
+            except _NotFound as error:
+                raise ProviderError(f"unknown mailbox {address}: {error}") from None
+            items = data.get("messages")
+            if not isinstance(items, list):
+                raise ProviderError(f"messages of {address}: the answer has no list of messages")
+            for item in items:
+                email_id = item.get("id") if isinstance(item, dict) else None
+                if not isinstance(email_id, str) or email_id not in ids:
+                    raise ProviderError(f"messages of {address}: an answer for no id asked ({str(item)[:100]})")
+                try:
+                    found[email_id] = _message(item, what=f"message {email_id} of {address}")
+                except ProviderError as error:  # this message's answer cannot be read: it alone fails
+                    found[email_id] = ValueError(str(error))
+        return found
 
     def watch(self, address: str, *, url: str, secret: str) -> int:
         try:
@@ -144,6 +159,19 @@ class SimulatorProvider:
             return self._call("POST", "/send_email", json=payload)
         except _NotFound as error:
             raise ProviderError(f"send_email: {error} (is INBOUND_SIMULATOR_ENABLED on at {self.base_url}?)") from None
+
+
+def _message(data: object, *, what: str) -> ProviderMessage:
+    try:
+        raw = base64.urlsafe_b64decode(data["raw"] + "=" * (-len(data["raw"]) % 4))
+        return ProviderMessage(
+            email_id=str(data["id"]),
+            history_id=int(data["history_id"]),
+            raw=raw,
+            internal_date=datetime.fromisoformat(data["internal_date"]),
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error) as error:
+        raise ProviderError(f"{what}: unexpected answer ({error!r})") from None
 
 
 def _detail(answer: requests.Response) -> str:

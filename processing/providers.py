@@ -21,6 +21,8 @@ The simulator's HTTP API (all JSON; `{address}` is URL-quoted; base URL e.g. htt
   newest first (for a full sync).
 - `GET /mailboxes/{address}/messages/{email_id}` → `{"id", "history_id", "internal_date" (ISO 8601),
   "raw" (base64url of the RFC 5322 bytes), "size_estimate"}`.
+- `POST /mailboxes/{address}/batch_get` `{"ids": [...]}` (at most 100) → `{"messages": [<as the fetch above>],
+  "missing": ["<email_id>", ...]}` (Gmail's batch requests: one round trip for a page of history).
 - `PUT /mailboxes/{address}/watch` `{"url", "secret"}` → 200 `{"history_id", "expiration"}` (creates the
   mailbox if needed); `DELETE` the same stops it. After each new message the simulator POSTs to `url` the body
   `{"type": "mailbox.history", "email_address", "history_id", "timestamp"}` signed per Standard Webhooks
@@ -31,6 +33,7 @@ The simulator's HTTP API (all JSON; `{address}` is URL-quoted; base URL e.g. htt
   `INBOUND_SIMULATOR_RETENTION` entries per mailbox are kept otherwise.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -75,6 +78,9 @@ class MessageRef:
     history_id: int
 
 
+FetchedMessages = dict[str, "ProviderMessage | Exception"]
+
+
 class MailProvider(Protocol):
     def current_history_id(self, address: str) -> int: ...
 
@@ -88,6 +94,12 @@ class MailProvider(Protocol):
 
     def fetch_message(self, address: str, email_id: str) -> ProviderMessage:
         """Raises MessageGone when it no longer exists."""
+        ...
+
+    def fetch_messages(self, address: str, email_ids: Sequence[str]) -> "FetchedMessages":
+        """Several at once, by id: an id missing from the answer no longer exists; an exception in place of a
+        message says why that one could not be read (the sync counts it against its entry). Raises
+        ProviderError when the provider could not answer at all."""
         ...
 
     def watch(self, address: str, *, url: str, secret: str) -> int:

@@ -7,6 +7,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from kombu import Connection
 
 from processing.models import EmailResult, InboundEmail
 
@@ -62,12 +63,13 @@ def inbound_counts() -> dict[str, Any]:
     return {"totals": totals, "by_class": by_class}
 
 
-def inbound_queue_depths() -> dict[str, int | None]:
-    """Messages waiting in the inbound pool's two queues; None for each when the broker cannot be read."""
+def inbound_queue_depths(conn: Connection | None = None) -> dict[str, int | None]:
+    """Messages waiting in the inbound pool's two queues; None for each when the broker cannot be read. `conn`: a
+    broker connection the caller keeps (emailsys.metrics.queue_depths)."""
     from emailsys.metrics import queue_depths
 
     try:
-        depths = queue_depths()
+        depths = queue_depths(conn, queues=INBOUND_QUEUES)
     except Exception:  # noqa: BLE001 - stats stay readable while the broker is down
         return dict.fromkeys(INBOUND_QUEUES)
     return {queue: depths.get(queue, 0) for queue in INBOUND_QUEUES}

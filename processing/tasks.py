@@ -6,12 +6,13 @@ import random
 from celery import shared_task
 from django.conf import settings
 
-from processing.services import classify, sync
+from processing.services import classify, imap, sync
 
 
 @shared_task(
     name="processing.sync_mailbox",
     acks_late=True,
+    ignore_result=True,
     autoretry_for=(Exception,),  # ProviderError mostly; a failing entry too (counted: poison after 3 runs)
     retry_backoff=True,
     retry_backoff_max=60,
@@ -22,7 +23,7 @@ def sync_mailbox(*, mailbox_id: int, source: str) -> None:
     sync.mailbox_sync(mailbox_id=mailbox_id, source=source)
 
 
-@shared_task(name="processing.classify_email", bind=True, acks_late=True)
+@shared_task(name="processing.classify_email", bind=True, acks_late=True, ignore_result=True)
 def classify_email(self, email_pk: int) -> None:
     """PROCESSOR_MAX_RETRIES retries after the first failure, PROCESSOR_RETRY_DELAY_MS doubling (+ up to 25 %
     jitter); after the last the message is marked failed."""
@@ -42,3 +43,15 @@ def classify_email(self, email_pk: int) -> None:
 @shared_task(name="processing.fallback_sync", acks_late=True)
 def fallback_sync() -> int:
     return sync.fallback_sync_request()
+
+
+@shared_task(name="processing.imap_poll", acks_late=True)
+def imap_poll(*, mailbox_id: int) -> str:
+    """No retries: the poll records its own failures on the mailbox, and beat polls again within
+    IMAP_POLL_INTERVAL (or IDLE wakes it sooner)."""
+    return imap.imap_poll(mailbox_id).outcome
+
+
+@shared_task(name="processing.imap_poll_all", acks_late=True)
+def imap_poll_all() -> int:
+    return imap.imap_poll_all_request()

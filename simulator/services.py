@@ -239,15 +239,20 @@ class _InProcessWatch:
 
 
 def _autoconnect(*, address: str, base_url: str) -> None:
-    from processing.services.mailboxes import mailbox_connect
+    """Connects our side to the new simulator mailbox, unless the address is one we read otherwise (IMAP)."""
+    from processing.services.mailboxes import MailboxProviderMismatch, mailbox_connect
 
     provider_url = base_url if base_url and base_url != settings.INBOUND_PROVIDER_URL.rstrip("/") else ""
-    mailbox_connect(
-        address=address,
-        provider_url=provider_url,
-        webhook_url=settings.INBOUND_WEBHOOK_URL,
-        provider=_InProcessWatch(),  # type: ignore[arg-type] - only watch() is called
-    )
+    try:
+        with transaction.atomic():
+            mailbox_connect(
+                address=address,
+                provider_url=provider_url,
+                webhook_url=settings.INBOUND_WEBHOOK_URL,
+                provider=_InProcessWatch(),  # type: ignore[arg-type] - only watch() is called
+            )
+    except MailboxProviderMismatch:
+        return
 
 
 def _retention_apply(mailbox: SimMailbox) -> None:
@@ -343,6 +348,23 @@ def message_get(*, address: str, email_id: str) -> SimMessage:
     if message is None:
         raise SimulatorNotFound(f"no message {email_id[:64]!r} in mailbox {address[:254]!r}")
     return message
+
+
+MAX_BATCH_GET = 100
+
+
+def messages_batch_get(*, address: str, payload: object) -> tuple[list[SimMessage], list[str]]:
+    """Several messages in one call (Gmail's batch requests): (found, ids not found), found in the order asked."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
+        raise SimulatorInputError('the body must be {"ids": ["<email_id>", ...]}')
+    ids = payload["ids"]
+    if not all(isinstance(email_id, str) for email_id in ids):
+        raise SimulatorInputError('"ids" must be strings')
+    if len(ids) > MAX_BATCH_GET:
+        raise SimulatorInputError(f'at most {MAX_BATCH_GET} "ids" per call')
+    mailbox = mailbox_get(address)
+    found = {message.email_id: message for message in mailbox.messages.filter(email_id__in=ids)}
+    return [found[email_id] for email_id in ids if email_id in found], [e for e in ids if e not in found]
 
 
 def message_delete(*, address: str, email_id: str) -> None:

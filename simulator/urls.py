@@ -14,6 +14,7 @@ urlpatterns = [
     path("mailboxes/<str:address>/history", views.history, name="history"),
     path("mailboxes/<str:address>/messages", views.messages, name="messages"),
     path("mailboxes/<str:address>/messages/<str:email_id>", views.message, name="message"),
+    path("mailboxes/<str:address>/batch_get", views.batch_get, name="batch-get"),
     path("mailboxes/<str:address>/watch", views.watch, name="watch"),
     path("mailboxes/<str:address>/expire_history", views.expire_history, name="expire-history"),
 ]

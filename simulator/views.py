@@ -101,22 +101,29 @@ def messages(request: HttpRequest, address: str) -> JsonResponse:
     return JsonResponse(services.messages_list(address=address, max_results=request.GET.get("max_results")))
 
 
+def _message_json(found) -> dict:
+    raw = bytes(found.raw)
+    return {
+        "id": found.email_id,
+        "history_id": found.history_id,
+        "internal_date": found.internal_date.isoformat(),
+        "raw": base64.urlsafe_b64encode(raw).decode(),
+        "size_estimate": len(raw),
+    }
+
+
 @simulator_api(("GET", "DELETE"))
 def message(request: HttpRequest, address: str, email_id: str) -> JsonResponse:
     if request.method == "DELETE":
         services.message_delete(address=address, email_id=email_id)
         return JsonResponse({"deleted": email_id})
-    found = services.message_get(address=address, email_id=email_id)
-    raw = bytes(found.raw)
-    return JsonResponse(
-        {
-            "id": found.email_id,
-            "history_id": found.history_id,
-            "internal_date": found.internal_date.isoformat(),
-            "raw": base64.urlsafe_b64encode(raw).decode(),
-            "size_estimate": len(raw),
-        }
-    )
+    return JsonResponse(_message_json(services.message_get(address=address, email_id=email_id)))
+
+
+@simulator_api(("POST",))
+def batch_get(request: HttpRequest, address: str) -> JsonResponse:
+    found, missing = services.messages_batch_get(address=address, payload=_json_body(request))
+    return JsonResponse({"messages": [_message_json(message) for message in found], "missing": missing})
 
 
 @simulator_api(("PUT", "POST", "DELETE"))

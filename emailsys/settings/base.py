@@ -328,6 +328,7 @@ CELERY_TASK_ROUTES = {
     "campaigns.send_*": {"queue": "sending"},
     "workorders.*": {"queue": "workorders"},
     "processing.fallback_sync": {"queue": "inbound_backfill"},
+    "processing.imap_poll*": {"queue": "inbound_backfill"},
     "processing.*": {"queue": "inbound"},
 }
 
@@ -520,6 +521,16 @@ INBOUND_UNKNOWN_BELOW = env.float("INBOUND_UNKNOWN_BELOW", default=0.5)
 PROCESSOR_WORKER_COUNT = env.int("PROCESSOR_WORKER_COUNT", default=3)
 PROCESSOR_MAX_RETRIES = env.int("PROCESSOR_MAX_RETRIES", default=3)
 PROCESSOR_RETRY_DELAY_MS = env.int("PROCESSOR_RETRY_DELAY_MS", default=1000)
+
+# --- Sender mailboxes over IMAP (processing/services/imap.py, manage.py imap_idle) --------------------------------
+# Each sender account's IMAP settings (admin: "IMAP settings") are polled by UID range; IDLE only wakes the poll.
+# https://www.rfc-editor.org/rfc/rfc9051 (IMAP4rev2), https://www.rfc-editor.org/rfc/rfc2177 (IDLE)
+IMAP_POLL_INTERVAL = env.int("IMAP_POLL_INTERVAL", default=60)  # beat polls every enabled IMAP mailbox this often
+IMAP_TIMEOUT_SECONDS = env.float("IMAP_TIMEOUT_SECONDS", default=30.0)  # every socket operation (connect, read)
+IMAP_BATCH_SIZE = env.int("IMAP_BATCH_SIZE", default=50)  # messages per UID FETCH
+IMAP_PLAINTEXT_AUTH_HOSTS = env.list("IMAP_PLAINTEXT_AUTH_HOSTS", default=[])  # besides loopback: login without TLS
+IMAP_IDLE_RENEW_SECONDS = env.int("IMAP_IDLE_RENEW_SECONDS", default=25 * 60)  # RFC 2177: re-issue IDLE within 29 min
+IMAP_IDLE_BACKOFF_MAX_SECONDS = env.float("IMAP_IDLE_BACKOFF_MAX_SECONDS", default=60.0)  # reconnect backoff cap
 
 # --- Archive (archive/; README "Archive") ----------------------------------------------------------------------
 # `manage.py archive_emails` stores each message of the archive queue (SQS standard queue, on SQS_ENDPOINT_URL /

@@ -36,7 +36,8 @@ from campaigns.tests.factories import (
     SuppressionFactory,
 )
 from emailsys.services import api_token_create
-from emailsys.testing import RecordingSmtpServer
+from emailsys.testing import RecordingSmtpServer, free_port
+from processing.services.imap import imap_account_create
 from processing.tests.inbound_rows import email_make
 from workorders.models import MailingSend, WorkOrder
 from workorders.services.state import workorder_steps_create
@@ -55,6 +56,7 @@ ACTIONS: dict[str, dict[str, str]] = {
     "auth.group": DELETE_ONLY,
     "processing.mailbox": {**READ_ONLY, "sync_now": "operator"},
     "processing.inboundemail": {**READ_ONLY, "reclassify": "operator"},
+    "processing.imapaccount": {**DELETE_ONLY, "test_connection": "operator", "poll_now": "operator"},
     "auth.user": DELETE_ONLY,
     "knox.authtoken": DELETE_ONLY,
     "auditlog.logentry": READ_ONLY,  # nobody edits or deletes the audit trail
@@ -156,6 +158,8 @@ def world() -> None:
     with audit_context(source=AuditSource.COMMAND, command_user="matrix"):
         audit_record(action="campaign.pause", target=CampaignFactory())
     email_make()  # and its mailbox
+    imap_account_create(sender_account=SenderAccountFactory(), host="127.0.0.1", port=free_port(),
+                        security="none", username="matrix", password="matrix-pw")  # fmt: skip
 
 
 def every_row() -> tuple:

@@ -271,7 +271,13 @@ def test_a_user_without_every_view_permission_sees_only_its_panels_and_no_socket
     assert response.status_code == 200
     html = response.content.decode()
     assert 'id="dashboard-workorders"' in html and 'id="dashboard-system"' in html
-    for hidden in ("dashboard-accounts", "dashboard-activity", "dashboard-sends", "dashboard-unknown"):
+    for hidden in (
+        "dashboard-accounts",
+        "dashboard-activity",
+        "dashboard-sends",
+        "dashboard-unknown",
+        "dashboard-inbound",
+    ):
         assert f'id="{hidden}"' not in html, hidden
     assert "secret-sender@emailsys.test" not in html and "Hidden campaign" not in html
     assert "data-live-socket" not in html

@@ -25,7 +25,8 @@ VIEW_WORKORDER = "workorders.view_workorder"
 VIEW_CAMPAIGN = "campaigns.view_campaign"
 DASHBOARD_PERMISSIONS = (
     "campaigns.view_activity", "campaigns.view_campaign", "campaigns.view_senderaccount",
-    "campaigns.view_sendrecord", "workorders.view_mailingsend", "workorders.view_workorder",
+    "campaigns.view_sendrecord", "processing.view_emailresult", "processing.view_inboundemail",
+    "workorders.view_mailingsend", "workorders.view_workorder",
 )  # fmt: skip
 
 

@@ -36,7 +36,8 @@ FAST_RECHECK_SECONDS = 1.0
 CLOSE_MARGIN_SECONDS = 2.0
 
 DASHBOARD = ("campaigns.view_activity", "campaigns.view_campaign", "campaigns.view_senderaccount",
-             "campaigns.view_sendrecord", "workorders.view_mailingsend", "workorders.view_workorder")  # fmt: skip
+             "campaigns.view_sendrecord", "processing.view_emailresult", "processing.view_inboundemail",
+             "workorders.view_mailingsend", "workorders.view_workorder")  # fmt: skip
 GROUP_PERMISSIONS = {
     "dashboard": DASHBOARD,
     "workorder-42": ("workorders.view_workorder",),

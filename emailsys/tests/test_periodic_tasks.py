@@ -25,6 +25,7 @@ EXPECTED = {
         120,
         "inbound_backfill",
     ),
+    "processing: IMAP poll": ("processing.imap_poll_all", "IMAP_POLL_INTERVAL", 60, "inbound_backfill"),
 }
 
 

@@ -58,8 +58,8 @@ def confusion_text(matrix: dict) -> str:
     return "\n".join(lines)
 
 
-def classification_benchmark() -> list[dict]:
-    """Rows {"metric", "value", "detail"} for bench/inbound.py's table."""
+def classification_benchmark() -> tuple[list[dict], str]:
+    """Rows {"metric", "value", "detail"} for bench/inbound.py's table, and the confusion matrix as text."""
     examples, _ = corpus_load()
     shipped = DefaultClassifier()
     per_core, per_wall = throughput_measure([e.raw for e in examples], shipped)
@@ -76,5 +76,4 @@ def classification_benchmark() -> list[dict]:
         recall = "-" if scores["recall"] is None else f"{scores['recall']:.2f}"
         rows.append({"metric": f"{name} precision / recall", "value": f"{precision} / {recall}",
                      "detail": f"{scores['support']} held-out messages"})  # fmt: skip
-    rows.append({"metric": "confusion matrix", "value": "", "detail": "\n" + confusion_text(figures["matrix"])})
-    return rows
+    return rows, confusion_text(figures["matrix"])

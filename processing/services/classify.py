@@ -8,7 +8,7 @@ import socket
 import time
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from processing.classifier import Classifier, Verdict, classifier_get
@@ -20,17 +20,27 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
     """Classifies the message unless it has a result; returns the new result, None when it had one (or the
     message is gone). Raises on a classifier error (the task retries: PROCESSOR_MAX_RETRIES,
     PROCESSOR_RETRY_DELAY_MS); after the last attempt the message is marked failed with the error."""
-    email = InboundEmail.objects.filter(pk=email_pk).first()
-    if email is None or EmailResult.objects.filter(email_id=email_pk).exists():
+    email = (
+        InboundEmail.objects.select_related("mailbox")  # the live events name the mailbox
+        .annotate(classified=Exists(EmailResult.objects.filter(email_id=OuterRef("pk"))))
+        .filter(pk=email_pk)
+        .first()
+    )  # fmt: skip
+    if email is None or email.classified:
         return None
-    InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
     classifier = classifier_get()
-    verdict, elapsed = _verdict(classifier, email)
+    try:
+        verdict, elapsed = _verdict(classifier, email)
+    except Exception:  # a failed attempt counts here; one that works, in the result's own UPDATE below
+        InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
+        raise
     result = EmailResult(email=email, **_result_fields(classifier, verdict, elapsed))
     try:
         with transaction.atomic():
             result.save(force_insert=True)
-            InboundEmail.objects.filter(pk=email_pk).update(status=InboundEmail.Status.CLASSIFIED, last_error="")
+            InboundEmail.objects.filter(pk=email_pk).update(
+                status=InboundEmail.Status.CLASSIFIED, last_error="", attempts=F("attempts") + 1
+            )
     except IntegrityError:  # another run of this message's task inserted first: it publishes, not us
         return None
     email.status = InboundEmail.Status.CLASSIFIED

@@ -1,20 +1,20 @@
 """Live events of inbound mail (the seed's `email_event` messages on WS /ws/emails/{client_id}, the dashboard's
 inbound panel). Called by the pipeline after commit; never raises (a live outage must not fail classification).
 
-CONTRACT (owned by the api/live helper; signatures fixed):
-
 Events go out at once on the process's live loop (emailsys.live.live_publish_groups) to the channel-layer group
-EMAIL_EVENTS_GROUP. Stats updates are coalesced: a mark starts a timer of STATS_INTERVAL_SECONDS in this process,
-and a Redis gate lets one process per interval publish (a process refused by the gate tries again one interval
-later, so the last change is always published): at most ~2 per second across every worker.
+EMAIL_EVENTS_GROUP. Stats updates are coalesced: a mark wakes this process's stats thread, which publishes
+STATS_INTERVAL_SECONDS later, and a Redis gate lets one process per interval publish (a process refused by the gate
+tries again one interval later, so the last change is always published): at most ~2 per second across every worker.
 """
 
 import logging
 import os
 import threading
+import time
 
 from django.db import connection
 from django.utils import timezone
+from kombu import Connection
 
 from processing.models import EmailResult, InboundEmail
 
@@ -76,42 +76,50 @@ def email_processed(email: InboundEmail, result: EmailResult) -> None:
         logger.exception("live process event for %s failed", getattr(email, "email_id", "?"))
 
 
-def stats_message() -> dict:
+def stats_message(broker: Connection | None = None) -> dict:
     from processing.selectors import inbound_counts, inbound_queue_depths
 
-    return {"type": "stats_update", "data": {**inbound_counts(), "queue_depth": inbound_queue_depths()},
+    return {"type": "stats_update", "data": {**inbound_counts(), "queue_depth": inbound_queue_depths(broker)},
             "timestamp": timezone.now().isoformat()}  # fmt: skip
 
 
 class _StatsCoalescer:
+    """Marks only wake one publishing thread per process, which keeps its broker connection (a thread per update,
+    refused by the gate most times, opened a broker and a database connection anew at each try)."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pending = False
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
 
     def mark(self) -> None:
-        with self.lock:
-            if self.pending:
-                return
-            self.pending = True
-        self._later()
-
-    def _later(self) -> None:
-        timer = threading.Timer(STATS_INTERVAL_SECONDS, self._fire)
-        timer.daemon = True
-        timer.start()
-
-    def _fire(self) -> None:
-        try:
-            if not _gate_pass():
-                self._later()  # another process published this interval: ours comes next
-                return
+        self.wake.set()
+        if self.thread is None:
             with self.lock:
-                self.pending = False
-            _publish(stats_message())
-        except Exception:
-            logger.exception("live stats update failed")
-        finally:
-            connection.close()  # the timer thread's own connection
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="inbound-stats", daemon=True)
+                    self.thread.start()
+
+    def _run(self) -> None:
+        from emailsys.ops_clients import ops_broker_connection
+
+        broker = None
+        while True:
+            self.wake.wait()
+            time.sleep(STATS_INTERVAL_SECONDS)  # the marks of one interval make one update
+            while not _gate_pass():  # another process published this interval: ours comes next
+                time.sleep(STATS_INTERVAL_SECONDS)
+            self.wake.clear()  # a mark from now on makes another update
+            try:
+                broker = broker or ops_broker_connection()
+                _publish(stats_message(broker))
+            except Exception:
+                logger.exception("live stats update failed")
+                if broker is not None:
+                    broker.release()
+                broker = None  # a new one with the next update
+            finally:
+                connection.close()  # the database's only between updates (a test database can then be dropped)
 
 
 def _gate_pass() -> bool:

@@ -42,7 +42,8 @@ def _queued(row: InboundEmail, queue: str) -> None:
     from processing.metrics import inbound_count
     from processing.services import events
 
-    celery_app.send_task("processing.classify_email", kwargs={"email_pk": row.pk}, queue=queue)
+    # No result: nobody waits for one, and a result subscription cost the sender a Redis round trip per message.
+    celery_app.send_task("processing.classify_email", kwargs={"email_pk": row.pk}, queue=queue, ignore_result=True)
     events.email_queued(row)
     inbound_count("received")
 

@@ -11,6 +11,10 @@ from processing.models import Mailbox
 from processing.providers import MailProvider, provider_for
 
 
+class MailboxProviderMismatch(Exception):
+    """The address is a mailbox of another kind (IMAP): it is polled, never subscribed to a provider's webhook."""
+
+
 def webhook_secret_new() -> str:
     """A Standard Webhooks secret: "whsec_" + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -25,6 +29,10 @@ def mailbox_connect(
 
     address = address.strip().lower()
     mailbox, _ = Mailbox.objects.get_or_create(address=address, defaults={"provider_url": provider_url})
+    if mailbox.provider != Mailbox.Provider.SIMULATOR:
+        raise MailboxProviderMismatch(
+            f"{address} is read over {mailbox.get_provider_display()}; it has no provider webhook to connect."
+        )
     if provider_url and mailbox.provider_url != provider_url:
         mailbox.provider_url = provider_url
     secret = webhook_secret_new()

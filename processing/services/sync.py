@@ -17,37 +17,89 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from emailsys.celery import app as celery_app
 from processing.models import InboundEmail, Mailbox, WebhookReceipt
-from processing.providers import HistoryEntry, HistoryExpired, MailProvider, MessageGone, ProviderError, provider_for
+from processing.providers import FetchedMessages, HistoryEntry, HistoryExpired, MailProvider, provider_for
 from processing.services.ingest import email_store
 
 logger = logging.getLogger(__name__)
+SYNC_QUEUED_SECONDS = 15
+FETCH_BATCH = 100  # history entries whose messages are fetched in one call
 
 
 def sync_request(*, mailbox_id: int, source: str) -> None:
-    """Enqueues a sync of the mailbox (source "webhook": the fresh queue; "backfill": the backfill queue)."""
+    """Enqueues a sync of the mailbox (source "webhook": the fresh queue; "backfill": the backfill queue). A webhook
+    asks only when no sync of the mailbox is queued yet: the queued one reads the wanted id after it starts, so it
+    covers this notification too (one task per burst, not one per message)."""
+    if source == "webhook" and not _sync_queued_mark(mailbox_id):
+        return
     queue = "inbound" if source == "webhook" else "inbound_backfill"
     # By name: processing.tasks imports the services, never the other way round.
-    celery_app.send_task("processing.sync_mailbox", kwargs={"mailbox_id": mailbox_id, "source": source}, queue=queue)
+    celery_app.send_task(
+        "processing.sync_mailbox", kwargs={"mailbox_id": mailbox_id, "source": source}, queue=queue, ignore_result=True
+    )
+
+
+def _sync_queued_key(mailbox_id: int) -> str:
+    return f"emailsys:inbound:sync-queued:{mailbox_id}"
+
+
+def _sync_queued_mark(mailbox_id: int) -> bool:
+    """True when no webhook sync of the mailbox was queued (and one is now marked). The mark expires after
+    SYNC_QUEUED_SECONDS, so a task the broker lost delays the next sync by that much at most (and the fallback sync
+    runs anyway); without Redis every notification enqueues."""
+    from emailsys.ops_clients import ops_redis
+
+    try:
+        return bool(ops_redis().set(_sync_queued_key(mailbox_id), "1", nx=True, ex=SYNC_QUEUED_SECONDS))
+    except Exception:  # noqa: BLE001 - a sync too many costs little; one too few would wait for the fallback
+        return True
+
+
+def _sync_queued_clear(mailbox_id: int) -> None:
+    """A webhook sync starts: a notification from now on queues another one (this one may have read past it)."""
+    from emailsys.ops_clients import ops_redis
+
+    try:
+        ops_redis().delete(_sync_queued_key(mailbox_id))
+    except Exception:  # noqa: BLE001 - the mark expires by itself
+        logger.warning("could not clear the queued-sync mark of mailbox %s", mailbox_id)
+
+
+_NOTIFY_SQL = """
+WITH receipt AS (
+    INSERT INTO {receipts} (webhook_id, mailbox_id, history_id, received_at) VALUES (%s, %s, %s, %s)
+    ON CONFLICT (webhook_id) DO NOTHING RETURNING 1
+), raised AS (
+    UPDATE {mailboxes} SET wanted_history_id = GREATEST(wanted_history_id, %s)
+    WHERE id = %s AND EXISTS (SELECT 1 FROM receipt) RETURNING last_history_id
+)
+SELECT EXISTS (SELECT 1 FROM receipt), (SELECT last_history_id FROM raised)
+"""
 
 
 def mailbox_notify(*, mailbox: Mailbox, history_id: int, webhook_id: str) -> bool:
     """A verified notification. False when this webhook id was seen before (nothing happens); otherwise the
-    wanted id rises to `history_id` if higher and a sync is requested when the cursor is behind."""
+    wanted id rises to `history_id` if higher and a sync is requested when the cursor is behind. One statement:
+    the webhook answers in a round trip to PostgreSQL, not five."""
+    sql = _NOTIFY_SQL.format(
+        receipts=connection.ops.quote_name(WebhookReceipt._meta.db_table),
+        mailboxes=connection.ops.quote_name(Mailbox._meta.db_table),
+    )
     try:
-        with transaction.atomic():
-            WebhookReceipt.objects.create(webhook_id=webhook_id, mailbox=mailbox, history_id=history_id)
-    except IntegrityError:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [webhook_id, mailbox.pk, history_id, timezone.now(), history_id, mailbox.pk])
+            new, cursor_id = cursor.fetchone()
+    except IntegrityError:  # the mailbox was deleted meanwhile: nothing to sync
         return False
-    Mailbox.objects.filter(pk=mailbox.pk).update(wanted_history_id=Greatest(F("wanted_history_id"), history_id))
-    cursor = Mailbox.objects.filter(pk=mailbox.pk).values_list("last_history_id", flat=True).first()
-    if cursor is None or cursor < history_id:
+    if not new:
+        return False
+    if cursor_id is None or cursor_id < history_id:
         transaction.on_commit(lambda: sync_request(mailbox_id=mailbox.pk, source="webhook"))
     return True
 
@@ -57,6 +109,7 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
     notification that arrived meanwhile raised the wanted id, and the holder goes round again for it).
     `provider` replaces the mailbox's own client (tests)."""
     if source == InboundEmail.Source.WEBHOOK:  # coalesced: the sync that held the lease already got this far
+        _sync_queued_clear(mailbox_id)
         cursor, wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("last_history_id", "wanted_history_id")[0]
         if cursor is not None and cursor >= wanted:
             return
@@ -81,7 +134,9 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
 def fallback_sync_request() -> int:
     """Asks for a backfill sync of every enabled mailbox, so a lost notification is caught within the fallback
     interval (the sync reads the history from the cursor, whatever the notifications said); returns how many."""
-    mailbox_ids = list(Mailbox.objects.filter(enabled=True).values_list("pk", flat=True))
+    # IMAP mailboxes have their own poll (services/imap.py, "processing: IMAP poll").
+    mailboxes = Mailbox.objects.filter(enabled=True).exclude(provider=Mailbox.Provider.IMAP)
+    mailbox_ids = list(mailboxes.values_list("pk", flat=True))
     for mailbox_id in mailbox_ids:
         sync_request(mailbox_id=mailbox_id, source=InboundEmail.Source.BACKFILL)
     return len(mailbox_ids)
@@ -126,33 +181,39 @@ def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: 
         except HistoryExpired:
             return _resync(mailbox, provider, reason=f"history from {start} expired", owner=owner)
         _provider_seen(mailbox.pk, page.current_history_id)
-        for entry in sorted(page.entries, key=lambda entry: entry.history_id):
-            if entry.history_id <= cursor:
-                continue
+        entries = sorted((entry for entry in page.entries if entry.history_id > cursor), key=lambda e: e.history_id)
+        for first in range(0, len(entries), FETCH_BATCH):
+            batch = entries[first : first + FETCH_BATCH]
             if not _lease_renew(mailbox.pk, owner):
                 logger.warning("sync of %s lost its lease; another sync goes on", mailbox.address)
                 return progressed
-            _entry_store(mailbox, provider, entry, source=message_source)
-            cursor_advance(mailbox_id=mailbox.pk, history_id=entry.history_id)
-            cursor = entry.history_id
-            progressed = True
+            # One round trip for the batch's messages; ProviderError: the task retries, nothing is skipped.
+            messages = provider.fetch_messages(mailbox.address, [i for entry in batch for i in entry.email_ids])
+            stored = cursor
+            try:
+                for entry in batch:
+                    _entry_store(mailbox, messages, entry, source=message_source)
+                    stored = entry.history_id
+            finally:  # as far as it got: a failing entry is tried again from here
+                if stored > cursor:
+                    cursor_advance(mailbox_id=mailbox.pk, history_id=stored)
+                    cursor, progressed = stored, True
         page_token = page.next_page_token
         if not page_token:
             return progressed
 
 
-def _entry_store(mailbox: Mailbox, provider: MailProvider, entry: HistoryEntry, *, source: str) -> None:
-    """Stores every message of one history entry. A failure counts against the entry across runs; at
-    INBOUND_POISON_ATTEMPTS the entry is skipped with a warning (the caller then moves the cursor past it)."""
+def _entry_store(mailbox: Mailbox, messages: FetchedMessages, entry: HistoryEntry, *, source: str) -> None:
+    """Stores every message of one history entry (fetched in `messages`; an id not there was deleted). A failure
+    counts against the entry across runs; at INBOUND_POISON_ATTEMPTS the entry is skipped with a warning (the
+    caller then moves the cursor past it)."""
     try:
         for email_id in entry.email_ids:
-            try:
-                message = provider.fetch_message(mailbox.address, email_id)
-            except MessageGone:
-                continue
-            email_store(mailbox=mailbox, message=message, source=source)
-    except ProviderError:
-        raise  # the provider is unwell, not the entry: the task retries later and nothing is skipped
+            message = messages.get(email_id)
+            if isinstance(message, Exception):
+                raise message
+            if message is not None:
+                email_store(mailbox=mailbox, message=message, source=source)
     except Exception as error:
         attempts = _poison_count(mailbox.pk, entry.history_id)
         if attempts < settings.INBOUND_POISON_ATTEMPTS:
@@ -187,14 +248,14 @@ def _resync(mailbox: Mailbox, provider: MailProvider, *, reason: str | None, own
     that id. Whatever arrives meanwhile has a higher id, so the next pass lists it."""
     current = provider.current_history_id(mailbox.address)
     refs = provider.recent_messages(mailbox.address, limit=settings.INBOUND_RESYNC_LIMIT)
-    for ref in refs:
+    for first in range(0, len(refs), FETCH_BATCH):
         if not _lease_renew(mailbox.pk, owner):
             return True
-        try:
-            message = provider.fetch_message(mailbox.address, ref.email_id)
-        except MessageGone:
-            continue
-        email_store(mailbox=mailbox, message=message, source=InboundEmail.Source.BACKFILL)
+        messages = provider.fetch_messages(mailbox.address, [ref.email_id for ref in refs[first : first + FETCH_BATCH]])
+        for message in messages.values():  # a message deleted meanwhile is not there
+            if isinstance(message, Exception):
+                raise message  # the task retries; a resync has no entry to count it against
+            email_store(mailbox=mailbox, message=message, source=InboundEmail.Source.BACKFILL)
     cursor_advance(mailbox_id=mailbox.pk, history_id=current)
     _provider_seen(mailbox.pk, current)
     if reason is not None:

@@ -85,6 +85,20 @@ class HistoryProvider:
             raise MessageGone(email_id)
         return self.messages[email_id]
 
+    def fetch_messages(self, address: str, email_ids) -> dict:
+        """As the simulator's client: a provider error fails the call, any other error only its message."""
+        found = {}
+        for email_id in email_ids:
+            try:
+                found[email_id] = self.fetch_message(address, email_id)
+            except MessageGone:
+                continue
+            except ProviderError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the message's own failure, as the client reports it
+                found[email_id] = error
+        return found
+
     def watch(self, address: str, *, url: str, secret: str) -> int:
         return self.current
 
@@ -287,3 +301,33 @@ def test_a_notification_already_covered_by_the_last_sync_reads_nothing(mailbox, 
     assert provider.history_calls == 0
     mailbox_sync(mailbox_id=mailbox.pk, source="backfill", provider=provider)  # the fallback always looks
     assert provider.history_calls == 1
+
+
+def test_a_burst_of_notifications_queues_one_sync_until_it_starts(
+    mailbox, provider, django_capture_on_commit_callbacks
+) -> None:
+    """Five notifications while no sync has started: one task in the inbound queue (it reads the wanted id when it
+    runs, so it covers all five). Once it started, the next notification queues the next sync."""
+    from emailsys.metrics import queue_depths
+    from processing.services.sync import mailbox_notify
+
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_history_id=0)
+
+    def queued() -> int:
+        return queue_depths(queues=["inbound"])["inbound"]
+
+    before = queued()
+    with django_capture_on_commit_callbacks(execute=True):
+        for n in range(1, 6):
+            assert mailbox_notify(mailbox=mailbox, history_id=n, webhook_id=f"burst-{mailbox.pk}-{n}")
+    assert queued() == before + 1
+    assert Mailbox.objects.get(pk=mailbox.pk).wanted_history_id == 5
+
+    for n in range(5):
+        provider.add(f"m {n}")
+    mailbox_sync(mailbox_id=mailbox.pk, source="webhook", provider=provider)  # the queued sync, run here
+    assert Mailbox.objects.get(pk=mailbox.pk).last_history_id == 5
+    with django_capture_on_commit_callbacks(execute=True):
+        assert mailbox_notify(mailbox=mailbox, history_id=6, webhook_id=f"burst-{mailbox.pk}-6")
+        assert not mailbox_notify(mailbox=mailbox, history_id=6, webhook_id=f"burst-{mailbox.pk}-6")  # a duplicate
+    assert queued() == before + 2

@@ -47,7 +47,7 @@ def test_transient_failures_are_retried(flaky_server, status: int) -> None:
     server = flaky_server(failures=2, fail_status=status, reply={"history_id": 42})
     client = SimulatorProvider(base_url=server.url, retries=3, backoff=0.01)
     assert client.current_history_id("a@example.com") == 42
-    assert [path for _, path, _ in server.requests] == ["/mailboxes/a@example.com/profile"] * 3
+    assert [record.path for record in server.snapshot()] == ["/mailboxes/a@example.com/profile"] * 3
 
 
 def test_retries_run_out_into_a_clear_provider_error(flaky_server) -> None:
@@ -55,7 +55,7 @@ def test_retries_run_out_into_a_clear_provider_error(flaky_server) -> None:
     client = SimulatorProvider(base_url=server.url, retries=2, backoff=0.01)
     with pytest.raises(ProviderError, match=r"failed after 3 attempts: HTTP 502 try later"):
         client.history_since("a@example.com", 1)
-    assert len(server.requests) == 3
+    assert len(server.snapshot()) == 3
 
 
 def test_a_client_error_is_not_retried(flaky_server) -> None:
@@ -63,7 +63,7 @@ def test_a_client_error_is_not_retried(flaky_server) -> None:
     client = SimulatorProvider(base_url=server.url, retries=3, backoff=0.01)
     with pytest.raises(ProviderError, match="HTTP 400"):
         client.fetch_message("a@example.com", "x")
-    assert len(server.requests) == 1
+    assert len(server.snapshot()) == 1
 
 
 def test_connection_refused_is_retried_then_a_provider_error() -> None:
@@ -79,3 +79,35 @@ def test_a_non_json_answer_is_a_provider_error(flaky_server) -> None:
         client.current_history_id("a@example.com")
     with pytest.raises(ProviderError, match="unexpected answer"):
         client.fetch_message("a@example.com", "x")
+
+
+def test_messages_are_fetched_a_batch_at_a_time(simulator_url: str) -> None:
+    """One call for a page of history (Gmail's batch requests): found in the order asked, a deleted one absent."""
+    client = SimulatorProvider(base_url=simulator_url)
+    sent = [client.send_email({"to": "b@example.com", "from": "s@example.org", "subject": f"s{n}", "body": "x"})
+            for n in range(3)]  # fmt: skip
+    ids = [item["email_id"] for item in sent]
+    requests.delete(f"{simulator_url}/mailboxes/b@example.com/messages/{ids[1]}", timeout=10)
+
+    found = client.fetch_messages("b@example.com", [ids[2], ids[1], ids[0]])
+    assert list(found) == [ids[2], ids[0]]
+    assert [found[i].history_id for i in (ids[2], ids[0])] == [sent[2]["history_id"], sent[0]["history_id"]]
+    assert b"Subject: s2" in found[ids[2]].raw
+
+    batch = f"{simulator_url}/mailboxes/b@example.com/batch_get"
+    answer = requests.post(batch, json={"ids": [ids[0], "nope"]}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["missing"] == ["nope"]
+    for body, detail in [({"ids": ["x"] * 101}, "at most 100"), ({"ids": "x"}, '{"ids"'), ({"ids": [1]}, "strings")]:
+        refused = requests.post(batch, json=body, timeout=10)
+        assert refused.status_code == 400 and detail in refused.json()["detail"], refused.text
+    unknown = requests.post(f"{simulator_url}/mailboxes/x@example.com/batch_get", json={"ids": []}, timeout=10)
+    assert unknown.status_code == 404
+
+
+def test_a_batch_answer_that_cannot_be_read_fails_only_its_message(flaky_server) -> None:
+    server = flaky_server(failures=0, reply={"messages": [{"id": "a", "raw": "!!", "history_id": "x"}], "missing": []})
+    client = SimulatorProvider(base_url=server.url, retries=0)
+    found = client.fetch_messages("a@example.com", ["a"])
+    assert isinstance(found["a"], ValueError) and "unexpected answer" in str(found["a"])
+    with pytest.raises(ProviderError, match="an answer for no id asked"):
+        client.fetch_messages("a@example.com", ["b"])

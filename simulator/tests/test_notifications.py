@@ -161,8 +161,8 @@ def test_a_failing_receiver_is_retried_with_the_same_webhook_id(simulator_url: s
     receiver = flaky_server(failures=2, fail_status=500)
     watch(simulator_url, "retry@example.com", receiver.url)
     send(simulator_url, "retry@example.com")
-    wait_until(lambda: len(receiver.requests) >= 3, timeout=10, what="3 attempts")
-    assert len({headers["webhook-id"] for _, _, headers in receiver.requests}) == 1
+    wait_until(lambda: len(receiver.snapshot()) >= 3, timeout=10, what="3 attempts")
+    assert len({record.headers["webhook-id"] for record in receiver.snapshot()}) == 1
 
 
 def test_watch_stopped_sends_nothing_more(simulator_url: str) -> None:

@@ -34,7 +34,8 @@ class Command(BaseCommand):
         base_url = (options["fakemail"] or settings.INBOUND_PROVIDER_URL).rstrip("/")
         webhook_url = options["webhook"] or settings.INBOUND_WEBHOOK_URL
         provider = SimulatorProvider(base_url=base_url)
-        addresses = options["mailbox"] or list(Mailbox.objects.order_by("address").values_list("address", flat=True))
+        provider_mailboxes = Mailbox.objects.exclude(provider=Mailbox.Provider.IMAP)  # those are polled over IMAP
+        addresses = options["mailbox"] or list(provider_mailboxes.order_by("address").values_list("address", flat=True))
         addresses = addresses or [DEMO_MAILBOX]
         for address in addresses:
             try:
