@@ -38,6 +38,9 @@ demo: export SQS_ENDPOINT_URL ?= http://127.0.0.1:$(MOTO_PORT)
 demo: export SQS_QUEUE_NAME ?= emailsys-events.fifo
 demo: export AWS_ACCESS_KEY_ID ?= demo
 demo: export AWS_SECRET_ACCESS_KEY ?= demo
+# The archiver (Procfile: archiver) files every inbound message under var/archive, through moto's SQS.
+demo: export ARCHIVE_ENABLED ?= true
+demo: export POLL_INTERVAL_SECONDS ?= 5
 
 demo: install
 	$(BIN)/python manage.py demo_setup

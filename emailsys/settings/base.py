@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "workorders",
     "processing",
     "simulator",  # its tables always exist; its URLs only with INBOUND_SIMULATOR_ENABLED
+    "archive",  # the SQS → object storage archiver (no models)
 ]
 
 MIDDLEWARE = [
@@ -421,6 +422,7 @@ WORKORDER_SWEEP_INTERVAL = env.int("WORKORDER_SWEEP_INTERVAL", default=5)
 # Per stream: the handler (dotted path, imported when an event runs) and the worker pool (queue) it runs on.
 EVENT_HANDLERS: dict[str, dict[str, str]] = {
     "workorder": {"handler": "workorders.services.events.workorder_event_handle", "queue": "workorders"},
+    "archive": {"handler": "archive.services.archive_email_publish", "queue": "default"},
 }
 # A handler runs within these limits (soft: SoftTimeLimitExceeded, the event fails; hard: the process is killed).
 EVENT_HANDLER_TIME_LIMIT = env.int("EVENT_HANDLER_TIME_LIMIT", default=1800)
@@ -542,3 +544,30 @@ ACCOUNT_BOUNCE_PAUSE_RATE = env.float("ACCOUNT_BOUNCE_PAUSE_RATE", default=0.05)
 ACCOUNT_BOUNCE_PAUSE_MIN_SENDS = env.int("ACCOUNT_BOUNCE_PAUSE_MIN_SENDS", default=20)
 # An out-of-office answer "away until <date>" postpones that lead's next step to the day after the date.
 AUTO_REPLY_POSTPONE = env.bool("AUTO_REPLY_POSTPONE", default=False)
+
+# --- Archive (archive/; README "Archive") ----------------------------------------------------------------------
+# `manage.py archive_emails` stores each message of the archive queue (SQS standard queue, on SQS_ENDPOINT_URL /
+# SQS_REGION like the event bus) as JSON in ARCHIVE_LOCAL_DIR, or in S3 when ARCHIVE_S3_BUCKET is set.
+# Publish every newly stored inbound message to the archive queue (through the outbox, stream "archive").
+ARCHIVE_ENABLED = env.bool("ARCHIVE_ENABLED", default=False)
+# The queue by name (looked up; `archive_emails --setup` creates it and <name>-dlq), or by URL.
+ARCHIVE_QUEUE_NAME = env("ARCHIVE_QUEUE_NAME", default="emailsys-archive")
+ARCHIVE_QUEUE_URL = env("ARCHIVE_QUEUE_URL", default="")
+# A message received this many times without being archived goes to the dead-letter queue (redrive policy).
+ARCHIVE_MAX_RECEIVE_COUNT = env.int("ARCHIVE_MAX_RECEIVE_COUNT", default=5)
+# The seed's settings: seconds between polls of an idle queue (a long poll of up to 20 s, then a pause), messages
+# per receive (1-10), and how long a received message stays invisible (also the queue's attribute at --setup).
+POLL_INTERVAL_SECONDS = env.int("POLL_INTERVAL_SECONDS", default=30)
+MAX_MESSAGES_PER_POLL = env.int("MAX_MESSAGES_PER_POLL", default=10)
+VISIBILITY_TIMEOUT_SECONDS = env.int("VISIBILITY_TIMEOUT_SECONDS", default=300)
+# Local storage directory, used when no bucket is named.
+ARCHIVE_LOCAL_DIR = env.path("ARCHIVE_LOCAL_DIR", default=BASE_DIR / "var" / "archive")
+# S3 storage: the bucket, an endpoint for S3-compatible stores or moto, the region, and a KMS key for SSE-KMS.
+ARCHIVE_S3_BUCKET = env("ARCHIVE_S3_BUCKET", default="")
+ARCHIVE_S3_ENDPOINT_URL = env("ARCHIVE_S3_ENDPOINT_URL", default="")
+ARCHIVE_S3_REGION = env("ARCHIVE_S3_REGION", default=SQS_REGION)
+ARCHIVE_S3_KMS_KEY_ID = env("ARCHIVE_S3_KMS_KEY_ID", default="")
+# /livez (and archiver_health() for /healthz) fail when the archiver's loop is silent this long (seconds).
+ARCHIVE_HEARTBEAT_MAX_AGE = env.float("ARCHIVE_HEARTBEAT_MAX_AGE", default=60.0)
+# Address `archive_emails --health-port` listens on (0.0.0.0 in a container, for the orchestrator's probes).
+ARCHIVE_HEALTH_HOST = env("ARCHIVE_HEALTH_HOST", default="127.0.0.1")

@@ -6,9 +6,11 @@ CONTRACT (owned by the sync helper; signature fixed):
 
 import logging
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from emailsys.celery import app as celery_app
+from emailsys.eventbus import event_emit
 from processing.models import InboundEmail, Mailbox
 from processing.parsing import ParsedEmail, email_parse
 from processing.providers import ProviderMessage
@@ -21,7 +23,8 @@ QUEUE_FOR_SOURCE = {InboundEmail.Source.WEBHOOK: "inbound", InboundEmail.Source.
 def email_store(*, mailbox: Mailbox, message: ProviderMessage, source: str) -> InboundEmail | None:
     """The new row, or None when the message was stored before (nothing else happens then). After commit a new
     row is enqueued for classification (source "webhook": queue inbound; "backfill": inbound_backfill),
-    `events.email_queued` and `inbound_count("received")` run."""
+    `events.email_queued` and `inbound_count("received")` run. With ARCHIVE_ENABLED, an "archive" outbox event in
+    the same transaction puts the message on the archive queue after commit (archive.services.publish)."""
     from processing.metrics import inbound_count
 
     row = _row(mailbox=mailbox, message=message, parsed=email_parse(message.raw), source=source)
@@ -30,6 +33,8 @@ def email_store(*, mailbox: Mailbox, message: ProviderMessage, source: str) -> I
         return None
     queue = QUEUE_FOR_SOURCE.get(source, "inbound_backfill")
     transaction.on_commit(lambda: _queued(row, queue))
+    if settings.ARCHIVE_ENABLED:  # published to the archive queue after commit, through the outbox
+        event_emit(stream="archive", key=f"email:{row.pk}", kind="email_stored", payload={"email_pk": row.pk})
     return row
 
 
