@@ -2,8 +2,8 @@
 server; after step 1 the recipients answer into the accounts' mailboxes (a reply, an unsubscribe request, an
 out-of-office answer, hard bounces of Postfix, Exim, Exchange and Gmail, a soft bounce), built around the
 Message-IDs and X-Emailsys-Send headers the SMTP server received. The mail enters the inbound pipeline through
-one seam, `deliver_inbound`: each account's Dovecot inbox on loopback, read by the IMAP poll (the issue's path),
-or the provider simulator (daphne, webhook). Classification runs in a real inbound worker. Judged from the SMTP
+one seam, `deliver_inbound`: each account's Dovecot inbox on loopback, read by the IMAP poll. Classification runs
+in a real inbound worker. Judged from the SMTP
 server's log: no replied, bounced or unsubscribed recipient gets a later step, the out-of-office and soft-bounced
 ones do, and a second campaign started afterwards is refused the suppressed addresses."""
 
@@ -45,21 +45,6 @@ def address(index: int) -> str:
     return f"r0.lead{index}@customer.test"
 
 
-def simulator_seam(stack: Stack, accounts: list[SenderAccount]) -> Callable[[str, bytes], str]:
-    """The provider simulator: POST /simulator/send_email with "raw" to the account's address; its webhook and
-    sync store the message. Returns the provider's message id."""
-    for account in accounts:
-        stack.connect(account.email)
-
-    def deliver_inbound(account_email: str, raw: bytes) -> str:
-        answer = stack.http.post(f"{stack.simulator_url}/send_email",
-                                 json={"to": account_email, "raw": raw.decode("utf-8")}, timeout=30)  # fmt: skip
-        assert answer.status_code == 201, answer.text
-        return answer.json()["email_id"]
-
-    return deliver_inbound
-
-
 def dovecot_seam(imap_server, accounts: list[SenderAccount]) -> Callable[[str, bytes], str]:
     """Each account's own Dovecot user and IMAP settings; a message is delivered into its INBOX and the mailbox
     polled (as beat or IDLE would have it). Returns the stored message's provider id (UIDVALIDITY:UID)."""
@@ -82,9 +67,8 @@ def dovecot_seam(imap_server, accounts: list[SenderAccount]) -> Callable[[str, b
     return deliver_inbound
 
 
-@pytest.mark.parametrize("seam", ["dovecot", "simulator"])
 def test_replies_bounces_auto_replies_and_unsubscribes_steer_a_running_campaign(
-    seam: str, processes, settings, tmp_path, request
+    processes, settings, tmp_path, imap_server
 ) -> None:
     stack = Stack(processes, settings)
     # The bounces are about recipients here; the account pause has its own test (4 bounces of 10 sends would
@@ -95,10 +79,7 @@ def test_replies_bounces_auto_replies_and_unsubscribes_steer_a_running_campaign(
                                   steps=STEPS, step_delay_seconds=DELAY, batch_size=5, threaded_follow_up=True,
                                   name="Inbound loop")  # fmt: skip
         first_senders = {account.email for account in first.accounts}
-        if seam == "dovecot":
-            deliver_inbound = dovecot_seam(request.getfixturevalue("imap_server"), first.accounts)
-        else:
-            deliver_inbound = simulator_seam(stack, first.accounts)
+        deliver_inbound = dovecot_seam(imap_server, first.accounts)
         stack.workers_ready()
         start_engine(processes, tmp_path)
 
