@@ -79,7 +79,7 @@ def database_sessions_drained(django_db_setup, django_db_blocker) -> Iterator[No
 
     with django_db_blocker.unblock():
         try:
-            wait_until(lambda: others() == 0, timeout=15, what="the stopped processes' database sessions to end")
+            wait_until(lambda: others() == 0, timeout=5, what="the stopped processes' database sessions to end")
         except TimeoutError:
             pass  # pytest-django says which sessions are left, when it cannot drop the database
         finally:
