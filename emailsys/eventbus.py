@@ -20,6 +20,7 @@ index allowing one dispatched-or-started event per key (ReceivedEvent.Meta), whi
 
 import json
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -342,6 +343,23 @@ class BridgeControl:
     stop_requested: bool = False
     busy: bool = False
     handled: int = 0
+
+
+class StopRequested(BaseException):
+    """Raised from the signal handler while no batch is in hand (a BaseException: botocore retries Exceptions)."""
+
+
+def stop_on_signals(control: BridgeControl) -> None:
+    """SIGTERM and SIGINT ask a consumer loop to stop: the batch in hand is finished first; outside one (a long poll,
+    a retry's wait) StopRequested ends the loop at once."""
+
+    def stop(signum, frame) -> None:
+        control.stop_requested = True
+        if not control.busy:
+            raise StopRequested
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def sqs_message_handle(*, queue_url: str, message: dict) -> str:

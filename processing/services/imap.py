@@ -38,7 +38,7 @@ from processing.models import ImapAccount, InboundEmail, Mailbox
 from processing.parsing import email_parse
 from processing.providers import ProviderMessage
 from processing.services.ingest import email_store
-from processing.services.sync import _lease_renew, _lease_take, _poison_count, _warn
+from processing.services.sync import lease_renew, lease_take, mailbox_warn, poison_count
 from processing.validators import imap_plaintext_auth_allowed, imap_plaintext_refusal
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def imap_poll(mailbox_id: int) -> PollResult:
     Mailbox.objects.filter(pk=mailbox_id).update(wanted_history_id=F("wanted_history_id") + 1)
     total: PollResult | None = None
     for _ in range(MAX_POLL_ROUNDS):
-        mailbox = _lease_take(mailbox_id, owner)
+        mailbox = lease_take(mailbox_id, owner)
         if mailbox is None:  # another poll holds it, and will go round once more for this request
             return total or PollResult(mailbox_id=mailbox_id, outcome="busy")
         asked = mailbox.wanted_history_id
@@ -257,13 +257,13 @@ def _poll_round(account: ImapAccount, owner: str) -> PollResult:
     except (*CONNECTION_ERRORS, ImapRefused) as error:
         text = f"{CONNECTION_WARNING} ({account}): {_error_text(error)}"
         logger.warning("mailbox %s: %s", account.mailbox.address, text)
-        _warn(mailbox_id, text)
+        mailbox_warn(mailbox_id, text)
         _count("failed")
         return PollResult(mailbox_id=mailbox_id, outcome="failed", error=text)
     except Exception as error:  # noqa: BLE001 - a surprise (a server's odd answer, a database hiccup): recorded too
         text = f"IMAP poll of {account} failed unexpectedly: {_error_text(error)}"
         logger.exception("mailbox %s: %s", account.mailbox.address, text)
-        _warn(mailbox_id, text)
+        mailbox_warn(mailbox_id, text)
         _count("failed")
         return PollResult(mailbox_id=mailbox_id, outcome="failed", error=text)
     finally:
@@ -298,7 +298,7 @@ def _folder_poll(account: ImapAccount, client: IMAPClient, *, owner: str) -> Pol
     stored = duplicates = skipped = 0
     error = ""
     for batch in _batches(uids, settings.IMAP_BATCH_SIZE):
-        if not _lease_renew(account.mailbox_id, owner):
+        if not lease_renew(account.mailbox_id, owner):
             logger.warning("poll of %s lost its lease; another poll goes on", account.mailbox.address)
             break
         fetched = client.fetch(batch, [b"BODY.PEEK[]", b"INTERNALDATE"])
@@ -334,7 +334,7 @@ def _cursor_restart(account: ImapAccount, client: IMAPClient, uidvalidity: int) 
         f" resyncing its {highest} UIDs, each message stored once by Message-ID."
     )
     logger.warning("mailbox %s: %s", account.mailbox.address, text)
-    _warn(account.mailbox_id, text)
+    mailbox_warn(account.mailbox_id, text)
     _count("resync")
     return True
 
@@ -365,16 +365,16 @@ def _message_store(account: ImapAccount, uidvalidity: int, uid: int, data: dict 
 def _message_failed(account: ImapAccount, uid: int, failure: Exception) -> tuple[str, str]:
     """A message that could not be stored: the poll stops before it (the cursor stays, the next poll tries it
     again) until it failed INBOUND_POISON_ATTEMPTS times; then it is passed over with a warning."""
-    attempts = _poison_count(account.mailbox_id, uid)
+    attempts = poison_count(account.mailbox_id, uid)
     described = f"{type(failure).__name__}: {failure}"
     if attempts < settings.INBOUND_POISON_ATTEMPTS:
         text = f"UID {uid} of {account.folder} failed ({described}), attempt {attempts}; the next poll tries it again."
         logger.warning("mailbox %s: %s", account.mailbox.address, text, exc_info=failure)
-        _warn(account.mailbox_id, text)
+        mailbox_warn(account.mailbox_id, text)
         return "failed", text
     text = f"UID {uid} of {account.folder} skipped after {attempts} failures ({described}); it was not stored."
     logger.warning("mailbox %s: %s", account.mailbox.address, text)
-    _warn(account.mailbox_id, text)
+    mailbox_warn(account.mailbox_id, text)
     _cursor_advance(account, account.uidvalidity or 0, uid)
     _count("poison_skipped")
     return "skipped", text

@@ -30,7 +30,7 @@ from processing.services.imap import (
     imap_connect,
     imap_poll_request,
 )
-from processing.services.sync import _warn
+from processing.services.sync import mailbox_warn
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _watch(mailbox_id: int, stop: threading.Event, wake: Wake) -> None:
             except (*CONNECTION_ERRORS, ImapRefused) as error:
                 text = f"{CONNECTION_WARNING} (IDLE, {account}): {_error_text(error)}; reconnecting in {delay:.0f}s"
                 logger.warning("imap_idle: %s: %s", account.mailbox.address, text)
-                _warn(mailbox_id, text)
+                mailbox_warn(mailbox_id, text)
                 stop.wait(delay * (1 + random.random() / 4))
                 delay = min(delay * 2, settings.IMAP_IDLE_BACKOFF_MAX_SECONDS)
             finally:

@@ -115,7 +115,7 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
             return
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
     while True:
-        mailbox = _lease_take(mailbox_id, owner)
+        mailbox = lease_take(mailbox_id, owner)
         if mailbox is None:
             return
         try:
@@ -142,7 +142,7 @@ def fallback_sync_request() -> int:
     return len(mailbox_ids)
 
 
-def _lease_take(mailbox_id: int, owner: str) -> Mailbox | None:
+def lease_take(mailbox_id: int, owner: str) -> Mailbox | None:
     now = timezone.now()
     taken = (
         Mailbox.objects.filter(pk=mailbox_id, enabled=True)
@@ -152,7 +152,7 @@ def _lease_take(mailbox_id: int, owner: str) -> Mailbox | None:
     return Mailbox.objects.filter(pk=mailbox_id).first() if taken else None
 
 
-def _lease_renew(mailbox_id: int, owner: str) -> bool:
+def lease_renew(mailbox_id: int, owner: str) -> bool:
     """False when the lease was lost (it expired and another sync took it): this one stops."""
     until = timezone.now() + timedelta(seconds=settings.INBOUND_SYNC_LEASE_SECONDS)
     return bool(Mailbox.objects.filter(pk=mailbox_id, sync_lease_owner=owner).update(sync_lease_until=until))
@@ -184,7 +184,7 @@ def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: 
         entries = sorted((entry for entry in page.entries if entry.history_id > cursor), key=lambda e: e.history_id)
         for first in range(0, len(entries), FETCH_BATCH):
             batch = entries[first : first + FETCH_BATCH]
-            if not _lease_renew(mailbox.pk, owner):
+            if not lease_renew(mailbox.pk, owner):
                 logger.warning("sync of %s lost its lease; another sync goes on", mailbox.address)
                 return progressed
             # One round trip for the batch's messages; ProviderError: the task retries, nothing is skipped.
@@ -215,7 +215,7 @@ def _entry_store(mailbox: Mailbox, messages: FetchedMessages, entry: HistoryEntr
             if message is not None:
                 email_store(mailbox=mailbox, message=message, source=source)
     except Exception as error:
-        attempts = _poison_count(mailbox.pk, entry.history_id)
+        attempts = poison_count(mailbox.pk, entry.history_id)
         if attempts < settings.INBOUND_POISON_ATTEMPTS:
             raise
         text = (
@@ -223,7 +223,7 @@ def _entry_store(mailbox: Mailbox, messages: FetchedMessages, entry: HistoryEntr
             f"({type(error).__name__}: {error}); its messages {', '.join(entry.email_ids)} were not stored."
         )
         logger.warning("mailbox %s: %s", mailbox.address, text)
-        _warn(mailbox.pk, text)
+        mailbox_warn(mailbox.pk, text)
         from processing.metrics import inbound_count
 
         inbound_count("poison_skipped")
@@ -233,7 +233,7 @@ def _entry_store(mailbox: Mailbox, messages: FetchedMessages, entry: HistoryEntr
         )
 
 
-def _poison_count(mailbox_id: int, history_id: int) -> int:
+def poison_count(mailbox_id: int, history_id: int) -> int:
     """One more failure of this entry (a different entry starts counting at 1); the count now."""
     with transaction.atomic():
         mailbox = Mailbox.objects.select_for_update().get(pk=mailbox_id)
@@ -249,7 +249,7 @@ def _resync(mailbox: Mailbox, provider: MailProvider, *, reason: str | None, own
     current = provider.current_history_id(mailbox.address)
     refs = provider.recent_messages(mailbox.address, limit=settings.INBOUND_RESYNC_LIMIT)
     for first in range(0, len(refs), FETCH_BATCH):
-        if not _lease_renew(mailbox.pk, owner):
+        if not lease_renew(mailbox.pk, owner):
             return True
         messages = provider.fetch_messages(mailbox.address, [ref.email_id for ref in refs[first : first + FETCH_BATCH]])
         for message in messages.values():  # a message deleted meanwhile is not there
@@ -263,7 +263,7 @@ def _resync(mailbox: Mailbox, provider: MailProvider, *, reason: str | None, own
 
         text = f"Resynced: {reason}; stored the newest {len(refs)} messages and continued from {current}."
         logger.warning("mailbox %s: %s", mailbox.address, text)
-        _warn(mailbox.pk, text)
+        mailbox_warn(mailbox.pk, text)
         inbound_count("resync")
     return True
 
@@ -275,5 +275,5 @@ def _provider_seen(mailbox_id: int, history_id: int) -> None:
     )
 
 
-def _warn(mailbox_id: int, text: str) -> None:
+def mailbox_warn(mailbox_id: int, text: str) -> None:
     Mailbox.objects.filter(pk=mailbox_id).update(last_warning=text, last_warning_at=timezone.now())

@@ -8,7 +8,6 @@ dropped; SQS shows what it returned again after the visibility timeout). With --
 /readyz and /metrics."""
 
 import logging
-import signal
 import time
 from functools import partial
 
@@ -25,13 +24,9 @@ from archive.services import (
 )
 from archive.services.consumer import archive_poll_settings
 from archive.services.queue import archive_queue_depth
-from emailsys.eventbus import sqs_retrying
+from emailsys.eventbus import StopRequested, sqs_retrying, stop_on_signals
 
 logger = logging.getLogger(__name__)
-
-
-class _Stop(BaseException):
-    """Raised from the signal handler while no batch is in hand (a BaseException: botocore retries Exceptions)."""
 
 
 class Command(BaseCommand):
@@ -54,13 +49,7 @@ class Command(BaseCommand):
         storage = archive_storage()
         state: dict[str, str] = {}
 
-        def stop(signum, frame) -> None:
-            control.stop_requested = True
-            if not control.busy:
-                raise _Stop
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop_on_signals(control)
         if health_port is not None:
             server = archiver_health_server(
                 host=health_host, port=health_port, live=partial(_live, control), ready=partial(_ready, state, storage)
@@ -80,7 +69,7 @@ class Command(BaseCommand):
                 state["queue_url"] = queue_url
                 logger.info("archive_emails polling %s into %s storage", queue_url, storage.label)
                 archive_run(queue_url=queue_url, storage=storage, control=control, once=once)
-        except _Stop:
+        except StopRequested:
             pass
         logger.info("archive_emails stopped: %s", control.outcomes or "nothing handled")
 

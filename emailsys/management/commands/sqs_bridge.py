@@ -7,20 +7,15 @@ SIGTERM or SIGINT: the message in hand is finished, then the bridge exits 0 (a l
 SQS shows what it returned again after the visibility timeout)."""
 
 import logging
-import signal
 from functools import partial
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from emailsys.eventbus import BridgeControl, sqs_bridge_run, sqs_retrying
+from emailsys.eventbus import BridgeControl, StopRequested, sqs_bridge_run, sqs_retrying, stop_on_signals
 from emailsys.sqs import sqs_queue_url, sqs_queues_ensure
 
 logger = logging.getLogger(__name__)
-
-
-class _Stop(BaseException):
-    """Raised from the signal handler while no message is in hand (a BaseException: botocore retries Exceptions)."""
 
 
 class Command(BaseCommand):
@@ -37,13 +32,7 @@ class Command(BaseCommand):
             raise CommandError("SQS is not configured: set SQS_QUEUE_NAME (or SQS_QUEUE_URL), or pass --queue-url")
         control = BridgeControl()
 
-        def stop(signum, frame) -> None:
-            control.stop_requested = True
-            if not control.busy:
-                raise _Stop
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop_on_signals(control)
         try:
             if setup:
                 ensure = partial(
@@ -56,6 +45,6 @@ class Command(BaseCommand):
             queue_url = queue_url or sqs_retrying(sqs_queue_url, what="queue lookup", control=control)
             logger.info("sqs_bridge polling %s", queue_url)
             sqs_bridge_run(queue_url=queue_url, wait_seconds=wait_seconds, once=once, control=control)
-        except _Stop:
+        except StopRequested:
             pass
         logger.info("sqs_bridge stopped after %s messages", control.handled)
