@@ -1,8 +1,6 @@
 """Inbound metrics on /metrics, shared by every process through Redis (as emailsys/metrics.py does): counters in
 one hash, the classification time histogram in another; the sync lag is read from PostgreSQL at scrape time.
-
-CONTRACT (owned by the api/live helper; signatures fixed, never raise):
-"""
+None of these raises."""
 
 import logging
 from collections.abc import Iterator

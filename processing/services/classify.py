@@ -1,8 +1,5 @@
 """Classification of stored messages: exactly one result per message, however often or concurrently a message's
-task runs (the result's unique key decides; only the insert that won publishes and counts).
-
-CONTRACT (owned by the sync helper; signatures fixed):
-"""
+task runs (the result's unique key decides; only the insert that won publishes and counts)."""
 
 import logging
 import socket

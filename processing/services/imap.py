@@ -1,7 +1,7 @@
 """Sender mailboxes over IMAP: the poll that reads a folder by UID range into the inbound pipeline (`email_store`,
 stored once and classified, as #9's messages are), its settings rules, and the connection test.
 
-CONTRACT:
+The rules:
 - `imap_poll(mailbox_id)` runs under the mailbox's lease (Mailbox.sync_lease_*, as services/sync.py does, so one
   poll per mailbox at a time across hosts), fetches `UID <last_uid+1>:*` with BODY.PEEK[] and INTERNALDATE in
   batches of IMAP_BATCH_SIZE, stores each message (email_id "<uidvalidity>:<uid>", history_id the UID) and
@@ -217,7 +217,7 @@ def imap_poll_all_request() -> int:
 
 
 def imap_poll(mailbox_id: int) -> PollResult:
-    """Polls one IMAP mailbox under its lease (see the module's CONTRACT). Errors are recorded and returned, not
+    """Polls one IMAP mailbox under its lease (see the module's rules). Errors are recorded and returned, not
     raised (only a database that is down gets through).
 
     Polls asked for while one runs coalesce: each poll first counts itself in `Mailbox.wanted_history_id` (for an

@@ -1,8 +1,5 @@
 """Storing provider messages: each once per (mailbox, provider message id), with its raw MIME and parsed
-columns; a new row is queued for classification after commit.
-
-CONTRACT (owned by the sync helper; signature fixed):
-"""
+columns; a new row is queued for classification after commit."""
 
 import logging
 

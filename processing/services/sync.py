@@ -1,7 +1,7 @@
 """History sync: notifications raise a mailbox's wanted id; one sync at a time per mailbox reads the provider's
 history from the cursor up, stores each message once and advances the cursor forward only.
 
-CONTRACT (owned by the sync helper; `mailbox_notify` and `sync_request` are the core's and keep their signature):
+The rules:
 - `mailbox_notify` records a webhook delivery once (by webhook id), raises `wanted_history_id` to the highest id
   announced, and asks for a sync when the cursor is behind it.
 - `mailbox_sync(mailbox_id, source)` runs under the mailbox's lease (INBOUND_SYNC_LEASE_SECONDS), loops until the
