@@ -12,10 +12,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 # to a thread: with DB_CONN_MAX_AGE > 0 each request would leave its connection open until PostgreSQL ran out
 # ("too many clients" after a burst of webhooks), and with 0 each request connected anew (a third of a webhook's
 # time). Web processes take connections from a pool of their own (psycopg's, DB_POOL_MAX_SIZE) unless told
-# otherwise; DB_POOL_MAX_SIZE=0 closes them after each request instead.
-os.environ.setdefault("DB_POOL_MAX_SIZE", "8")
-os.environ.setdefault("DB_CONN_MAX_AGE", "0")
-django_asgi_app = get_asgi_application()  # before importing consumers: it sets up Django
+# otherwise; DB_POOL_MAX_SIZE=0 closes them after each request instead. Set only while the settings load: a
+# process that imports this module (a test) must not hand the pool to the Celery workers it starts later (a prefork
+# child finds the pool its parent closed).
+WEB_DATABASE_DEFAULTS = {"DB_POOL_MAX_SIZE": "8", "DB_CONN_MAX_AGE": "0"}
+_web_defaults = {name: value for name, value in WEB_DATABASE_DEFAULTS.items() if name not in os.environ}
+os.environ.update(_web_defaults)
+try:
+    django_asgi_app = get_asgi_application()  # before importing consumers: it sets up Django
+finally:
+    for _name in _web_defaults:
+        del os.environ[_name]
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

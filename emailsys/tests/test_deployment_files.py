@@ -291,3 +291,15 @@ def test_compose_variables_are_documented_in_readme() -> None:
 def test_settings_variables_are_documented_in_readme() -> None:
     undocumented = settings_env_names() - readme_env_names()
     assert not undocumented, f"README.md's environment table lacks {sorted(undocumented)}"
+
+
+def test_the_web_processes_pool_defaults_do_not_leak_into_processes_started_after_importing_the_asgi_app() -> None:
+    """A prefork worker started with DB_POOL_MAX_SIZE inherited from its parent's environment finds the pool its
+    parent closed ("pool has already been opened/closed"): the web defaults hold only while the settings load."""
+    import os
+
+    import emailsys.asgi
+
+    assert emailsys.asgi.WEB_DATABASE_DEFAULTS
+    for name in emailsys.asgi.WEB_DATABASE_DEFAULTS:
+        assert name not in os.environ, name
