@@ -42,6 +42,38 @@ def rows_update(
             cursor.executemany(sql, params)
 
 
+def rows_insert_new(model: type[Model], rows: Sequence[Model], *, unique: Sequence[str]) -> list[Model]:
+    """INSERT of many rows in one statement, skipping those whose `unique` columns exist already (ON CONFLICT DO
+    NOTHING; a concurrent insert of the same key waits for the other transaction, then skips): the rows that were
+    new, their primary keys set. Django's bulk_create(ignore_conflicts=True) cannot say which rows those were."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    key_fields = [meta.get_field(name) for name in unique]
+    columns = ", ".join(quote(field.column) for field in fields)
+    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for row in rows for field in fields]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row_placeholder] * len(rows))} "  # noqa: S608 (names from the model)
+        f"ON CONFLICT ({', '.join(quote(field.column) for field in key_fields)}) DO NOTHING "
+        f"RETURNING {quote(meta.pk.column)}, {', '.join(quote(field.column) for field in key_fields)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = {tuple(found[1:]): found[0] for found in cursor.fetchall()}
+    new = []
+    for row in rows:
+        key = tuple(field.get_db_prep_save(getattr(row, field.attname), connection) for field in key_fields)
+        pk = inserted.pop(key, None)  # pop: a key given twice is new once
+        if pk is not None:
+            row.pk = pk
+            row._state.adding = False
+            new.append(row)
+    return new
+
+
 @contextmanager
 def prepared_cursor() -> Iterator[Any]:
     """A cursor whose statements become prepared statements of this connection's session: PostgreSQL plans each

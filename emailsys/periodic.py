@@ -71,7 +71,8 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         task="processing.fallback_sync",
         interval_setting="INBOUND_FALLBACK_SYNC_INTERVAL",
         queue="inbound_backfill",
-        description="Syncs every enabled mailbox from its cursor, so a lost webhook is caught within the interval.",
+        description="Syncs every enabled mailbox from its cursor, so a lost webhook is caught within the interval; "
+        "enqueues again stored messages whose classification task was lost.",
         expire_seconds=60,
     ),
     PeriodicTaskSpec(

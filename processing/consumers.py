@@ -37,5 +37,7 @@ class EmailEventsConsumer(LiveGroupConsumer):
         self.write_start()
 
     def deliver(self, text: str) -> None:
-        """The hub wraps each message as a live update: the seed's clients get the message itself."""
-        super().deliver(json.dumps(json.loads(text)["payload"]))
+        """The hub wraps each publish (a list of messages) as a live update: the seed's clients get each message
+        itself, a frame each."""
+        for message in json.loads(text)["payload"]:
+            super().deliver(json.dumps(message))

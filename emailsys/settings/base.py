@@ -521,6 +521,9 @@ INBOUND_UNKNOWN_BELOW = env.float("INBOUND_UNKNOWN_BELOW", default=0.5)
 PROCESSOR_WORKER_COUNT = env.int("PROCESSOR_WORKER_COUNT", default=3)
 PROCESSOR_MAX_RETRIES = env.int("PROCESSOR_MAX_RETRIES", default=3)
 PROCESSOR_RETRY_DELAY_MS = env.int("PROCESSOR_RETRY_DELAY_MS", default=1000)
+PROCESSOR_BATCH_SIZE = env.int("PROCESSOR_BATCH_SIZE", default=10)  # messages per classification task
+# A stored message still queued after this long without a result lost its task: the fallback sync enqueues it again.
+INBOUND_STALLED_SECONDS = env.int("INBOUND_STALLED_SECONDS", default=600)
 
 # --- Sender mailboxes over IMAP (processing/services/imap.py, manage.py imap_idle) --------------------------------
 # Each sender account's IMAP settings (admin: "IMAP settings") are polled by UID range; IDLE only wakes the poll.

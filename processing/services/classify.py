@@ -11,6 +11,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from emailsys.db import rows_insert_new
 from processing.classifier import Classifier, Verdict, classifier_get
 from processing.models import EmailResult, InboundEmail
 from processing.parsing import ParsedEmail, email_parse
@@ -50,6 +51,42 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
     email.status = InboundEmail.Status.CLASSIFIED
     transaction.on_commit(lambda: _processed(email, result, elapsed))
     return result
+
+
+def emails_classify(*, email_pks: list[int]) -> list[int]:
+    """Classifies every message of the batch that has no result, its results inserted in one statement; the pks
+    whose classifier raised (their attempt counted: the caller retries them one by one). A message whose result
+    another run inserted first is skipped: only the run whose insert won runs the handlers and publishes."""
+    emails = list(InboundEmail.objects.select_related("mailbox").filter(pk__in=email_pks, result__isnull=True))
+    if not emails:
+        return []
+    classifier = classifier_get()
+    done: list[tuple[InboundEmail, EmailResult, ParsedEmail, float]] = []
+    failed: list[int] = []
+    for email in emails:
+        try:  # any exception is this message's alone
+            parsed = email_parse(bytes(email.raw))
+            verdict, elapsed = _verdict(classifier, parsed)
+        except Exception:
+            logger.exception("classification of message %s failed", email.pk)
+            failed.append(email.pk)
+            continue
+        done.append((email, EmailResult(email=email, **_result_fields(classifier, verdict, elapsed)), parsed, elapsed))
+    if failed:
+        InboundEmail.objects.filter(pk__in=failed).update(attempts=F("attempts") + 1)
+    with transaction.atomic():
+        won = {
+            result.email_id for result in rows_insert_new(EmailResult, [item[1] for item in done], unique=("email",))
+        }
+        done = [item for item in done if item[0].pk in won]
+        InboundEmail.objects.filter(pk__in=won).update(
+            status=InboundEmail.Status.CLASSIFIED, last_error="", attempts=F("attempts") + 1
+        )
+        for email, result, parsed, _ in done:
+            email.status = InboundEmail.Status.CLASSIFIED
+            _handlers_run(email, result, parsed)
+        transaction.on_commit(lambda: _processed_many([(email, result, elapsed) for email, result, _, elapsed in done]))
+    return failed
 
 
 def email_reclassify(*, email: InboundEmail) -> EmailResult:
@@ -126,9 +163,14 @@ def _result_fields(classifier: Classifier, verdict: Verdict, elapsed: float) -> 
 
 
 def _processed(email: InboundEmail, result: EmailResult, elapsed: float) -> None:
-    from processing.metrics import classification_observe, inbound_count
+    _processed_many([(email, result, elapsed)])
+
+
+def _processed_many(done: list[tuple[InboundEmail, EmailResult, float]]) -> None:
+    from processing.metrics import classifications_record
     from processing.services import events
 
-    events.email_processed(email, result)
-    inbound_count("classified", label=result.classification)
-    classification_observe(seconds=elapsed, classification=result.classification)
+    if not done:
+        return
+    events.emails_processed([(email, result) for email, result, _ in done])
+    classifications_record([(result.classification, elapsed) for _, result, elapsed in done])

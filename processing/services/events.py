@@ -29,33 +29,41 @@ def _event(event: str, data: dict) -> dict:
     return {"type": "email_event", "event": event, "data": data, "timestamp": timezone.now().isoformat()}
 
 
-def _publish(message: dict) -> None:
+def _publish(messages: list[dict]) -> None:
+    """One channel-layer message for a batch: the consumer writes each as a frame of its own."""
     from emailsys.live import live_publish_groups
 
-    live_publish_groups(groups=[EMAIL_EVENTS_GROUP], payload=message)
+    live_publish_groups(groups=[EMAIL_EVENTS_GROUP], payload=messages)
 
 
 def email_queued(email: InboundEmail) -> None:
-    """A message was stored and waits for classification (`event: "queue"`)."""
+    emails_queued([email])
+
+
+def emails_queued(emails: list[InboundEmail]) -> None:
+    """Messages were stored and wait for classification (`event: "queue"`, one per message)."""
     try:
-        data = {
+        _publish([_event("queue", {
             "email_id": email.email_id,
             "mailbox": email.mailbox.address,
             "subject": email.subject,
             "sender": email.sender,
             "received_at": email.received_at.isoformat(),
             "status": email.status,
-        }
-        _publish(_event("queue", data))
+        }) for email in emails])  # fmt: skip
         _stats.mark()
     except Exception:
-        logger.exception("live queue event for %s failed", getattr(email, "email_id", "?"))
+        logger.exception("live queue events for %s failed", [getattr(email, "email_id", "?") for email in emails])
 
 
 def email_processed(email: InboundEmail, result: EmailResult) -> None:
-    """A message got its result (`event: "process"`, with the result); also a stats update."""
+    emails_processed([(email, result)])
+
+
+def emails_processed(done: list[tuple[InboundEmail, EmailResult]]) -> None:
+    """Messages got their results (`event: "process"`, one per message, with the result); also a stats update."""
     try:
-        data = {
+        _publish([_event("process", {
             "email_id": email.email_id,
             "mailbox": email.mailbox.address,
             "subject": email.subject,
@@ -65,15 +73,14 @@ def email_processed(email: InboundEmail, result: EmailResult) -> None:
             "processed_at": result.processed_at.isoformat(),
             "processor_id": result.processor_id,
             "processing_time_ms": result.processing_time_ms,
-        }
-        _publish(_event("process", data))
+        }) for email, result in done])  # fmt: skip
         _stats.mark()
         from emailsys.dashboard import DASHBOARD
         from emailsys.live import SINGLETON_ID, live_progress
 
         live_progress(DASHBOARD, SINGLETON_ID)  # after commit (now, when called after it), coalesced
     except Exception:
-        logger.exception("live process event for %s failed", getattr(email, "email_id", "?"))
+        logger.exception("live process events for %s failed", [getattr(email, "email_id", "?") for email, _ in done])
 
 
 def stats_message(broker: Connection | None = None) -> dict:
@@ -112,7 +119,7 @@ class _StatsCoalescer:
             self.wake.clear()  # a mark from now on makes another update
             try:
                 broker = broker or ops_broker_connection()
-                _publish(stats_message(broker))
+                _publish([stats_message(broker)])
             except Exception:
                 logger.exception("live stats update failed")
                 if broker is not None:

@@ -2,11 +2,14 @@
 columns; a new row is queued for classification after commit."""
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
+from django.utils import timezone
 
 from emailsys.celery import app as celery_app
+from emailsys.db import rows_insert_new
 from emailsys.eventbus import event_emit
 from processing.models import InboundEmail, Mailbox
 from processing.parsing import ParsedEmail, email_parse
@@ -14,35 +17,71 @@ from processing.providers import ProviderMessage
 
 logger = logging.getLogger(__name__)
 
+STALLED_REQUEUE_LIMIT = 1000  # per run of the periodic task; the next run takes the rest
 QUEUE_FOR_SOURCE = {InboundEmail.Source.WEBHOOK: "inbound", InboundEmail.Source.BACKFILL: "inbound_backfill"}
 
 
 def email_store(*, mailbox: Mailbox, message: ProviderMessage, source: str) -> InboundEmail | None:
-    """The new row, or None when the message was stored before (nothing else happens then). After commit a new
-    row is enqueued for classification (source "webhook": queue inbound; "backfill": inbound_backfill),
-    `events.email_queued` and `inbound_count("received")` run. With ARCHIVE_ENABLED, an "archive" outbox event in
-    the same transaction puts the message on the archive queue after commit (archive.services.publish)."""
+    """The new row, or None when the message was stored before (nothing else happens then); see emails_store."""
+    stored = emails_store(mailbox=mailbox, messages=[message], source=source)
+    return stored[0] if stored else None
+
+
+def emails_store(*, mailbox: Mailbox, messages: list[ProviderMessage], source: str) -> list[InboundEmail]:
+    """Stores the messages in one statement; the rows that were new (a message stored before is skipped). After
+    commit the new rows are enqueued for classification, PROCESSOR_BATCH_SIZE per task (source "webhook": queue
+    inbound; "backfill": inbound_backfill), `events.emails_queued` and `inbound_count("received")` run. With
+    ARCHIVE_ENABLED, an "archive" outbox event per new row in the same transaction puts the message on the archive
+    queue after commit (archive.services.publish). A row whose enqueue is lost (the process died right after the
+    commit) is enqueued again by `emails_requeue_stalled`."""
     from processing.metrics import inbound_count
 
-    row = _row(mailbox=mailbox, message=message, parsed=email_parse(message.raw), source=source)
-    if not _insert_unless_stored(row):
-        inbound_count("duplicate")
-        return None
+    rows = [
+        _row(mailbox=mailbox, message=message, parsed=email_parse(message.raw), source=source) for message in messages
+    ]
+    new = rows_insert_new(InboundEmail, rows, unique=("mailbox", "email_id"))
+    if len(new) < len(rows):
+        inbound_count("duplicate", amount=len(rows) - len(new))
+    if not new:
+        return []
     queue = QUEUE_FOR_SOURCE.get(source, "inbound_backfill")
-    transaction.on_commit(lambda: _queued(row, queue))
+    transaction.on_commit(lambda: emails_enqueue(new, queue=queue))
     if settings.ARCHIVE_ENABLED:  # published to the archive queue after commit, through the outbox
-        event_emit(stream="archive", key=f"email:{row.pk}", kind="email_stored", payload={"email_pk": row.pk})
-    return row
+        for row in new:
+            event_emit(stream="archive", key=f"email:{row.pk}", kind="email_stored", payload={"email_pk": row.pk})
+    return new
 
 
-def _queued(row: InboundEmail, queue: str) -> None:
+def emails_enqueue(rows: list[InboundEmail], *, queue: str) -> None:
+    """Classification tasks for stored rows, a batch of PROCESSOR_BATCH_SIZE per task: a burst of messages costs
+    the broker, the worker's task handling and the live feed one round each per batch, not per message."""
     from processing.metrics import inbound_count
     from processing.services import events
 
-    # No result: nobody waits for one, and a result subscription cost the sender a Redis round trip per message.
-    celery_app.send_task("processing.classify_email", kwargs={"email_pk": row.pk}, queue=queue, ignore_result=True)
-    events.email_queued(row)
-    inbound_count("received")
+    size = max(1, settings.PROCESSOR_BATCH_SIZE)
+    for first in range(0, len(rows), size):
+        # No result: nobody waits for one, and a result subscription cost the sender a Redis round trip per task.
+        email_pks = [row.pk for row in rows[first : first + size]]
+        celery_app.send_task("processing.classify_emails", kwargs={"email_pks": email_pks}, queue=queue,
+                             ignore_result=True)  # fmt: skip
+    events.emails_queued(rows)
+    inbound_count("received", amount=len(rows))
+
+
+def emails_requeue_stalled(*, older_than_seconds: int) -> int:
+    """Enqueues again (backfill queue) every message still queued after `older_than_seconds` without a result: its
+    task was lost (the process that stored it died before enqueuing, or the broker lost it). Classification is
+    exactly once whatever the duplicates (the result's unique key), so a message enqueued twice costs nothing."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stalled = list(
+        InboundEmail.objects.filter(status=InboundEmail.Status.QUEUED, result__isnull=True, created_at__lt=cutoff)
+        .order_by("pk")[:STALLED_REQUEUE_LIMIT]
+    )  # fmt: skip
+    if stalled:
+        logger.warning("%d stored messages had no classification task after %ss: enqueued again", len(stalled),
+                       older_than_seconds)  # fmt: skip
+        emails_enqueue(stalled, queue="inbound_backfill")
+    return len(stalled)
 
 
 def _row(*, mailbox: Mailbox, message: ProviderMessage, parsed: ParsedEmail, source: str) -> InboundEmail:
@@ -74,24 +113,3 @@ def _row(*, mailbox: Mailbox, message: ProviderMessage, parsed: ParsedEmail, sou
         setattr(row, name, getattr(row, name).replace("\x00", ""))
     row.recipients = [address.replace("\x00", "") for address in row.recipients]
     return row
-
-
-def _insert_unless_stored(row: InboundEmail) -> bool:
-    """INSERT ... ON CONFLICT (mailbox, email_id) DO NOTHING RETURNING id: True (and row.pk set) when it was
-    new. A concurrent store of the same message waits for ours and then inserts nothing."""
-    meta = InboundEmail._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    values = [field.get_db_prep_save(field.pre_save(row, add=True), connection) for field in fields]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table = connection.ops.quote_name(meta.db_table)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT (mailbox_id, email_id) DO NOTHING"  # noqa: S608 - names from the model, values bound
-    sql += " RETURNING id"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        found = cursor.fetchone()
-    if found is None:
-        return False
-    row.pk = found[0]
-    row._state.adding = False
-    return True

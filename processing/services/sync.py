@@ -25,7 +25,7 @@ from django.utils import timezone
 from emailsys.celery import app as celery_app
 from processing.models import InboundEmail, Mailbox, WebhookReceipt
 from processing.providers import FetchedMessages, HistoryEntry, HistoryExpired, MailProvider, provider_for
-from processing.services.ingest import email_store
+from processing.services.ingest import email_store, emails_requeue_stalled, emails_store
 
 logger = logging.getLogger(__name__)
 SYNC_QUEUED_SECONDS = 15
@@ -133,12 +133,14 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
 
 def fallback_sync_request() -> int:
     """Asks for a backfill sync of every enabled mailbox, so a lost notification is caught within the fallback
-    interval (the sync reads the history from the cursor, whatever the notifications said); returns how many."""
+    interval (the sync reads the history from the cursor, whatever the notifications said), and enqueues again the
+    stored messages whose classification task was lost; returns how many mailboxes."""
     # IMAP mailboxes have their own poll (services/imap.py, "processing: IMAP poll").
     mailboxes = Mailbox.objects.filter(enabled=True).exclude(provider=Mailbox.Provider.IMAP)
     mailbox_ids = list(mailboxes.values_list("pk", flat=True))
     for mailbox_id in mailbox_ids:
         sync_request(mailbox_id=mailbox_id, source=InboundEmail.Source.BACKFILL)
+    emails_requeue_stalled(older_than_seconds=settings.INBOUND_STALLED_SECONDS)
     return len(mailbox_ids)
 
 
@@ -189,6 +191,9 @@ def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: 
                 return progressed
             # One round trip for the batch's messages; ProviderError: the task retries, nothing is skipped.
             messages = provider.fetch_messages(mailbox.address, [i for entry in batch for i in entry.email_ids])
+            if _batch_store(mailbox, messages, batch, source=message_source):
+                cursor, progressed = batch[-1].history_id, True
+                continue
             stored = cursor
             try:
                 for entry in batch:
@@ -201,6 +206,28 @@ def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: 
         page_token = page.next_page_token
         if not page_token:
             return progressed
+
+
+def _batch_store(mailbox: Mailbox, messages: FetchedMessages, batch: list[HistoryEntry], *, source: str) -> bool:
+    """The batch's messages stored in one statement and the cursor moved past the batch, in one transaction. False
+    when a message could not be fetched or stored (nothing of the batch is kept): the caller then goes entry by
+    entry, counting the failing entry's attempts (poison)."""
+    found = [messages.get(email_id) for entry in batch for email_id in entry.email_ids]
+    if any(isinstance(message, Exception) for message in found):
+        return False
+    try:
+        with transaction.atomic():
+            emails_store(mailbox=mailbox, messages=[message for message in found if message is not None], source=source)
+            last = batch[-1].history_id
+            cursor_advance(mailbox_id=mailbox.pk, history_id=last)
+            Mailbox.objects.filter(pk=mailbox.pk, poison_history_id__lte=last).update(
+                poison_history_id=None, poison_attempts=0
+            )
+    except Exception as error:  # noqa: BLE001 - any message's failure: entry by entry finds which one
+        logger.info("mailbox %s: batch store failed (%s: %s); storing entry by entry", mailbox.address,
+                    type(error).__name__, error)  # fmt: skip
+        return False
+    return True
 
 
 def _entry_store(mailbox: Mailbox, messages: FetchedMessages, entry: HistoryEntry, *, source: str) -> None:

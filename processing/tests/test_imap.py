@@ -68,7 +68,9 @@ def test_a_poll_stores_each_new_message_once_and_queues_its_classification(
     uidvalidity = imap_server.uidvalidity(imap_user[0])
     assert [row.email_id for row in rows] == [f"{uidvalidity}:{uid}" for uid in (1, 2, 3)]
     assert {row.status for row in rows} == {InboundEmail.Status.QUEUED} and all(row.received_at for row in rows)
-    classify = [kwargs["email_pk"] for name, kwargs, _ in sent_tasks if name == "processing.classify_email"]
+    classify = [
+        pk for name, kwargs, _ in sent_tasks if name == "processing.classify_emails" for pk in kwargs["email_pks"]
+    ]
     assert sorted(classify) == sorted(row.pk for row in rows)
 
     assert imap_poll(account.mailbox_id).stored == 0  # nothing new: nothing stored, nothing queued
@@ -78,7 +80,12 @@ def test_a_poll_stores_each_new_message_once_and_queues_its_classification(
         result = imap_poll(account.mailbox_id)
     assert (result.stored, result.last_uid) == (2, 5)
     assert subjects(account) == ["first 0", "first 1", "first 2", "second 0", "second 1"]
-    assert len([name for name, _, _ in sent_tasks if name == "processing.classify_email"]) == 5
+    assert (
+        len(
+            [pk for name, kwargs, _ in sent_tasks if name == "processing.classify_emails" for pk in kwargs["email_pks"]]
+        )
+        == 5
+    )
     account.refresh_from_db()
     assert (account.uidvalidity, account.last_uid, account.has_idle) == (uidvalidity, 5, True)
     # The message stays unread on the server: BODY.PEEK.
