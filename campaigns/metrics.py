@@ -26,7 +26,7 @@ from emailsys import clock
 logger = logging.getLogger(__name__)
 
 CAMPAIGN_LABELS = ["campaign_id", "campaign"]
-# Help texts, also the README's metrics table (emailsys/tests/test_business_metrics.py checks it names them all).
+# Help texts; README "Metrics, dashboard and logs" lists each (emailsys/tests/test_grafana_dashboard.py checks).
 FAMILIES = {
     "emailsys_campaign_emails": "Send records per campaign by state (sent, deferred: waiting to retry, bounced, "
     "failed, unknown: outcome unknown after a crash, skipped, claimed/handed_over: in flight).",

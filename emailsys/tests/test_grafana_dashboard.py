@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from campaigns.metrics import FAMILIES
 from campaigns.tests.scenarios import campaign_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,3 +215,9 @@ def test_every_query_names_metrics_and_labels_that_metrics_serves(client) -> Non
         for grouping in re.findall(r"\bby\s*\(([^)]*)\)", expr):
             wanted = {label.strip() for label in grouping.split(",")}
             assert any(wanted <= served[name] for name in names), f"{expr}: no such labels {wanted}"
+
+
+def test_the_readme_lists_every_business_metric() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Metrics, dashboard and logs") :]
+    assert [name for name in FAMILIES if f"| `{name}` |" not in table] == []
