@@ -53,7 +53,15 @@ def send_batch(lead_ids: list[int], account_filter: int | None = None, claim: st
     sessions = _thread_sessions()
     try:
         per_lead = lead_batch_send(lead_ids=lead_ids, sessions=sessions, account_filter=account_filter, claim=claim)
-        return dict(outcome_counts(per_lead))
+        counts = dict(outcome_counts(per_lead))
+        if counts:  # one line per batch that did something (a stale copy did nothing: its own line says so)
+            logger.info(
+                "send batch of %s lead(s): %s",
+                len(lead_ids),
+                ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                extra={"event": "batch_sent", "leads": len(lead_ids), "outcomes": counts},
+            )
+        return counts
     except Exception:
         logger.exception("batch of %s leads failed unexpectedly; they are retried after their lease", len(lead_ids))
         return {"error": len(lead_ids)}

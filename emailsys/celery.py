@@ -9,7 +9,7 @@ Celery's Django fix-up calls `django.setup()` before the worker imports task mod
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from celery.worker.control import inspect_command
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
@@ -17,6 +17,31 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emailsys.settings.local")
 app = Celery("emailsys")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _logging_adjust(logger, **kwargs) -> None:
+    """Celery replaced the root logger's handlers (workers, beat): the same chatter filter and format as LOGGING."""
+    from emailsys.logs import celery_logging_adjust
+
+    celery_logging_adjust(logger)
+
+
+@signals.celeryd_init.connect
+def _logging_early(**kwargs) -> None:
+    """Before Celery sets up its logging, a worker may warn (running as root): that warning follows LOGGING too."""
+    from emailsys.logs import worker_logging_early
+
+    worker_logging_early()
+
+
+@signals.celeryd_after_setup.connect
+def _banner_as_log_line(sender, instance, **kwargs) -> None:
+    """With LOG_FORMAT=json a worker prints no multi-line banner: every line of its output stays one JSON object."""
+    from emailsys.logs import worker_banner_replace
+
+    worker_banner_replace(instance)
 
 
 @inspect_command(name="conf")

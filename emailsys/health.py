@@ -139,6 +139,16 @@ def sqs_bridge_state(*, now: datetime) -> dict:
     }
 
 
+def _probe_archiver() -> list[ComponentHealth]:
+    """The archiver's heartbeat (archive/services/health.py): healthy while one archiver's loop reported within
+    ARCHIVE_HEARTBEAT_MAX_AGE."""
+    from archive.services.health import archiver_health
+
+    state = archiver_health()
+    extra = {"archivers": state["archivers"], "last_heartbeat_age_s": state["last_heartbeat_age_seconds"]}
+    return [ComponentHealth("archiver", state["healthy"], state["detail"], extra=extra)]
+
+
 PROBES: dict[str, Callable[[], list[ComponentHealth]]] = {
     "database": _probe_database,
     "redis": _probe_redis,
@@ -146,6 +156,17 @@ PROBES: dict[str, Callable[[], list[ComponentHealth]]] = {
     "workers": _probe_worker_pools,
     "beat": _probe_beat,
 }
+# Components a deployment may not run: probed only when their setting says they are part of it (an archiver that
+# is not configured is not unhealthy).
+OPTIONAL_PROBES: dict[str, tuple[Callable[[], bool], Callable[[], list[ComponentHealth]]]] = {
+    "archiver": (lambda: settings.ARCHIVE_ENABLED, _probe_archiver),
+}
+
+
+def probes_enabled() -> dict[str, Callable[[], list[ComponentHealth]]]:
+    """The probes /healthz runs: every one of PROBES, and those of OPTIONAL_PROBES whose component is configured."""
+    optional = {name: probe for name, (enabled, probe) in OPTIONAL_PROBES.items() if enabled()}
+    return {**PROBES, **optional}
 
 
 def _failed(probe_name: str, detail: str) -> list[ComponentHealth]:
@@ -166,9 +187,10 @@ def _run_probe(name: str, probe: Callable[[], list[ComponentHealth]]) -> list[Co
 
 def system_health_check() -> SystemHealth:
     """Runs every probe in parallel; a probe that does not finish within the deadline counts as unhealthy."""
-    executor = ThreadPoolExecutor(max_workers=len(PROBES), thread_name_prefix="healthz")
+    probes = probes_enabled()
+    executor = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="healthz")
     started = time.monotonic()
-    futures = {name: executor.submit(_run_probe, name, probe) for name, probe in PROBES.items()}
+    futures = {name: executor.submit(_run_probe, name, probe) for name, probe in probes.items()}
     components: list[ComponentHealth] = []
     for name, future in futures.items():
         remaining = max(0.0, PROBE_DEADLINE_SECONDS - (time.monotonic() - started))

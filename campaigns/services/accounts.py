@@ -1,6 +1,8 @@
 """Operator actions on sender accounts: pause, resume or disable; reset today's limits. Held under the
 account's row lock, like the arbiter's decisions, and logged as activities."""
 
+import logging
+
 from django.db import transaction
 from django.dispatch import Signal
 
@@ -16,6 +18,7 @@ from emailsys.fields import choice_validate
 # Sent inside the reset's transaction with `account_id`; a receiver wakes what slept on the account (the work
 # orders app connects one) and returns the ids it woke. Campaigns do not import the apps that send through them.
 account_limits_reset = Signal()
+logger = logging.getLogger(__name__)
 _STATUS_ACTIONS = {
     SenderAccount.Status.ACTIVE: AuditAction.ACCOUNT_RESUME,
     SenderAccount.Status.PAUSED: AuditAction.ACCOUNT_PAUSE,
@@ -41,6 +44,14 @@ def account_set_status(*, account: SenderAccount, status: str, reason: str = "")
         locked.save(update_fields=["status", "status_reason", "consecutive_failures"])
         if previous != status:
             paused = status == SenderAccount.Status.PAUSED
+            logger.info(
+                "account %s: %s → %s%s",
+                locked.email,
+                previous,
+                status,
+                f" ({reason})" if reason else "",
+                extra={"event": "account_status", "account": locked.email, "status": status},
+            )
             activity_record(
                 kind=Activity.Kind.ACCOUNT_PAUSED if paused else Activity.Kind.STATUS_CHANGED,
                 account=locked,

@@ -12,6 +12,8 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from emailsys.logs import LOG_FORMATS, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -457,17 +459,12 @@ HEALTHZ_WORKER_TIMEOUT = env.float("HEALTHZ_WORKER_TIMEOUT", default=1.0)
 HEALTHZ_BEAT_MAX_AGE = env.float("HEALTHZ_BEAT_MAX_AGE", default=30.0)
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "axes": {"level": "WARNING"},  # failures and lockouts; not its start banner or every successful login
-    },
-}
+# plain: one text line per record; json: one JSON object per line (time, level, logger, message), for a log
+# shipper. Periodic tasks' received/succeeded lines are DEBUG either way (emailsys/logs.py).
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {LOG_FORMAT!r}")
+LOGGING = logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT)
 
 # --- Security headers and deployment checks ---------------------------------------------------------
 # `manage.py check --deploy` also checks FIELD_ENCRYPTION_KEYS (emailsys/checks.py); production.py refuses DEBUG.

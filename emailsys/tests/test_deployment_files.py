@@ -51,15 +51,21 @@ def compose_app_services() -> dict[str, dict]:
     return {name: service for name, service in compose_services().items() if "build" in service}
 
 
+SUPERVISED = re.compile(r"^python deploy/supervise\.py (?P<name>[\w-]+) -- (?P<command>.+)$")
+
+
 def procfile_entries(path: Path | None = None) -> dict[str, str]:
-    """`name: command` lines; blank lines and comments skipped."""
+    """`name: command` lines, the command as deploy/supervise.py runs it (every line runs under it, named after
+    itself); blank lines and comments skipped."""
     path = path or PROCFILE
     entries: dict[str, str] = {}
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, _, command = line.partition(":")
-        entries[name.strip()] = command.strip()
+        supervised = SUPERVISED.match(command.strip())
+        assert supervised and supervised["name"] == name.strip(), f"Procfile {name}: not under deploy/supervise.py"
+        entries[name.strip()] = supervised["command"]
     return entries
 
 

@@ -240,6 +240,10 @@ def _step_end(work_order: WorkOrder, step: WorkOrderStep, run: StepRun, end: Ste
         if ended and step.started_at is not None:
             duration = now - step.started_at
             transaction.on_commit(lambda: step_duration_record(step=step.name, duration=duration))
+        if ended:
+            logger.info("work order %s step %s ended: %s (%s/%s) %s", work_order.id, step.name, end.status, step.done,
+                        step.total, end.message[:200], extra={"event": "workorder_step_ended",
+                        "work_order": work_order.id, "step": step.name, "status": end.status})  # fmt: skip
         if end.status == Status.COMPLETE:
             return None
         if end.status == Status.INTERRUPTED:
