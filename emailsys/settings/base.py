@@ -365,6 +365,12 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "inte
 # EVENT_SWEEP_INTERVAL, WORKORDER_SWEEP_INTERVAL; seconds) give a newly created row its first interval only.
 CELERY_BEAT_SCHEDULER = "emailsys.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# Only the beat holding a PostgreSQL advisory lock ticks (emailsys/beat_lock.py); the others stand by and ask again
+# this often (seconds), so one takes over this long at most after the holder died. The lock needs a session of its
+# own straight to PostgreSQL: behind pgbouncer in transaction mode, point this at the database directly (empty:
+# DATABASE_URL's database, as it is).
+BEAT_LOCK_DATABASE_URL = env("BEAT_LOCK_DATABASE_URL", default="")
+BEAT_LOCK_RETRY_SECONDS = env.float("BEAT_LOCK_RETRY_SECONDS", default=1.0)
 # Seconds between heartbeats (periodic task "emailsys: heartbeat": beat → broker → default pool).
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 # Seconds between dashboard refreshes (periodic task "emailsys: dashboard refresh", default pool): the health it
