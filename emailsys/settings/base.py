@@ -317,8 +317,15 @@ WORKER_POOLS = ("default", "sending", "workorders", "inbound")
 # order is strict (queue_order_strategy "priority" below); on RabbitMQ both queues are consumed side by side.
 WORKER_POOL_QUEUES = {pool: (pool,) for pool in WORKER_POOLS} | {"inbound": ("inbound", "inbound_backfill")}
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# RabbitMQ only: "quorum" declares the pools' queues as quorum queues (replicated over the cluster's nodes, the
+# kind to use past one RabbitMQ node; README "Multi-host"). A queue's type is fixed when it is first declared: switch
+# on a new vhost, or after deleting the classic queues, empty.
+CELERY_QUEUE_TYPE = env("CELERY_QUEUE_TYPE", default="classic")
+if CELERY_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ImproperlyConfigured(f"CELERY_QUEUE_TYPE must be classic or quorum, not {CELERY_QUEUE_TYPE!r}")
+_queue_arguments = {"x-queue-type": "quorum"} if CELERY_QUEUE_TYPE == "quorum" else None
 CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=_queue_arguments)
     for queues in WORKER_POOL_QUEUES.values()
     for name in queues
 )
