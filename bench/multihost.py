@@ -116,7 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes: 300-email rate runs, 600 + 200")
     parser.add_argument("--threads", type=int, default=4, help="threads of each host's sending worker")
-    parser.add_argument("--broker", choices=["rabbitmq", "redis"], default="rabbitmq")
+    parser.add_argument(
+        "--broker",
+        choices=["rabbitmq", "redis"],
+        default="rabbitmq" if shutil.which("rabbitmqctl") else "redis",
+        help="rabbitmq (default where rabbitmqctl is on the PATH: a vhost of its own, quorum queues) or redis",
+    )
     parser.add_argument(
         "--lease",
         type=int,
@@ -377,7 +382,8 @@ def web_health(host: Host) -> str:
         return f"{host.label} web {host.address}: no answer ({error})"
     beat = body["components"]["beat"]
     holder = (beat.get("extra") or {}).get("lock_holder") or {}
-    return (f"{host.label} web {host.address}:{host.web_port}: /healthz {status} ({body['status']}), "
+    unhealthy = ", ".join(body["unhealthy"]) or "none"
+    return (f"{host.label} web {host.address}:{host.web_port}: /healthz {status} (unhealthy: {unhealthy}), "
             f"beat: {beat['detail']}, lock holder: {holder.get('name')}")  # fmt: skip
 
 
