@@ -9,9 +9,10 @@ from datetime import datetime
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from emailsys.beat_lock import beat_lock_holder
+from emailsys.beat_lock import BeatLock, beat_lock_holder
 from emailsys.health import system_health_check
 from emailsys.testing import beat_argv, process_env, wait_until
 
@@ -100,3 +101,28 @@ def test_only_the_lock_holder_ticks_and_a_standby_takes_over_after_kill_9(proces
     )
     # One interval of the task plus the standby's retry period, with room for a loaded 2-core machine.
     assert takeover <= TICK_SECONDS + settings.BEAT_LOCK_RETRY_SECONDS + 3, f"took over after {takeover:.2f}s"
+
+
+def test_a_lock_whose_session_is_ended_is_known_lost_and_the_waiting_one_takes_it() -> None:
+    """What a standby sees (the holder's name), and a holder whose connection PostgreSQL ended (a failover, an
+    operator's pg_terminate_backend) stops counting itself active at its next check."""
+    first, second = BeatLock(), BeatLock()
+    first.name, second.name = f"{first.name} first", f"{second.name} second"  # one process plays both beats
+    try:
+        assert first.try_acquire() == (True, None)
+        acquired, holder = second.try_acquire()
+        assert not acquired and holder["name"] == first.name, holder
+        assert beat_lock_holder()["name"] == first.name
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                           [first.name])  # fmt: skip
+        assert not first.still_held()
+        assert not first.held
+        wait_until(lambda: second.try_acquire()[0], timeout=10, what="the second lock taken")
+        assert second.still_held()
+        assert beat_lock_holder()["name"] == second.name
+    finally:
+        first.release()
+        second.release()
+    wait_until(lambda: beat_lock_holder() is None, timeout=10, what="the lock released with its session")
