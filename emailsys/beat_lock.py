@@ -31,6 +31,7 @@ BEAT_APPLICATION_PREFIX = "emailsys-beat"
 # The server ends a holder whose host went silent after idle + interval × count seconds of unanswered keepalives;
 # the holder's own side gives up on an unacknowledged write after tcp_user_timeout. Both are per-session settings.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT, USER_TIMEOUT_MS = 5, 2, 3, 10_000
+LIBPQ_OPTIONS_KEPT = ("sslmode", "sslrootcert", "sslcert", "sslkey", "target_session_attrs")
 
 
 def beat_lock_conninfo() -> str:
@@ -45,7 +46,9 @@ def beat_lock_conninfo() -> str:
         "host": params.get("HOST") or None,
         "port": str(params["PORT"]) if params.get("PORT") else None,
     }
-    return psycopg.conninfo.make_conninfo(**{key: value for key, value in parts.items() if value})
+    options = params.get("OPTIONS", {})
+    parts.update({key: options.get(key) for key in LIBPQ_OPTIONS_KEPT})  # TLS as the ORM's connections have it
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in parts.items() if value})
 
 
 class BeatLock:
