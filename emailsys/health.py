@@ -15,6 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connection
 
+from emailsys.beat_lock import beat_lock_holder
 from emailsys.celery import app as celery_app
 from emailsys.models import OutboxEvent, ReceivedEvent
 from emailsys.ops_clients import ops_broker_connection, ops_redis
@@ -114,12 +115,19 @@ def beat_tick_age() -> float | None:
 
 
 def _probe_beat() -> list[ComponentHealth]:
+    """The last tick's age, and which beat holds the lock (the one ticking; "lock_holder": null when none does)."""
     age = beat_tick_age()
+    try:
+        extra = {"lock_holder": beat_lock_holder()}
+    except Exception as error:  # noqa: BLE001 - the database's own probe reports it; beat's ticks still count
+        extra = {"lock_holder_error": _describe(error)}
+    finally:
+        connection.close()  # probe threads are short-lived; do not leak their connections
     if age is None:
-        return [ComponentHealth("beat", False, "beat has never ticked")]
+        return [ComponentHealth("beat", False, "beat has never ticked", extra=extra)]
     healthy = age <= settings.HEALTHZ_BEAT_MAX_AGE
     detail = f"last tick {age:.1f}s ago" + ("" if healthy else f" (limit {settings.HEALTHZ_BEAT_MAX_AGE:.0f}s)")
-    return [ComponentHealth("beat", healthy, detail, extra={"last_tick_age_s": round(age, 3)})]
+    return [ComponentHealth("beat", healthy, detail, extra={"last_tick_age_s": round(age, 3), **extra})]
 
 
 def sqs_bridge_state(*, now: datetime) -> dict:

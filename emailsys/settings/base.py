@@ -319,8 +319,15 @@ WORKER_POOLS = ("default", "sending", "workorders", "inbound")
 # order is strict (queue_order_strategy "priority" below); on RabbitMQ both queues are consumed side by side.
 WORKER_POOL_QUEUES = {pool: (pool,) for pool in WORKER_POOLS} | {"inbound": ("inbound", "inbound_backfill")}
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# RabbitMQ only: "quorum" declares the pools' queues as quorum queues (replicated over the cluster's nodes, the
+# kind to use past one RabbitMQ node; README "Multi-host"). A queue's type is fixed when it is first declared: switch
+# on a new vhost, or after deleting the classic queues, empty.
+CELERY_QUEUE_TYPE = env("CELERY_QUEUE_TYPE", default="classic")
+if CELERY_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ImproperlyConfigured(f"CELERY_QUEUE_TYPE must be classic or quorum, not {CELERY_QUEUE_TYPE!r}")
+_queue_arguments = {"x-queue-type": "quorum"} if CELERY_QUEUE_TYPE == "quorum" else None
 CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=_queue_arguments)
     for queues in WORKER_POOL_QUEUES.values()
     for name in queues
 )
@@ -367,6 +374,12 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "inte
 # EVENT_SWEEP_INTERVAL, WORKORDER_SWEEP_INTERVAL; seconds) give a newly created row its first interval only.
 CELERY_BEAT_SCHEDULER = "emailsys.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# Only the beat holding a PostgreSQL advisory lock ticks (emailsys/beat_lock.py); the others stand by and ask again
+# this often (seconds), so one takes over this long at most after the holder died. The lock needs a session of its
+# own straight to PostgreSQL: behind pgbouncer in transaction mode, point this at the database directly (empty:
+# DATABASE_URL's database, as it is).
+BEAT_LOCK_DATABASE_URL = env("BEAT_LOCK_DATABASE_URL", default="")
+BEAT_LOCK_RETRY_SECONDS = env.float("BEAT_LOCK_RETRY_SECONDS", default=1.0)
 # Seconds between heartbeats (periodic task "emailsys: heartbeat": beat → broker → default pool).
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 # Seconds between dashboard refreshes (periodic task "emailsys: dashboard refresh", default pool): the health it
