@@ -29,10 +29,11 @@ WORKDIR /app
 COPY . .
 
 # Static files are baked in (whitenoise serves them). The settings need a SECRET_KEY to load: a throwaway one for
-# this RUN only, not in the image's environment. Bytecode is compiled here, as the running image cannot write it.
+# this RUN only, not in the image's environment. Our bytecode is compiled here (pip compiled the packages'), as the
+# running image cannot write it.
 RUN SECRET_KEY=collectstatic-build-only-not-a-secret DJANGO_SETTINGS_MODULE=emailsys.settings.production \
         python manage.py collectstatic --noinput \
-    && python -m compileall -q /app /opt/venv \
+    && python -m compileall -q /app \
     && mkdir -p var/media var/captured var/archive
 
 
