@@ -66,6 +66,8 @@ def strategic_merge(target: dict, patch: dict) -> None:
 def pod_spec(obj: dict) -> dict | None:
     if obj["kind"] in ("Deployment", "Job"):
         return obj["spec"]["template"]["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return None
 
 
@@ -168,10 +170,11 @@ def test_every_pod_is_hardened_sized_and_reads_settings_from_the_configmap_and_s
             assert {"/tmp"} <= {mount["mountPath"] for mount in container["volumeMounts"]}, where
             resources = container["resources"]
             assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, where
-            assert container["envFrom"] == [
-                {"configMapRef": {"name": "emailsys-config"}},
-                {"secretRef": {"name": "emailsys-secrets"}},
-            ], where
+            if obj["kind"] != "CronJob":  # the health check only asks the web Service: no settings, no Secret
+                assert container["envFrom"] == [
+                    {"configMapRef": {"name": "emailsys-config"}},
+                    {"secretRef": {"name": "emailsys-secrets"}},
+                ], where
             assert "env" not in container, f"{where}: settings come from the ConfigMap and the Secret only"
         writable = {m["mountPath"] for c in spec["containers"] for m in c["volumeMounts"]} - {"/tmp"}
         assert writable <= {"/app/var"}, f"{where}: writable besides /tmp and the media volume: {writable}"
@@ -221,11 +224,13 @@ def test_every_procfile_role_has_a_deployment_running_its_command_and_its_own_pr
             assert "manage.py migrate --check" in init["command"][-1], f"{role} must wait for the migrations"
 
 
-def test_beat_is_one_replica_recreated_and_migrations_are_a_job(overlay) -> None:
+def test_beat_is_one_replica_recreated_migrations_are_a_job_and_health_is_checked_periodically(overlay) -> None:
     _, objects = overlay
     beat = by_kind(objects, "Deployment")["emailsys-beat"]
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
     (job,) = by_kind(objects, "Job").values()
+    (check,) = by_kind(objects, "CronJob").values()
+    assert check["spec"]["concurrencyPolicy"] == "Forbid" and "http://emailsys-web/healthz" in str(pod_spec(check))
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "python",
         "manage.py",
