@@ -129,9 +129,9 @@ def _probe_beat() -> list[ComponentHealth]:
 
 
 def sqs_bridge_state(*, now: datetime) -> dict:
-    """What the SQS bridge last did, from the event tables (the bridge keeps no heartbeat): when it last recorded a
-    message, and whether the newest event published to SQS was received — `waiting_s`, how long it has been
-    waiting, is > 0 when the bridge is behind or down. Two index reads; {"configured": False} without SQS."""
+    """What the SQS bridge last did, from the event tables (its loop's liveness is sqs_bridge_health): when it last
+    recorded a message, and whether the newest event published to SQS was received — `waiting_s`, how long it has
+    been waiting, is > 0 when the bridge is behind or down. Two index reads; {"configured": False} without SQS."""
     if not sqs_configured():
         return {"configured": False}
     last = ReceivedEvent.objects.filter(via=ReceivedEvent.Via.SQS).order_by("-id").values("received_at").first()
