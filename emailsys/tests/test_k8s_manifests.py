@@ -158,6 +158,7 @@ def test_every_pod_is_hardened_sized_and_reads_settings_from_the_configmap_and_s
     for obj in workloads:
         where, spec = f"{name} {obj['kind']}/{obj['metadata']['name']}", pod_spec(obj)
         assert spec["serviceAccountName"] == "emailsys", where
+        assert spec["automountServiceAccountToken"] is False, f"{where}: no Kubernetes API token in our pods"
         security = spec["securityContext"]
         assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001, where
         assert security["seccompProfile"] == {"type": "RuntimeDefault"}, where
