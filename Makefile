@@ -13,22 +13,28 @@ export FLOWER_BASIC_AUTH ?= admin:emailsys-demo
 export PYTHONUNBUFFERED := 1
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install install-dev lint format clean bench browser email-corpus imap-server
+.PHONY: demo test install install-demo install-dev lint format clean bench browser email-corpus imap-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall whenever a requirements file changes.
+# Reinstall whenever a requirements file changes. Three nested sets: runtime (requirements.txt, the production
+# image's), demo (+ honcho, aiosmtpd, moto's server) and dev (+ test and lint tools); a bigger set marks the smaller.
 $(VENV)/.installed: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+$(VENV)/.installed-demo: requirements.txt requirements-demo.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-demo.txt
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-dev: requirements.txt requirements-demo.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-demo $(VENV)/.installed
+
 install: $(VENV)/.installed
+install-demo: $(VENV)/.installed-demo
 install-dev: $(VENV)/.installed-dev
 
 # make demo publishes events through moto's SQS server (Procfile: moto, sqs-bridge); make test configures its own.
@@ -42,7 +48,7 @@ demo: export AWS_SECRET_ACCESS_KEY ?= demo
 demo: export ARCHIVE_ENABLED ?= true
 demo: export POLL_INTERVAL_SECONDS ?= 5
 
-demo: install
+demo: install-demo
 	$(BIN)/python manage.py demo_setup
 	exec $(BIN)/honcho start -f Procfile
 

@@ -38,6 +38,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from emailsys.celery import app as celery_app
+from emailsys.health import process_heartbeat_record
 from emailsys.models import OutboxEvent, ReceivedEvent
 from emailsys.sqs import sqs_client, sqs_configured, sqs_message_send, sqs_queue_url
 
@@ -392,6 +393,7 @@ def sqs_bridge_run(*, queue_url: str, wait_seconds: int, once: bool, control: Br
     is made visible again for another bridge. Counts handled messages in `control.handled`."""
     client = sqs_client()
     while not control.stop_requested:
+        process_heartbeat_record(role="sqs-bridge", extra={"handled": control.handled})  # manage.py probe sqs-bridge
         response = sqs_retrying(
             lambda: client.receive_message(
                 QueueUrl=queue_url,

@@ -4,7 +4,10 @@ A probe never raises: a failure becomes an unhealthy component with a reason, so
 answers within a few seconds even when Redis, the broker or PostgreSQL hang or are gone.
 """
 
+import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,9 @@ logger = logging.getLogger(__name__)
 BEAT_TICK_KEY = "emailsys:beat:last_tick"
 HEARTBEAT_KEY = "emailsys:heartbeat:last_run"  # written by the heartbeat task (emailsys.tasks)
 PROBE_DEADLINE_SECONDS = 4.0
+PROCESS_HEARTBEATS_KEY = "emailsys:heartbeats:{role}"  # hash: "<host>:<pid>" → {"at": unix time, **extra}
+# How stale a loop's heartbeat may be: the IMAP supervisor writes one per settings refresh (30 s by default).
+IMAP_IDLE_HEARTBEAT_MAX_AGE = 120.0
 
 
 @dataclass(frozen=True)
@@ -131,9 +137,9 @@ def _probe_beat() -> list[ComponentHealth]:
 
 
 def sqs_bridge_state(*, now: datetime) -> dict:
-    """What the SQS bridge last did, from the event tables (the bridge keeps no heartbeat): when it last recorded a
-    message, and whether the newest event published to SQS was received — `waiting_s`, how long it has been
-    waiting, is > 0 when the bridge is behind or down. Two index reads; {"configured": False} without SQS."""
+    """What the SQS bridge last did, from the event tables (its loop's liveness is sqs_bridge_health): when it last
+    recorded a message, and whether the newest event published to SQS was received — `waiting_s`, how long it has
+    been waiting, is > 0 when the bridge is behind or down. Two index reads; {"configured": False} without SQS."""
     if not sqs_configured():
         return {"configured": False}
     last = ReceivedEvent.objects.filter(via=ReceivedEvent.Via.SQS).order_by("-id").values("received_at").first()
@@ -216,3 +222,77 @@ def beat_record_tick(*, at: float) -> None:
         ops_redis().set(BEAT_TICK_KEY, repr(at))
     except Exception as error:  # noqa: BLE001
         logger.warning("could not record beat tick: %s", _describe(error))
+
+
+# --- Process heartbeats: long-running loops that are not Celery workers (SQS bridge, archiver, IMAP IDLE) ----------
+
+
+def process_heartbeats_key(role: str) -> str:
+    return PROCESS_HEARTBEATS_KEY.format(role=role)
+
+
+def process_identity() -> str:
+    """ "<host>:<pid>": one heartbeat per process, so several of a role on one host (or pod) are told apart."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_heartbeat_record(*, role: str, extra: dict | None = None) -> None:
+    """Records that this process's loop of `role` is alive. Called from the loop itself, so a hung loop stops
+    beating even while the process lives. Redis being away is logged, never raised: the loop goes on."""
+    beat = json.dumps({"at": time.time(), **(extra or {})})
+    try:
+        ops_redis().hset(process_heartbeats_key(role), process_identity(), beat)
+    except Exception as error:  # noqa: BLE001 - the heartbeat is advisory
+        logger.warning("%s heartbeat not written: %s", role, _describe(error))
+
+
+def process_heartbeat_ages(*, role: str, forget_after: float) -> dict[str, float]:
+    """Seconds since each process of `role` last beat, by "<host>:<pid>". Heartbeats older than `forget_after`
+    are deleted (processes gone for good). Raises when Redis cannot be read."""
+    beats = {
+        name.decode(): json.loads(value) for name, value in ops_redis().hgetall(process_heartbeats_key(role)).items()
+    }
+    now = time.time()
+    ages = {name: max(0.0, now - float(beat.get("at", 0))) for name, beat in beats.items()}
+    gone = [name for name, age in ages.items() if age > forget_after]
+    if gone:
+        try:
+            ops_redis().hdel(process_heartbeats_key(role), *gone)
+        except Exception:  # noqa: BLE001, S110 - forgetting is housekeeping
+            pass
+    return {name: age for name, age in ages.items() if age <= forget_after}
+
+
+def process_heartbeat_health(*, role: str, max_age_seconds: float, host: str | None = None) -> ComponentHealth:
+    """Healthy while some process of `role` (on `host` only, when given: a probe checks its own pod or VM) beat
+    within `max_age_seconds`. Never raises. extra: {"alive": n, "last_heartbeat_age_s": newest or None}."""
+    try:
+        ages = process_heartbeat_ages(role=role, forget_after=10 * max_age_seconds)
+    except Exception as error:  # noqa: BLE001 - a probe reports, it does not raise
+        return ComponentHealth(role, False, f"heartbeats unreadable: {_describe(error)}"[:300])
+    if host is not None:
+        ages = {name: age for name, age in ages.items() if name.rpartition(":")[0] == host}
+    fresh = [name for name, age in ages.items() if age <= max_age_seconds]
+    newest = min(ages.values()) if ages else None
+    where = f" on {host}" if host is not None else ""
+    if fresh:
+        detail = f"{len(fresh)} {role}(s) alive{where}"
+    elif newest is None:
+        detail = f"no {role} has reported{where}"
+    else:
+        detail = f"last {role} heartbeat{where} {newest:.0f}s ago (limit {max_age_seconds:.0f}s)"
+    extra = {"alive": len(fresh), "last_heartbeat_age_s": None if newest is None else round(newest, 1)}
+    return ComponentHealth(role, bool(fresh), detail, extra=extra)
+
+
+def sqs_bridge_heartbeat_max_age() -> float:
+    """The bridge beats once per long poll (SQS_WAIT_SECONDS) and per message: three polls missed is a hung loop."""
+    return max(60.0, 3.0 * settings.SQS_WAIT_SECONDS)
+
+
+def sqs_bridge_health(*, host: str | None = None) -> ComponentHealth:
+    """The SQS bridge's heartbeat (healthy, and says so, when SQS is not configured: events then go straight to
+    Celery and no bridge runs)."""
+    if not sqs_configured():
+        return ComponentHealth("sqs-bridge", True, "SQS not configured: events go straight to Celery")
+    return process_heartbeat_health(role="sqs-bridge", max_age_seconds=sqs_bridge_heartbeat_max_age(), host=host)

@@ -4,10 +4,7 @@ deployment."""
 
 import json
 import logging
-import os
-import socket
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,53 +12,25 @@ from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archive.metrics import REGISTRY
-from emailsys.ops_clients import ops_redis
+from emailsys.health import process_heartbeat_health, process_heartbeat_record, process_heartbeats_key
 
 logger = logging.getLogger(__name__)
-HEARTBEATS_KEY = "archive:heartbeats"  # hash: "<host>:<pid>" → {"at": unix time, "archived": n, "failed": n}
-
-
-def archiver_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+ROLE = "archiver"
+HEARTBEATS_KEY = process_heartbeats_key(ROLE)  # emailsys.health's process heartbeats, as the SQS bridge's
 
 
 def archiver_heartbeat_write(*, archived: int, failed: int) -> None:
     """Records that this archiver's loop is alive. Redis being away is logged, never raised: the loop goes on."""
-    beat = json.dumps({"at": time.time(), "archived": archived, "failed": failed})
-    try:
-        ops_redis().hset(HEARTBEATS_KEY, archiver_identity(), beat)
-    except Exception as error:  # noqa: BLE001 - the heartbeat is advisory
-        logger.warning("archive heartbeat not written: %s", error)
+    process_heartbeat_record(role=ROLE, extra={"archived": archived, "failed": failed})
 
 
-def archiver_health() -> dict:
-    """For /healthz: healthy while some archiver's heartbeat is fresher than ARCHIVE_HEARTBEAT_MAX_AGE seconds.
-    {"healthy", "detail", "archivers" (fresh ones), "last_heartbeat_age_seconds"}. Never raises. Heartbeats older
-    than ten times the limit are forgotten (archivers gone for good)."""
-    max_age = settings.ARCHIVE_HEARTBEAT_MAX_AGE
-    try:
-        beats = {name.decode(): json.loads(value) for name, value in ops_redis().hgetall(HEARTBEATS_KEY).items()}
-    except Exception as error:  # noqa: BLE001 - a probe reports, it does not raise
-        return {"healthy": False, "detail": f"heartbeats unreadable: {error}"[:300], "archivers": 0,
-                "last_heartbeat_age_seconds": None}  # fmt: skip
-    now = time.time()
-    ages = {name: now - float(beat.get("at", 0)) for name, beat in beats.items()}
-    gone = [name for name, age in ages.items() if age > 10 * max_age]
-    if gone:
-        try:
-            ops_redis().hdel(HEARTBEATS_KEY, *gone)
-        except Exception:  # noqa: BLE001, S110 - forgetting is housekeeping
-            pass
-    fresh = [name for name, age in ages.items() if age <= max_age]
-    newest = min(ages.values()) if ages else None
-    if fresh:
-        detail = f"{len(fresh)} archiver(s) alive"
-    elif newest is None:
-        detail = "no archiver has reported"
-    else:
-        detail = f"last archiver heartbeat {newest:.0f}s ago (limit {max_age:.0f}s)"
-    return {"healthy": bool(fresh), "detail": detail, "archivers": len(fresh),
-            "last_heartbeat_age_seconds": None if newest is None else round(newest, 1)}  # fmt: skip
+def archiver_health(*, host: str | None = None) -> dict:
+    """For /healthz: healthy while some archiver's heartbeat (on `host` only, when given) is fresher than
+    ARCHIVE_HEARTBEAT_MAX_AGE seconds. {"healthy", "detail", "archivers" (fresh ones), "last_heartbeat_age_seconds"}.
+    Never raises. Heartbeats older than ten times the limit are forgotten (archivers gone for good)."""
+    health = process_heartbeat_health(role=ROLE, max_age_seconds=settings.ARCHIVE_HEARTBEAT_MAX_AGE, host=host)
+    return {"healthy": health.healthy, "detail": health.detail, "archivers": health.extra.get("alive", 0),
+            "last_heartbeat_age_seconds": health.extra.get("last_heartbeat_age_s")}  # fmt: skip
 
 
 Probe = Callable[[], tuple[bool, dict]]

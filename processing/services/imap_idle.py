@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from imapclient import IMAPClient
 
+from emailsys.health import process_heartbeat_record
 from processing.models import ImapAccount
 from processing.services.imap import (
     CONNECTION_ERRORS,
@@ -80,6 +81,8 @@ class IdleSupervisor:
                 except Exception:  # the database went away for a moment: keep the watchers, try again
                     logger.exception("imap_idle: could not read the IMAP settings")
                     close_old_connections()
+                # manage.py probe imap-idle: the supervisor's loop is alive (its watchers report through the mailboxes)
+                process_heartbeat_record(role="imap-idle", extra={"watching": len(self.watchers)})
                 self.stopping.wait(self.refresh_seconds)
         finally:
             for watcher in self.watchers.values():

@@ -1,15 +1,15 @@
 """Runs the local SMTP capture server: accepts every message and stores it as an .eml file (see /captured/).
 
-For development and the demo only; it never relays anything anywhere.
+For development and the demo only; it never relays anything anywhere. aiosmtpd is a demo requirement
+(requirements-demo.txt), not in the production image: there the command says so instead of failing on the import.
 """
 
 import signal
 import threading
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from emailsys.mail_capture import MailCaptureHandler
 
@@ -24,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--directory", default=str(settings.MAIL_CAPTURE_DIR), help="where .eml files are written")
 
     def handle(self, *args, host: str, port: int, directory: str, **options) -> None:
+        try:
+            from aiosmtpd.controller import Controller
+        except ImportError as error:
+            raise CommandError(
+                "smtp_capture needs aiosmtpd: pip install -r requirements-demo.txt (demo only)"
+            ) from error
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
