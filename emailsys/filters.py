@@ -10,7 +10,7 @@ from typing import Any
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -49,4 +49,18 @@ def choice_filter(choices: type, **kwargs: Any) -> django_filters.ChoiceFilter:
     allowed = ", ".join(choices.values)
     return django_filters.ChoiceFilter(
         choices=choices.choices, error_messages={"invalid_choice": f"%(value)r is not one of: {allowed}."}, **kwargs
+    )
+
+
+def search_filter(*fields: str, help_text: str = "") -> django_filters.CharFilter:
+    """`?search=text`: rows where any of `fields` contains the text, whatever its case (empty: no filter)."""
+
+    def search(queryset: QuerySet, name: str, value: str) -> QuerySet:
+        condition = Q()
+        for field in fields:
+            condition |= Q(**{f"{field}__icontains": value})
+        return queryset.filter(condition)
+
+    return django_filters.CharFilter(
+        method=search, max_length=200, help_text=help_text or f"Text in {', '.join(fields)} (any case)."
     )
