@@ -199,6 +199,11 @@ class ContactSerializer(StorableJSONMixin, ModelCleanMixin, serializers.ModelSer
         extra_kwargs = {"attributes": {"help_text": 'Free data segment rules select on, e.g. {"registered": '
                                                     '["VT2025"], "vip": true}.'}}  # fmt: skip
 
+    def validate_attributes(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('Attributes must be a JSON object ({...}), e.g. {"vip": true}.')
+        return value
+
     def to_internal_value(self, data):
         if isinstance(data, dict):
             data = {**data}
