@@ -10,7 +10,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 
 from audit.actions import AuditAction
@@ -102,6 +102,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         return self._extra(entry).get("detail") or {}
 
 
+@extend_schema(tags=["audit"])
 class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit trail: operators' actions with who, when, what and from where; newest first."""
 

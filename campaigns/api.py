@@ -107,6 +107,7 @@ class _JsonWhateverTheAcceptHeader(DefaultContentNegotiation):
 # --- campaigns ---------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["campaigns"])
 class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     serializer_class = CampaignSerializer
     queryset = Campaign.objects.none()  # the model, for the schema: `campaign_list` queries the zones at once
@@ -155,6 +156,7 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- leads -------------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["leads"])
 class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     """Leads with their recipients. Create one (POST /leads/) or up to 1000 at once (POST /leads/bulk/)."""
 
@@ -244,6 +246,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 # --- accounts ----------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["accounts"])
 class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     """Sender accounts, over SMTP or an ESP (`transport`). `smtp_password` and `esp_secret` are write-only;
     responses carry `has_password` and `has_esp_secret` instead. JSON only: the browsable API would echo a
@@ -284,6 +287,7 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- activity and sends ------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["activities"])
 class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
     """The activity log, newest first."""
 
@@ -294,6 +298,7 @@ class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
         return activity_list()
 
 
+@extend_schema(tags=["send records"])
 class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
     """Send records (one per recipient and step), newest first; the detail includes the stored MIME message."""
 

@@ -7,6 +7,7 @@ and `esp_secret` are write-only and responses only say `has_password` / `has_esp
 
 from typing import Any
 
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -51,7 +52,21 @@ class EmailTemplateSerializer(ModelCleanMixin, serializers.ModelSerializer):
         errors = template_check(template)
         if errors:
             raise serializers.ValidationError(errors)
+        self._check_placeholder_steps(template.subject)
         return attrs
+
+    def _check_placeholder_steps(self, subject: str) -> None:
+        """A placeholder subject ("-": "Re:" the previous one) only suits threaded steps after the first
+        (`SequenceStep.clean`): a template steps use does not become one under the others."""
+        if self.instance is None or any(character.isalnum() for character in subject):
+            return
+        unfit = self.instance.steps.filter(Q(threaded=False) | Q(order__lte=1)).select_related("campaign")
+        names = [f"{step.campaign.name!r} step {step.order}" for step in unfit[:5]]
+        if names:
+            raise serializers.ValidationError(
+                {"subject": f"{subject!r} is a placeholder, and steps that are first or not threaded use this "
+                            f"template: {', '.join(names)}. Give it a real subject."}
+            )  # fmt: skip
 
 
 # --- campaigns ---------------------------------------------------------------------------------------------

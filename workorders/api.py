@@ -79,6 +79,7 @@ class RestartSerializer(serializers.Serializer):
     step = serializers.ChoiceField(choices=WorkOrderStep.Name.choices)
 
 
+@extend_schema(tags=["work orders"])
 class WorkOrderViewSet(
     mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):

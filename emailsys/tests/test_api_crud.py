@@ -7,6 +7,7 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, SequenceStep, Suppression
@@ -199,8 +200,13 @@ def test_templates_checked_searched_and_protected_when_in_use(api) -> None:
     assert api.post("/api/v1/templates/", {"name": "Intro", "subject": "x", "body_text": "y"},
                     format="json").status_code == 400  # fmt: skip
     assert [t["name"] for t in api.get("/api/v1/templates/?search=intro").json()["results"]] == ["Intro"]
+    for resource in set(RESOURCES) - {"steps"}:  # a NUL in a query parameter is a 400 naming it, not a 500
+        nul = api.get(f"/api/v1/{resource}/?search=a%00b")
+        assert nul.status_code == 400 and "search" in nul.json(), resource
 
     in_use = SequenceStepFactory().template
+    placeholder = api.patch(f"/api/v1/templates/{in_use.pk}/", {"subject": "-"}, format="json")
+    assert placeholder.status_code == 400 and "step 1" in placeholder.json()["subject"][0]
     refused = api.delete(f"/api/v1/templates/{in_use.pk}/")
     assert refused.status_code == 409 and "used by campaign steps" in refused.json()["detail"]
 
@@ -290,3 +296,12 @@ def test_lists_are_paginated() -> None:
     assert (first["count"], len(first["results"]), first["next"] is not None) == (105, 100, True)
     assert len(viewer.get("/api/v1/suppressions/?page=2").json()["results"]) == 5
     assert viewer.get("/api/v1/suppressions/?page=9").status_code == 404
+
+
+def test_the_schema_documents_each_resource_with_its_tag_and_an_example() -> None:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    for resource in RESOURCES:
+        operations = {**schema["paths"][f"/api/v1/{resource}/"], **schema["paths"][f"/api/v1/{resource}/{{id}}/"]}
+        assert set(operations) >= {"get", "post", "put", "patch", "delete"}, resource
+        assert {tag for op in operations.values() for tag in op["tags"]} == {resource}
+        assert operations["post"]["requestBody"]["content"]["application/json"]["examples"], resource
