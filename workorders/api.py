@@ -384,6 +384,15 @@ class EventViewSet(viewsets.ModelViewSet):
             raise Conflict("Another request created this event (code and sub-event) meanwhile.") from None
 
     def perform_update(self, serializer: EventSerializer) -> None:
+        """The code is part of each mailing's key (`mailing_key_sends`): renamed under work orders, the mailings
+        already sent would no longer count and the same mailing could reach a contact twice."""
+        event = serializer.instance
+        code = serializer.validated_data.get("code", event.code)
+        if code != event.code and event.work_orders.exists():
+            raise Conflict(
+                f"Event {event.pk}'s code is part of the key of the mailings its work orders send: it does not change "
+                "once work orders are about it. Create a new event instead."
+            )
         try:
             serializer.save()
         except IntegrityError:

@@ -10,7 +10,8 @@ orphan what was sent is refused with `StepChangeRefused` (the API's 409), never 
 - it is deleted only while the campaign is not active, no send record points at it (`on_delete=PROTECT`) and no
   lead in progress stands on it (that lead would be finished without its email: `batches._sends_plan`).
 
-Delay, template and threading may change at any time: they apply to the emails not sent yet.
+Delay, template and threading may change at any time: they apply to the emails not sent yet. A step added to a
+running campaign reaches the leads that have not passed its order; a finished lead stays finished.
 """
 
 from typing import Any

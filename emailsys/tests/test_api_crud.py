@@ -180,6 +180,10 @@ def test_events_zoom_rule_unique_key_and_protection(api) -> None:
     WorkOrderFactory(event=Event.objects.get(pk=event))
     refused = api.delete(f"/api/v1/events/{event}/")
     assert refused.status_code == 409 and "work order" in refused.json()["detail"]
+    renamed = api.patch(f"/api/v1/events/{event}/", {"code": "VT2026"}, format="json")
+    assert renamed.status_code == 409 and "key of the mailings" in renamed.json()["detail"]
+    assert api.patch(f"/api/v1/events/{event}/", {"name": "Renamed"}, format="json").status_code == 200
+    assert Event.objects.get(pk=event).code == "VT2025"
 
 
 # --- templates ----------------------------------------------------------------------------------------------
