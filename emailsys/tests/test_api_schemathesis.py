@@ -61,7 +61,8 @@ def superuser_headers(db, admin_user) -> Iterator[dict[str, str]]:
     request_finished.connect(close_old_connections)
 
 
-# The CRUD of issue 15, a test of its own so that its time shows.
+# The CRUD of issue 15 (31 operations), a test of its own so that its time shows: 20 examples each, ~40 s on two
+# busy cores (its share of the suite's time).
 CRUD_TAGS = ["contacts", "segments", "events", "steps", "suppressions"]
 
 
@@ -80,6 +81,6 @@ def test_no_input_makes_a_server_error(case, superuser_headers) -> None:
 
 
 @schema.include(tag=CRUD_TAGS).parametrize()
-@settings(max_examples=30, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_crud_input_makes_a_server_error(case, superuser_headers) -> None:
     _no_server_error(case, superuser_headers)
