@@ -31,6 +31,7 @@ class AuditAction(models.TextChoices):
     TEMPLATE_DELETE = "template.delete", "Template deleted"
     SEND_RESOLVE = "send.resolve", "Unknown send resolved"
     SUPPRESSION_ADD = "suppression.add", "Address suppressed"
+    SUPPRESSION_DELETE = "suppression.delete", "Suppression removed"
     WORK_ORDER_START = "work_order.start", "Work order started"
     WORK_ORDER_STOP = "work_order.stop", "Work order stop requested"
     WORK_ORDER_RESTART = "work_order.restart", "Work order restarted"

@@ -10,13 +10,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 
 from audit.actions import AuditAction
 from audit.context import AuditSource
 from audit.selectors import audit_entry_list
-from emailsys.filters import choice_filter
+from emailsys.filters import IsoDateTimeFilter, choice_filter
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,99}")
 _KIND_NAMES = {LogEntry.Action.CREATE: "create", LogEntry.Action.UPDATE: "update",
@@ -55,8 +55,8 @@ class AuditEntryFilter(django_filters.FilterSet):
     action = choice_filter(AuditAction, field_name="additional_data__action")
     object_type = ObjectTypeFilter(help_text="app_label.model, e.g. campaigns.senderaccount")
     object_id = django_filters.CharFilter(field_name="object_pk")
-    since = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="timestamp", lookup_expr="lt")
 
     class Meta:
         model = LogEntry
@@ -102,6 +102,7 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         return self._extra(entry).get("detail") or {}
 
 
+@extend_schema(tags=["audit"])
 class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit trail: operators' actions with who, when, what and from where; newest first."""
 

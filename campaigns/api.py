@@ -2,14 +2,15 @@
 validate, then call services and selectors.
 
 Routes (campaigns/urls.py, under /api/v1/): campaigns (CRUD, progress, pause, resume), leads (list, retrieve,
-create, bulk), accounts (CRUD, pause, resume), templates (CRUD), activities and send records (read-only). Lists
-read the selectors and filter with `campaigns.filters`; a service refusing (a Django ValidationError) is a 400
-through the project's exception handler.
+create, bulk), accounts (CRUD, pause, resume), templates, steps and suppressions (CRUD), activities and send
+records (read-only). Lists read the selectors and filter with `campaigns.filters`; a service refusing (a Django
+ValidationError) is a 400 through the project's exception handler, and a refusal because of the state of other
+rows (a step leads stand on, a template in use) a 409 with the reason.
 """
 
 from django.db import IntegrityError
 from django.db.models import ProtectedError, QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
@@ -18,8 +19,24 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from campaigns import tasks
-from campaigns.filters import ActivityFilter, LeadFilter, SendRecordFilter
-from campaigns.models import Activity, Campaign, EmailTemplate, Lead, SenderAccount, SendRecord
+from campaigns.filters import (
+    ActivityFilter,
+    EmailTemplateFilter,
+    LeadFilter,
+    SendRecordFilter,
+    SequenceStepFilter,
+    SuppressionFilter,
+)
+from campaigns.models import (
+    Activity,
+    Campaign,
+    EmailTemplate,
+    Lead,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+    Suppression,
+)
 from campaigns.selectors import (
     account_list,
     activity_list,
@@ -43,6 +60,8 @@ from campaigns.serializers import (
     SendRecordDetailSerializer,
     SendRecordResolveSerializer,
     SendRecordSerializer,
+    SequenceStepSerializer,
+    SuppressionSerializer,
 )
 from campaigns.services.accounts import account_set_status
 from campaigns.services.leads import leads_check_unique, leads_create
@@ -50,6 +69,8 @@ from campaigns.services.ledger import ResolveAction
 from campaigns.services.lifecycle import campaign_set_status
 from campaigns.services.recipients import recipient_mark_replied
 from campaigns.services.sends import send_record_resolve
+from campaigns.services.steps import StepChangeRefused, step_delete
+from campaigns.services.suppressions import suppression_ensure, suppression_remove
 from emailsys.apijson import JSONRenderer
 from emailsys.permissions import requires
 
@@ -86,6 +107,7 @@ class _JsonWhateverTheAcceptHeader(DefaultContentNegotiation):
 # --- campaigns ---------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["campaigns"])
 class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     serializer_class = CampaignSerializer
     queryset = Campaign.objects.none()  # the model, for the schema: `campaign_list` queries the zones at once
@@ -134,6 +156,7 @@ class CampaignViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- leads -------------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["leads"])
 class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     """Leads with their recipients. Create one (POST /leads/) or up to 1000 at once (POST /leads/bulk/)."""
 
@@ -223,6 +246,7 @@ class LeadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 # --- accounts ----------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["accounts"])
 class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
     """Sender accounts, over SMTP or an ESP (`transport`). `smtp_password` and `esp_secret` are write-only;
     responses carry `has_password` and `has_esp_secret` instead. JSON only: the browsable API would echo a
@@ -263,6 +287,7 @@ class SenderAccountViewSet(_ProtectedDestroyMixin, viewsets.ModelViewSet):
 # --- activity and sends ------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["activities"])
 class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
     """The activity log, newest first."""
 
@@ -273,6 +298,7 @@ class ActivityViewSet(viewsets.ReadOnlyModelViewSet):
         return activity_list()
 
 
+@extend_schema(tags=["send records"])
 class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
     """Send records (one per recipient and step), newest first; the detail includes the stored MIME message."""
 
@@ -304,11 +330,32 @@ class SendRecordViewSet(viewsets.ReadOnlyModelViewSet):
 # --- templates ---------------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["templates"])
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "A first email",
+                request_only=True,
+                value={
+                    "name": "Intro",
+                    "subject": "Hello {{ first_name }}",
+                    "body_text": "Hi {{ first_name }},\n\nshall we talk about {{ company_name }}?",
+                    "body_html": "",
+                },
+            )  # fmt: skip
+        ],
+        responses={201: EmailTemplateSerializer, 400: OpenApiResponse(description="a field that cannot render")},
+    ),
+    destroy=extend_schema(responses={204: None, 409: OpenApiResponse(description="used by steps or work orders")}),
+)
 class EmailTemplateViewSet(viewsets.ModelViewSet):
-    """Email templates (Jinja2), checked before they are saved: one that cannot render is a 400 by field."""
+    """Email templates (Jinja2), checked before they are saved (syntax, unknown filters, a sample render within
+    the render budget): one that cannot render is a 400 by field. `?search=` looks in name and subject."""
 
     serializer_class = EmailTemplateSerializer
     queryset = EmailTemplate.objects.order_by("name", "id")
+    filterset_class = EmailTemplateFilter
 
     def perform_destroy(self, instance: EmailTemplate) -> None:
         try:
@@ -317,3 +364,99 @@ class EmailTemplateViewSet(viewsets.ModelViewSet):
             raise Conflict(
                 f"Template {instance.pk} is used by campaign steps or work orders; change theirs first."
             ) from None
+
+
+# --- sequence steps ----------------------------------------------------------------------------------------
+
+
+def _conflict(error: StepChangeRefused) -> Conflict:
+    return Conflict(" ".join(error.messages))
+
+
+@extend_schema(tags=["steps"])
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample(
+                "A follow-up two days later, as a reply",
+                request_only=True,
+                value={"campaign": 1, "order": 2, "delay_seconds": 172800, "template": 2, "threaded": True},
+            )
+        ],
+    ),
+    update=extend_schema(responses={200: SequenceStepSerializer, 409: OpenApiResponse(description="refused")}),
+    partial_update=extend_schema(responses={200: SequenceStepSerializer, 409: OpenApiResponse(description="refused")}),
+    destroy=extend_schema(responses={204: None, 409: OpenApiResponse(description="refused, with the reason")}),
+)
+class SequenceStepViewSet(viewsets.ModelViewSet):
+    """A campaign's steps, in order (`?campaign=`, `?template=`). Delay, template and threading change at any
+    time; the order only while the campaign is a draft; a step of an active campaign, one with send records or
+    one in-progress leads stand on is not deleted (409 with the reason): `campaigns.services.steps`."""
+
+    serializer_class = SequenceStepSerializer
+    queryset = SequenceStep.objects.select_related("template").order_by("campaign_id", "order")
+    filterset_class = SequenceStepFilter
+
+    def perform_create(self, serializer: SequenceStepSerializer) -> None:
+        try:
+            serializer.save()
+        except StepChangeRefused as error:
+            raise _conflict(error) from None
+        except IntegrityError:
+            raise Conflict("Another request added a step with this order meanwhile; retry.") from None
+
+    def perform_update(self, serializer: SequenceStepSerializer) -> None:
+        try:
+            serializer.save()
+        except StepChangeRefused as error:
+            raise _conflict(error) from None
+        except IntegrityError:
+            raise Conflict("Another request gave a step this order meanwhile; retry.") from None
+
+    def perform_destroy(self, instance: SequenceStep) -> None:
+        try:
+            step_delete(step=instance)
+        except StepChangeRefused as error:
+            raise _conflict(error) from None
+        except ProtectedError:  # a send recorded between the check and the delete
+            raise Conflict(f"Step {instance.pk} has send records now; it cannot be deleted.") from None
+
+
+# --- suppressions ------------------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["suppressions"])
+@extend_schema_view(
+    create=extend_schema(
+        examples=[
+            OpenApiExample("An address", request_only=True, value={"value": "Jane@Example.com", "reason": "asked"}),
+            OpenApiExample("A whole domain", request_only=True, value={"value": "@example.org", "reason": "legal"}),
+        ],
+        responses={
+            201: SuppressionSerializer,
+            200: OpenApiResponse(SuppressionSerializer, description="it was already suppressed: the stored row"),
+            400: OpenApiResponse(description="neither an address nor a domain"),
+        },
+    ),
+)
+class SuppressionViewSet(viewsets.ModelViewSet):
+    """The suppression list (`?kind=`, `?search=`), newest first. Adding goes through `suppression_ensure`
+    (normalised, idempotent, audited); a stored suppression's reason may change, its value never; deleting one is
+    audited (mail to it may go again)."""
+
+    serializer_class = SuppressionSerializer
+    queryset = Suppression.objects.order_by("-created_at", "-id")
+    filterset_class = SuppressionFilter
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        suppression, created = suppression_ensure(  # get_or_create: a concurrent add of the same value finds it
+            value=serializer.validated_data["value"], reason=serializer.validated_data.get("reason", "")
+        )
+        return Response(
+            self.get_serializer(suppression).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    def perform_destroy(self, instance: Suppression) -> None:
+        suppression_remove(suppression=instance)

@@ -3,8 +3,8 @@
 
 import django_filters
 
-from campaigns.models import Activity, Lead, SendRecord
-from emailsys.filters import IdFilter, choice_filter
+from campaigns.models import Activity, EmailTemplate, Lead, SendRecord, SequenceStep, Suppression
+from emailsys.filters import IdFilter, choice_filter, search_filter
 
 
 class LeadFilter(django_filters.FilterSet):
@@ -34,3 +34,29 @@ class SendRecordFilter(django_filters.FilterSet):
     class Meta:
         model = SendRecord
         fields = ["state", "campaign", "account"]
+
+
+class EmailTemplateFilter(django_filters.FilterSet):
+    search = search_filter("name", "subject")
+
+    class Meta:
+        model = EmailTemplate
+        fields = ["search"]
+
+
+class SequenceStepFilter(django_filters.FilterSet):
+    campaign = IdFilter(field_name="campaign")
+    template = IdFilter(field_name="template")
+
+    class Meta:
+        model = SequenceStep
+        fields = ["campaign", "template"]
+
+
+class SuppressionFilter(django_filters.FilterSet):
+    kind = choice_filter(Suppression.Kind)
+    search = search_filter("value", "reason")
+
+    class Meta:
+        model = Suppression
+        fields = ["kind", "search"]

@@ -7,12 +7,25 @@ and `esp_secret` are write-only and responses only say `has_password` / `has_esp
 
 from typing import Any
 
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from campaigns.models import Activity, Campaign, EmailTemplate, Lead, Recipient, SenderAccount, SendRecord
+from campaigns.models import (
+    Activity,
+    Campaign,
+    EmailTemplate,
+    Lead,
+    Recipient,
+    SenderAccount,
+    SendRecord,
+    SequenceStep,
+    Suppression,
+)
 from campaigns.services.destinations import SECRET_DESTINATIONS, account_secrets_bind
 from campaigns.services.leads import leads_create
+from campaigns.services.steps import step_create, step_update
+from campaigns.services.suppressions import suppression_parse
 from campaigns.services.templating import template_check
 from emailsys.api import ModelCleanMixin
 from emailsys.apijson import StorableJSONMixin
@@ -39,7 +52,21 @@ class EmailTemplateSerializer(ModelCleanMixin, serializers.ModelSerializer):
         errors = template_check(template)
         if errors:
             raise serializers.ValidationError(errors)
+        self._check_placeholder_steps(template.subject)
         return attrs
+
+    def _check_placeholder_steps(self, subject: str) -> None:
+        """A placeholder subject ("-": "Re:" the previous one) only suits threaded steps after the first
+        (`SequenceStep.clean`): a template steps use does not become one under the others."""
+        if self.instance is None or any(character.isalnum() for character in subject):
+            return
+        unfit = self.instance.steps.filter(Q(threaded=False) | Q(order__lte=1)).select_related("campaign")
+        names = [f"{step.campaign.name!r} step {step.order}" for step in unfit[:5]]
+        if names:
+            raise serializers.ValidationError(
+                {"subject": f"{subject!r} is a placeholder, and steps that are first or not threaded use this "
+                            f"template: {', '.join(names)}. Give it a real subject."}
+            )  # fmt: skip
 
 
 # --- campaigns ---------------------------------------------------------------------------------------------
@@ -87,6 +114,65 @@ class CampaignProgressSerializer(serializers.Serializer):
     recipients = serializers.DictField(child=serializers.IntegerField(), help_text="Recipients by status.")
     send_records = serializers.DictField(child=serializers.IntegerField(), help_text="Send records by state.")
     sent_today = serializers.IntegerField(help_text="Sent since midnight in the campaign's time zone.")
+
+
+# --- sequence steps ----------------------------------------------------------------------------------------
+
+
+class SequenceStepSerializer(ModelCleanMixin, serializers.ModelSerializer):
+    """A campaign's step, written through `campaigns.services.steps` (the campaign's state decides what may
+    change: a refusal is a 409). Input errors — an order taken, a placeholder subject on a first or unthreaded
+    step — are a 400 by field."""
+
+    template_name = serializers.CharField(source="template.name", read_only=True)
+
+    class Meta:
+        model = SequenceStep
+        fields = ["id", "campaign", "order", "delay_seconds", "template", "template_name", "threaded"]
+        extra_kwargs = {
+            "order": {"help_text": "1, 2, … the order steps are sent in; changes only while the campaign is a draft."},
+            "delay_seconds": {"help_text": "Seconds to wait after the previous step's last email (0: at once)."},
+        }
+        validators = []  # (campaign, order) by the model's full_clean, with Django's message
+
+    def create(self, validated_data: dict) -> SequenceStep:
+        return step_create(**validated_data)
+
+    def update(self, instance: SequenceStep, validated_data: dict) -> SequenceStep:
+        return step_update(step=instance, changes=validated_data)
+
+
+# --- suppressions ------------------------------------------------------------------------------------------
+
+
+class SuppressionSerializer(serializers.ModelSerializer):
+    """An address or a whole domain no campaign or mailing writes to, normalised by `suppression_parse`
+    (lower-case; "@example.com" is the domain). Adding one that exists returns it unchanged (200, not 201): the
+    suppression list is a set. Only the reason of a stored one changes; its value never does."""
+
+    value = serializers.CharField(
+        max_length=254, help_text="An address (jane@example.com) or a domain (example.com or @example.com)."
+    )
+
+    class Meta:
+        model = Suppression
+        fields = ["id", "kind", "value", "reason", "created_at"]
+        read_only_fields = ["kind", "created_at"]
+        validators = []  # (kind, value) is a set: `suppression_ensure` returns the existing row
+
+    def validate_value(self, value: str) -> str:
+        kind, normalised = suppression_parse(value)  # a Django ValidationError with the reason: a 400 on the field
+        if self.instance is not None and (kind, normalised) != (self.instance.kind, self.instance.value):
+            raise serializers.ValidationError(
+                "A suppression's value does not change: delete this one and add the new value."
+            )
+        return normalised
+
+    def update(self, instance: Suppression, validated_data: dict) -> Suppression:
+        if "reason" in validated_data:
+            instance.reason = validated_data["reason"]
+            instance.save(update_fields=["reason"])
+        return instance
 
 
 # --- leads -------------------------------------------------------------------------------------------------

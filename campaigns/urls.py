@@ -10,6 +10,8 @@ router.register("campaigns", api.CampaignViewSet, basename="campaign")
 router.register("leads", api.LeadViewSet, basename="lead")
 router.register("accounts", api.SenderAccountViewSet, basename="account")
 router.register("templates", api.EmailTemplateViewSet, basename="template")
+router.register("steps", api.SequenceStepViewSet, basename="step")
+router.register("suppressions", api.SuppressionViewSet, basename="suppression")
 router.register("activities", api.ActivityViewSet, basename="activity")
 router.register("send-records", api.SendRecordViewSet, basename="send-record")
 

@@ -77,6 +77,7 @@ class ModelCleanMixin:
 # --- operations endpoints ----------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["system"])
 class SystemHealthView(APIView):
     """The same verdict as /healthz, for API clients: any active staff user (it shows no rows; /healthz tells
     the same to anyone who can reach it)."""
@@ -105,6 +106,7 @@ class TokenCreatedSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
+@extend_schema(tags=["auth"])
 class TokenLoginView(APIView):
     """A staff user's username and password for a new API token (`Authorization: Token <token>`).
 
@@ -135,6 +137,7 @@ class TokenLoginView(APIView):
         return Response(TokenCreatedSerializer(body).data, status=201, headers={"Cache-Control": "no-store"})
 
 
+@extend_schema(tags=["auth"])
 class TokenLogoutView(APIView):
     """Revokes the token this request is authenticated with (other tokens of the user keep working)."""
 

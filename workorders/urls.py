@@ -10,6 +10,9 @@ from workorders import api, views
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("workorders", api.WorkOrderViewSet, basename="workorder")
+router.register("contacts", api.ContactViewSet, basename="contact")
+router.register("segments", api.SegmentViewSet, basename="segment")
+router.register("events", api.EventViewSet, basename="event")
 
 urlpatterns = router.urls
 

@@ -27,6 +27,13 @@ def suppression_ensure(*, value: str, reason: str = "") -> tuple[Suppression, bo
     return suppression, created
 
 
+def suppression_remove(*, suppression: Suppression) -> None:
+    """Deletes a suppression: mail to that address or domain may go again, so the audit trail records it."""
+    audit_record(action=AuditAction.SUPPRESSION_DELETE, target=suppression,
+                 detail={"kind": suppression.kind, "value": suppression.value})  # fmt: skip
+    suppression.delete()
+
+
 def suppression_parse(value: str) -> tuple[str, str]:
     value = value.strip().lower()
     if value.startswith("@"):  # "@example.com" means the domain

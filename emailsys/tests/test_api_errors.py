@@ -9,11 +9,11 @@ from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 
 from campaigns.models import Lead
-from campaigns.tests.factories import CampaignFactory, SendRecordFactory
+from campaigns.tests.factories import CampaignFactory, SendRecordFactory, SuppressionFactory
 from emailsys.apijson import MAX_JSON_DEPTH, JSONRenderer
 from emailsys.testing import api_authorization
 from workorders.models import WorkOrder
-from workorders.tests.factories import WorkOrderFactory
+from workorders.tests.factories import ContactFactory, EventFactory, SegmentFactory, WorkOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +60,11 @@ def existing_ids() -> dict[str, int]:
         "templates": record.step.template_id,
         "send-records": record.pk,
         "workorders": WorkOrderFactory().pk,
+        "steps": record.step_id,
+        "suppressions": SuppressionFactory().pk,
+        "contacts": ContactFactory().pk,
+        "segments": SegmentFactory().pk,
+        "events": EventFactory().pk,
     }
 
 

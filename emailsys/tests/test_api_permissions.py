@@ -25,7 +25,7 @@ from rest_framework.test import APIClient, APIRequestFactory, force_authenticate
 
 from audit.context import AuditSource, audit_context
 from audit.services import audit_record
-from campaigns.models import Campaign, Lead, Recipient, SenderAccount, SendRecord
+from campaigns.models import Campaign, Lead, Recipient, SenderAccount, SendRecord, SequenceStep, Suppression
 from campaigns.tests.factories import (
     ActivityFactory,
     CampaignAccountFactory,
@@ -36,12 +36,13 @@ from campaigns.tests.factories import (
     SenderAccountFactory,
     SendRecordFactory,
     SequenceStepFactory,
+    SuppressionFactory,
 )
 from emailsys.roles import PROJECT_APPS
 from emailsys.testing import api_authorization
-from workorders.models import WorkOrder
+from workorders.models import Contact, Event, Segment, WorkOrder
 from workorders.services.state import workorder_steps_create
-from workorders.tests.factories import EventFactory, SegmentFactory, WorkOrderFactory
+from workorders.tests.factories import ContactFactory, EventFactory, SegmentFactory, WorkOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -74,6 +75,7 @@ class World:
     work_order: WorkOrder
     audit_entry: Any
     gated_work_order: WorkOrder | None = None  # awaiting approval, with a stored dry-run list
+    crud: dict[str, Any] = field(default_factory=dict)  # contact, segment, event, step, suppression and spares
     ids: dict[str, int] = field(default_factory=dict)
 
 
@@ -117,6 +119,10 @@ def _work_order_body(world: World) -> dict:
 
 def _status(model, pk: int, status: str) -> bool:
     return model.objects.filter(pk=pk, status=status).exists()
+
+
+def _row(model, row):
+    return model.objects.get(pk=row.pk)
 
 
 # In the order they run: an allowed caller activates a campaign before pausing it, starts a work order before
@@ -236,6 +242,62 @@ OPERATIONS: dict[str, Op] = {
         done=lambda w, body: body["subject"] == "Patched",
     ),
     "v1_templates_destroy": Op("admin", _path("/api/v1/templates/{w.spare_template.pk}/"), (204,)),
+    # sequence steps (the world's campaign is paused by now: its steps' delays may change, a new order is free)
+    "v1_steps_list": Op("viewer", _path("/api/v1/steps/"), done=lambda w, body: body["count"] >= 2),
+    "v1_steps_retrieve": Op("viewer", lambda w: (f"/api/v1/steps/{w.crud['step'].pk}/", None)),
+    "v1_steps_create": Op(
+        "admin",
+        lambda w: ("/api/v1/steps/", {"campaign": w.campaign.pk, "order": 9, "template": w.template.pk}),
+        (201,),
+        done=lambda w, body: w.campaign.steps.filter(order=9).exists(),
+    ),
+    "v1_steps_update": Op(
+        "admin",
+        lambda w: (
+            f"/api/v1/steps/{w.crud['step'].pk}/",
+            {"campaign": w.campaign.pk, "order": w.crud["step"].order, "template": w.template.pk, "delay_seconds": 60},
+        ),
+        done=lambda w, body: _row(SequenceStep, w.crud["step"]).delay_seconds == 60,
+    ),  # fmt: skip
+    "v1_steps_partial_update": Op(
+        "admin",
+        lambda w: (f"/api/v1/steps/{w.crud['step'].pk}/", {"delay_seconds": 120}),
+        done=lambda w, body: _row(SequenceStep, w.crud["step"]).delay_seconds == 120,
+    ),
+    "v1_steps_destroy": Op(
+        "admin",
+        lambda w: (f"/api/v1/steps/{w.crud['spare_step'].pk}/", None),
+        (204,),
+        done=lambda w, body: not SequenceStep.objects.filter(pk=w.crud["spare_step"].pk).exists(),
+    ),
+    # suppressions (an operator adds them; changing or removing one is the admin's)
+    "v1_suppressions_list": Op("viewer", _path("/api/v1/suppressions/"), done=lambda w, body: body["count"] >= 2),
+    "v1_suppressions_retrieve": Op("viewer", lambda w: (f"/api/v1/suppressions/{w.crud['suppression'].pk}/", None)),
+    "v1_suppressions_create": Op(
+        "operator",
+        lambda w: ("/api/v1/suppressions/", {"value": "Matrix@Suppressed.test"}),
+        (201,),
+        done=lambda w, body: Suppression.objects.filter(value="matrix@suppressed.test").exists(),
+    ),
+    "v1_suppressions_update": Op(
+        "admin",
+        lambda w: (
+            f"/api/v1/suppressions/{w.crud['suppression'].pk}/",
+            {"value": w.crud["suppression"].value, "reason": "matrix"},
+        ),
+        done=lambda w, body: _row(Suppression, w.crud["suppression"]).reason == "matrix",
+    ),  # fmt: skip
+    "v1_suppressions_partial_update": Op(
+        "admin",
+        lambda w: (f"/api/v1/suppressions/{w.crud['suppression'].pk}/", {"reason": "patched"}),
+        done=lambda w, body: _row(Suppression, w.crud["suppression"]).reason == "patched",
+    ),
+    "v1_suppressions_destroy": Op(
+        "admin",
+        lambda w: (f"/api/v1/suppressions/{w.crud['spare_suppression'].pk}/", None),
+        (204,),
+        done=lambda w, body: not Suppression.objects.filter(pk=w.crud["spare_suppression"].pk).exists(),
+    ),
     # what happened
     "v1_activities_list": Op("viewer", _path("/api/v1/activities/")),
     "v1_activities_retrieve": Op("viewer", _path("/api/v1/activities/{w.activity.pk}/")),
@@ -288,6 +350,88 @@ OPERATIONS: dict[str, Op] = {
         lambda w: (f"/api/v1/workorders/{w.work_order.pk}/unlock/", None),
         done=lambda w, body: WorkOrder.objects.get(pk=w.work_order.pk).lock_owner == "",
     ),
+    # contacts (an operator adds and edits them; deleting is the admin's)
+    "v1_contacts_list": Op("viewer", _path("/api/v1/contacts/"), done=lambda w, body: body["count"] >= 2),
+    "v1_contacts_retrieve": Op("viewer", lambda w: (f"/api/v1/contacts/{w.crud['contact'].pk}/", None)),
+    "v1_contacts_create": Op(
+        "operator",
+        lambda w: ("/api/v1/contacts/", {"email": "matrix@contacts.test"}),
+        (201,),
+        done=lambda w, body: Contact.objects.filter(email="matrix@contacts.test").exists(),
+    ),
+    "v1_contacts_update": Op(
+        "operator",
+        lambda w: (f"/api/v1/contacts/{w.crud['contact'].pk}/", {"email": w.crud["contact"].email, "name": "Renamed"}),
+        done=lambda w, body: _row(Contact, w.crud["contact"]).name == "Renamed",
+    ),
+    "v1_contacts_partial_update": Op(
+        "operator",
+        lambda w: (f"/api/v1/contacts/{w.crud['contact'].pk}/", {"subscribed": False}),
+        done=lambda w, body: not _row(Contact, w.crud["contact"]).subscribed,
+    ),
+    "v1_contacts_destroy": Op(
+        "admin",
+        lambda w: (f"/api/v1/contacts/{w.crud['spare_contact'].pk}/", None),
+        (204,),
+        done=lambda w, body: not Contact.objects.filter(pk=w.crud["spare_contact"].pk).exists(),
+    ),
+    # segments and events (the admin's)
+    "v1_segments_list": Op("viewer", _path("/api/v1/segments/"), done=lambda w, body: body["count"] >= 2),
+    "v1_segments_retrieve": Op("viewer", lambda w: (f"/api/v1/segments/{w.crud['segment'].pk}/", None)),
+    "v1_segments_count_retrieve": Op(
+        "viewer",
+        lambda w: (f"/api/v1/segments/{w.crud['segment'].pk}/count/", None),
+        done=lambda w, body: body["count"] >= 1,
+    ),
+    "v1_segments_create": Op(
+        "admin",
+        lambda w: ("/api/v1/segments/", {"slug": "matrix-made", "name": "Made", "rule": {"language": "en"}}),
+        (201,),
+        done=lambda w, body: Segment.objects.filter(slug="matrix-made").exists(),
+    ),
+    "v1_segments_update": Op(
+        "admin",
+        lambda w: (
+            f"/api/v1/segments/{w.crud['segment'].pk}/",
+            {"slug": w.crud["segment"].slug, "name": "Renamed", "rule": {"always": True}},
+        ),
+        done=lambda w, body: _row(Segment, w.crud["segment"]).name == "Renamed",
+    ),  # fmt: skip
+    "v1_segments_partial_update": Op(
+        "admin",
+        lambda w: (f"/api/v1/segments/{w.crud['segment'].pk}/", {"description": "patched"}),
+        done=lambda w, body: _row(Segment, w.crud["segment"]).description == "patched",
+    ),
+    "v1_segments_destroy": Op(
+        "admin",
+        lambda w: (f"/api/v1/segments/{w.crud['spare_segment'].pk}/", None),
+        (204,),
+        done=lambda w, body: not Segment.objects.filter(pk=w.crud["spare_segment"].pk).exists(),
+    ),
+    "v1_events_list": Op("viewer", _path("/api/v1/events/"), done=lambda w, body: body["count"] >= 2),
+    "v1_events_retrieve": Op("viewer", lambda w: (f"/api/v1/events/{w.crud['event'].pk}/", None)),
+    "v1_events_create": Op(
+        "admin",
+        lambda w: ("/api/v1/events/", {"code": "MATRIX", "name": "Made"}),
+        (201,),
+        done=lambda w, body: Event.objects.filter(code="MATRIX").exists(),
+    ),
+    "v1_events_update": Op(
+        "admin",
+        lambda w: (f"/api/v1/events/{w.crud['event'].pk}/", {"code": w.crud["event"].code, "name": "Renamed"}),
+        done=lambda w, body: _row(Event, w.crud["event"]).name == "Renamed",
+    ),
+    "v1_events_partial_update": Op(
+        "admin",
+        lambda w: (f"/api/v1/events/{w.crud['event'].pk}/", {"name": "Patched"}),
+        done=lambda w, body: _row(Event, w.crud["event"]).name == "Patched",
+    ),
+    "v1_events_destroy": Op(
+        "admin",
+        lambda w: (f"/api/v1/events/{w.crud['spare_event'].pk}/", None),
+        (204,),
+        done=lambda w, body: not Event.objects.filter(pk=w.crud["spare_event"].pk).exists(),
+    ),
     # inbound mail (the seed's paths at the root; no message in the world: the allowed caller gets the 404)
     "results_retrieve": Op("viewer", _path("/results/no-such-email"), (404,)),
     "emails_list": Op("viewer", _path("/emails"), done=lambda w, body: body["count"] == 0),
@@ -335,6 +479,13 @@ def build_world() -> World:
         activity=ActivityFactory(campaign=campaign),
         unknown_send=SendRecordFactory(recipient=recipient, account=account, state=SendRecord.State.UNKNOWN),
         work_order=work_order, audit_entry=_audit_entry(campaign),
+        crud={
+            "contact": ContactFactory(), "spare_contact": ContactFactory(), "segment": SegmentFactory(),
+            "spare_segment": SegmentFactory(), "event": EventFactory(), "spare_event": EventFactory(),
+            "step": campaign.steps.order_by("order").first(),
+            "spare_step": SequenceStepFactory(campaign=campaign, order=5),
+            "suppression": SuppressionFactory(), "spare_suppression": SuppressionFactory(),
+        },
     )  # fmt: skip
 
 
