@@ -174,6 +174,7 @@ PROBES: dict[str, Callable[[], list[ComponentHealth]]] = {
 # is not configured is not unhealthy).
 OPTIONAL_PROBES: dict[str, tuple[Callable[[], bool], Callable[[], list[ComponentHealth]]]] = {
     "archiver": (lambda: settings.ARCHIVE_ENABLED, _probe_archiver),
+    "sqs-bridge": (sqs_configured, lambda: [sqs_bridge_health()]),
 }
 
 

@@ -1,5 +1,6 @@
-"""/healthz names the archiver when the deployment has one (ARCHIVE_ENABLED): healthy while an archiver's loop
-writes its heartbeat, unhealthy with the reason when none has or the last one is too old; absent otherwise."""
+"""/healthz names the optional components a deployment has: the archiver (ARCHIVE_ENABLED) and the SQS bridge (a
+queue named), healthy while their loops write heartbeats, unhealthy with the reason when none has or the last one is
+too old; absent otherwise."""
 
 import json
 import time
@@ -44,3 +45,21 @@ def test_healthz_reports_the_archiver_only_when_it_is_enabled(client, settings) 
     assert silent["healthy"] is False and silent["detail"].endswith(limit), silent
     assert "archiver" in body["unhealthy"]
     ops_redis().delete(HEARTBEATS_KEY)
+
+
+def test_healthz_reports_the_sqs_bridge_only_when_sqs_is_configured(client, settings) -> None:
+    from emailsys.health import process_heartbeat_record, process_heartbeats_key
+
+    ops_redis().delete(process_heartbeats_key("sqs-bridge"))
+    settings.SQS_QUEUE_URL, settings.SQS_QUEUE_NAME = "", ""
+    assert "sqs-bridge" not in healthz(client)["components"]  # events go straight to Celery: no bridge to run
+
+    settings.SQS_QUEUE_NAME = "emailsys-events.fifo"
+    body = healthz(client)
+    assert body["components"]["sqs-bridge"]["detail"] == "no sqs-bridge has reported"
+    assert "sqs-bridge" in body["unhealthy"]
+
+    process_heartbeat_record(role="sqs-bridge")  # what the bridge's loop writes each long poll
+    bridge = healthz(client)["components"]["sqs-bridge"]
+    assert (bridge["healthy"], bridge["detail"]) == (True, "1 sqs-bridge(s) alive")
+    ops_redis().delete(process_heartbeats_key("sqs-bridge"))
