@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "processing",
     "simulator",  # its tables always exist; its URLs only with INBOUND_SIMULATOR_ENABLED
     "archive",  # the SQS → object storage archiver (no models)
+    "transfers",  # import jobs (uploads run by a worker) and CSV exports, for the admin and the API
 ]
 
 MIDDLEWARE = [
