@@ -129,8 +129,6 @@ class ImportJobAdmin(admin.ModelAdmin):
             "job": job,
             "live": {"key": payload["key"], "panel": panel},
             "preview": import_job_preview(job=job) if uploaded else None,
-            "can_start": uploaded and request.user.has_perms(import_job_permissions(kind=job.kind)),
-            "start_url": reverse("admin:transfers_importjob_start", args=[job.pk]),
         }
         return TemplateResponse(request, "admin/transfers/job.html", context)
 

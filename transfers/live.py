@@ -45,6 +45,7 @@ def import_job_context(job_id: int, payload: dict) -> dict:
         "running": data["status"] in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING),
         "more_skipped": max(0, data["counts"]["skipped"] - len(data["skipped_rows"])),
         "report_url": reverse("admin:transfers_importjob_report", args=[job_id]),
+        "start_url": reverse("admin:transfers_importjob_start", args=[job_id]),
         "leads_url": reverse("admin:campaigns_lead_changelist") + f"?campaign__id__exact={data['campaign']}"
         if data.get("campaign") else "",
         "campaign_url": reverse("admin:campaigns_campaign_change", args=[data["result_campaign"]])
