@@ -71,9 +71,10 @@ def test_contacts_upload_preview_start_and_report_in_the_admin() -> None:
 def test_the_import_pages_check_permissions() -> None:
     campaign = CampaignFactory()
     contacts_only = logged_in(*CONTACTS_IMPORTER)
-    answer = contacts_only.post("/admin/transfers/importjob/upload/", {
-        "kind": "leads", "campaign": campaign.pk, "file": SimpleUploadedFile("l.csv", b"lead_id,email\na,a@b.example\n"),
-    })  # fmt: skip
+    leads = SimpleUploadedFile("l.csv", b"lead_id,email\na,a@b.example\n")
+    answer = contacts_only.post(
+        "/admin/transfers/importjob/upload/", {"kind": "leads", "campaign": campaign.pk, "file": leads}
+    )
     assert answer.status_code == 200 and "Select a valid choice" in answer.content.decode()
     assert logged_in("transfers.view_importjob").get("/admin/transfers/importjob/upload/").status_code == 403
     assert LIVE_GROUP_KINDS["importjob"].permissions == ("transfers.view_importjob",)
