@@ -62,6 +62,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     search_fields = ["file_name", "created_by__username"]
     list_select_related = ["campaign", "created_by"]
     date_hierarchy = "created_at"
+    actions = None  # a job is the record of an import: nobody edits or deletes it here
 
     @admin.display(description="File", ordering="file_name")
     def file_link(self, job: ImportJob) -> str:
@@ -72,7 +73,10 @@ class ImportJobAdmin(admin.ModelAdmin):
         return bool(self._kinds(request))
 
     def has_change_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
-        return False  # a job is the record of an import: its page shows it, nothing edits it
+        return False  # its page shows it; nothing edits it
+
+    def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        return False
 
     def _kinds(self, request: HttpRequest) -> list[str]:
         return [kind for kind in ImportJob.Kind.values if request.user.has_perms(import_job_permissions(kind=kind))]

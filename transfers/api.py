@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 
 from campaigns.filters import ActivityFilter, LeadFilter, SendRecordFilter
 from campaigns.models import Campaign
+from emailsys.apijson import JSONParser
 from emailsys.filters import IdFilter, choice_filter
 from emailsys.permissions import IsActiveStaff, requires
 from transfers.models import ImportJob
@@ -82,7 +83,7 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixin
                        viewsets.GenericViewSet):  # fmt: skip
     queryset = ImportJob.objects.select_related("campaign").order_by("-created_at", "-id")
     serializer_class = ImportJobSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]  # JSON: to be told a file is missing
 
     @extend_schema(request={"multipart/form-data": ImportUploadSerializer},
                    responses={201: ImportJobSerializer, 400: OpenApiResponse(), 403: OpenApiResponse()})  # fmt: skip
