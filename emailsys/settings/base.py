@@ -252,6 +252,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name",
         "InboundEmailStatusEnum": "processing.models.InboundEmail.Status",
+        "ImportJobKindEnum": "transfers.models.ImportJob.Kind",
+        "ImportJobStatusEnum": "transfers.models.ImportJob.Status",
     },
 }
 
