@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from campaigns.models import Lead, Recipient
+from campaigns.models import Campaign, Lead, Recipient
 from campaigns.tests.factories import CampaignFactory, LeadFactory, RecipientFactory
 from emailsys.testing import api_authorization
 from transfers.models import ImportJob
@@ -152,3 +152,23 @@ def test_the_schema_lists_the_import_and_export_endpoints(admin_user) -> None:
     for route in ("/api/v1/imports/", "/api/v1/imports/{id}/report/", "/api/v1/imports/{id}/start/",
                   "/api/v1/exports/{name}/"):  # fmt: skip
         assert route in schema["paths"], route
+
+
+def test_a_two_step_campaign_file_is_created_in_the_background_job(importer: APIClient) -> None:
+    content = b"""name: Spring outreach
+steps:
+  - template: {name: spring-1, subject: "Hi {{ first_name }}", body_text: "Hello {{ first_name }}"}
+  - delay: 2d
+    threaded: true
+    template: {name: spring-2, subject: "-", body_text: "Just checking in."}
+"""
+    job_id = upload(importer, content, name="spring.yaml", kind="campaign", start="false").json()["id"]
+    preview = importer.get(f"/api/v1/imports/{job_id}/preview/").json()
+    assert preview["outline"]["name"] == "Spring outreach"
+    assert [step["template"] for step in preview["outline"]["steps"]] == ["spring-1", "spring-2"]
+    importer.post(f"/api/v1/imports/{job_id}/start/")
+    import_job_run(job_id=job_id)
+    job = importer.get(f"/api/v1/imports/{job_id}/").json()
+    assert job["status"] == "done" and job["result_campaign"] is not None
+    campaign = Campaign.objects.get(pk=job["result_campaign"])
+    assert (campaign.name, campaign.status, campaign.steps.count()) == ("Spring outreach", "draft", 2)
