@@ -50,6 +50,7 @@ LIVE_GROUP_KINDS: dict[str, LiveGroupKind] = {
     "workorders": LiveGroupKind(permissions=("workorders.view_workorder",), per_object=False, members="workorder"),
     "campaigns": LiveGroupKind(permissions=("campaigns.view_campaign",), per_object=False, members="campaign"),
     "accounts": LiveGroupKind(permissions=("campaigns.view_senderaccount",), per_object=False, members="account"),
+    "importjob": LiveGroupKind(permissions=("transfers.view_importjob",), per_object=True),
 }
 LIST_GROUP_MAX_OBJECTS = 200  # a list page shows at most this many (the admin's list_per_page is 100)
 GROUP_NAME = re.compile(r"(?P<kind>[a-z]+)(?:-(?P<id>[1-9][0-9]{0,18}))?")

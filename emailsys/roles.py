@@ -17,20 +17,21 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import Q
 
-PROJECT_APPS = ("emailsys", "campaigns", "workorders", "processing")
+PROJECT_APPS = ("emailsys", "campaigns", "workorders", "processing", "transfers")
 # Installed apps whose rows the viewer reads too (labels of apps that are not installed match nothing).
 READ_APPS = ("django_celery_beat", "auditlog")
 DEFAULT_ACTIONS = ("add", "change", "delete", "view")
 # Custom permissions of the project's apps that the operator does not get (none yet).
 OPERATOR_EXCLUDED: tuple[str, ...] = ()
 # (app_label, model_name, actions) the operator may write: leads and recipients of campaigns, suppressions,
-# contacts and work orders.
+# contacts and work orders, import jobs.
 OPERATOR_WRITES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("campaigns", "lead", ("add", "change")),
     ("campaigns", "recipient", ("add", "change")),
     ("campaigns", "suppression", ("add",)),
     ("workorders", "contact", ("add", "change")),
     ("workorders", "workorder", ("add", "change")),
+    ("transfers", "importjob", ("add",)),  # uploading; each kind also needs what it writes (leads, contacts)
 )
 
 

@@ -36,6 +36,7 @@ urlpatterns = [
     path("api/v1/", include("campaigns.urls")),
     path("api/v1/", include("workorders.urls")),
     path("api/v1/", include("audit.urls")),
+    path("api/v1/", include("transfers.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The docs pages send a browser without a staff session to the admin login (the schema answers 401).
     path("api/docs/", staff_member_required(views.api_docs), name="api-docs"),

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "processing",
     "simulator",  # its tables always exist; its URLs only with INBOUND_SIMULATOR_ENABLED
     "archive",  # the SQS → object storage archiver (no models)
+    "transfers",  # import jobs (uploads run by a worker) and CSV exports, for the admin and the API
 ]
 
 MIDDLEWARE = [
@@ -253,6 +254,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "WorkOrderStepNameEnum": "workorders.models.WorkOrderStep.Name",
         "InboundEmailStatusEnum": "processing.models.InboundEmail.Status",
+        "ImportJobKindEnum": "transfers.models.ImportJob.Kind",
+        "ImportJobStatusEnum": "transfers.models.ImportJob.Status",
     },
 }
 

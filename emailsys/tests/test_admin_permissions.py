@@ -39,6 +39,7 @@ from emailsys.services import api_token_create
 from emailsys.testing import RecordingSmtpServer, free_port
 from processing.services.imap import imap_account_create
 from processing.tests.inbound_rows import email_make
+from transfers.models import ImportJob
 from workorders.models import MailingSend, WorkOrder
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import ContactFactory, WorkOrderFactory
@@ -111,6 +112,7 @@ ACTIONS: dict[str, dict[str, str]] = {
         "unlock": "operator",
     },  # fmt: skip
     "workorders.mailingsend": RESOLVE,
+    "transfers.importjob": {},  # the record of an import: no actions
 }
 # What a forced POST adds so that an action which shows a confirmation page would act at once.
 CONFIRM = {"post": "yes", "confirm": "yes", "step": "prepare"}
@@ -158,6 +160,7 @@ def world() -> None:
     with audit_context(source=AuditSource.COMMAND, command_user="matrix"):
         audit_record(action="campaign.pause", target=CampaignFactory())
     email_make()  # and its mailbox
+    ImportJob.objects.create(kind="contacts", file="imports/matrix.csv", file_name="matrix.csv")
     imap_account_create(sender_account=SenderAccountFactory(), host="127.0.0.1", port=free_port(),
                         security="none", username="matrix", password="matrix-pw")  # fmt: skip
 

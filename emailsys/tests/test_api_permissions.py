@@ -40,6 +40,7 @@ from campaigns.tests.factories import (
 )
 from emailsys.roles import PROJECT_APPS
 from emailsys.testing import api_authorization
+from transfers.models import ImportJob
 from workorders.models import Contact, Event, Segment, WorkOrder
 from workorders.services.state import workorder_steps_create
 from workorders.tests.factories import ContactFactory, EventFactory, SegmentFactory, WorkOrderFactory
@@ -115,6 +116,16 @@ def _work_order_body(world: World) -> dict:
     return {"event": EventFactory(sub_event="m1").id, "stage": "invitation", "audience": SegmentFactory().id,
             "account": world.account.id, "template": world.template.id, "subjects": {"en": ""},
             "testers": ["t@example.test"]}  # fmt: skip
+
+
+def _import_job(world: World) -> int:
+    """A leads upload into the world's campaign, made on first use."""
+    if "import_job" not in world.ids:
+        job = ImportJob(kind="leads", campaign=world.campaign, file_name="leads.csv", file_size=31)
+        job.file.save("leads.csv", ContentFile(b"lead_id,email\na,a@example.test\n"), save=False)
+        job.save()
+        world.ids["import_job"] = job.pk
+    return world.ids["import_job"]
 
 
 def _status(model, pk: int, status: str) -> bool:
@@ -432,6 +443,29 @@ OPERATIONS: dict[str, Op] = {
         (204,),
         done=lambda w, body: not Event.objects.filter(pk=w.crud["spare_event"].pk).exists(),
     ),
+    # imports and exports (the import job is a leads upload, not started; JSON has no file: the allowed caller's 400)
+    "v1_imports_list": Op("viewer", _path("/api/v1/imports/"), done=lambda w, body: body["count"] >= 0),
+    "v1_imports_create": Op(
+        "operator", lambda w: ("/api/v1/imports/", {"kind": "leads"}), (400,), done=lambda w, body: "file" in body
+    ),
+    "v1_imports_retrieve": Op("viewer", lambda w: (f"/api/v1/imports/{_import_job(w)}/", None)),
+    "v1_imports_preview_retrieve": Op(
+        "viewer",
+        lambda w: (f"/api/v1/imports/{_import_job(w)}/preview/", None),
+        done=lambda w, body: body["rows"] == [["a", "a@example.test"]],
+    ),
+    "v1_imports_report_retrieve": Op("viewer", lambda w: (f"/api/v1/imports/{_import_job(w)}/report/", None)),
+    "v1_imports_report_csv_retrieve": Op("viewer", lambda w: (f"/api/v1/imports/{_import_job(w)}/report-csv/", None)),
+    "v1_imports_start_create": Op(
+        "operator",
+        lambda w: (f"/api/v1/imports/{_import_job(w)}/start/", None),
+        done=lambda w, body: body["status"] == "queued",
+    ),
+    "v1_exports_retrieve": Op(
+        "viewer",
+        _path("/api/v1/exports/leads/"),
+        done=lambda w, body: body.decode("utf-8-sig").startswith("lead,lead_id,"),
+    ),
     # inbound mail (the seed's paths at the root; no message in the world: the allowed caller gets the 404)
     "results_retrieve": Op("viewer", _path("/results/no-such-email"), (404,)),
     "emails_list": Op("viewer", _path("/emails"), done=lambda w, body: body["count"] == 0),
@@ -557,7 +591,10 @@ def test_each_caller_gets_what_its_role_allows(caller: str) -> None:
         response = getattr(client, method.lower())(path, body, format="json")
         refusal = expected_refusal(caller, op)
         is_json = response.get("Content-Type", "").startswith("application/json")
-        content = (response.json() if is_json else response.content) if response.content else None  # files: bytes
+        if response.streaming:  # an export
+            content = b"".join(response.streaming_content)
+        else:
+            content = (response.json() if is_json else response.content) if response.content else None  # files: bytes
         if refusal is not None:
             if response.status_code != refusal:
                 failures.append(f"{operation_id}: {response.status_code} instead of {refusal}")
