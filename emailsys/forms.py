@@ -206,7 +206,8 @@ class StringListWidget(forms.Widget):
             '<li class="repeat-row"><input type="{}" name="{}" value="{}" aria-label="{} {}"></li>',
             ((self.input_type, f"{name}_item", item, name, index + 1) for index, item in enumerate(rows)),
         )
-        return format_html('<ul class="repeat-rows" data-repeat-add="{}" id="{}">{}</ul>', self.add_label,
+        wrapper = '<div class="repeat-field"><ul class="repeat-rows" data-repeat-add="{}" id="{}">{}</ul></div>'
+        return format_html(wrapper, self.add_label,
                            (attrs or {}).get("id", f"id_{name}"), html_rows)  # fmt: skip
 
 
@@ -257,7 +258,8 @@ class LanguageMapWidget(forms.Widget):
             'placeholder="Subject (empty: the template’s)" aria-label="Subject {3}"></li>',
             ((name, code, text, index + 1) for index, (code, text) in enumerate(pairs)),
         )
-        return format_html('<ul class="repeat-rows language-map" data-repeat-add="Add a language" id="{}">{}</ul>',
+        return format_html('<div class="repeat-field"><ul class="repeat-rows language-map" data-repeat-add="Add a '
+                           'language" id="{}">{}</ul></div>',
                            (attrs or {}).get("id", f"id_{name}"), html_rows)  # fmt: skip
 
 

@@ -84,10 +84,11 @@ class RuleEditor(forms.Textarea):
         editor = super().render(name, value, attrs, renderer)
         rows = format_html_join("", "<tr><th>{}</th><td><code>{}</code></td><td>{}</td></tr>", RULE_HELP)
         return format_html(
-            '{}<output class="rule-count" id="{}_live_count" for="{}" aria-live="polite"></output>'
+            '<div class="rule-field">{}'
+            '<output class="rule-count" id="{}_live_count" for="{}" aria-live="polite"></output>'
             '<details class="rule-help" open><summary>Rule kinds</summary><p>One JSON object with one key, its '
             "kind. Paths are dotted (<code>registrations.VT25</code>); unsubscribed contacts never match."
-            "</p><table>{}</table></details>",
+            "</p><table>{}</table></details></div>",
             editor,
             attrs.get("id", f"id_{name}"),
             attrs.get("id", f"id_{name}"),

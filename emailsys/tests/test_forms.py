@@ -23,7 +23,7 @@ from campaigns.tests.factories import (
 from emailsys import clock
 from emailsys.forms import duration_format, duration_parse
 from workorders.models import WorkOrder
-from workorders.tests.factories import ContactFactory, SegmentFactory, WorkOrderFactory
+from workorders.tests.factories import ContactFactory, WorkOrderFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,9 @@ def test_a_campaign_takes_weekdays_durations_and_a_zone_and_shows_them_back(admi
     page = admin_client.get(url).content.decode()
     assert 'type="checkbox" name="send_days" value="0"' in page and 'data-searchable="time zone"' in page
 
-    data = campaign_form(campaign, send_days=["4", "0", "2"], time_zone="Asia/Kolkata", **{"steps-0-delay_seconds": "2d 4h"})
+    data = campaign_form(
+        campaign, send_days=["4", "0", "2"], time_zone="Asia/Kolkata", **{"steps-0-delay_seconds": "2d 4h"}
+    )
     assert admin_client.post(url, data).status_code == 302
     campaign.refresh_from_db()
     assert (campaign.send_days, campaign.time_zone) == ([0, 2, 4], "Asia/Kolkata")
@@ -79,7 +81,9 @@ def test_a_campaign_takes_weekdays_durations_and_a_zone_and_shows_them_back(admi
     assert re.search(r'name="send_days" value="4"[^>]* checked', page)
     assert not re.search(r'name="send_days" value="1"[^>]* checked', page)
 
-    bad = admin_client.post(url, campaign_form(campaign, time_zone="Mars/Olympus", **{"steps-0-delay_seconds": "2 days"}))
+    bad = admin_client.post(
+        url, campaign_form(campaign, time_zone="Mars/Olympus", **{"steps-0-delay_seconds": "2 days"})
+    )
     assert bad.status_code == 200
     shown = bad.content.decode()
     assert "is not a duration" in shown and "not a known time zone" in shown and 'value="2 days"' in shown
@@ -149,7 +153,9 @@ def test_titles_read_like_a_product() -> None:
     campaign = CampaignFactory(name="Spring outreach")
     recipient = RecipientFactory(lead__campaign=campaign, company_name="Acme", email="maria@acme.test")
     setting = CampaignAccountFactory(campaign=campaign, account__email="maria@emailsys.test")
-    record = SendRecordFactory(recipient=recipient, step=SequenceStepFactory(campaign=campaign), account=setting.account)
+    record = SendRecordFactory(
+        recipient=recipient, step=SequenceStepFactory(campaign=campaign), account=setting.account
+    )
     lead = recipient.lead
     assert str(lead) == f"Acme (lead {lead.pk}, Spring outreach)"
     assert str(setting) == "maria@emailsys.test via Spring outreach"
