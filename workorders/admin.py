@@ -227,8 +227,8 @@ class WorkOrderAdmin(FriendlyFieldsMixin, ActionPermissionsAdmin):
     email_list_fields = ("testers",)
     list_display = ("id", "event", "stage", "live_status", "live_step", "live_lock", "live_resume")
     list_select_related = ("event",)
-    list_filter = ("status",)
-    search_fields = ("event__code", "stage")
+    list_filter = ("status", "event", "stage", "account", "auto_approve", "send_continuously", "created_at")
+    search_fields = ("event__code", "event__name", "stage", "audience__slug", "account__email")
     actions = ("start", "stop", "restart", "unlock")
     readonly_fields = ("created_by", "created_at", "updated_at")
     fieldsets = (
@@ -376,7 +376,7 @@ class MailingSendAdmin(SendAttemptAdmin):
     list_display = ["id", "state", "work_order", "email", "language", "is_test", "account", "attempts",
                     "handed_over_at", "sent_at", "resolved_by"]  # fmt: skip
     list_select_related = ["work_order__event", "account"]
-    list_filter = ["state", "is_test", "event_code", "language"]
+    list_filter = ["state", "is_test", "event_code", "language", "account", "sent_at", "created_at"]
     search_fields = ["email", "message_id", "provider_message_id", "subject"]
     fields = ["state", "work_order", "contact", "email", "language", "event_code", "sub_event", "stage", "is_test",
               "account", "message_id", "provider_message_id", "subject", "message_text", "attempts", "last_error",

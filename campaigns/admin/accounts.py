@@ -102,7 +102,8 @@ class SenderAccountAdmin(FriendlyFieldsMixin, ActionPermissionsAdmin):
     change_list_template = "admin/campaigns/senderaccount/change_list.html"
     list_display = ["email", "status_cell", "usage_cell", "sent_today_cell", "next_cell", "transport", "smtp_host",
                     "esp_name", "provider"]  # fmt: skip
-    list_filter = ["status", "transport", "esp_name", "security", "provider"]
+    list_filter = ["status", "transport", "esp_name", "security", "provider", "campaign_settings__campaign",
+                   "last_reserved_at", "created_at"]  # fmt: skip
     search_fields = ["email", "from_name", "smtp_host", "provider"]
     ordering = ["email"]
     actions = ["test_smtp", "pause", "resume", "disable", "reset_limits"]
