@@ -269,7 +269,11 @@ class SequenceStep(models.Model):
     def clean(self) -> None:
         """A placeholder subject ("-") means "Re: the previous email": only a threaded step after the first has one."""
         cached = SequenceStep.template.is_cached(self)  # an import's template may not be saved yet
-        template = self.template if cached else EmailTemplate.objects.filter(id=self.template_id).first()
+        template = (
+            self._state.fields_cache.get("template")  # None: a form refused the template (its error is shown)
+            if cached
+            else EmailTemplate.objects.filter(id=self.template_id).first()
+        )
         if template is None or any(character.isalnum() for character in template.subject):
             return
         if not self.threaded or (self.order or 0) <= 1:

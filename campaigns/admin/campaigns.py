@@ -121,11 +121,70 @@ class CampaignAccountInline(FriendlyFieldsMixin, admin.TabularInline):
     verbose_name_plural = "sender accounts (with this campaign's limits)"
 
 
+class SequenceStepForm(forms.ModelForm):
+    """A step with its template chosen, or written right here: a subject and a text body make a new template
+    (checked by `template_check` like the template form; saved with the step, named after the campaign and the
+    step), so a campaign is built on one page."""
+
+    new_subject = forms.CharField(required=False, max_length=500, label="…or a new template: subject")
+    new_body_text = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "step-new-body"}), label="and text body"
+    )
+
+    class Meta:
+        model = SequenceStep
+        fields = ["order", "delay_seconds", "template", "threaded"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["template"].required = False
+        self.new_template: EmailTemplate | None = None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        subject, body = cleaned.get("new_subject", "").strip(), cleaned.get("new_body_text", "").strip()
+        if cleaned.get("template") or "template" in self.errors:
+            if subject or body:
+                self.add_error("new_subject", "Choose a template or write a new one, not both.")
+            return cleaned
+        if not (subject and body):
+            self.add_error("template", "Choose a template, or write a new one: its subject and text body.")
+            return cleaned
+        template = EmailTemplate(name="", subject=subject, body_text=body)  # named on save, after its campaign
+        for field, message in template_check(template).items():
+            self.add_error("new_subject" if field == "subject" else "new_body_text", message)
+        self.new_template = self.instance.template = template
+        return cleaned
+
+    def _new_name(self, order: int | None) -> str:
+        campaign = self.instance.campaign.name if self.instance.campaign_id else "New campaign"
+        base = f"{campaign} — step {order or '?'}"
+        taken = set(EmailTemplate.objects.filter(name__startswith=base).values_list("name", flat=True))
+        return next(
+            name for n in range(1, len(taken) + 2) if (name := base if n == 1 else f"{base} ({n})") not in taken
+        )
+
+    def _get_validation_exclusions(self):
+        """The new template is saved with the step (`save`), so the step's foreign key is not checked before."""
+        exclusions = super()._get_validation_exclusions()
+        if self.new_template is not None:
+            exclusions.add("template")
+        return exclusions
+
+    def save(self, commit: bool = True) -> SequenceStep:
+        if self.new_template is not None and self.new_template.pk is None:
+            self.new_template.name = self._new_name(self.instance.order)
+            self.new_template.save()
+            self.instance.template = self.new_template
+        return super().save(commit=commit)
+
+
 class SequenceStepInline(FriendlyFieldsMixin, admin.TabularInline):
     model = SequenceStep
+    form = SequenceStepForm
     duration_fields = ("delay_seconds",)
     extra = 0
-    fields = ["order", "delay_seconds", "template", "threaded"]
+    fields = ["order", "delay_seconds", "template", "new_subject", "new_body_text", "threaded"]
     autocomplete_fields = ["template"]
     ordering = ["order"]
 

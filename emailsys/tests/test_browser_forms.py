@@ -68,6 +68,12 @@ def test_a_person_fills_the_admin_forms(static_root: Path, tmp_path: Path) -> No
         page.get_by_label("Search time zone").fill("kolk")
         expect(page.locator("select[name=time_zone]")).to_have_value("Asia/Kolkata")
         page.locator("input[name=steps-0-delay_seconds]").fill("2d 4h")
+        page.get_by_role("button", name="Add another Sequence step").click()  # a second step, its template written here
+        page.locator("input[name=steps-1-order]").fill("2")
+        page.locator("input[name=steps-1-delay_seconds]").fill("3d")
+        page.locator("input[name=steps-1-new_subject]").fill("Following up, {{ first_name }}")
+        page.locator("textarea[name=steps-1-new_body_text]").fill("Any news, {{ first_name }}?")
+        assert_fits_the_window(page, "the campaign page with a new step")
         screenshot(page, "forms-campaign")
         save(page)
         expect(page.locator(".messagelist .success")).to_be_visible()
@@ -78,6 +84,8 @@ def test_a_person_fills_the_admin_forms(static_root: Path, tmp_path: Path) -> No
         campaign.refresh_from_db()
         assert campaign.send_days == [0, 2, 4] and campaign.time_zone == "Asia/Kolkata"
         assert SequenceStep.objects.get(pk=step.pk).delay_seconds == 2 * 86400 + 4 * 3600
+        second = SequenceStep.objects.select_related("template").get(campaign=campaign, order=2)
+        assert (second.delay_seconds, second.template.name) == (3 * 86400, "Spring outreach — step 2")
 
         page.locator("input[name=steps-0-delay_seconds]").fill("2 days")
         save(page)

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.urls import reverse
 
-from campaigns.models import Campaign, Lead, SequenceStep
+from campaigns.models import Campaign, EmailTemplate, Lead, SequenceStep
 from campaigns.tests.factories import (
     CampaignAccountFactory,
     CampaignFactory,
@@ -203,3 +203,32 @@ def test_operator_lists_filter_by_campaign_status_account_and_date(admin_client)
     found = admin_client.get(reverse("admin:campaigns_sendrecord_changelist"),
                              {"account__id__exact": account.pk}).content.decode()  # fmt: skip
     assert record.recipient.email in found
+
+
+def test_a_campaign_is_built_on_one_page_with_its_templates_written_in_the_steps(admin_client) -> None:
+    account = CampaignAccountFactory().account
+    existing = EmailTemplateFactory(name="Intro")
+    data = {
+        "name": "Spring outreach", "starts_at_0": "", "starts_at_1": "", "ends_at_0": "", "ends_at_1": "",
+        "time_zone": "Europe/Berlin", "send_days": ["0", "1"], "send_hour_start": "9", "send_hour_end": "17",
+        "batch_size": 20, "sender_policy": "sticky", "stop_on_reply": "on",
+        "account_settings-TOTAL_FORMS": 1, "account_settings-INITIAL_FORMS": 0,
+        "account_settings-0-account": account.pk, "account_settings-0-min_wait_seconds": "5m",
+        "steps-TOTAL_FORMS": 2, "steps-INITIAL_FORMS": 0,
+        "steps-0-order": 1, "steps-0-delay_seconds": "0", "steps-0-template": existing.pk,
+        "steps-1-order": 2, "steps-1-delay_seconds": "3d", "steps-1-template": "",
+        "steps-1-new_subject": "Following up, {{ first_name }}", "steps-1-new_body_text": "Any news, {{ first_name }}?",
+    }  # fmt: skip
+    bad = admin_client.post(reverse("admin:campaigns_campaign_add"), {**data, "steps-1-new_body_text": "{% if %}"})
+    assert bad.status_code == 200 and "syntax" in bad.content.decode().lower()
+    assert not Campaign.objects.filter(name="Spring outreach").exists()
+    assert not EmailTemplate.objects.exclude(pk=existing.pk).exists()
+    neither = admin_client.post(reverse("admin:campaigns_campaign_add"), {**data, "steps-1-new_subject": ""})
+    assert "Choose a template, or write a new one" in neither.content.decode()
+
+    assert admin_client.post(reverse("admin:campaigns_campaign_add"), data).status_code == 302
+    campaign = Campaign.objects.get(name="Spring outreach")
+    steps = list(campaign.steps.select_related("template").order_by("order"))
+    assert [(s.template.name, s.delay_seconds) for s in steps] == [("Intro", 0), ("Spring outreach — step 2", 259200)]
+    assert steps[1].template.body_text == "Any news, {{ first_name }}?"
+    assert campaign.account_settings.get().min_wait_seconds == 300
