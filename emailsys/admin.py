@@ -98,11 +98,14 @@ class FriendlyFieldsMixin:
             return WeekdaysField(label=common["label"])
         if name in self.time_zone_fields:
             return TimeZoneField(label=common["label"], required=not db_field.blank)
-        if name in self.email_list_fields:
+        if name in self.email_list_fields:  # the model's help shows the JSON form; the rows need none
             widget = StringListWidget(input_type="email", add_label="Add an address")
-            return StringListField(widget=widget, required=not db_field.blank, **common)
+            return StringListField(widget=widget, required=not db_field.blank, label=common["label"],
+                                   help_text="One address per row; empty rows are ignored.")  # fmt: skip
         if name in self.language_map_fields:
-            return LanguageMapField(required=False, **common)
+            return LanguageMapField(required=False, label=common["label"],
+                                    help_text="One row per enabled language (en, fr, pt-br); an empty text: the "
+                                    "template's subject.")  # fmt: skip
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
