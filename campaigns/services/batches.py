@@ -552,7 +552,7 @@ def _lead_after_settled(work: LeadWork, send: Send, outcome: SendOutcome) -> Non
         work.done(outcome, next_due_at=send.claimed.next_attempt_at)
     elif outcome is SendOutcome.CLAIMED_ELSEWHERE:
         work.done(outcome)
-    elif outcome is SendOutcome.WITHDRAWN:  # look again at once: the next plan sees the change
+    elif outcome in (SendOutcome.WITHDRAWN, SendOutcome.LAPSED):  # look again at once: the next plan sees the change
         work.done(outcome, next_due_at=clock.now())
     else:  # bounced, failed or not buildable: the next recipient may go now
         work.outcomes.append(outcome)
