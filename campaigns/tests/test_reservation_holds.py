@@ -1,6 +1,6 @@
 """The arbiter's holds: a batch's reservation counts against the account's day at once, and what no send row
 claimed within the lease comes back (a worker killed after reserving), exactly once, never more than the limit.
-The kill -9 itself: test_campaign_crashes.py::test_kill_9_after_reserving_a_batch_still_sends_the_full_daily_limit_that_day.
+The kill -9 itself: test_campaign_crashes.py, test_kill_9_after_reserving_a_batch_still_sends_the_full_daily_limit…
 """
 
 from datetime import UTC, datetime, timedelta
