@@ -514,7 +514,12 @@ def _group_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, ac
     reservations = [] if isinstance(reserved, NoAccount) else reserved
     unreserved = _reservations_assign(sends, reservations)
     if unreserved:
-        why = reserved if isinstance(reserved, NoAccount) else accounts_next_opening(campaign_id=campaign_id, now=now)
+        own = {reservation.hold_id for reservation in reservations if reservation.hold_id is not None}
+        why = (
+            reserved
+            if isinstance(reserved, NoAccount)
+            else accounts_next_opening(campaign_id=campaign_id, now=now, own_hold_ids=own)
+        )
         logger.info("campaign %s: %s lead(s) wait, no account: %s", campaign_id, len(unreserved), why.reason)
         waiting = {id(send) for send in unreserved}
         for work in works:

@@ -19,6 +19,7 @@ a wait send concurrently. "Today" is the calendar day in the account's time zone
 import logging
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -222,9 +223,12 @@ def reservation_holds_take(*, reservations: list[Reservation], now: datetime) ->
     return True
 
 
-def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[int] | None = None) -> NoAccount:
+def accounts_next_opening(
+    *, campaign_id: int, now: datetime, account_ids: list[int] | None = None, own_hold_ids: Iterable[int] = ()
+) -> NoAccount:
     """When one of the campaign's active accounts can send again, and why none can now, read without locks:
-    the soonest account wait, lease or local midnight."""
+    the soonest account wait, lease or local midnight. `own_hold_ids`: the asking batch's own holds, which it is
+    about to claim (they give no room back)."""
     if account_ids is None:
         account_ids = list(
             CampaignAccount.objects.filter(
@@ -243,7 +247,7 @@ def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[
         ).values_list("account_id", "day", "reserved")
     }
     settings_by_account = {s.account_id: s for s in CampaignAccount.objects.filter(campaign_id=campaign_id)}
-    held = _held_until(account_ids)
+    held = _held_until(account_ids, exclude=own_hold_ids)
     for account in accounts:
         used_today = usage.get((account.id, account_local_day(account, now)), 0)
         opening = _account_next_opening(
@@ -254,10 +258,11 @@ def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
 
 
-def _held_until(account_ids: list[int]) -> dict[int, datetime]:
+def _held_until(account_ids: list[int], exclude: Iterable[int] = ()) -> dict[int, datetime]:
     """{account id: when its first hold with sends still unclaimed expires}: room that may come back today."""
     return dict(
         ReservationHold.objects.filter(account_id__in=account_ids, outstanding__gt=0)
+        .exclude(id__in=list(exclude))
         .values("account_id")
         .annotate(first=Min("expires_at"))
         .values_list("account_id", "first")
