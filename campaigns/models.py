@@ -159,6 +159,29 @@ class AccountDailyUsage(models.Model):
         return f"{self.account.email} on {self.day}: {self.reserved} reserved"
 
 
+class ReservationHold(models.Model):
+    """Sends a reservation counted against an account's day (`AccountDailyUsage.reserved`) whose send rows do
+    not exist yet. Written in the reservation's transaction; each send row claimed takes one off `outstanding`
+    in its own transaction (and renews `expires_at`), and a send given up before its row was claimed takes one
+    off as it gives the count back. A worker killed in between leaves the rest outstanding: once `expires_at`
+    passes, the arbiter deletes the row and gives that many back (`throttling`). The conditional update or the
+    delete, whichever comes first, decides: no count is given back twice, none used without a hold."""
+
+    account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="reservation_holds")
+    campaign_account = models.ForeignKey(
+        "CampaignAccount", null=True, blank=True, on_delete=models.CASCADE, related_name="reservation_holds"
+    )  # the campaign's own count also given back; None for an event mailing
+    day = models.DateField()
+    outstanding = models.PositiveIntegerField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "expires_at"], name="hold_account_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: {self.outstanding} until {self.expires_at:%H:%M:%S}"
+
+
 class Campaign(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
