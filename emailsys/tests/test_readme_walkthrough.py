@@ -9,6 +9,7 @@ Also: the README's campaign YAML example imports as written against the demo's d
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ class Walkthrough:
         self.text = " ".join(self.section.split())
         self.cursor = 0
         self.steps_done: list[int] = []
+        self.started = time.monotonic()
 
     def says(self, fragment: str) -> str:
         found = self.text.find(fragment, self.cursor)
@@ -61,6 +63,7 @@ class Walkthrough:
     def step(self, number: int, title: str) -> None:
         self.says(f"{number}. **{title}**")
         self.steps_done.append(number)
+        print(f"walkthrough step {number} at {time.monotonic() - self.started:.1f} s")  # shown when the test fails
 
     def value(self, label: str) -> str:
         """The value the README gives a label next: **Label** `value`."""
