@@ -36,8 +36,8 @@ from bench.support.environment import bench_environment, redis_start, scratch_da
 from bench.support.tables import print_table  # noqa: E402
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-# 6 accounts × 520 a day for the 3,000 emails of the acceptance campaign: 120 to spare, as a host killed -9 takes
-# with it the reservations its threads made for batches they had not sent yet (see "reservations lost" below).
+# 6 accounts × 520 a day for the 3,000 emails of the acceptance campaign: 120 to spare, as a host killed -9 leaves
+# the reservations its threads made for batches they had not sent yet held until their lease passes (see below).
 ACCOUNTS, ACCOUNT_LIMIT = 6, 520
 RESTART_AFTER_SECONDS = 5
 

@@ -156,7 +156,30 @@ class AccountDailyUsage(models.Model):
         constraints = [models.UniqueConstraint(fields=["account", "day"], name="one_usage_row_per_account_day")]
 
     def __str__(self) -> str:
-        return f"{self.account_id} {self.day}: {self.reserved}"
+        return f"{self.account.email} on {self.day}: {self.reserved} reserved"
+
+
+class ReservationHold(models.Model):
+    """Sends a reservation counted against an account's day (`AccountDailyUsage.reserved`) whose send rows do
+    not exist yet. Written in the reservation's transaction; each send row claimed takes one off `outstanding`
+    in its own transaction (and renews `expires_at`), and a send given up before its row was claimed takes one
+    off as it gives the count back. A worker killed in between leaves the rest outstanding: once `expires_at`
+    passes, the arbiter deletes the row and gives that many back (`throttling`). The conditional update or the
+    delete, whichever comes first, decides: no count is given back twice, none used without a hold."""
+
+    account = models.ForeignKey(SenderAccount, on_delete=models.CASCADE, related_name="reservation_holds")
+    campaign_account = models.ForeignKey(
+        "CampaignAccount", null=True, blank=True, on_delete=models.CASCADE, related_name="reservation_holds"
+    )  # the campaign's own count also given back; None for an event mailing
+    day = models.DateField()
+    outstanding = models.PositiveIntegerField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "expires_at"], name="hold_account_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: {self.outstanding} until {self.expires_at:%H:%M:%S}"
 
 
 class Campaign(models.Model):
@@ -246,7 +269,7 @@ class CampaignAccount(models.Model):
         constraints = [models.UniqueConstraint(fields=["campaign", "account"], name="one_setting_per_campaign_account")]
 
     def __str__(self) -> str:
-        return f"{self.campaign_id} via {self.account_id}"
+        return f"{self.account.email} via {self.campaign.name}"
 
 
 class SequenceStep(models.Model):
@@ -264,12 +287,16 @@ class SequenceStep(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.campaign} step {self.order}"
+        return f"{self.campaign.name}, step {self.order}"
 
     def clean(self) -> None:
         """A placeholder subject ("-") means "Re: the previous email": only a threaded step after the first has one."""
         cached = SequenceStep.template.is_cached(self)  # an import's template may not be saved yet
-        template = self.template if cached else EmailTemplate.objects.filter(id=self.template_id).first()
+        template = (
+            self._state.fields_cache.get("template")  # None: a form refused the template (its error is shown)
+            if cached
+            else EmailTemplate.objects.filter(id=self.template_id).first()
+        )
         if template is None or any(character.isalnum() for character in template.subject):
             return
         if not self.threaded or (self.order or 0) <= 1:
@@ -328,7 +355,19 @@ class Lead(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"lead {self.pk}"
+        """ "Acme (lead 12, Spring outreach)": the first recipient's company, name or address, else the external
+        id (one query for the first recipient unless they are prefetched)."""
+        label = self.external_id
+        if self.pk:
+            first = (
+                min(self.recipients.all(), key=lambda r: r.position, default=None)
+                if ("recipients" in getattr(self, "_prefetched_objects_cache", {}))
+                else self.recipients.order_by("position").first()
+            )
+            if first is not None:
+                label = first.company_name or first.display_name or first.email
+        where = f"lead {self.pk}, {self.campaign.name}" if self.pk else self.campaign.name
+        return f"{label} ({where})" if label else where
 
 
 class Recipient(models.Model):
@@ -472,7 +511,7 @@ class SendRecord(SendAttempt):
         ]  # fmt: skip
 
     def __str__(self) -> str:
-        return f"send {self.pk} ({self.state})"
+        return f"{self.recipient.email} via {self.campaign.name}, step {self.step.order} ({self.get_state_display()})"
 
 
 class DryRunRecord(models.Model):
@@ -488,7 +527,7 @@ class DryRunRecord(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"dry run {self.pk}"
+        return f"dry run of {self.campaign.name} to {self.recipient.email}"
 
 
 class OperatorTestSend(models.Model):
@@ -506,7 +545,7 @@ class OperatorTestSend(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"test send to {self.to_email}"
+        return f"test of {self.step} to {self.to_email}"
 
 
 class Suppression(models.Model):
@@ -528,7 +567,7 @@ class Suppression(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.value}"
+        return f"{self.value} ({self.get_kind_display().lower()})"
 
 
 class Activity(models.Model):
@@ -578,7 +617,8 @@ class Activity(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+        where = f" in {self.campaign.name}" if self.campaign_id else ""
+        return f"{self.get_kind_display()}{where} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 class BounceRecord(models.Model):

@@ -27,6 +27,14 @@ from django_celery_beat.models import PeriodicTask
 from knox.models import AuthToken
 
 from campaigns.services.ledger import ResolveAction
+from emailsys.forms import (
+    LanguageMapField,
+    StringListField,
+    StringListWidget,
+    TimeZoneField,
+    WeekdaysField,
+    duration_formfield,
+)
 from emailsys.services import api_token_create, api_token_ttl_default
 
 
@@ -68,6 +76,37 @@ class ActionPermissionsAdmin(admin.ModelAdmin):
             if codename in _custom_codenames(app_label):
                 return lambda request: request.user.has_perm(f"{app_label}.{codename}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class FriendlyFieldsMixin:
+    """Form fields a person can fill for the model fields named here (emailsys.forms): seconds typed as "2d 4h",
+    weekdays as checkboxes, time zones from a searchable list, lists and per-language texts as repeatable rows.
+    For ModelAdmins and inlines alike; the posted names stay the model fields' names."""
+
+    duration_fields: tuple[str, ...] = ()
+    weekday_fields: tuple[str, ...] = ()
+    time_zone_fields: tuple[str, ...] = ()
+    email_list_fields: tuple[str, ...] = ()
+    language_map_fields: tuple[str, ...] = ()
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        name = db_field.name
+        common = {"label": db_field.verbose_name.capitalize(), "help_text": db_field.help_text}
+        if name in self.duration_fields:
+            return duration_formfield(db_field)
+        if name in self.weekday_fields:
+            return WeekdaysField(label=common["label"])
+        if name in self.time_zone_fields:
+            return TimeZoneField(label=common["label"], required=not db_field.blank)
+        if name in self.email_list_fields:  # the model's help shows the JSON form; the rows need none
+            widget = StringListWidget(input_type="email", add_label="Add an address")
+            return StringListField(widget=widget, required=not db_field.blank, label=common["label"],
+                                   help_text="One address per row; empty rows are ignored.")  # fmt: skip
+        if name in self.language_map_fields:
+            return LanguageMapField(required=False, label=common["label"],
+                                    help_text="One row per enabled language (en, fr, pt-br); an empty text: the "
+                                    "template's subject.")  # fmt: skip
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 class ReadOnlyAdmin(ActionPermissionsAdmin):

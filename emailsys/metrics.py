@@ -28,6 +28,8 @@ EVENT_METRICS_KEY = "emailsys:metrics:events"
 # Things that happen inside tasks and that an operator should see counted: emailsys_events_total{event=…}.
 EVENTS = {
     "stale_batch_leads": "leads in a send batch whose claim was no longer current: that copy did nothing for them",
+    "reservations_given_back": "sends reserved on an account that no send row claimed within their lease (the "
+    "worker died): given back to the account's day",
 }
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATE_NAMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected"}

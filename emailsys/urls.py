@@ -17,6 +17,7 @@ handler500 = "emailsys.views.server_error"
 
 admin.site.site_header = "emailsys"
 admin.site.site_title = "emailsys"
+admin.site.site_url = "/admin/"  # "View site": the operations dashboard (the admin index), not a redirect to it
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

@@ -79,7 +79,7 @@ class MailboxAdmin(ReadOnlyAdmin):
 class InboundEmailAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "classification", "confidence", "sender", "subject", "mailbox", "status"]
     list_filter = ["status", "result__classification", "source", "mailbox"]
-    search_fields = ["email_id", "sender", "subject", "message_id"]
+    search_fields = ["email_id", "sender", "sender_name", "subject", "message_id"]
     date_hierarchy = "received_at"
     list_select_related = ["result", "mailbox"]
     exclude = ["raw"]

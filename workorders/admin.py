@@ -3,6 +3,8 @@
 selector `segment_count`, one COUNT query per segment shown, and a rule that went bad (a segment it names was
 renamed away or deleted outside the admin) shows its error instead of a count."""
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -12,14 +14,14 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from emailsys.admin import ActionPermissionsAdmin, SendAttemptAdmin, instance_adopt
+from emailsys.admin import ActionPermissionsAdmin, FriendlyFieldsMixin, SendAttemptAdmin, instance_adopt
 from emailsys.live import live_current
 from workorders.models import Contact, Event, MailingSend, Segment, WorkOrder, WorkOrderStep
 from workorders.selectors import segment_count, segment_sample_emails
 from workorders.services import lifecycle
 from workorders.services.live import workorder_fragment_id
 from workorders.services.mailings import mailing_send_resolve
-from workorders.services.segments import segment_referenced_by
+from workorders.services.segments import segment_referenced_by, segment_rule_contacts, segment_rule_validate
 from workorders.services.state import workorder_steps_create
 
 SAMPLE_SIZE = 10
@@ -56,14 +58,92 @@ def _count_text(segment: Segment) -> str:
         return f"rule error: {'; '.join(error.messages)}"
 
 
+RULE_HELP = [
+    ("always", '{"always": true}', "every subscribed contact"),
+    ("language", '{"language": ["en", "fr"]}', "the contact's language is one of these"),
+    ("attribute_equals", '{"attribute_equals": {"path": "vip", "value": true}}', "an attribute has this JSON value"),
+    ("attribute_exists", '{"attribute_exists": {"path": "registered"}}', "the contact has the attribute"),
+    ("attribute_contains", '{"attribute_contains": {"path": "registered", "value": "VT25"}}',
+     "a list attribute contains the value"),
+    ("in_segment", '{"in_segment": "vip-contacts"}', "matches another segment (by slug)"),
+    ("and / or", '{"and": [{"language": "en"}, {"attribute_exists": {"path": "vip"}}]}', "all / any of the rules"),
+    ("difference", '{"difference": {"from": {"always": true}, "minus": {"in_segment": "staff"}}}',
+     "the first set without the second"),
+]  # fmt: skip
+
+
+class RuleEditor(forms.Textarea):
+    """The rule's JSON with, below it, the number of contacts it matches as you type (forms.js posts it to
+    `SegmentAdmin.count_view`, debounced) and a panel of the rule kinds with an example of each."""
+
+    def __init__(self) -> None:
+        super().__init__(attrs={"class": "rule-editor", "rows": 8, "spellcheck": "false"})
+
+    def render(self, name, value, attrs=None, renderer=None):
+        attrs = {**(attrs or {}), "data-count-url": reverse("admin:workorders_segment_count")}
+        editor = super().render(name, value, attrs, renderer)
+        rows = format_html_join("", "<tr><th>{}</th><td><code>{}</code></td><td>{}</td></tr>", RULE_HELP)
+        return format_html(
+            '<div class="rule-field">{}'
+            '<output class="rule-count" id="{}_live_count" for="{}" aria-live="polite"></output>'
+            '<details class="rule-help" open><summary>Rule kinds</summary><p>One JSON object with one key, its '
+            "kind. Paths are dotted (<code>registrations.VT25</code>); unsubscribed contacts never match."
+            "</p><table>{}</table></details></div>",
+            editor,
+            attrs.get("id", f"id_{name}"),
+            attrs.get("id", f"id_{name}"),
+            rows,
+        )
+
+
+class SegmentForm(forms.ModelForm):
+    class Meta:
+        model = Segment
+        fields = ("name", "slug", "description", "rule")
+        widgets = {"rule": RuleEditor()}
+
+
 @admin.register(Segment)
 class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
     list_display = ("slug", "name", "matching_contacts", "updated_at")
     search_fields = ("slug", "name", "description")
+    list_filter = ("updated_at",)
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("matching_contacts", "sample_contacts", "used_by", "created_at", "updated_at")
     fields = ("name", "slug", "description", "rule", "matching_contacts", "sample_contacts", "used_by",
               "created_at", "updated_at")  # fmt: skip
+
+    def get_urls(self) -> list[URLPattern]:
+        count = path("count/", self.admin_site.admin_view(self.count_view), name="workorders_segment_count")
+        return [count, *super().get_urls()]
+
+    def count_view(self, request: HttpRequest) -> JsonResponse:
+        """POST rule (JSON text) and slug: {"count", "sample"} of the contacts it matches now, or 400 {"errors"}
+        with every problem of the rule (the form's own checks). Needs the segment view permission; the sample
+        addresses also need the contact view permission."""
+        if request.method != "POST":
+            return _refusal(405, "Use POST.")
+        if not self.has_view_permission(request):
+            return _refusal(403, "You do not have permission to view segments.")
+        slug = request.POST.get("slug", "").strip()
+        try:
+            rule = json.loads(request.POST.get("rule", ""))
+        except ValueError as error:
+            return JsonResponse({"errors": [f"Not valid JSON: {error}."]}, status=400)
+        segment = Segment.objects.filter(slug=slug).first() if slug else None
+        try:
+            segment_rule_validate(rule=rule, segment=segment or Segment(slug=slug))
+            contacts = segment_rule_contacts(rule=rule, slug=slug)
+            count = contacts.count()
+        except ValidationError as error:
+            problems = error.message_dict if hasattr(error, "error_dict") else {"rule": error.messages}
+            return JsonResponse({"errors": problems.get("rule") or [m for ms in problems.values() for m in ms]},
+                                status=400)  # fmt: skip
+        sample = []
+        if request.user.has_perm("workorders.view_contact"):
+            sample = list(contacts.order_by("email").values_list("email", flat=True)[:3])
+        return JsonResponse({"count": count, "sample": sample})
 
     @admin.display(description="Matching contacts")
     def matching_contacts(self, segment: Segment) -> str:
@@ -135,17 +215,20 @@ def _refusal(status: int, detail: str) -> JsonResponse:
 
 
 @admin.register(WorkOrder)
-class WorkOrderAdmin(ActionPermissionsAdmin):
+class WorkOrderAdmin(FriendlyFieldsMixin, ActionPermissionsAdmin):
     """Adding one, Start, Stop, Restart (from a step chosen on a confirmation page) and Unlock call the lifecycle
     services. The list and the change page are live (templates/live/workorder_*.html, rendered by
     `workorder_fragments` at load and in every message); the change page's buttons post to `live_action_view`."""
 
     change_list_template = "admin/workorders/workorder/change_list.html"
     change_form_template = "admin/workorders/workorder/change_form.html"
+    duration_fields = ("send_interval_seconds", "burst_pause_seconds")
+    language_map_fields = ("subjects",)
+    email_list_fields = ("testers",)
     list_display = ("id", "event", "stage", "live_status", "live_step", "live_lock", "live_resume")
     list_select_related = ("event",)
-    list_filter = ("status",)
-    search_fields = ("event__code", "stage")
+    list_filter = ("status", "event", "stage", "account", "auto_approve", "send_continuously", "created_at")
+    search_fields = ("event__code", "event__name", "stage", "audience__slug", "account__email")
     actions = ("start", "stop", "restart", "unlock")
     readonly_fields = ("created_by", "created_at", "updated_at")
     fieldsets = (
@@ -293,7 +376,7 @@ class MailingSendAdmin(SendAttemptAdmin):
     list_display = ["id", "state", "work_order", "email", "language", "is_test", "account", "attempts",
                     "handed_over_at", "sent_at", "resolved_by"]  # fmt: skip
     list_select_related = ["work_order__event", "account"]
-    list_filter = ["state", "is_test", "event_code", "language"]
+    list_filter = ["state", "is_test", "event_code", "language", "account", "sent_at", "created_at"]
     search_fields = ["email", "message_id", "provider_message_id", "subject"]
     fields = ["state", "work_order", "contact", "email", "language", "event_code", "sub_event", "stage", "is_test",
               "account", "message_id", "provider_message_id", "subject", "message_text", "attempts", "last_error",

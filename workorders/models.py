@@ -256,7 +256,7 @@ class WorkOrder(models.Model):
         indexes = [models.Index(fields=["status", "lock_expires_at"], name="workorder_status_lease")]
 
     def __str__(self) -> str:
-        return f"{self.event.code}/{self.sub_event or '-'}/{self.stage} #{self.pk}"
+        return f"{self.event.name or self.event.code}: {self.stage} (work order {self.pk})"
 
     @property
     def languages(self) -> list[str]:
@@ -322,7 +322,7 @@ class WorkOrderStep(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.work_order_id}: {self.get_name_display()} ({self.status})"
+        return f"work order {self.work_order_id}, {self.get_name_display()} ({self.get_status_display()})"
 
 
 class MailingSend(SendAttempt):
@@ -374,4 +374,4 @@ class MailingSend(SendAttempt):
         ]
 
     def __str__(self) -> str:
-        return f"mailing send {self.pk} to {self.email} ({self.state})"
+        return f"{self.email} via work order {self.work_order_id} ({self.get_state_display()})"

@@ -20,7 +20,7 @@ from campaigns.services.destinations import (
 )
 from campaigns.services.live import ACCOUNT_KIND, account_fragments
 from emailsys import clock
-from emailsys.admin import ActionPermissionsAdmin, ReadOnlyAdmin, counts_html, request_actor
+from emailsys.admin import ActionPermissionsAdmin, FriendlyFieldsMixin, ReadOnlyAdmin, counts_html, request_actor
 from emailsys.live import live_current
 
 
@@ -96,15 +96,18 @@ class SenderAccountForm(forms.ModelForm):
 
 
 @admin.register(SenderAccount)
-class SenderAccountAdmin(ActionPermissionsAdmin):
+class SenderAccountAdmin(FriendlyFieldsMixin, ActionPermissionsAdmin):
     """The list's status, usage, sent-today and next-available cells and the change page's panel are live
     fragments (campaigns/services/live.py), kept current over the page's socket."""
 
     form = SenderAccountForm
+    duration_fields = ("min_wait_seconds", "jitter_seconds")
+    time_zone_fields = ("time_zone",)
     change_list_template = "admin/campaigns/senderaccount/change_list.html"
     list_display = ["email", "status_cell", "usage_cell", "sent_today_cell", "next_cell", "transport", "smtp_host",
                     "esp_name", "provider"]  # fmt: skip
-    list_filter = ["status", "transport", "esp_name", "security", "provider"]
+    list_filter = ["status", "transport", "esp_name", "security", "provider", "campaign_settings__campaign",
+                   "last_reserved_at", "created_at"]  # fmt: skip
     search_fields = ["email", "from_name", "smtp_host", "provider"]
     ordering = ["email"]
     actions = ["test_smtp", "pause", "resume", "disable", "reset_limits"]

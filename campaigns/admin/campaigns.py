@@ -3,11 +3,11 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import Count, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from campaigns.models import (
@@ -18,19 +18,13 @@ from campaigns.models import (
     SenderAccount,
     SequenceStep,
 )
-from campaigns.selectors import campaign_list, campaign_row_cells
+from campaigns.selectors import campaign_list, campaign_next_send, campaign_row_cells
 from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status
 from campaigns.services.live import CAMPAIGN_KIND, campaign_cell_fragments
-from campaigns.services.previews import campaign_dry_run, step_send_test
-from campaigns.services.templating import (
-    SAMPLE_ACCOUNT,
-    TemplateRenderError,
-    template_check,
-    template_empty_variables,
-    template_render,
-    template_sample_context,
-)
-from emailsys.admin import ActionPermissionsAdmin, preformatted, request_actor
+from campaigns.services.previews import campaign_dry_run, step_send_test, template_sample_preview
+from campaigns.services.templating import template_check
+from emailsys import clock
+from emailsys.admin import ActionPermissionsAdmin, FriendlyFieldsMixin, preformatted, request_actor
 from emailsys.live import live_current
 
 
@@ -50,38 +44,75 @@ class EmailTemplateForm(forms.ModelForm):
         return cleaned
 
 
+def _preview_note(preview, context: dict) -> str:
+    note = f"Rendered with sample values ({context['name']} <{context['email']}>); custom fields show as [name]."
+    if preview.empty_variables:
+        note += f" Renders empty: {', '.join(preview.empty_variables)}."
+    return note
+
+
 @admin.register(EmailTemplate)
 class EmailTemplateAdmin(admin.ModelAdmin):
+    """The change page shows a live preview beside the editor (emailsys/forms.js posts the fields being typed to
+    `preview_view` and shows its answer); the read-only preview below is the saved template's."""
+
     form = EmailTemplateForm
-    list_display = ["name", "subject", "updated_at"]
-    search_fields = ["name", "subject"]
+    change_form_template = "admin/campaigns/emailtemplate/change_form.html"
+    list_display = ["name", "subject", "step_count", "updated_at"]
+    search_fields = ["name", "subject", "body_text"]
+    list_filter = ["updated_at"]
     readonly_fields = ["preview", "created_at", "updated_at"]
     fields = ["name", "subject", "body_text", "body_html", "preview", "created_at", "updated_at"]
 
-    @admin.display(description="Preview (sample values)")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EmailTemplate]:
+        return super().get_queryset(request).annotate(step_count=Count("steps"))
+
+    @admin.display(description="Used by steps", ordering="step_count")
+    def step_count(self, template: EmailTemplate) -> int:
+        return template.step_count
+
+    @admin.display(description="Preview of the saved template (sample values)")
     def preview(self, template: EmailTemplate) -> SafeString | str:
         """Rendered within the render budget; a template that cannot render shows its error, never a 500."""
         if not template.pk:
             return "Save to see a preview."
-        context = template_sample_context(template)
-        try:
-            rendered = template_render(template=template, context=context, signature=SAMPLE_ACCOUNT["signature"])
-        except TemplateRenderError as error:
-            return format_html('<p class="errornote">{}</p>', str(error))
-        note = f"Rendered with sample values ({context['name']} <{context['email']}>); custom fields show as [name]."
-        empty = template_empty_variables(template=template, context=context)
-        if empty:
-            note += f" Renders empty: {', '.join(empty)}."
-        return format_html(
-            "<p>{}</p>{}", note, preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+        preview, context = template_sample_preview(template=template)
+        if preview.error:
+            return format_html('<p class="errornote">{}</p>', preview.error)
+        rendered = preview.rendered
+        shown = preformatted(f"Subject: {rendered.subject}\n\n{rendered.text or rendered.html}")
+        return format_html("<p>{}</p>{}", _preview_note(preview, context), shown)
+
+    def get_urls(self) -> list:
+        preview = path(
+            "preview/", self.admin_site.admin_view(self.preview_view), name="campaigns_emailtemplate_preview"
         )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """POST subject, body_text, body_html (CSRF-checked by admin_view; needs the view permission): the
+        rendering with sample values, or 400 {"error"} saying which part fails and why."""
+        if request.method != "POST":
+            return JsonResponse({"detail": "Use POST."}, status=405)
+        if not self.has_view_permission(request):
+            return JsonResponse({"detail": "You do not have permission to view email templates."}, status=403)
+        fields = {name: request.POST.get(name, "")[:100_000] for name in ("subject", "body_text", "body_html")}
+        if not fields["body_text"].strip() and not fields["body_html"].strip():
+            return JsonResponse({"error": "Write a text or an HTML body."}, status=400)
+        preview, context = template_sample_preview(template=EmailTemplate(name="preview", **fields))
+        if preview.error:
+            return JsonResponse({"error": preview.error}, status=400)
+        rendered = preview.rendered
+        return JsonResponse({"subject": rendered.subject, "text": rendered.text, "html": rendered.html,
+                             "note": _preview_note(preview, context), "empty": preview.empty_variables})  # fmt: skip
 
 
 # --- sender accounts ---------------------------------------------------------------------------------------
 
 
-class CampaignAccountInline(admin.TabularInline):
+class CampaignAccountInline(FriendlyFieldsMixin, admin.TabularInline):
     model = CampaignAccount
+    duration_fields = ("min_wait_seconds",)
     extra = 0
     fields = ["account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
     readonly_fields = ["usage_day", "usage_reserved"]
@@ -90,10 +121,70 @@ class CampaignAccountInline(admin.TabularInline):
     verbose_name_plural = "sender accounts (with this campaign's limits)"
 
 
-class SequenceStepInline(admin.TabularInline):
+class SequenceStepForm(forms.ModelForm):
+    """A step with its template chosen, or written right here: a subject and a text body make a new template
+    (checked by `template_check` like the template form; saved with the step, named after the campaign and the
+    step), so a campaign is built on one page."""
+
+    new_subject = forms.CharField(required=False, max_length=500, label="…or a new template: subject")
+    new_body_text = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "step-new-body"}), label="and text body"
+    )
+
+    class Meta:
+        model = SequenceStep
+        fields = ["order", "delay_seconds", "template", "threaded"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["template"].required = False
+        self.new_template: EmailTemplate | None = None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        subject, body = cleaned.get("new_subject", "").strip(), cleaned.get("new_body_text", "").strip()
+        if cleaned.get("template") or "template" in self.errors:
+            if subject or body:
+                self.add_error("new_subject", "Choose a template or write a new one, not both.")
+            return cleaned
+        if not (subject and body):
+            self.add_error("template", "Choose a template, or write a new one: its subject and text body.")
+            return cleaned
+        template = EmailTemplate(name="", subject=subject, body_text=body)  # named on save, after its campaign
+        for field, message in template_check(template).items():
+            self.add_error("new_subject" if field == "subject" else "new_body_text", message)
+        self.new_template = self.instance.template = template
+        return cleaned
+
+    def _new_name(self, order: int | None) -> str:
+        campaign = self.instance.campaign.name if self.instance.campaign_id else "New campaign"
+        base = f"{campaign} — step {order or '?'}"
+        taken = set(EmailTemplate.objects.filter(name__startswith=base).values_list("name", flat=True))
+        return next(
+            name for n in range(1, len(taken) + 2) if (name := base if n == 1 else f"{base} ({n})") not in taken
+        )
+
+    def _get_validation_exclusions(self):
+        """The new template is saved with the step (`save`), so the step's foreign key is not checked before."""
+        exclusions = super()._get_validation_exclusions()
+        if self.new_template is not None:
+            exclusions.add("template")
+        return exclusions
+
+    def save(self, commit: bool = True) -> SequenceStep:
+        if self.new_template is not None and self.new_template.pk is None:
+            self.new_template.name = self._new_name(self.instance.order)
+            self.new_template.save()
+            self.instance.template = self.new_template
+        return super().save(commit=commit)
+
+
+class SequenceStepInline(FriendlyFieldsMixin, admin.TabularInline):
     model = SequenceStep
+    form = SequenceStepForm
+    duration_fields = ("delay_seconds",)
     extra = 0
-    fields = ["order", "delay_seconds", "template", "threaded"]
+    fields = ["order", "delay_seconds", "template", "new_subject", "new_body_text", "threaded"]
     autocomplete_fields = ["template"]
     ordering = ["order"]
 
@@ -126,11 +217,13 @@ class SendTestForm(forms.Form):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ActionPermissionsAdmin):
+class CampaignAdmin(FriendlyFieldsMixin, ActionPermissionsAdmin):
     """The list's status and count cells and the change page's panel and activity stream are live fragments
     (campaigns/services/live.py), kept current over the page's socket."""
 
     change_list_template = "admin/campaigns/campaign/change_list.html"
+    time_zone_fields = ("time_zone",)
+    weekday_fields = ("send_days",)
     list_display = ["name", "status_cell", "progress_cell", "in_progress_cell", "finished_cell", "stopped_cell",
                     "sent_today_cell", "unknown_cell", "time_zone", "starts_at", "created_at"]  # fmt: skip
     list_filter = ["status", "time_zone", "created_at"]
@@ -138,10 +231,10 @@ class CampaignAdmin(ActionPermissionsAdmin):
     ordering = ["-created_at", "-id"]
     inlines = [CampaignAccountInline, SequenceStepInline]
     actions = ["pause", "resume", "reset_progress", "dry_run"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["next_send", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name"]}),  # the status is the live panel's
-        ("Schedule", {"fields": ["starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
+        ("Schedule", {"fields": ["next_send", "starts_at", "ends_at", "time_zone", "send_days", "send_hour_start",
                                  "send_hour_end", "batch_size"]}),
         ("Conversations", {"fields": ["sender_policy", "stop_on_reply", "stop_on_domain_reply"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
@@ -149,6 +242,17 @@ class CampaignAdmin(ActionPermissionsAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
         return campaign_list()
+
+    @admin.display(description="Next send")
+    def next_send(self, campaign: Campaign) -> SafeString | str:
+        """When the next email can go out and why not sooner (`campaign_next_send`, as `show_due_leads` says)."""
+        if not campaign.pk:
+            return "Save the campaign, add steps, leads and an account, then activate it."
+        campaign = Campaign.objects.get(pk=campaign.pk)  # as stored: a refused form has set its values on `campaign`
+        next_send = campaign_next_send(campaign=campaign, now=clock.now())
+        when = next_send.summary(campaign.time_zone).split(". ", 1)[0]
+        reasons = format_html_join("", "<li>{}</li>", ((reason,) for reason in next_send.reasons))
+        return format_html('<div class="next-send" id="next-send"><strong>{}.</strong><ul>{}</ul></div>', when, reasons)
 
     def _cell(self, campaign: Campaign, part: str) -> SafeString:
         """One live cell of a `campaign_list` row; the row's cells are rendered once."""
@@ -296,7 +400,8 @@ class CampaignAdmin(ActionPermissionsAdmin):
 
 
 @admin.register(CampaignAccount)
-class CampaignAccountAdmin(admin.ModelAdmin):
+class CampaignAccountAdmin(FriendlyFieldsMixin, admin.ModelAdmin):
+    duration_fields = ("min_wait_seconds",)
     list_display = ["campaign", "account", "daily_limit", "min_wait_seconds", "usage_day", "usage_reserved"]
     list_select_related = ["campaign", "account"]
     list_filter = ["campaign"]
@@ -306,7 +411,8 @@ class CampaignAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(SequenceStep)
-class SequenceStepAdmin(admin.ModelAdmin):
+class SequenceStepAdmin(FriendlyFieldsMixin, admin.ModelAdmin):
+    duration_fields = ("delay_seconds",)
     list_display = ["campaign", "order", "template", "delay_seconds", "threaded"]
     list_select_related = ["campaign", "template"]
     list_filter = ["campaign", "threaded"]

@@ -31,8 +31,8 @@ class LeadAdmin(ActionPermissionsAdmin):
     list_display = ["id", "external_id", "campaign", "state", "current_step", "recipient_count", "first_email",
                     "sender_account", "next_due_at", "last_sent_at"]  # fmt: skip
     list_select_related = ["campaign", "sender_account"]
-    list_filter = ["campaign", "state", "current_step"]
-    search_fields = ["external_id", "recipients__email"]
+    list_filter = ["campaign", "state", "current_step", "sender_account", "next_due_at", "last_sent_at", "created_at"]
+    search_fields = ["external_id", "recipients__email", "recipients__company_name", "recipients__name"]
     ordering = ["-id"]
     inlines = [RecipientInline]
     actions = ["reset_progress", "stop"]
@@ -101,8 +101,8 @@ class RecipientAdmin(ActionPermissionsAdmin):
     list_display = ["email", "name", "company_name", "lead_link", "campaign_name", "status", "last_contacted_at",
                     "last_step"]  # fmt: skip
     list_select_related = ["lead__campaign"]
-    list_filter = ["status", "lead__campaign"]
-    search_fields = ["email", "name", "company_name"]
+    list_filter = ["status", "lead__campaign", "lead__sender_account", "last_step", "last_contacted_at"]
+    search_fields = ["email", "name", "company_name", "lead__external_id"]
     raw_id_fields = ["lead"]
     readonly_fields = ["last_contacted_at", "last_step", "unsubscribe_token"]
     ordering = ["-id"]

@@ -22,8 +22,8 @@ class SendRecordAdmin(SendAttemptAdmin):
     list_display = ["id", "state", "campaign", "recipient", "step_order", "account", "attempts", "handed_over_at",
                     "sent_at", "resolved_by", "updated_at"]  # fmt: skip
     list_select_related = ["campaign", "recipient", "step", "account"]
-    list_filter = ["state", "campaign", "account"]
-    search_fields = ["recipient__email", "message_id", "subject"]
+    list_filter = ["state", "campaign", "account", "step__order", "sent_at", "created_at"]
+    search_fields = ["recipient__email", "recipient__company_name", "lead__external_id", "message_id", "subject"]
     fields = ["state", "campaign", "lead", "recipient", "step", "account", "message_id", "subject", "message_text",
               "attempts", "last_error", "next_attempt_at", "claimed_until", "handed_over_at", "sent_at",
               "resolved_by", "created_at", "updated_at"]  # fmt: skip
@@ -133,8 +133,8 @@ class SuppressionAdmin(admin.ModelAdmin):
 class ActivityAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "kind", "campaign", "account", "lead_id", "step_order", "message"]
     list_select_related = ["campaign", "account"]
-    list_filter = ["kind", "campaign", "account"]
-    search_fields = ["message"]
+    list_filter = ["kind", "campaign", "account", "created_at"]
+    search_fields = ["message", "recipient__email", "lead__external_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
     fields = ["created_at", "kind", "campaign", "lead", "recipient", "account", "step_order", "message",

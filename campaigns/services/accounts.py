@@ -8,7 +8,7 @@ from django.dispatch import Signal
 
 from audit.actions import AuditAction
 from audit.services import audit_record
-from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, Lead, SenderAccount
+from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, Lead, ReservationHold, SenderAccount
 from campaigns.services.activities import activity_record
 from campaigns.services.live import account_live_changed
 from campaigns.services.throttling import account_local_day
@@ -85,6 +85,7 @@ def account_reset_limits(*, account: SenderAccount) -> list[int]:
         day = account_local_day(locked, clock.now())
         usage = AccountDailyUsage.objects.filter(account=locked, day=day).values_list("reserved", flat=True).first()
         AccountDailyUsage.objects.filter(account=locked, day=day).update(reserved=0)
+        ReservationHold.objects.filter(account=locked).delete()  # part of the count just reset: never given back
         CampaignAccount.objects.filter(account=locked).update(usage_reserved=0)
         locked.next_available_at = None
         locked.busy_until = None

@@ -514,7 +514,12 @@ def _group_reserve(works: list[LeadWork], *, campaign_id: int, now: datetime, ac
     reservations = [] if isinstance(reserved, NoAccount) else reserved
     unreserved = _reservations_assign(sends, reservations)
     if unreserved:
-        why = reserved if isinstance(reserved, NoAccount) else accounts_next_opening(campaign_id=campaign_id, now=now)
+        own = {reservation.hold_id for reservation in reservations if reservation.hold_id is not None}
+        why = (
+            reserved
+            if isinstance(reserved, NoAccount)
+            else accounts_next_opening(campaign_id=campaign_id, now=now, own_hold_ids=own)
+        )
         logger.info("campaign %s: %s lead(s) wait, no account: %s", campaign_id, len(unreserved), why.reason)
         waiting = {id(send) for send in unreserved}
         for work in works:
@@ -552,7 +557,7 @@ def _lead_after_settled(work: LeadWork, send: Send, outcome: SendOutcome) -> Non
         work.done(outcome, next_due_at=send.claimed.next_attempt_at)
     elif outcome is SendOutcome.CLAIMED_ELSEWHERE:
         work.done(outcome)
-    elif outcome is SendOutcome.WITHDRAWN:  # look again at once: the next plan sees the change
+    elif outcome in (SendOutcome.WITHDRAWN, SendOutcome.LAPSED):  # look again at once: the next plan sees the change
         work.done(outcome, next_due_at=clock.now())
     else:  # bounced, failed or not buildable: the next recipient may go now
         work.outcomes.append(outcome)

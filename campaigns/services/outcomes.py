@@ -43,6 +43,7 @@ class SendOutcome(enum.StrEnum):
     TEMPLATE_ERROR = "template error"  # the message could not be built: this recipient fails, nothing sent
     CLAIMED_ELSEWHERE = "claimed by another worker"  # someone else holds the send: nothing done here
     WITHDRAWN = "withdrawn"  # the recipient replied, bounced or unsubscribed, or the lead stopped, meanwhile
+    LAPSED = "reservation lapsed"  # its lease passed before the claim and the count was given back: not sent
 
     @classmethod
     def of(cls, outcome: Outcome) -> "SendOutcome":

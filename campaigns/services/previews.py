@@ -16,6 +16,7 @@ from campaigns.models import (
     Activity,
     Campaign,
     DryRunRecord,
+    EmailTemplate,
     Lead,
     OperatorTestSend,
     Recipient,
@@ -28,13 +29,18 @@ from campaigns.services.activities import activity_record
 from campaigns.services.delivery import deliver_once
 from campaigns.services.outcomes import Outcome
 from campaigns.services.templating import (
+    SAMPLE_ACCOUNT,
     RenderedEmail,
+    TemplateRenderError,
     message_build,
     message_id_new,
     sample_recipient,
     step_render,
+    template_check,
     template_context,
     template_empty_variables,
+    template_render,
+    template_sample_context,
 )
 from campaigns.services.unsubscribes import recipient_unsubscribe_url
 from emailsys import clock
@@ -64,6 +70,21 @@ class TestSendResult:
         if self.empty_variables:
             note += f"; renders empty: {', '.join(self.empty_variables)}"
         return note
+
+
+def template_sample_preview(*, template: EmailTemplate) -> tuple[Preview, dict]:
+    """A template (saved or as being edited) rendered with sample values within the render budget, and the
+    sample context it used: the admin's preview beside the editor. Syntax errors, unknown filters and render
+    failures (budget, undefined) come back as `error` naming the part, never as an exception."""
+    problems = template_check(template)
+    if problems:
+        return Preview(rendered=None, error="; ".join(f"{name}: {text}" for name, text in problems.items())), {}
+    context = template_sample_context(template)
+    try:
+        rendered = template_render(template=template, context=context, signature=SAMPLE_ACCOUNT["signature"])
+    except TemplateRenderError as error:
+        return Preview(rendered=None, error=str(error)), context
+    return Preview(rendered, "", template_empty_variables(template=template, context=context)), context
 
 
 def preview_recipient(*, step: SequenceStep, lead: Lead | None) -> tuple[Recipient, str]:

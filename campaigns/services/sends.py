@@ -42,7 +42,8 @@ from campaigns.services.throttling import (
     accounts_reserve,
     reservation_commit,
     reservation_commit_writes,
-    reservation_release,
+    reservation_holds_take,
+    reservation_release_unclaimed,
     send_lease,
 )
 from campaigns.services.unsubscribes import recipient_unsubscribe_url
@@ -152,7 +153,7 @@ def send_prepare(send: Send, now: datetime) -> bool:
         )
         send.message_text = message.as_string()
     except Exception as error:  # noqa: BLE001 - whatever this recipient's message does, it fails this one alone
-        reservation_release(reservation=send.reservation)
+        reservation_release_unclaimed(reservation=send.reservation)
         send_record_final(
             recipient=send.recipient,
             step=send.step,
@@ -186,24 +187,40 @@ _CLAIM_FIELDS = ("state", "claim_token", "claimed_until", "account", "message_id
                  "next_attempt_at", "attempts")  # fmt: skip
 
 
+class _HoldLapsed(Exception):
+    """A claim's reservation hold was given back after its lease: roll the claim back."""
+
+
 def sends_claim(sends: list[Send], now: datetime) -> list[Send]:
-    """Commits the claims (state CLAIMED, our token, the Message-ID and the message) in one transaction; a send
-    another worker claimed first is dropped and its reservation given back: a new record loses on the unique
-    constraint, a DEFERRED one on the conditional update. A send whose recipient replied, bounced or
-    unsubscribed, or whose lead stopped, since it was planned is withdrawn the same way."""
+    """Commits the claims (state CLAIMED, our token, the Message-ID and the message) in one transaction, with
+    their reservations taken off their holds (`reservation_holds_take`): a crash leaves either the record or the
+    held count, never a count nothing gives back. A send another worker claimed first is dropped and its
+    reservation given back: a new record loses on the unique constraint, a DEFERRED one on the conditional
+    update. A send whose recipient replied, bounced or unsubscribed, or whose lead stopped, since it was planned
+    is withdrawn the same way. A send whose hold the arbiter gave back (its lease passed before the claim) is
+    not sent (LAPSED): its count is no longer reserved."""
     sends = _sends_still_wanted(sends)
     fresh = [send for send in sends if send.record is None]
+    lapsed: set[int] = set()
     try:
         with transaction.atomic():
             SendRecord.objects.bulk_create([send.claimed for send in fresh])
             won = fresh + [send for send in sends if send.record is not None and _claim_retry(send)]
-    except IntegrityError:  # a concurrent worker got one of them: claim one by one
-        won = [send for send in sends if _claim_one(send)]
+            if not reservation_holds_take(reservations=[send.reservation for send in won], now=now):
+                raise _HoldLapsed
+    except (IntegrityError, _HoldLapsed):  # a concurrent worker got one of them, or a hold lapsed: one by one
+        for send in fresh:
+            send.claimed.pk = None
+        claims = {id(send): _claim_one(send, now) for send in sends}
+        won = [send for send in sends if claims[id(send)] is True]
+        lapsed = {key for key, claimed in claims.items() if claimed is None}
     won_ids = {id(send) for send in won}
     for send in sends:
-        if id(send) not in won_ids:
+        if id(send) in lapsed:
+            send.settled(SendOutcome.LAPSED)
+        elif id(send) not in won_ids:
             assert send.reservation is not None
-            reservation_release(reservation=send.reservation)
+            reservation_release_unclaimed(reservation=send.reservation)
             send.settled(SendOutcome.CLAIMED_ELSEWHERE)
     return [send for send in sends if id(send) in won_ids]
 
@@ -222,7 +239,7 @@ def _sends_still_wanted(sends: list[Send]) -> list[Send]:
     for send in sends:
         if send.recipient.id not in wanted:
             assert send.reservation is not None
-            reservation_release(reservation=send.reservation)
+            reservation_release_unclaimed(reservation=send.reservation)
             send.settled(SendOutcome.WITHDRAWN)
     return [send for send in sends if send.recipient.id in wanted]
 
@@ -236,17 +253,25 @@ def _claim_retry(send: Send) -> bool:
     return True
 
 
-def _claim_one(send: Send) -> bool:
-    assert send.claimed is not None
+def _claim_one(send: Send, now: datetime) -> bool | None:
+    """Claims one send with its reservation off its hold: True; claimed elsewhere: False; hold lapsed: None."""
+    assert send.claimed is not None and send.reservation is not None
     try:
         with transaction.atomic():
             if send.record is not None:
-                return _claim_retry(send)
-            send.claimed.save(force_insert=True)
+                if not _claim_retry(send):
+                    return False
+            else:
+                send.claimed.save(force_insert=True)
+            if not reservation_holds_take(reservations=[send.reservation], now=now):
+                raise _HoldLapsed
             return True
     except IntegrityError:
         send.claimed.pk = None
         return False
+    except _HoldLapsed:
+        send.claimed.pk = None
+        return None
 
 
 # The two statements every email runs, in SQL: through the ORM they cost more CPU than rendering the message.

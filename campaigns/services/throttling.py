@@ -4,23 +4,37 @@ Every decision about an account happens under its row lock (`SELECT … FOR UPDA
 that never spans SMTP. A reservation counts against today's limits at once; it is committed (sent or
 outcome unknown: the send counts) or released (nothing delivered: the count is given back).
 
+A reservation is taken before its send rows exist (they are rendered and claimed chunk by chunk as the batch
+sends), so it is written with a hold (`ReservationHold`) of that many sends: each send row claimed takes one
+off in the claim's transaction (`reservation_holds_take`), each send given up before its claim gives its count
+back with it (`reservation_release_unclaimed`). A worker killed in between leaves the rest held; once the hold's
+lease passes the arbiter gives it back under the account's lock before it counts the account's room
+(`_holds_expired_give_back`), so a crash costs the account a lease's delay, never a day's sends.
+
 Min wait is measured between actual deliveries: an account with a wait holds a lease (`busy_until`) while
 its message is in flight, and its next slot opens `wait` seconds after that send finished. Accounts without
 a wait send concurrently. "Today" is the calendar day in the account's time zone.
 """
 
+import logging
 import random
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, F, Min, Q, Value, When
+from django.db.models.functions import Greatest
 
-from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, SenderAccount
+from campaigns.models import AccountDailyUsage, Activity, CampaignAccount, ReservationHold, SenderAccount
 from campaigns.services.activities import activity_record
 from campaigns.services.live import account_live_changed, account_live_progress
 from emailsys import clock
+from emailsys.metrics import event_count
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,7 @@ class Reservation:
     day: date
     wait_seconds: float
     previous_available_at: datetime | None
+    hold_id: int | None = None  # the ReservationHold its count is held on until its send row is claimed
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,7 @@ def _reserve_on(*, account: SenderAccount, setting_id: int | None, count: int, n
     """Up to `count` sends on one locked account: as many as its room allows, or one if it has a min wait. The
     campaign's setting for the account (`setting_id`; None for an event mailing) narrows its limits."""
     day = account_local_day(account, now)
+    _holds_expired_give_back(account_id=account.id, now=now)
     AccountDailyUsage.objects.bulk_create([AccountDailyUsage(account=account, day=day)], ignore_conflicts=True)
     usage = AccountDailyUsage.objects.select_for_update().get(account=account, day=day)
     setting = CampaignAccount.objects.select_for_update().get(id=setting_id) if setting_id is not None else None
@@ -155,14 +171,64 @@ def _reserve_on(*, account: SenderAccount, setting_id: int | None, count: int, n
     SenderAccount.objects.filter(id=account.id).update(
         last_reserved_at=now, busy_until=now + send_lease() if wait else None
     )
+    hold = ReservationHold.objects.create(
+        account=account, campaign_account_id=setting_id, day=day, outstanding=taken, expires_at=now + send_lease()
+    )
     account_live_progress(account.id)  # today's usage
-    reservation = Reservation(account, account.id, setting_id, day, wait, account.next_available_at)
+    reservation = Reservation(account, account.id, setting_id, day, wait, account.next_available_at, hold.id)
     return [reservation] * taken  # frozen: one value per send
 
 
-def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[int] | None = None) -> NoAccount:
+_HOLDS_EXPIRED_DELETE = """
+    DELETE FROM campaigns_reservationhold WHERE account_id = %s AND expires_at <= %s
+ RETURNING campaign_account_id, day, outstanding"""
+
+
+def _holds_expired_give_back(*, account_id: int, now: datetime) -> int:
+    """Gives back what the account's expired holds still hold (their workers died, or took longer than a lease
+    to claim their sends: those sends find their hold gone and are not sent), and deletes them: how many.
+    Called under the account's row lock; the DELETE decides against a concurrent claim (`reservation_holds_take`).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDS_EXPIRED_DELETE, [account_id, now])
+        returned = [(setting_id, day, count) for setting_id, day, count in cursor.fetchall() if count]
+    for setting_id, day, count in returned:
+        AccountDailyUsage.objects.filter(account_id=account_id, day=day).update(
+            reserved=Greatest(F("reserved") - count, Value(0))
+        )
+        if setting_id is not None:
+            CampaignAccount.objects.filter(id=setting_id, usage_day=day).update(
+                usage_reserved=Greatest(F("usage_reserved") - count, Value(0))
+            )
+    total = sum(count for _, _, count in returned)
+    if total:
+        logger.warning(
+            "account %s: %s reserved send(s) never claimed within their lease given back", account_id, total,
+            extra={"event": "reservations_given_back", "account": account_id, "count": total},
+        )  # fmt: skip
+        transaction.on_commit(lambda: event_count("reservations_given_back", total))
+    return total
+
+
+def reservation_holds_take(*, reservations: list[Reservation], now: datetime) -> bool:
+    """Takes one off its hold for each reservation whose send row is being claimed, and renews the holds' lease:
+    whether every hold still had them. Runs in the claim's transaction; on False the caller rolls it back (a
+    hold the arbiter gave back after its lease: those sends were not counted any more and must not go)."""
+    per_hold = Counter(reservation.hold_id for reservation in reservations if reservation.hold_id is not None)
+    for hold_id, count in per_hold.items():
+        if not ReservationHold.objects.filter(id=hold_id, outstanding__gte=count).update(
+            outstanding=F("outstanding") - count, expires_at=now + send_lease()
+        ):
+            return False
+    return True
+
+
+def accounts_next_opening(
+    *, campaign_id: int, now: datetime, account_ids: list[int] | None = None, own_hold_ids: Iterable[int] = ()
+) -> NoAccount:
     """When one of the campaign's active accounts can send again, and why none can now, read without locks:
-    the soonest account wait, lease or local midnight."""
+    the soonest account wait, lease or local midnight. `own_hold_ids`: the asking batch's own holds, which it is
+    about to claim (they give no room back)."""
     if account_ids is None:
         account_ids = list(
             CampaignAccount.objects.filter(
@@ -181,24 +247,47 @@ def accounts_next_opening(*, campaign_id: int, now: datetime, account_ids: list[
         ).values_list("account_id", "day", "reserved")
     }
     settings_by_account = {s.account_id: s for s in CampaignAccount.objects.filter(campaign_id=campaign_id)}
+    held = _held_until(account_ids, exclude=own_hold_ids)
     for account in accounts:
         used_today = usage.get((account.id, account_local_day(account, now)), 0)
-        opening = _account_next_opening(account, settings_by_account[account.id], used_today=used_today, now=now)
+        opening = _account_next_opening(
+            account, settings_by_account[account.id], used_today=used_today, now=now, held_until=held.get(account.id)
+        )
         retry_at = min(filter(None, [retry_at, opening.retry_at]))
         reasons.append(opening.reason)
     return NoAccount(retry_at or now + timedelta(seconds=5), "; ".join(reasons))
 
 
+def _held_until(account_ids: list[int], exclude: Iterable[int] = ()) -> dict[int, datetime]:
+    """{account id: when its first hold with sends still unclaimed expires}: room that may come back today."""
+    return dict(
+        ReservationHold.objects.filter(account_id__in=account_ids, outstanding__gt=0)
+        .exclude(id__in=list(exclude))
+        .values("account_id")
+        .annotate(first=Min("expires_at"))
+        .values_list("account_id", "first")
+    )
+
+
 def _account_next_opening(
-    account: SenderAccount, setting: CampaignAccount | None, *, used_today: int, now: datetime
+    account: SenderAccount,
+    setting: CampaignAccount | None,
+    *,
+    used_today: int,
+    now: datetime,
+    held_until: datetime | None = None,
 ) -> NoAccount:
-    """When one account can send again and why not now: its lease, its wait or its day's limit."""
+    """When one account can send again and why not now: its lease, its wait or its day's limit. A limit reached
+    with sends still held for batches in flight is looked at again when the first hold expires: a batch that
+    died gives its room back then."""
     if account.busy_until and account.busy_until > now:
         return NoAccount(min(account.busy_until, now + timedelta(seconds=1)), f"{account.email} sending")
     if account.next_available_at and account.next_available_at > now:
         return NoAccount(account.next_available_at, f"{account.email} waits until {account.next_available_at:%H:%M:%S}")
     if _room(account, setting, used_today, account_local_day(account, now)) <= 0:
         midnight = clock.local_midnight_next(time_zone=account.time_zone, at=now)
+        if held_until is not None and held_until < midnight:
+            return NoAccount(max(held_until, now), f"{account.email} reached today's limit, part of it held in flight")
         return NoAccount(midnight, f"{account.email} reached today's limit")
     return NoAccount(now + timedelta(seconds=1), f"{account.email} busy")
 
@@ -240,6 +329,21 @@ def reservation_release(*, reservation: Reservation) -> None:
             CampaignAccount.objects.filter(
                 id=reservation.campaign_account_id, usage_day=reservation.day, usage_reserved__gt=0
             ).update(usage_reserved=F("usage_reserved") - 1)
+
+
+def reservation_release_unclaimed(*, reservation: Reservation) -> None:
+    """A send given up before its send row was claimed (its message could not be built, another worker claimed
+    it, it was withdrawn): its count comes off its hold and is given back, as `reservation_release`. A hold the
+    arbiter already gave back after its lease (`_holds_expired_give_back`) gives nothing twice."""
+    if reservation.hold_id is None:
+        reservation_release(reservation=reservation)
+        return
+    with transaction.atomic():
+        SenderAccount.objects.select_for_update().filter(id=reservation.account_id).first()  # the arbiter's order
+        if ReservationHold.objects.filter(id=reservation.hold_id, outstanding__gt=0).update(
+            outstanding=F("outstanding") - 1
+        ):
+            reservation_release(reservation=reservation)
 
 
 def usage_give_back(*, account_id: int, campaign_id: int | None, day: date) -> None:
@@ -298,4 +402,7 @@ def account_reserve_for_mailing(*, account_id: int, count: int, now: datetime) -
         reason = "the account does not exist" if account is None else f"{account.email} is {account.status}"
         return NoAccount(now + timedelta(minutes=5), reason)
     usage = AccountDailyUsage.objects.filter(account=account, day=account_local_day(account, now)).first()
-    return _account_next_opening(account, None, used_today=usage.reserved if usage else 0, now=now)
+    used_today = usage.reserved if usage else 0
+    return _account_next_opening(
+        account, None, used_today=used_today, now=now, held_until=_held_until([account.id]).get(account.id)
+    )

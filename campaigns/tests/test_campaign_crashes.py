@@ -223,3 +223,40 @@ def test_restart_between_two_recipients_resumes_overdue_leads_first(processes, t
         "r1.lead0@customer.test",  # first after the restart: recipient 2 of the most overdue lead
         "r0.lead1@customer.test",  # then the next overdue lead; recipient 1 of lead 0 is never sent again
     ]
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_after_reserving_a_batch_still_sends_the_full_daily_limit_that_day(processes, tmp_path) -> None:
+    """The batch reserved the account's whole day (6) and had claimed one send row when the worker died: the
+    five reserved sends without a row come back after their lease, so the account still sends 6 that day."""
+    lease, daily_limit = 4, 6
+    worker_env = process_env(CAMPAIGN_SEND_LEASE_SECONDS=str(lease))
+    with RecordingSmtpServer() as smtp:
+        scenario = campaign_scenario(smtp_port=smtp.port, accounts=1, daily_limit=daily_limit, leads=10,
+                                     recipients_per_lead=1, steps=1, batch_size=10)  # fmt: skip
+        (account,) = scenario.accounts
+        smtp.stall_next("mail")  # the batch's first send: reserved (all 6) and claimed, nothing handed over
+        node = f"sending-{unique_token()}@{socket.gethostname()}"
+        worker = processes("worker-sending", project_worker_argv("sending", node_name=node, concurrency=1),
+                           env=worker_env)  # fmt: skip
+        start_engine(processes, tmp_path, sending_workers=0, CAMPAIGN_SEND_LEASE_SECONDS=str(lease))
+        wait_until(smtp.stalled.is_set, timeout=60, what="the worker mid-batch, its first send held at MAIL")
+        assert account.daily_usage.get().reserved == daily_limit  # the whole day is reserved by the dying batch
+        worker.kill()
+        smtp.release()
+
+        processes("worker-sending-restarted", project_worker_argv("sending", node_name=f"again-{node}", concurrency=1),
+                  env=worker_env)  # fmt: skip
+        wait_until(lambda: len(smtp.snapshot()) >= daily_limit, timeout=lease * 3 + 30, interval=0.3,
+                   what="the account's full daily limit sent after the restart")  # fmt: skip
+        wait_for_quiet(ticks=lease + 2)  # the held leases are long past: nothing more may go today
+        mails = smtp.snapshot()
+
+    assert len(mails) == daily_limit, f"{len(mails)} sent today, the account's limit is {daily_limit}"
+    assert {mail.mail_from for mail in mails} == {account.email}
+    deliveries = Counter(mail.rcpt_tos[0] for mail in mails)
+    assert max(deliveries.values()) == 1, f"duplicate delivery: {deliveries}"
+    assert SendRecord.objects.filter(campaign=scenario.campaign, state="sent").count() == daily_limit
+    assert account.daily_usage.get().reserved == daily_limit
+    waiting = Lead.objects.filter(campaign=scenario.campaign, state=Lead.State.IN_PROGRESS)
+    assert waiting.count() == 10 - daily_limit  # the rest wait for tomorrow

@@ -139,7 +139,11 @@ def test_show_due_leads_reports_how_many_are_due(now):
 
     assert output.startswith("Found 1 due leads.\n")
     assert [str(due.pk), "acme", f"{campaign.pk} Spring", "1", "2025-03-10 11:55:00 UTC", "2"] in cells(output)
-    assert run("show_due_leads", "--campaign-id", str(CampaignFactory().pk)) == "Found 0 due leads.\n"
+    draft = CampaignFactory(name="Draft")
+    assert run("show_due_leads", "--campaign-id", str(draft.pk)) == (
+        f"Found 0 due leads.\nCampaign {draft.pk} Draft: Next send: not scheduled. The campaign is draft: activate it "
+        "to send.\n"
+    )
 
 
 def test_reset_lead_progress_puts_the_lead_back_at_step_one(now):

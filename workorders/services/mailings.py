@@ -39,7 +39,8 @@ from campaigns.services.throttling import (
     Reservation,
     account_reserve_for_mailing,
     reservation_commit,
-    reservation_release,
+    reservation_holds_take,
+    reservation_release_unclaimed,
     send_lease,
 )
 from emailsys import clock
@@ -122,7 +123,7 @@ def mailing_send(
             extra_headers=headers,
         ).as_string()
     except (ValueError, TypeError) as error:  # e.g. an address no message can carry: this contact only fails
-        reservation_release(reservation=reservation)
+        reservation_release_unclaimed(reservation=reservation)
         mailing_send_settle(
             work_order=work_order, addressee=addressee, state=State.FAILED, reason=f"cannot build the message: {error}"
         )
@@ -140,10 +141,12 @@ def mailing_send(
         "attempts": (addressee.record.attempts if addressee.record else 0) + 1,
         "work_order": work_order,
     }
-    record = _record_write(work_order, addressee, claim)
+    record = _record_write(work_order, addressee, claim, reservation=reservation, now=now)
     if record is None:
-        reservation_release(reservation=reservation)
+        reservation_release_unclaimed(reservation=reservation)
         return SendOutcome.CLAIMED_ELSEWHERE
+    if record is LAPSED:
+        return SendOutcome.LAPSED
 
     def hand_over() -> bool:
         return bool(
@@ -162,30 +165,53 @@ def mailing_send(
     return _record_result(record, token, reservation, result, addressee)
 
 
-def _record_write(work_order: WorkOrder, addressee: Addressee, values: dict) -> MailingSend | None:
+LAPSED = object()  # `_record_write`: the reservation's hold was given back after its lease; nothing written
+
+
+def _record_write(
+    work_order: WorkOrder,
+    addressee: Addressee,
+    values: dict,
+    *,
+    reservation: Reservation | None = None,
+    now: datetime | None = None,
+) -> MailingSend | None | object:
     """Writes `values` to the addressee's record for this mailing: an earlier DEFERRED one, taken back with a
     conditional update, or a new one (the unique constraints decide between concurrent writers). None: someone
-    else has it."""
-    if addressee.record is not None:
-        if not MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(**values):
-            return None
-        return MailingSend.objects.defer("message").get(id=addressee.record.id)
+    else has it. A claim takes its `reservation` off its hold in the same transaction (a crash leaves the record
+    or the held count, never a count nothing gives back); LAPSED: the hold was given back, nothing written."""
     try:
         with transaction.atomic():
-            identity = {
-                "work_order": work_order,
-                "contact": addressee.contact,
-                "email": addressee.email,
-                "event_code": work_order.event.code,
-                "sub_event": work_order.sub_event,
-                "stage": work_order.stage,
-                "language": addressee.language,
-                "is_test": addressee.test_run is not None,
-                "test_run": addressee.test_run,
-            }
-            return MailingSend.objects.create(**{**identity, **values})
+            if addressee.record is not None:
+                if not MailingSend.objects.filter(id=addressee.record.id, state=State.DEFERRED).update(**values):
+                    return None
+                record = MailingSend.objects.defer("message").get(id=addressee.record.id)
+            else:
+                identity = {
+                    "work_order": work_order,
+                    "contact": addressee.contact,
+                    "email": addressee.email,
+                    "event_code": work_order.event.code,
+                    "sub_event": work_order.sub_event,
+                    "stage": work_order.stage,
+                    "language": addressee.language,
+                    "is_test": addressee.test_run is not None,
+                    "test_run": addressee.test_run,
+                }
+                record = MailingSend.objects.create(**{**identity, **values})
+            if reservation is not None and not reservation_holds_take(
+                reservations=[reservation], now=now or clock.now()
+            ):
+                raise _HoldLapsed
+            return record
     except IntegrityError:
         return None
+    except _HoldLapsed:
+        return LAPSED
+
+
+class _HoldLapsed(Exception):
+    pass
 
 
 def _record_result(

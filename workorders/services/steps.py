@@ -37,6 +37,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from campaigns.services.ledger import attempts_exhausted
+from campaigns.services.outcomes import SendOutcome
 from campaigns.services.smtp import SmtpSessions
 from campaigns.services.suppressions import suppressed_among
 from campaigns.services.templating import RenderedEmail, TemplateRenderError, template_render
@@ -432,6 +433,8 @@ def _send_with_waits(
         if run.halted:
             return run.halt_end(_summary(outcomes))
         result = mailing_send(work_order=run.work_order, addressee=addressee, prepared=prepared, sessions=run.sessions)
+        if result is SendOutcome.LAPSED:  # its reservation outlived its lease before the claim: reserve again
+            continue
         if not isinstance(result, NoAccount):
             outcomes.append(result)
             return None
