@@ -226,12 +226,16 @@ def test_the_readme_walkthrough_sends_the_first_email_into_captured_mail(
             admin.click("Save and continue editing")
             page.get_by_text("was added successfully").wait_for()
             campaign = Campaign.objects.get(name=campaign_name)
-            assert campaign.status == Campaign.Status.DRAFT
+            assert campaign.status == Campaign.Status.DRAFT and campaign.time_zone == readme.says("UTC")
+            readme.says("**Next send**")
+            assert "activate it" in page.locator("#next-send").inner_text()  # a draft: it says what is missing
             steps_saved = campaign.steps.select_related("template").order_by("order")
             assert [(s.template.name, s.delay_seconds, s.threaded) for s in steps_saved] == [
-                (first_template, 0, False), (second_template, 120, True)
+                (first_template, 0, False), (second_template, 120, True)  # "0" and "2m"
             ]  # fmt: skip
-            assert [a.email for a in campaign.accounts.all()] == [account_email]
+            assert [(a.email, a.time_zone, a.min_wait_seconds) for a in campaign.accounts.all()] == [
+                (account_email, "UTC", 10)
+            ]
 
             readme.step(5, "Leads from a CSV.")
             readme.says("```csv")
@@ -300,3 +304,11 @@ def test_the_readme_walkthrough_sends_the_first_email_into_captured_mail(
     assert first.subject == rendered_subject == first_subject.replace("{{ first_name }}", "Pepper")
     expected_body = first_body.replace("{{ first_name }}", "Pepper").replace("{{ company_name }}", "Stark Industries")
     assert expected_body.replace("{{ industry }}", "armor") in body
+
+
+@pytest.mark.parametrize("model", ["campaign", "senderaccount"])
+def test_an_add_form_starts_from_the_default_time_zone_not_the_first_in_the_list(admin_client, model: str) -> None:
+    """The walkthrough leaves the time zone alone and gets UTC (the model's default), not "Africa/Abidjan"."""
+    page = admin_client.get(f"/admin/campaigns/{model}/add/").content.decode()
+    selected = re.findall(r'<option value="([^"]+)"[^>]*selected', page.split('name="time_zone"', 1)[1])
+    assert selected[:1] == ["UTC"]
