@@ -97,7 +97,9 @@ class FriendlyFieldsMixin:
         if name in self.weekday_fields:
             return WeekdaysField(label=common["label"])
         if name in self.time_zone_fields:
-            return TimeZoneField(label=common["label"], required=not db_field.blank)
+            # The model's default as the initial choice: without it an add form selects the list's first zone.
+            initial = db_field.default if isinstance(db_field.default, str) else None
+            return TimeZoneField(label=common["label"], required=not db_field.blank, initial=initial)
         if name in self.email_list_fields:  # the model's help shows the JSON form; the rows need none
             widget = StringListWidget(input_type="email", add_label="Add an address")
             return StringListField(widget=widget, required=not db_field.blank, label=common["label"],

@@ -3,6 +3,7 @@ import secrets
 from csp.constants import UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -55,8 +56,10 @@ CAPTURED_MAIL_PERMISSION = "campaigns.view_sendrecord"
 @staff_member_required
 @permission_required(CAPTURED_MAIL_PERMISSION, raise_exception=True)
 def captured_mail_index(request: HttpRequest) -> HttpResponse:
-    messages = captured_mail_list(directory=settings.MAIL_CAPTURE_DIR)
-    return render(request, "captured_mail/list.html", {"messages": messages, "directory": settings.MAIL_CAPTURE_DIR})
+    # Not `messages`: the admin's base template shows that context variable as the messages framework's notices.
+    captured = captured_mail_list(directory=settings.MAIL_CAPTURE_DIR)
+    context = {**admin.site.each_context(request), "captured": captured, "directory": settings.MAIL_CAPTURE_DIR}
+    return render(request, "captured_mail/list.html", context)
 
 
 @staff_member_required
@@ -73,6 +76,7 @@ def captured_mail_detail(request: HttpRequest, name: str) -> HttpResponse:
     text = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
     context = {
+        **admin.site.each_context(request),  # the admin's header and links, as on every admin page
         "name": name,
         "headers": list(message.items()),
         "text": text.get_content() if text else "",

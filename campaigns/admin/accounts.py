@@ -61,6 +61,10 @@ class SenderAccountForm(forms.ModelForm):
                   "smtp_port", "security", "smtp_username", "smtp_password", "esp_name", "esp_key_id", "esp_secret",
                   "esp_region", "esp_endpoint_url", "esp_configuration_set", "time_zone", "daily_limit",
                   "min_wait_seconds", "jitter_seconds"]  # fmt: skip
+        # The acronyms as people write them (the columns' verbose names would show "Smtp host", "Esp name").
+        labels = {"smtp_host": "SMTP host", "smtp_port": "SMTP port", "smtp_username": "SMTP username",
+                  "esp_name": "ESP", "esp_key_id": "ESP key id", "esp_region": "ESP region",
+                  "esp_configuration_set": "ESP configuration set"}  # fmt: skip
         help_texts = {
             "security": "None: no TLS; logging in without TLS is refused except to loopback or "
             "SMTP_PLAINTEXT_AUTH_HOSTS."
