@@ -18,10 +18,11 @@ from campaigns.models import (
     SenderAccount,
     SequenceStep,
 )
-from campaigns.selectors import campaign_list, campaign_next_send, campaign_row_cells
+from campaigns.selectors import campaign_list, campaign_row_cells
 from campaigns.services.lifecycle import campaign_reset_progress, campaign_set_status
 from campaigns.services.live import CAMPAIGN_KIND, campaign_cell_fragments
 from campaigns.services.previews import campaign_dry_run, step_send_test, template_sample_preview
+from campaigns.services.schedule import campaign_next_send
 from campaigns.services.templating import template_check
 from emailsys import clock
 from emailsys.admin import ActionPermissionsAdmin, FriendlyFieldsMixin, preformatted, request_actor

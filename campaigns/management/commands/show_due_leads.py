@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand
 
 from campaigns.management.tables import object_or_error, table
 from campaigns.models import Campaign
-from campaigns.selectors import campaign_next_send, lead_list_due
+from campaigns.selectors import lead_list_due
+from campaigns.services.schedule import campaign_next_send
 from emailsys import clock
 
 
