@@ -10,7 +10,6 @@ Uploading and starting need `transfers.add_importjob` plus the permissions of wh
 (`import_job_permissions`); reading jobs `transfers.view_importjob`; an export the view permissions of its rows.
 """
 
-import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -27,7 +26,6 @@ from rest_framework.views import APIView
 from campaigns.filters import ActivityFilter, LeadFilter, SendRecordFilter
 from campaigns.models import Campaign
 from emailsys.apijson import JSONParser
-from emailsys.filters import IdFilter, choice_filter
 from emailsys.permissions import IsActiveStaff, requires
 from transfers.models import ImportJob
 from transfers.services.exports import EXPORTS
@@ -38,7 +36,7 @@ from transfers.services.imports import (
     import_job_start,
 )
 from transfers.views import export_response, import_report_response
-from workorders.models import MailingSend
+from workorders.filters import MailingSendFilter
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
@@ -134,15 +132,6 @@ class ImportJobViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixin
             content_negotiation_class=_AnyAccept)  # fmt: skip
     def report_csv(self, request: Request, pk: str | None = None) -> HttpResponse:
         return import_report_response(job=self.get_object())
-
-
-class MailingSendFilter(django_filters.FilterSet):
-    work_order = IdFilter(field_name="work_order")
-    state = choice_filter(MailingSend.State)
-
-    class Meta:
-        model = MailingSend
-        fields = ["work_order", "state"]
 
 
 EXPORT_FILTERS = {"leads": LeadFilter, "send-records": SendRecordFilter, "activities": ActivityFilter,

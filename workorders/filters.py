@@ -5,7 +5,7 @@ import django_filters
 from django.db.models import QuerySet
 
 from emailsys.filters import IdFilter, choice_filter, search_filter
-from workorders.models import Contact, Event, Segment
+from workorders.models import Contact, Event, MailingSend, Segment
 from workorders.services.segments import segment_contacts
 
 
@@ -47,3 +47,12 @@ class EventFilter(django_filters.FilterSet):
     class Meta:
         model = Event
         fields = ["code", "attendance", "search"]
+
+
+class MailingSendFilter(django_filters.FilterSet):
+    work_order = IdFilter(field_name="work_order")
+    state = choice_filter(MailingSend.State)
+
+    class Meta:
+        model = MailingSend
+        fields = ["work_order", "state"]

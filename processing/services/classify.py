@@ -6,8 +6,8 @@ import socket
 import time
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -23,57 +23,42 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
     """Classifies the message unless it has a result; returns the new result, None when it had one (or the
     message is gone). Raises on a classifier error (the task retries: PROCESSOR_MAX_RETRIES,
     PROCESSOR_RETRY_DELAY_MS); after the last attempt the message is marked failed with the error."""
-    email = (
-        InboundEmail.objects.select_related("mailbox")  # the live events name the mailbox
-        .annotate(classified=Exists(EmailResult.objects.filter(email_id=OuterRef("pk"))))
-        .filter(pk=email_pk)
-        .first()
-    )  # fmt: skip
-    if email is None or email.classified:
-        return None
-    classifier = classifier_get()
-    try:
-        parsed = email_parse(bytes(email.raw))
-        verdict, elapsed = _verdict(classifier, parsed)
-    except Exception:  # a failed attempt counts here; one that works, in the result's own UPDATE below
-        InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
-        raise
-    result = EmailResult(email=email, **_result_fields(classifier, verdict, elapsed))
-    try:
-        with transaction.atomic():
-            result.save(force_insert=True)
-            InboundEmail.objects.filter(pk=email_pk).update(
-                status=InboundEmail.Status.CLASSIFIED, last_error="", attempts=F("attempts") + 1
-            )
-            _handlers_run(email, result, parsed)
-    except IntegrityError:  # another run of this message's task inserted first: it publishes, not us
-        return None
-    email.status = InboundEmail.Status.CLASSIFIED
-    transaction.on_commit(lambda: _processed(email, result, elapsed))
-    return result
+    results, errors = _classify(email_pks=[email_pk])
+    if errors:
+        raise errors[email_pk]
+    return results[0] if results else None
 
 
 def emails_classify(*, email_pks: list[int]) -> list[int]:
-    """Classifies every message of the batch that has no result, its results inserted in one statement; the pks
-    whose classifier raised (their attempt counted: the caller retries them one by one). A message whose result
-    another run inserted first is skipped: only the run whose insert won runs the handlers and publishes."""
+    """Classifies every message of the batch that has no result; the pks whose classifier raised (their attempt
+    counted: the caller retries them one by one)."""
+    _, errors = _classify(email_pks=email_pks)
+    for email_pk, error in errors.items():  # any exception is this message's alone
+        logger.error("classification of message %s failed", email_pk, exc_info=error)
+    return list(errors)
+
+
+def _classify(*, email_pks: list[int]) -> tuple[list[EmailResult], dict[int, Exception]]:
+    """The messages without a result classified, their results inserted in one statement (ON CONFLICT DO NOTHING):
+    a message whose result another run inserted first is skipped, and only the run whose insert won runs the
+    handlers and publishes. Returns the new results and the classifier's error per message that failed (a failed
+    attempt counts here; one that works, in the results' own UPDATE)."""
     emails = list(InboundEmail.objects.select_related("mailbox").filter(pk__in=email_pks, result__isnull=True))
     if not emails:
-        return []
+        return [], {}
     classifier = classifier_get()
     done: list[tuple[InboundEmail, EmailResult, ParsedEmail, float]] = []
-    failed: list[int] = []
+    errors: dict[int, Exception] = {}
     for email in emails:
-        try:  # any exception is this message's alone
+        try:
             parsed = email_parse(bytes(email.raw))
             verdict, elapsed = _verdict(classifier, parsed)
-        except Exception:
-            logger.exception("classification of message %s failed", email.pk)
-            failed.append(email.pk)
+        except Exception as error:  # noqa: BLE001 - handed to the caller, per message
+            errors[email.pk] = error
             continue
         done.append((email, EmailResult(email=email, **_result_fields(classifier, verdict, elapsed)), parsed, elapsed))
-    if failed:
-        InboundEmail.objects.filter(pk__in=failed).update(attempts=F("attempts") + 1)
+    if errors:
+        InboundEmail.objects.filter(pk__in=list(errors)).update(attempts=F("attempts") + 1)
     with transaction.atomic():
         won = {
             result.email_id for result in rows_insert_new(EmailResult, [item[1] for item in done], unique=("email",))
@@ -86,7 +71,7 @@ def emails_classify(*, email_pks: list[int]) -> list[int]:
             email.status = InboundEmail.Status.CLASSIFIED
             _handlers_run(email, result, parsed)
         transaction.on_commit(lambda: _processed_many([(email, result, elapsed) for email, result, _, elapsed in done]))
-    return failed
+    return [result for _, result, _, _ in done], errors
 
 
 def email_reclassify(*, email: InboundEmail) -> EmailResult:
