@@ -36,13 +36,19 @@ class MachineASGIHandler(ASGIHandler):
         self._exception_middleware = []
         self._middleware_chain = convert_exception_to_response(self._get_response)  # BaseHandler's, sync
 
+    async def __call__(self, scope, receive, send) -> None:
+        # Django's handler opens a ThreadSensitiveContext per request, which starts a thread of its own for it (and
+        # joins it after): a thread created per webhook. One call runs the whole request here, so it can take any
+        # thread of the loop's executor (threads are reused; each keeps its database connection from the pool).
+        await self.handle(scope, receive, send)
+
     async def handle(self, scope, receive, send) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+        response = await sync_to_async(self._respond, thread_sensitive=False)(scope, body_file)
         await self.send_response(response, send)
 
     def _respond(self, scope, body_file) -> HttpResponseBase:
