@@ -49,11 +49,25 @@ _started_at: dict[str, float] = {}
 def histogram_observe(pipe, key: str, label: str, seconds: float, buckets: tuple[float, ...]) -> None:
     """Adds one observation of `label` to the histogram kept in the Redis hash `key` (on the caller's pipeline):
     shared by every process, read back by `histogram_add`."""
-    pipe.hincrbyfloat(key, f"{label}{_SEP}sum", seconds)
-    pipe.hincrby(key, f"{label}{_SEP}count", 1)
-    for bound in buckets:
-        if seconds <= bound:
-            pipe.hincrby(key, f"{label}{_SEP}le{_SEP}{bound}", 1)
+    histogram_observe_many(pipe, key, [(label, seconds)], buckets)
+
+
+def histogram_observe_many(pipe, key: str, observations: list[tuple[str, float]], buckets: tuple[float, ...]) -> None:
+    """A batch of observations summed here first: one increment per field the batch touches (a cumulative bucket
+    per bound, the sum and the count per label), not one per observation and bound."""
+    counts: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    for label, seconds in observations:
+        sums[label] = sums.get(label, 0.0) + seconds
+        counts[f"{label}{_SEP}count"] = counts.get(f"{label}{_SEP}count", 0) + 1
+        for bound in buckets:
+            if seconds <= bound:
+                field = f"{label}{_SEP}le{_SEP}{bound}"
+                counts[field] = counts.get(field, 0) + 1
+    for label, total in sums.items():
+        pipe.hincrbyfloat(key, f"{label}{_SEP}sum", total)
+    for field, amount in counts.items():
+        pipe.hincrby(key, field, amount)
 
 
 def histogram_add(family: HistogramMetricFamily, fields: dict[str, str], buckets: tuple[float, ...]) -> None:

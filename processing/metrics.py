@@ -3,12 +3,13 @@ one hash, the classification time histogram in another; the sync lag is read fro
 None of these raises."""
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from emailsys.metrics import histogram_add, histogram_observe
+from emailsys.metrics import histogram_add, histogram_observe_many
 from emailsys.ops_clients import ops_redis
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,10 @@ def classifications_record(results: list[tuple[str, float]], *, counted: bool = 
     processing times in the histogram."""
     try:
         pipe = ops_redis().pipeline(transaction=False)
-        for classification, seconds in results:
-            if counted:
-                pipe.hincrby(COUNTS_KEY, f"classified{_SEP}{classification}", 1)
-            histogram_observe(pipe, SECONDS_KEY, classification, seconds, SECONDS_BUCKETS)
+        if counted:
+            for classification, amount in Counter(classification for classification, _ in results).items():
+                pipe.hincrby(COUNTS_KEY, f"classified{_SEP}{classification}", amount)
+        histogram_observe_many(pipe, SECONDS_KEY, results, SECONDS_BUCKETS)
         pipe.execute()
     except Exception as error:  # noqa: BLE001 - a metrics outage must not fail the work it counts
         logger.warning("could not record classifications: %s", type(error).__name__)

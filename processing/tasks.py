@@ -3,10 +3,21 @@ for backfill work). The services do the work and are idempotent."""
 
 import random
 
-from celery import shared_task
+from celery import shared_task, signals
 from django.conf import settings
 
+from processing.classifier import classifier_get
 from processing.services import classify, imap, sync
+
+
+@signals.worker_init.connect
+def _classifier_preload(sender, **kwargs) -> None:
+    """An inbound worker loads the model before its pool forks: every child has it from the start (a child is
+    replaced every CELERY_WORKER_MAX_TASKS_PER_CHILD tasks), where loading it in a child's first task delayed that
+    batch and the messages behind it by the import of numpy and the model."""
+    queues = sender.app.amqp.queues.consume_from or {}
+    if any(name.startswith("inbound") for name in queues):
+        classifier_get()
 
 
 @shared_task(

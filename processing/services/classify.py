@@ -3,6 +3,7 @@ task runs (the result's unique key decides; only the insert that won publishes a
 
 import logging
 import socket
+import sys
 import time
 
 from django.conf import settings
@@ -67,9 +68,9 @@ def _classify(*, email_pks: list[int]) -> tuple[list[EmailResult], dict[int, Exc
         InboundEmail.objects.filter(pk__in=won).update(
             status=InboundEmail.Status.CLASSIFIED, last_error="", attempts=F("attempts") + 1
         )
-        for email, result, parsed, _ in done:
+        for email, _, _, _ in done:
             email.status = InboundEmail.Status.CLASSIFIED
-            _handlers_run(email, result, parsed)
+        _handlers_run([(email, result, parsed) for email, result, parsed, _ in done])
         transaction.on_commit(lambda: _processed_many([(email, result, elapsed) for email, result, _, elapsed in done]))
     return [result for _, result, _, _ in done], errors
 
@@ -118,21 +119,40 @@ def _verdict(classifier: Classifier, parsed: ParsedEmail) -> tuple[Verdict, floa
     return verdict, time.perf_counter() - started
 
 
-def _handlers_run(email: InboundEmail, result: EmailResult, parsed: ParsedEmail) -> None:
+def _handlers_run(items: list[tuple[InboundEmail, EmailResult, ParsedEmail]]) -> None:
     """INBOUND_RESULT_HANDLERS (other apps' reactions: a reply stops a sequence, a bounce suppresses), in the
-    transaction that inserts the result, so each runs exactly once per message and atomically with it. Each
-    runs in a savepoint: its error is logged and kept on the message's last_error, and the result still
-    commits (imported by name: processing never imports the apps that react to it)."""
-    errors = []
+    transaction that inserts the results, so each runs exactly once per message and atomically with it (imported
+    by name: processing never imports the apps that react to it). A handler runs over the batch in one savepoint;
+    when it raises, that savepoint is rolled back and the handler runs again message by message, each in a savepoint
+    of its own: the failing message's error is logged and kept on its last_error, and every result still commits
+    (a savepoint per message always cost two round trips per message and handler)."""
+    errors: dict[int, list[str]] = {}
     for path in settings.INBOUND_RESULT_HANDLERS:
+        handler = import_string(path)
         try:
             with transaction.atomic():
-                import_string(path)(email=email, result=result, parsed=parsed)
-        except Exception as error:  # noqa: BLE001 - one message's reaction fails alone
-            logger.exception("inbound result handler %s failed for message %s", path, email.pk)
-            errors.append(f"{path}: {type(error).__name__}: {error}")
-    if errors:
-        InboundEmail.objects.filter(pk=email.pk).update(last_error="\n".join(errors)[:2000])
+                for email, result, parsed in items:
+                    handler(email=email, result=result, parsed=parsed)
+            continue
+        except Exception:  # noqa: BLE001 - which message failed: each alone finds out
+            if len(items) == 1:
+                logger.exception("inbound result handler %s failed for message %s", path, items[0][0].pk)
+                errors.setdefault(items[0][0].pk, []).append(_handler_error(path))
+                continue
+        for email, result, parsed in items:
+            try:
+                with transaction.atomic():
+                    handler(email=email, result=result, parsed=parsed)
+            except Exception:  # noqa: BLE001 - one message's reaction fails alone
+                logger.exception("inbound result handler %s failed for message %s", path, email.pk)
+                errors.setdefault(email.pk, []).append(_handler_error(path))
+    for email_pk, texts in errors.items():
+        InboundEmail.objects.filter(pk=email_pk).update(last_error="\n".join(texts)[:2000])
+
+
+def _handler_error(path: str) -> str:
+    error = sys.exc_info()[1]
+    return f"{path}: {type(error).__name__}: {error}"
 
 
 def _result_fields(classifier: Classifier, verdict: Verdict, elapsed: float) -> dict:
