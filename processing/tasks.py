@@ -52,22 +52,12 @@ def classify_email(self, email_pk: int) -> None:
 
 
 @shared_task(name="processing.classify_emails", bind=True, acks_late=True, ignore_result=True)
-def classify_emails(self, *, email_pks: list[int]) -> None:
+def classify_emails(self, *, email_pks: list[int], unattempted_only: bool = False) -> None:
     """A batch (ingest.emails_enqueue); a message whose classifier raised goes on alone in `classify_email`, as
     its first retry (same backoff, same PROCESSOR_MAX_RETRIES in all)."""
-    failed = classify.emails_classify(email_pks=email_pks)
-    if not failed:
-        return
-    if settings.PROCESSOR_MAX_RETRIES < 1:
-        for email_pk in failed:
-            classify.email_fail(email_pk=email_pk, error="classification failed (no retries: PROCESSOR_MAX_RETRIES)")
-        return
+    failed = classify.emails_classify(email_pks=email_pks, unattempted_only=unattempted_only)
     queue = (self.request.delivery_info or {}).get("routing_key") or "inbound"
-    delay = settings.PROCESSOR_RETRY_DELAY_MS / 1000
-    for email_pk in failed:
-        classify_email.apply_async(
-            args=[email_pk], queue=queue, countdown=delay * (1 + random.random() / 4), retries=1, ignore_result=True
-        )
+    classify.classification_failures_handle(failed, queue=queue)
 
 
 @shared_task(name="processing.fallback_sync", acks_late=True)

@@ -2,6 +2,7 @@
 task runs (the result's unique key decides; only the insert that won publishes and counts)."""
 
 import logging
+import random
 import socket
 import sys
 import time
@@ -12,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from emailsys.celery import app as celery_app
 from emailsys.db import rows_insert_new
 from processing.classifier import Classifier, Verdict, classifier_get
 from processing.models import EmailResult, InboundEmail
@@ -24,35 +26,84 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
     """Classifies the message unless it has a result; returns the new result, None when it had one (or the
     message is gone). Raises on a classifier error (the task retries: PROCESSOR_MAX_RETRIES,
     PROCESSOR_RETRY_DELAY_MS); after the last attempt the message is marked failed with the error."""
-    results, errors = _classify(email_pks=[email_pk])
+    email = InboundEmail.objects.select_related("mailbox").filter(pk=email_pk, result__isnull=True).first()
+    if email is None:
+        return None
+    try:
+        parsed = email_parse(bytes(email.raw))
+    except Exception:
+        InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
+        raise
+    results, errors = _classify([(email, parsed)], errors={})
     if errors:
         raise errors[email_pk]
     return results[0] if results else None
 
 
-def emails_classify(*, email_pks: list[int]) -> list[int]:
-    """Classifies every message of the batch that has no result; the pks whose classifier raised (their attempt
-    counted: the caller retries them one by one)."""
-    _, errors = _classify(email_pks=email_pks)
+def emails_classify(*, email_pks: list[int], unattempted_only: bool = False) -> list[int]:
+    """Classifies every message of the batch that has no result (with `unattempted_only`, none tried before: the
+    safety net behind emails_classify_stored); the pks whose classifier raised (their attempt counted: the caller
+    retries them one by one, `classification_failures_handle`)."""
+    emails = InboundEmail.objects.select_related("mailbox").filter(pk__in=email_pks, result__isnull=True)
+    if unattempted_only:
+        emails = emails.filter(attempts=0)
+    items, errors = [], {}
+    for email in emails:
+        try:
+            items.append((email, email_parse(bytes(email.raw))))
+        except Exception as error:  # noqa: BLE001 - this message's alone
+            errors[email.pk] = error
+    _, errors = _classify(items, errors=errors)
     for email_pk, error in errors.items():  # any exception is this message's alone
         logger.error("classification of message %s failed", email_pk, exc_info=error)
     return list(errors)
 
 
-def _classify(*, email_pks: list[int]) -> tuple[list[EmailResult], dict[int, Exception]]:
-    """The messages without a result classified, their results inserted in one statement (ON CONFLICT DO NOTHING):
-    a message whose result another run inserted first is skipped, and only the run whose insert won runs the
-    handlers and publishes. Returns the new results and the classifier's error per message that failed (a failed
-    attempt counts here; one that works, in the results' own UPDATE)."""
-    emails = list(InboundEmail.objects.select_related("mailbox").filter(pk__in=email_pks, result__isnull=True))
-    if not emails:
+def emails_classify_stored(*, items: list[tuple[InboundEmail, ParsedEmail]], queue: str) -> None:
+    """Messages the sync has just committed, classified at once in its process from the parsed form it already has:
+    no task to wait for, no second read of the raw bytes, no second parse. A message whose classifier raised goes on
+    to its retries; should this process die first, the batch's safety-net tasks (ingest.emails_store_to_classify)
+    classify what it left. Never raises: the sync has stored the messages, and that stands."""
+    try:
+        _, errors = _classify(items, errors={})
+    except Exception:  # noqa: BLE001 - the safety-net tasks take these messages
+        logger.exception("classification of %d stored messages failed; their tasks take them", len(items))
+        return
+    for email_pk, error in errors.items():
+        logger.error("classification of message %s failed", email_pk, exc_info=error)
+    classification_failures_handle(list(errors), queue=queue)
+
+
+def classification_failures_handle(email_pks: list[int], *, queue: str) -> None:
+    """Messages whose first attempt failed: each goes on alone in `classify_email`, as its first retry
+    (PROCESSOR_RETRY_DELAY_MS, then doubling; PROCESSOR_MAX_RETRIES in all), or is marked failed at once when no
+    retries are allowed."""
+    if not email_pks:
+        return
+    if settings.PROCESSOR_MAX_RETRIES < 1:
+        for email_pk in email_pks:
+            email_fail(email_pk=email_pk, error="classification failed (no retries: PROCESSOR_MAX_RETRIES)")
+        return
+    delay = settings.PROCESSOR_RETRY_DELAY_MS / 1000
+    for email_pk in email_pks:  # by name: the tasks import the services, never the other way round
+        celery_app.send_task("processing.classify_email", args=[email_pk], queue=queue, retries=1,
+                             countdown=delay * (1 + random.random() / 4), ignore_result=True)  # fmt: skip
+
+
+def _classify(
+    items: list[tuple[InboundEmail, ParsedEmail]], *, errors: dict[int, Exception]
+) -> tuple[list[EmailResult], dict[int, Exception]]:
+    """The parsed messages classified, their results inserted in one statement (ON CONFLICT DO NOTHING): a message
+    whose result another run inserted first is skipped, and only the run whose insert won runs the handlers and
+    publishes. Returns the new results and the error per message that failed, `errors` (earlier failures of the
+    batch) included (a failed attempt counts here; one that works, in the results' own UPDATE)."""
+    if not items and not errors:
         return [], {}
     classifier = classifier_get()
     done: list[tuple[InboundEmail, EmailResult, ParsedEmail, float]] = []
-    errors: dict[int, Exception] = {}
-    for email in emails:
+    errors = dict(errors)
+    for email, parsed in items:
         try:
-            parsed = email_parse(bytes(email.raw))
             verdict, elapsed = _verdict(classifier, parsed)
         except Exception as error:  # noqa: BLE001 - handed to the caller, per message
             errors[email.pk] = error
@@ -60,6 +111,8 @@ def _classify(*, email_pks: list[int]) -> tuple[list[EmailResult], dict[int, Exc
         done.append((email, EmailResult(email=email, **_result_fields(classifier, verdict, elapsed)), parsed, elapsed))
     if errors:
         InboundEmail.objects.filter(pk__in=list(errors)).update(attempts=F("attempts") + 1)
+    if not done:
+        return [], errors
     with transaction.atomic():
         won = {
             result.email_id for result in rows_insert_new(EmailResult, [item[1] for item in done], unique=("email",))

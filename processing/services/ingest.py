@@ -18,6 +18,8 @@ from processing.providers import ProviderMessage
 logger = logging.getLogger(__name__)
 
 STALLED_REQUEUE_LIMIT = 1000  # per run of the periodic task; the next run takes the rest
+# The tasks behind a classification made at once by the storing process: they run this much later, for what it left.
+SAFETY_NET_SECONDS = 10
 QUEUE_FOR_SOURCE = {InboundEmail.Source.WEBHOOK: "inbound", InboundEmail.Source.BACKFILL: "inbound_backfill"}
 
 
@@ -34,36 +36,57 @@ def emails_store(*, mailbox: Mailbox, messages: list[ProviderMessage], source: s
     ARCHIVE_ENABLED, an "archive" outbox event per new row in the same transaction puts the message on the archive
     queue after commit (archive.services.publish). A row whose enqueue is lost (the process died right after the
     commit) is enqueued again by `emails_requeue_stalled`."""
+    return [row for row, _ in _emails_store(mailbox=mailbox, messages=messages, source=source, countdown=None)]
+
+
+def emails_store_to_classify(
+    *, mailbox: Mailbox, messages: list[ProviderMessage], source: str
+) -> list[tuple[InboundEmail, ParsedEmail]]:
+    """As `emails_store`, for a caller that classifies the new rows itself right after its commit, from the parsed
+    form returned with each (classify.emails_classify_stored: no task, no second read, no second parse). Their tasks
+    are still enqueued, due SAFETY_NET_SECONDS later and only for rows nobody attempted by then: they classify what
+    that caller could not (it died first)."""
+    return _emails_store(mailbox=mailbox, messages=messages, source=source, countdown=SAFETY_NET_SECONDS)
+
+
+def _emails_store(
+    *, mailbox: Mailbox, messages: list[ProviderMessage], source: str, countdown: float | None
+) -> list[tuple[InboundEmail, ParsedEmail]]:
     from processing.metrics import inbound_count
 
-    rows = [
-        _row(mailbox=mailbox, message=message, parsed=email_parse(message.raw), source=source) for message in messages
-    ]
+    parsed = {message.email_id: email_parse(message.raw) for message in messages}
+    rows = [_row(mailbox=mailbox, message=message, parsed=parsed[message.email_id], source=source)
+            for message in messages]  # fmt: skip
     new = rows_insert_new(InboundEmail, rows, unique=("mailbox", "email_id"))
     if len(new) < len(rows):
         inbound_count("duplicate", amount=len(rows) - len(new))
     if not new:
         return []
     queue = QUEUE_FOR_SOURCE.get(source, "inbound_backfill")
-    transaction.on_commit(lambda: emails_enqueue(new, queue=queue))
+    transaction.on_commit(lambda: emails_enqueue(new, queue=queue, countdown=countdown))
     if settings.ARCHIVE_ENABLED:  # published to the archive queue after commit, through the outbox
         for row in new:
             event_emit(stream="archive", key=f"email:{row.pk}", kind="email_stored", payload={"email_pk": row.pk})
-    return new
+    return [(row, parsed[row.email_id]) for row in new]
 
 
-def emails_enqueue(rows: list[InboundEmail], *, queue: str) -> None:
+def emails_enqueue(rows: list[InboundEmail], *, queue: str, countdown: float | None = None) -> None:
     """Classification tasks for stored rows, a batch of PROCESSOR_BATCH_SIZE per task: a burst of messages costs
-    the broker, the worker's task handling and the live feed one round each per batch, not per message."""
+    the broker, the worker's task handling and the live feed one round each per batch, not per message. With a
+    `countdown` the tasks are a safety net (emails_store_to_classify): due then, they skip every row attempted
+    meanwhile."""
     from processing.metrics import inbound_count
     from processing.services import events
 
     size = max(1, settings.PROCESSOR_BATCH_SIZE)
+    kwargs: dict = {} if countdown is None else {"countdown": countdown}
     for first in range(0, len(rows), size):
         # No result: nobody waits for one, and a result subscription cost the sender a Redis round trip per task.
-        email_pks = [row.pk for row in rows[first : first + size]]
-        celery_app.send_task("processing.classify_emails", kwargs={"email_pks": email_pks}, queue=queue,
-                             ignore_result=True)  # fmt: skip
+        task_kwargs: dict = {"email_pks": [row.pk for row in rows[first : first + size]]}
+        if countdown is not None:
+            task_kwargs["unattempted_only"] = True
+        celery_app.send_task("processing.classify_emails", kwargs=task_kwargs, queue=queue, ignore_result=True,
+                             **kwargs)  # fmt: skip
     events.emails_queued(rows)
     inbound_count("received", amount=len(rows))
 

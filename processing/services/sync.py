@@ -25,7 +25,8 @@ from django.utils import timezone
 from emailsys.celery import app as celery_app
 from processing.models import InboundEmail, Mailbox, WebhookReceipt
 from processing.providers import FetchedMessages, HistoryEntry, HistoryExpired, MailProvider, provider_for
-from processing.services.ingest import email_store, emails_requeue_stalled, emails_store
+from processing.services.classify import emails_classify_stored
+from processing.services.ingest import QUEUE_FOR_SOURCE, email_store, emails_requeue_stalled, emails_store_to_classify
 
 logger = logging.getLogger(__name__)
 SYNC_QUEUED_SECONDS = 15
@@ -209,7 +210,8 @@ def _sync_pass(mailbox: Mailbox, provider: MailProvider, *, source: str, owner: 
 
 
 def _batch_store(mailbox: Mailbox, messages: FetchedMessages, batch: list[HistoryEntry], *, source: str) -> bool:
-    """The batch's messages stored in one statement and the cursor moved past the batch, in one transaction. False
+    """The batch's messages stored in one statement and the cursor moved past the batch, in one transaction, then
+    classified in this process (after the commit, so the mailbox row's lock is not held meanwhile). False
     when a message could not be fetched or stored (nothing of the batch is kept): the caller then goes entry by
     entry, counting the failing entry's attempts (poison)."""
     found = [messages.get(email_id) for entry in batch for email_id in entry.email_ids]
@@ -217,7 +219,9 @@ def _batch_store(mailbox: Mailbox, messages: FetchedMessages, batch: list[Histor
         return False
     try:
         with transaction.atomic():
-            emails_store(mailbox=mailbox, messages=[message for message in found if message is not None], source=source)
+            stored = emails_store_to_classify(
+                mailbox=mailbox, messages=[message for message in found if message is not None], source=source
+            )
             last = batch[-1].history_id
             cursor_advance(mailbox_id=mailbox.pk, history_id=last)
             Mailbox.objects.filter(pk=mailbox.pk, poison_history_id__lte=last).update(
@@ -227,6 +231,7 @@ def _batch_store(mailbox: Mailbox, messages: FetchedMessages, batch: list[Histor
         logger.info("mailbox %s: batch store failed (%s: %s); storing entry by entry", mailbox.address,
                     type(error).__name__, error)  # fmt: skip
         return False
+    emails_classify_stored(items=stored, queue=QUEUE_FOR_SOURCE[source])  # committed: classified here and now
     return True
 
 

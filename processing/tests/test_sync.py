@@ -331,3 +331,49 @@ def test_a_burst_of_notifications_queues_one_sync_until_it_starts(
         assert mailbox_notify(mailbox=mailbox, history_id=6, webhook_id=f"burst-{mailbox.pk}-6")
         assert not mailbox_notify(mailbox=mailbox, history_id=6, webhook_id=f"burst-{mailbox.pk}-6")  # a duplicate
     assert queued() == before + 2
+
+
+def test_the_sync_classifies_what_it_stored_and_its_safety_net_tasks_come_later(
+    mailbox, provider, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    """A page's messages have their results when the sync returns (no task to wait for); the tasks enqueued behind
+    them are due later and only for messages nobody attempted."""
+    from emailsys.celery import app as celery_app
+    from processing.services.ingest import SAFETY_NET_SECONDS
+
+    sent: list[tuple[str, dict, dict]] = []
+    monkeypatch.setattr(
+        celery_app, "send_task", lambda name, kwargs=None, **options: sent.append((name, kwargs, options))
+    )
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_history_id=0)
+    for n in range(4):
+        provider.add(f"Lunch on Friday? {n}")
+    with django_capture_on_commit_callbacks(execute=True):
+        sync(mailbox, provider)
+    rows = InboundEmail.objects.filter(mailbox=mailbox)
+    assert rows.count() == 4
+    assert all(row.status == "classified" and row.result.classification for row in rows.select_related("result"))
+    classify_tasks = [(kwargs, options) for name, kwargs, options in sent if name == "processing.classify_emails"]
+    assert sorted(pk for kwargs, _ in classify_tasks for pk in kwargs["email_pks"]) == sorted(
+        rows.values_list("pk", flat=True)
+    )
+    assert all(
+        kwargs["unattempted_only"] and options["countdown"] == SAFETY_NET_SECONDS for kwargs, options in classify_tasks
+    )
+
+
+def test_the_safety_net_classifies_only_what_nobody_attempted(mailbox, provider) -> None:
+    """What a sync stored and could not classify (it died first) is classified by the safety-net batch; a message
+    whose attempt failed is left to its own retries, a classified one is not classified again."""
+    from processing.models import EmailResult
+    from processing.services.classify import emails_classify
+
+    left, failed, done = (email_store(mailbox=mailbox, message=provider.add(subject), source="webhook")
+                          for subject in ("left behind", "failed once", "already done"))  # fmt: skip
+    InboundEmail.objects.filter(pk=failed.pk).update(attempts=1)
+    assert emails_classify(email_pks=[done.pk]) == []
+    first = EmailResult.objects.get(email=done)
+
+    assert emails_classify(email_pks=[left.pk, failed.pk, done.pk], unattempted_only=True) == []
+    assert set(EmailResult.objects.values_list("email_id", flat=True)) == {left.pk, done.pk}
+    assert EmailResult.objects.get(email=done).processed_at == first.processed_at
