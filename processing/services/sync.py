@@ -78,16 +78,18 @@ WITH receipt AS (
     ON CONFLICT (webhook_id) DO NOTHING RETURNING 1
 ), raised AS (
     UPDATE {mailboxes} SET wanted_history_id = GREATEST(wanted_history_id, %s)
-    WHERE id = %s AND EXISTS (SELECT 1 FROM receipt) RETURNING last_history_id
+    WHERE id = %s AND EXISTS (SELECT 1 FROM receipt) RETURNING last_history_id, sync_lease_until
 )
-SELECT EXISTS (SELECT 1 FROM receipt), (SELECT last_history_id FROM raised)
+SELECT EXISTS (SELECT 1 FROM receipt), (SELECT last_history_id FROM raised), (SELECT sync_lease_until FROM raised)
 """
 
 
 def mailbox_notify(*, mailbox: Mailbox, history_id: int, webhook_id: str) -> bool:
     """A verified notification. False when this webhook id was seen before (nothing happens); otherwise the
-    wanted id rises to `history_id` if higher and a sync is requested when the cursor is behind. One statement:
-    the webhook answers in a round trip to PostgreSQL, not five."""
+    wanted id rises to `history_id` if higher and a sync is requested when the cursor is behind and no sync holds
+    the mailbox's lease (that one reads the wanted id after each pass, and after giving the lease back: the raise
+    and the give-back are updates of the same row, so one of the two sees the other). One statement: the webhook
+    answers in a round trip to PostgreSQL, not five."""
     sql = _NOTIFY_SQL.format(
         receipts=connection.ops.quote_name(WebhookReceipt._meta.db_table),
         mailboxes=connection.ops.quote_name(Mailbox._meta.db_table),
@@ -95,11 +97,13 @@ def mailbox_notify(*, mailbox: Mailbox, history_id: int, webhook_id: str) -> boo
     try:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips around it
         with connection.cursor() as cursor:
             cursor.execute(sql, [webhook_id, mailbox.pk, history_id, timezone.now(), history_id, mailbox.pk])
-            new, cursor_id = cursor.fetchone()
+            new, cursor_id, lease_until = cursor.fetchone()
     except IntegrityError:  # the mailbox was deleted meanwhile: nothing to sync
         return False
     if not new:
         return False
+    if lease_until is not None and lease_until > timezone.now():
+        return True  # a sync runs: it goes round again for this id (under load, one long sync, no task per webhook)
     if cursor_id is None or cursor_id < history_id:
         transaction.on_commit(lambda: sync_request(mailbox_id=mailbox.pk, source="webhook"))
     return True
@@ -119,16 +123,21 @@ def mailbox_sync(*, mailbox_id: int, source: str, provider: MailProvider | None 
         mailbox = lease_take(mailbox_id, owner)
         if mailbox is None:
             return
+        wanted_before = mailbox.wanted_history_id
         try:
             progressed = _sync_pass(mailbox, provider or provider_for(mailbox), source=source, owner=owner)
         finally:
             Mailbox.objects.filter(pk=mailbox_id, sync_lease_owner=owner).update(
                 sync_lease_owner="", sync_lease_until=None
             )
+        # Read after giving the lease back: a notification that saw the lease held asked for no sync of its own.
         cursor, wanted = Mailbox.objects.filter(pk=mailbox_id).values_list("last_history_id", "wanted_history_id")[0]
-        # Again while a notification announced more than we have; a pass that found nothing new ends it (an id
-        # announced but not (yet) in the history must not spin: the next notification or the fallback sync comes).
-        if not progressed or (cursor is not None and cursor >= wanted):
+        if cursor is not None and cursor >= wanted:
+            return
+        # Again while a notification announced more than we have; a pass that found nothing new ends it unless a
+        # notification came meanwhile (an id announced but not (yet) in the history must not spin: the next
+        # notification or the fallback sync comes).
+        if not progressed and wanted == wanted_before:
             return
 
 
