@@ -218,6 +218,31 @@ def test_a_sync_that_cannot_take_the_lease_returns_and_the_holder_takes_the_late
     assert mailbox.last_history_id == 4 and not mailbox.sync_lease_owner
 
 
+def test_a_notification_during_a_sync_queues_no_task_and_the_holder_goes_round_for_it(
+    mailbox, provider, django_capture_on_commit_callbacks
+) -> None:
+    """Under load one sync runs on: a notification that finds the lease held raises the wanted id only, and the
+    holder, reading it after giving the lease back, syncs again for it."""
+    from emailsys.metrics import queue_depths
+    from processing.services.sync import mailbox_notify
+
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_history_id=0, wanted_history_id=1)
+    provider.add("first")
+    before = queue_depths(queues=["inbound"])["inbound"]
+
+    def mail_arrives_mid_sync(email_id: str) -> None:
+        if email_id == "m1":
+            message = provider.add("announced while the lease was held")
+            with django_capture_on_commit_callbacks(execute=True):
+                assert mailbox_notify(mailbox=mailbox, history_id=message.history_id, webhook_id=f"mid-{mailbox.pk}")
+
+    provider.on_fetch = mail_arrives_mid_sync
+    sync(mailbox, provider)
+    assert stored(mailbox) == ["announced while the lease was held", "first"]
+    assert mailbox.last_history_id == 2 and not mailbox.sync_lease_owner
+    assert queue_depths(queues=["inbound"])["inbound"] == before  # no sync task was asked for
+
+
 def test_a_lease_is_taken_over_only_after_it_expired(mailbox, provider) -> None:
     Mailbox.objects.filter(pk=mailbox.pk).update(last_history_id=0, wanted_history_id=1)
     provider.add("waiting")
