@@ -26,15 +26,7 @@ def email_classify(*, email_pk: int) -> EmailResult | None:
     """Classifies the message unless it has a result; returns the new result, None when it had one (or the
     message is gone). Raises on a classifier error (the task retries: PROCESSOR_MAX_RETRIES,
     PROCESSOR_RETRY_DELAY_MS); after the last attempt the message is marked failed with the error."""
-    email = InboundEmail.objects.select_related("mailbox").filter(pk=email_pk, result__isnull=True).first()
-    if email is None:
-        return None
-    try:
-        parsed = email_parse(bytes(email.raw))
-    except Exception:
-        InboundEmail.objects.filter(pk=email_pk).update(attempts=F("attempts") + 1)
-        raise
-    results, errors = _classify([(email, parsed)], errors={})
+    results, errors = _classify(*_stored_read([email_pk]))
     if errors:
         raise errors[email_pk]
     return results[0] if results else None
@@ -44,6 +36,16 @@ def emails_classify(*, email_pks: list[int], unattempted_only: bool = False) -> 
     """Classifies every message of the batch that has no result (with `unattempted_only`, none tried before: the
     safety net behind emails_classify_stored); the pks whose classifier raised (their attempt counted: the caller
     retries them one by one, `classification_failures_handle`)."""
+    _, errors = _classify(*_stored_read(email_pks, unattempted_only=unattempted_only))
+    for email_pk, error in errors.items():  # any exception is this message's alone
+        logger.error("classification of message %s failed", email_pk, exc_info=error)
+    return list(errors)
+
+
+def _stored_read(
+    email_pks: list[int], *, unattempted_only: bool = False
+) -> tuple[list[tuple[InboundEmail, ParsedEmail]], dict[int, Exception]]:
+    """The messages without a result, parsed from their raw bytes, and the parse error of each that failed."""
     emails = InboundEmail.objects.select_related("mailbox").filter(pk__in=email_pks, result__isnull=True)
     if unattempted_only:
         emails = emails.filter(attempts=0)
@@ -53,10 +55,7 @@ def emails_classify(*, email_pks: list[int], unattempted_only: bool = False) -> 
             items.append((email, email_parse(bytes(email.raw))))
         except Exception as error:  # noqa: BLE001 - this message's alone
             errors[email.pk] = error
-    _, errors = _classify(items, errors=errors)
-    for email_pk, error in errors.items():  # any exception is this message's alone
-        logger.error("classification of message %s failed", email_pk, exc_info=error)
-    return list(errors)
+    return items, errors
 
 
 def emails_classify_stored(*, items: list[tuple[InboundEmail, ParsedEmail]], queue: str) -> None:
@@ -65,7 +64,7 @@ def emails_classify_stored(*, items: list[tuple[InboundEmail, ParsedEmail]], que
     to its retries; should this process die first, the batch's safety-net tasks (ingest.emails_store_to_classify)
     classify what it left. Never raises: the sync has stored the messages, and that stands."""
     try:
-        _, errors = _classify(items, errors={})
+        _, errors = _classify(items, {})
     except Exception:  # noqa: BLE001 - the safety-net tasks take these messages
         logger.exception("classification of %d stored messages failed; their tasks take them", len(items))
         return
@@ -91,7 +90,7 @@ def classification_failures_handle(email_pks: list[int], *, queue: str) -> None:
 
 
 def _classify(
-    items: list[tuple[InboundEmail, ParsedEmail]], *, errors: dict[int, Exception]
+    items: list[tuple[InboundEmail, ParsedEmail]], errors: dict[int, Exception]
 ) -> tuple[list[EmailResult], dict[int, Exception]]:
     """The parsed messages classified, their results inserted in one statement (ON CONFLICT DO NOTHING): a message
     whose result another run inserted first is skipped, and only the run whose insert won runs the handlers and
